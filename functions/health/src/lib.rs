@@ -1,0 +1,61 @@
+//! Health function: liveness (`GET /api/v1/health`) and readiness (`GET /api/v1/health/ready`,
+//! which checks the database and answers 503 when it is down).
+
+use std::time::Duration;
+
+use adiuva_db::Database;
+use adiuva_http::{ApiError, ErrorBody, Json, api_doc};
+use axum::extract::State;
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// How long readiness waits for the database before calling it down.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub fn router(db: Database) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(api_doc())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .with_state(db)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HealthStatus {
+    /// Always `ok` when the service answers.
+    pub status: &'static str,
+    pub version: &'static str,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReadyStatus {
+    pub status: &'static str,
+    pub database: &'static str,
+}
+
+/// Liveness: the function runs. Touches no dependency.
+#[utoipa::path(get, path = "/api/v1/health", tag = "health",
+    responses((status = 200, description = "The service is up", body = HealthStatus)))]
+async fn health() -> Json<HealthStatus> {
+    Json(HealthStatus {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// Readiness: the database answers a query.
+#[utoipa::path(get, path = "/api/v1/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready to serve", body = ReadyStatus),
+        (status = 503, description = "The database is unreachable", body = ErrorBody),
+    ))]
+async fn ready(State(db): State<Database>) -> Result<Json<ReadyStatus>, ApiError> {
+    match tokio::time::timeout(READY_TIMEOUT, db.ping()).await {
+        Ok(Ok(())) => Ok(Json(ReadyStatus {
+            status: "ok",
+            database: "ok",
+        })),
+        Ok(Err(err)) => Err(ApiError::unavailable("the database", err)),
+        Err(elapsed) => Err(ApiError::unavailable("the database", elapsed)),
+    }
+}

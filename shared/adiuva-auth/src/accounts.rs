@@ -1,0 +1,359 @@
+//! Registration, login, refresh-token rotation, logout and authentication of access tokens.
+
+use std::sync::Arc;
+
+use adiuva_config::Config;
+use adiuva_db::{Database, is_unique_violation, new_id, now_ms};
+use serde::Serialize;
+use sqlx::AnyConnection;
+
+use crate::extract::{AuthUser, Role};
+use crate::tiers::live_tier;
+use crate::tokens::JwtKeys;
+use crate::{AuthError, Tier, password, refresh};
+
+/// What register, login and refresh return (the reference's `AuthTokens`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuthTokens {
+    /// A JWT to send as `Authorization: Bearer ...`.
+    pub access_token: String,
+    /// Single use: exchange it at `/auth/refresh` for a new pair.
+    pub refresh_token: String,
+    /// Expiry of the access token, milliseconds since the Unix epoch.
+    pub expires_at: i64,
+}
+
+/// The reference's `UserProfile`; `tier` is read live from the subscription.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserProfile {
+    pub id: String,
+    pub email: String,
+    pub tier: Tier,
+}
+
+impl From<&AuthUser> for UserProfile {
+    fn from(user: &AuthUser) -> Self {
+        Self {
+            id: user.id.clone(),
+            email: user.email.clone(),
+            tier: user.tier,
+        }
+    }
+}
+
+/// The account service. Cheap to clone; built once per process.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Database,
+    jwt: JwtKeys,
+    bcrypt_cost: u32,
+    refresh_ttl_ms: i64,
+}
+
+impl Accounts {
+    pub fn new(db: Database, config: &Config) -> Self {
+        let refresh_ttl_ms = i64::try_from(config.jwt_refresh_token_expire_days)
+            .unwrap_or(i64::MAX / 86_400_000)
+            .saturating_mul(86_400_000);
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                jwt: JwtKeys::from_config(config),
+                bcrypt_cost: config.bcrypt_cost,
+                refresh_ttl_ms,
+            }),
+        }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
+    pub fn jwt(&self) -> &JwtKeys {
+        &self.inner.jwt
+    }
+
+    pub async fn register(&self, email: &str, password: String) -> Result<AuthTokens, AuthError> {
+        let email = normalize_email(email)?;
+        let password_hash = password::hash(password, self.inner.bcrypt_cost).await?;
+        let now = now_ms();
+        let user_id = new_id();
+
+        let mut tx = self.inner.db.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(&user_id)
+        .bind(&email)
+        .bind(&password_hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|err| if is_unique_violation(&err) { AuthError::EmailTaken } else { err.into() })?;
+        sqlx::query("INSERT INTO storage_usage (user_id) VALUES ($1)")
+            .bind(&user_id)
+            .execute(&mut *tx)
+            .await?;
+        let tokens = self
+            .issue_tokens(&mut tx, &user_id, 0, &new_id(), now)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(user_id, "account registered");
+        Ok(tokens)
+    }
+
+    /// One generic failure for an unknown email and a wrong password, each after one bcrypt
+    /// verification, so neither the answer nor its timing tells which it was.
+    pub async fn login(&self, email: &str, password: String) -> Result<AuthTokens, AuthError> {
+        let email = email.trim().to_lowercase();
+        let row: Option<(String, String, i64)> =
+            sqlx::query_as("SELECT id, password_hash, token_version FROM users WHERE email = $1")
+                .bind(&email)
+                .fetch_optional(self.inner.db.pool())
+                .await?;
+        let Some((user_id, password_hash, token_version)) = row else {
+            let cost = self.inner.bcrypt_cost;
+            let dummy = tokio::task::spawn_blocking(move || password::dummy_hash(cost)).await?;
+            password::verify(password, dummy).await?;
+            return Err(AuthError::InvalidCredentials);
+        };
+        if !password::verify(password, password_hash).await? {
+            tracing::info!(user_id, "login failed: wrong password");
+            return Err(AuthError::InvalidCredentials);
+        }
+        let mut conn = self.inner.db.pool().acquire().await?;
+        let tokens = self
+            .issue_tokens(&mut conn, &user_id, token_version, &new_id(), now_ms())
+            .await?;
+        tracing::info!(user_id, "login succeeded");
+        Ok(tokens)
+    }
+
+    /// Rotates a refresh token. The token is marked used by a conditional `UPDATE`, so of two
+    /// concurrent presentations only one succeeds. Presenting a token that was already used
+    /// revokes every token of its family, including the one issued in its place.
+    pub async fn refresh(&self, presented: &str) -> Result<AuthTokens, AuthError> {
+        if !refresh::well_formed(presented) {
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        let token_hash = refresh::hash(presented);
+        let now = now_ms();
+        let mut tx = self.inner.db.pool().begin().await?;
+        let rotated: Option<(String, String)> = sqlx::query_as(
+            "UPDATE refresh_tokens SET used_at = $2 \
+             WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
+             RETURNING user_id, family_id",
+        )
+        .bind(&token_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+
+        let Some((user_id, family_id)) = rotated else {
+            drop(tx);
+            return Err(self.reject_refresh(&token_hash, now).await?);
+        };
+        let token_version: i64 =
+            sqlx::query_scalar("SELECT token_version FROM users WHERE id = $1")
+                .bind(&user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let tokens = self
+            .issue_tokens(&mut tx, &user_id, token_version, &family_id, now)
+            .await?;
+        tx.commit().await?;
+        Ok(tokens)
+    }
+
+    /// Explains why a refresh token was not accepted, revoking its family when it was reused.
+    async fn reject_refresh(&self, token_hash: &str, now: i64) -> Result<AuthError, AuthError> {
+        let known: Option<(String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT user_id, family_id, used_at FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(self.inner.db.pool())
+        .await?;
+        match known {
+            Some((user_id, family_id, Some(_used_at))) => {
+                let revoked = sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(&family_id)
+                .bind(now)
+                .execute(self.inner.db.pool())
+                .await?;
+                tracing::warn!(
+                    user_id,
+                    family_id,
+                    revoked = revoked.rows_affected(),
+                    "refresh token reuse detected; token family revoked"
+                );
+                Ok(AuthError::RefreshTokenReused)
+            }
+            _ => Ok(AuthError::InvalidRefreshToken),
+        }
+    }
+
+    /// Revokes every refresh token of the user and ends their access tokens.
+    pub async fn logout(&self, user_id: &str) -> Result<(), AuthError> {
+        let now = now_ms();
+        let mut tx = self.inner.db.pool().begin().await?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE users SET token_version = token_version + 1, updated_at = $2 WHERE id = $1",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(user_id, "logged out; all sessions revoked");
+        Ok(())
+    }
+
+    /// Verifies an access token and loads the caller with their live tier, in one query.
+    pub async fn authenticate(&self, token: &str) -> Result<AuthUser, AuthError> {
+        let claims = self.inner.jwt.verify(token)?;
+        let caller: Option<CallerRow> = sqlx::query_as(
+            "SELECT u.email, u.role, u.token_version, s.tier, s.status \
+             FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id WHERE u.id = $1",
+        )
+        .bind(&claims.sub)
+        .fetch_optional(self.inner.db.pool())
+        .await?;
+        let Some(CallerRow {
+            email,
+            role,
+            token_version,
+            tier,
+            status,
+        }) = caller
+        else {
+            return Err(AuthError::InvalidToken);
+        };
+        if token_version != claims.ver {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(AuthUser {
+            id: claims.sub,
+            email,
+            tier: live_tier(tier.as_deref(), status.as_deref()),
+            role: Role::parse(&role),
+        })
+    }
+
+    async fn issue_tokens(
+        &self,
+        conn: &mut AnyConnection,
+        user_id: &str,
+        token_version: i64,
+        family_id: &str,
+        now: i64,
+    ) -> Result<AuthTokens, AuthError> {
+        let (refresh_token, refresh_hash) = refresh::generate().map_err(AuthError::Random)?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, user_id, token_hash, family_id, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(new_id())
+        .bind(user_id)
+        .bind(&refresh_hash)
+        .bind(family_id)
+        .bind(now.saturating_add(self.inner.refresh_ttl_ms))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        let (access_token, expires_at) = self.inner.jwt.issue(user_id, token_version, now)?;
+        Ok(AuthTokens {
+            access_token,
+            refresh_token,
+            expires_at,
+        })
+    }
+}
+
+/// The caller's row with their subscription, if any.
+#[derive(sqlx::FromRow)]
+struct CallerRow {
+    email: String,
+    role: String,
+    token_version: i64,
+    tier: Option<String>,
+    status: Option<String>,
+}
+
+/// Trims and lowercases an email and checks that it is a plausible address.
+pub(crate) fn normalize_email(raw: &str) -> Result<String, AuthError> {
+    let email = raw.trim().to_lowercase();
+    if email.len() > 254 {
+        return Err(AuthError::InvalidEmail(
+            "email is longer than 254 characters",
+        ));
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err(AuthError::InvalidEmail("email must contain an @"));
+    };
+    let forbidden = |c: char| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"@".contains(c);
+    if local.is_empty() || local.len() > 64 || local.contains(forbidden) {
+        return Err(AuthError::InvalidEmail(
+            "the part before the @ is not valid",
+        ));
+    }
+    let labels_ok = domain.split('.').all(|label| {
+        !label.is_empty()
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && !label.contains(forbidden)
+    });
+    if !domain.contains('.') || !labels_ok {
+        return Err(AuthError::InvalidEmail(
+            "the domain of the email is not valid",
+        ));
+    }
+    Ok(email)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_lowercased_and_checked() {
+        assert_eq!(
+            normalize_email("  Alice@Example.COM ").unwrap(),
+            "alice@example.com"
+        );
+        assert_eq!(
+            normalize_email("a.b+tag@sub.example.org").unwrap(),
+            "a.b+tag@sub.example.org"
+        );
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "alice@example",
+            "al ice@example.com",
+            "alice@exa mple.com",
+            "a@b@example.com",
+            "alice@.example.com",
+            "alice@example..com",
+            "alice@-example.com",
+        ] {
+            assert!(normalize_email(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(normalize_email(&format!("{}@example.com", "a".repeat(65))).is_err());
+        assert!(normalize_email(&format!("a@{}.com", "b".repeat(250))).is_err());
+    }
+}

@@ -1,0 +1,433 @@
+//! Typed configuration, read once per process from the environment and an optional `.env` file.
+//!
+//! Every variable of the reference deployment keeps its name and default; what this service
+//! adds is listed in `.env.example`. Real environment variables win over `.env` entries, and
+//! nothing here writes to the process environment.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// The secret that ships as the default and must never reach production.
+pub const DEFAULT_JWT_SECRET: &str = "change-me-in-production";
+
+/// Shortest `JWT_SECRET` accepted in production: 256 bits for HMAC-SHA-256.
+pub const MIN_PROD_SECRET_BYTES: usize = 32;
+
+/// A string that never shows up in `Debug` output or logs.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("Secret(<empty>)")
+        } else {
+            f.write_str("Secret(<redacted>)")
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Env {
+    Dev,
+    Prod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// The whole configuration. Fields are grouped by the subsystem that reads them.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub env: Env,
+    /// `None` selects the embedded SQLite database under `data_dir`.
+    pub database_url: Option<Secret>,
+    pub database_max_connections: u32,
+    /// Where the embedded backends keep their state (`ADIUVA_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Port of the local server; Lambda ignores it.
+    pub port: u16,
+
+    pub jwt_secret: Secret,
+    pub jwt_algorithm: String,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_access_token_expire_minutes: u64,
+    pub jwt_refresh_token_expire_days: u64,
+    /// bcrypt work factor for new hashes; existing hashes verify at whatever cost they carry.
+    pub bcrypt_cost: u32,
+
+    pub cors_origins: Vec<String>,
+    /// Largest request body the extractors accept, in bytes.
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+
+    pub stripe_secret_key: Secret,
+    pub stripe_webhook_secret: Secret,
+
+    pub s3_bucket: String,
+    pub s3_region: String,
+    pub s3_endpoint_url: String,
+    pub aws_access_key_id: String,
+    pub aws_secret_access_key: Secret,
+
+    pub pinecone_api_key: Secret,
+    pub pinecone_index: String,
+    pub qdrant_url: String,
+    pub qdrant_api_key: Secret,
+
+    pub openai_api_key: Secret,
+    pub llm_model: String,
+    pub llm_router_model: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    Invalid { key: &'static str, reason: String },
+    InsecureInProduction(String),
+    DotEnv(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Invalid { key, reason } => write!(f, "invalid {key}: {reason}"),
+            Self::InsecureInProduction(reason) => {
+                write!(f, "refusing to start with ENV=prod: {reason}")
+            }
+            Self::DotEnv(reason) => write!(f, "failed to read .env: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the process environment, with `.env` in the working directory (if present) as a
+    /// lower-priority source.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut values: HashMap<String, String> = match dotenvy::from_filename_iter(".env") {
+            Ok(iter) => iter
+                .collect::<Result<_, _>>()
+                .map_err(|err| ConfigError::DotEnv(err.to_string()))?,
+            Err(err) if err.not_found() => HashMap::new(),
+            Err(err) => return Err(ConfigError::DotEnv(err.to_string())),
+        };
+        values.extend(std::env::vars());
+        Self::from_lookup(|key| values.get(key).cloned())
+    }
+
+    /// Builds the configuration from any key lookup; tests pass a map.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let source = Source(&lookup);
+        let env = match source.string("ENV", "dev").to_ascii_lowercase().as_str() {
+            "dev" | "development" | "local" | "test" => Env::Dev,
+            "prod" | "production" => Env::Prod,
+            other => {
+                return Err(invalid(
+                    "ENV",
+                    format!("expected dev or prod, got {other:?}"),
+                ));
+            }
+        };
+        let log_format = match source
+            .string("LOG_FORMAT", "json")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "json" => LogFormat::Json,
+            "pretty" | "text" => LogFormat::Pretty,
+            other => {
+                return Err(invalid(
+                    "LOG_FORMAT",
+                    format!("expected json or pretty, got {other:?}"),
+                ));
+            }
+        };
+        let jwt_algorithm = source.string("JWT_ALGORITHM", "HS256").to_ascii_uppercase();
+        if !matches!(jwt_algorithm.as_str(), "HS256" | "HS384" | "HS512") {
+            return Err(invalid(
+                "JWT_ALGORITHM",
+                format!("expected HS256, HS384 or HS512, got {jwt_algorithm:?}"),
+            ));
+        }
+        let bcrypt_cost = source.number("BCRYPT_COST", 12)?;
+        if !(4..=31).contains(&bcrypt_cost) {
+            return Err(invalid(
+                "BCRYPT_COST",
+                "must be between 4 and 31".to_owned(),
+            ));
+        }
+
+        let config = Self {
+            env,
+            database_url: source
+                .optional("DATABASE_URL")
+                .map(|url| Secret::new(normalize_database_url(&url))),
+            database_max_connections: source.number("DATABASE_MAX_CONNECTIONS", 5)?,
+            data_dir: PathBuf::from(source.string("ADIUVA_DATA_DIR", "./.adiuva")),
+            port: source.number("PORT", 8000)?,
+            jwt_secret: Secret::new(
+                source
+                    .raw("JWT_SECRET")
+                    .unwrap_or_else(|| DEFAULT_JWT_SECRET.to_owned()),
+            ),
+            jwt_algorithm,
+            jwt_issuer: source.string("JWT_ISSUER", "adiuva-api"),
+            jwt_audience: source.string("JWT_AUDIENCE", "adiuva-app"),
+            jwt_access_token_expire_minutes: source
+                .number("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", 30)?,
+            jwt_refresh_token_expire_days: source.number("JWT_REFRESH_TOKEN_EXPIRE_DAYS", 30)?,
+            bcrypt_cost,
+            cors_origins: parse_list(&source.string(
+                "CORS_ORIGINS",
+                r#"["app://.", "http://localhost:3000", "http://localhost:5173"]"#,
+            )),
+            max_body_bytes: source.number("MAX_BODY_BYTES", 6 * 1024 * 1024)?,
+            log_format,
+            stripe_secret_key: source.secret("STRIPE_SECRET_KEY"),
+            stripe_webhook_secret: source.secret("STRIPE_WEBHOOK_SECRET"),
+            s3_bucket: source.string("S3_BUCKET", ""),
+            s3_region: source.string("S3_REGION", "us-east-1"),
+            s3_endpoint_url: source.string("S3_ENDPOINT_URL", ""),
+            aws_access_key_id: source.string("AWS_ACCESS_KEY_ID", ""),
+            aws_secret_access_key: source.secret("AWS_SECRET_ACCESS_KEY"),
+            pinecone_api_key: source.secret("PINECONE_API_KEY"),
+            pinecone_index: source.string("PINECONE_INDEX", "adiuva"),
+            qdrant_url: source.string("QDRANT_URL", ""),
+            qdrant_api_key: source.secret("QDRANT_API_KEY"),
+            openai_api_key: source.secret("OPENAI_API_KEY"),
+            llm_model: source.string("LLM_MODEL", "gpt-4o"),
+            llm_router_model: source.string("LLM_ROUTER_MODEL", "gpt-4o-mini"),
+        };
+        config.check_production()?;
+        Ok(config)
+    }
+
+    /// Production refuses the defaults that are only safe on a developer's machine.
+    fn check_production(&self) -> Result<(), ConfigError> {
+        if self.env != Env::Prod {
+            return Ok(());
+        }
+        let secret = self.jwt_secret.expose();
+        if secret.is_empty() || secret == DEFAULT_JWT_SECRET {
+            return Err(ConfigError::InsecureInProduction(
+                "JWT_SECRET is empty or the default; set a random secret of at least 32 bytes"
+                    .to_owned(),
+            ));
+        }
+        if secret.len() < MIN_PROD_SECRET_BYTES {
+            return Err(ConfigError::InsecureInProduction(format!(
+                "JWT_SECRET is {} bytes; use at least {MIN_PROD_SECRET_BYTES}",
+                secret.len()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn is_prod(&self) -> bool {
+        self.env == Env::Prod
+    }
+}
+
+struct Source<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Source<'_> {
+    fn raw(&self, key: &str) -> Option<String> {
+        (self.0)(key)
+    }
+
+    /// A value that is unset or blank counts as absent.
+    fn optional(&self, key: &str) -> Option<String> {
+        self.raw(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, key: &str, default: &str) -> String {
+        self.optional(key).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn secret(&self, key: &str) -> Secret {
+        Secret::new(self.optional(key).unwrap_or_default())
+    }
+
+    fn number<T: std::str::FromStr>(&self, key: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.optional(key) {
+            None => Ok(default),
+            Some(value) => value
+                .parse()
+                .map_err(|err| invalid(key, format!("{value:?}: {err}"))),
+        }
+    }
+}
+
+fn invalid(key: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { key, reason }
+}
+
+/// Accepts a JSON list (the reference's format) or a comma-separated list.
+fn parse_list(value: &str) -> Vec<String> {
+    let trimmed = value.trim();
+    let inner = trimmed
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(trimmed);
+    inner
+        .split(',')
+        .map(|item| item.trim().trim_matches('"').trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
+/// The Python deployment used SQLAlchemy URLs (`postgresql+asyncpg://`); sqlx wants
+/// `postgres://`. Accepting both lets an existing `.env` keep working.
+fn normalize_database_url(url: &str) -> String {
+    for prefix in [
+        "postgresql+asyncpg://",
+        "postgresql+psycopg2://",
+        "postgresql+psycopg://",
+    ] {
+        if let Some(rest) = url.strip_prefix(prefix) {
+            return format!("postgres://{rest}");
+        }
+    }
+    url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|key| map.get(key).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.env, Env::Dev);
+        assert_eq!(config.database_url, None);
+        assert_eq!(config.jwt_secret.expose(), DEFAULT_JWT_SECRET);
+        assert_eq!(config.jwt_algorithm, "HS256");
+        assert_eq!(config.jwt_access_token_expire_minutes, 30);
+        assert_eq!(config.jwt_refresh_token_expire_days, 30);
+        assert_eq!(config.s3_region, "us-east-1");
+        assert_eq!(config.pinecone_index, "adiuva");
+        assert_eq!(config.llm_model, "gpt-4o");
+        assert_eq!(config.llm_router_model, "gpt-4o-mini");
+        assert_eq!(
+            config.cors_origins,
+            ["app://.", "http://localhost:3000", "http://localhost:5173"]
+        );
+        assert_eq!(config.port, 8000);
+        assert_eq!(config.data_dir, PathBuf::from("./.adiuva"));
+    }
+
+    #[test]
+    fn prod_refuses_default_empty_and_short_secrets() {
+        for secret in [
+            None,
+            Some(""),
+            Some(DEFAULT_JWT_SECRET),
+            Some("short-secret"),
+        ] {
+            let mut pairs = vec![("ENV", "prod")];
+            if let Some(secret) = secret {
+                pairs.push(("JWT_SECRET", secret));
+            }
+            let err = config(&pairs).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::InsecureInProduction(_)),
+                "{secret:?} gave {err:?}"
+            );
+        }
+        let ok = config(&[
+            ("ENV", "prod"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ])
+        .unwrap();
+        assert!(ok.is_prod());
+    }
+
+    #[test]
+    fn dev_accepts_the_default_secret() {
+        assert!(config(&[("ENV", "dev"), ("JWT_SECRET", "")]).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let config = config(&[
+            ("JWT_SECRET", "super-secret-value"),
+            ("DATABASE_URL", "postgres://u:pw@h/db"),
+        ])
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("super-secret-value"));
+        assert!(!debug.contains("pw@h"));
+    }
+
+    #[test]
+    fn sqlalchemy_urls_and_comma_lists_are_accepted() {
+        let config = config(&[
+            (
+                "DATABASE_URL",
+                "postgresql+asyncpg://postgres:postgres@localhost:5432/adiuva",
+            ),
+            ("CORS_ORIGINS", "https://a.example, https://b.example"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.database_url.unwrap().expose(),
+            "postgres://postgres:postgres@localhost:5432/adiuva"
+        );
+        assert_eq!(
+            config.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        assert_eq!(
+            config(&[("PORT", "eighty")]).unwrap_err().to_string(),
+            "invalid PORT: \"eighty\": invalid digit found in string"
+        );
+        assert!(matches!(
+            config(&[("JWT_ALGORITHM", "none")]),
+            Err(ConfigError::Invalid {
+                key: "JWT_ALGORITHM",
+                ..
+            })
+        ));
+        assert!(matches!(
+            config(&[("ENV", "staging")]),
+            Err(ConfigError::Invalid { key: "ENV", .. })
+        ));
+    }
+}

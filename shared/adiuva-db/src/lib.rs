@@ -1,0 +1,188 @@
+//! The relational database: one `Database` handle over PostgreSQL (production) or SQLite (the
+//! embedded default), the embedded migrations of both, and error classification.
+//!
+//! Queries are written once in the SQL both engines share and run through sqlx's `Any` driver;
+//! ARCHITECTURE.md explains the dialect rules (TEXT ids, BIGINT millisecond timestamps, `$N`
+//! placeholders, enums as CHECKed TEXT).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyQueryResult};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+pub use sqlx;
+
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
+#[cfg(feature = "sqlite")]
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// How long a request waits for a pooled connection before the database counts as down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("unsupported database url scheme (expected postgres:// or sqlite://)")]
+    UnsupportedUrl,
+    #[error(
+        "this binary was built without the sqlite driver; set DATABASE_URL to a postgres:// url"
+    )]
+    SqliteNotCompiled,
+    #[error("failed to create the data directory {path}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("failed to open the database")]
+    Open(#[source] sqlx::Error),
+    #[error("failed to run migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// A cheaply cloneable handle to the connection pool.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Database {
+    /// Creates a pool that connects on first use, so a Lambda cold start does no network I/O.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        let pool = pool_options(backend, max_connections)
+            .connect_lazy(url)
+            .map_err(DbError::Open)?;
+        Ok(Self { pool, backend })
+    }
+
+    /// The database the configuration names: `DATABASE_URL` when set, else the embedded SQLite
+    /// file under `ADIUVA_DATA_DIR` (available only where the `sqlite` feature is on).
+    pub fn from_config(config: &adiuva_config::Config) -> Result<Self, DbError> {
+        match &config.database_url {
+            Some(url) => Self::connect_lazy(url.expose(), config.database_max_connections),
+            None => Self::embedded(&config.data_dir, config.database_max_connections),
+        }
+    }
+
+    /// Opens (creating if needed) the embedded SQLite database in `data_dir`.
+    pub fn embedded(data_dir: &Path, max_connections: u32) -> Result<Self, DbError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| DbError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let url = format!("sqlite://{}?mode=rwc", data_dir.join("adiuva.db").display());
+        Self::connect_lazy(&url, max_connections)
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies every pending migration of this backend.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        let migrator = match self.backend {
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            #[cfg(not(feature = "sqlite"))]
+            Backend::Sqlite => return Err(DbError::SqliteNotCompiled),
+        };
+        migrator.run(&self.pool).await.map_err(DbError::Migrate)
+    }
+
+    /// A round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_: AnyQueryResult| ())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn backend_of(url: &str) -> Result<Backend, DbError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else if url.starts_with("sqlite:") {
+        if cfg!(feature = "sqlite") {
+            Ok(Backend::Sqlite)
+        } else {
+            Err(DbError::SqliteNotCompiled)
+        }
+    } else {
+        Err(DbError::UnsupportedUrl)
+    }
+}
+
+fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
+    let options = AnyPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .idle_timeout(Duration::from_secs(300));
+    match backend {
+        Backend::Postgres => options,
+        // SQLite: enforce foreign keys (cascading deletes rely on them), let readers run beside
+        // a writer, and wait for a lock instead of failing at once.
+        Backend::Sqlite => options.after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;")
+                    .await?;
+                Ok(())
+            })
+        }),
+    }
+}
+
+/// True when the error means the database could not be reached or is overloaded (answer 503),
+/// as opposed to a bug or a constraint violation.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            // PostgreSQL: too_many_connections, cannot_connect_now, admin/crash shutdown.
+            // SQLite: SQLITE_BUSY and SQLITE_LOCKED after the busy timeout.
+            matches!(
+                db.code().as_deref(),
+                Some("53300" | "57P03" | "57P01" | "57P02" | "5" | "6")
+            )
+        }
+        _ => false,
+    }
+}
+
+/// True when the error is a unique-constraint violation, in either engine.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// The current time as integer milliseconds since the Unix epoch (SPEC §4).
+pub fn now_ms() -> i64 {
+    let elapsed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A new random identifier (UUID v4, hyphenated, lowercase), the form every `id` column uses.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,97 @@
+//! Wrappers around axum's extractors whose rejections answer in our error format, so malformed
+//! input gets a 4xx with a useful message instead of axum's plain-text body.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ApiError;
+
+/// JSON body extractor and response. Syntax errors are 400, type and field errors 422,
+/// a missing `content-type: application/json` 415, a body over the limit 413.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let detail = rejection.body_text();
+    match rejection {
+        JsonRejection::JsonDataError(_) => ApiError::unprocessable("validation_error", detail),
+        JsonRejection::JsonSyntaxError(_) => ApiError::bad_request("invalid_json", detail),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected a request with `content-type: application/json`",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::payload_too_large("request body is larger than this endpoint accepts")
+        }
+        _ => ApiError::bad_request("invalid_body", detail),
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Query-string extractor: a malformed or mistyped parameter is 400.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection: QueryRejection| {
+                ApiError::bad_request("invalid_query", rejection.body_text())
+            })
+    }
+}
+
+/// Path-parameter extractor: a malformed parameter is 400.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|rejection: PathRejection| {
+                ApiError::bad_request("invalid_path", rejection.body_text())
+            })
+    }
+}

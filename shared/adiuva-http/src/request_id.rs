@@ -1,0 +1,68 @@
+//! Request ids: the API Gateway request id when running in Lambda, else a well-formed client
+//! `x-request-id`, else a new UUID. The id is echoed as `x-request-id`, put in error bodies and
+//! logged once per request with its status and latency.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Set as a request extension by the Lambda adapter with the gateway's request id.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+tokio::task_local! {
+    static CURRENT: String;
+}
+
+/// The id of the request being handled on this task, or `"unknown"` outside a request.
+pub fn current_request_id() -> String {
+    CURRENT
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Client-supplied ids are echoed into logs and headers, so only short visible ASCII passes.
+fn acceptable(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .filter(|id| acceptable(id))
+        .or_else(|| {
+            request
+                .headers()
+                .get(&X_REQUEST_ID)
+                .and_then(|value| value.to_str().ok())
+                .filter(|id| acceptable(id))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| request.uri().path().to_owned());
+    let started = Instant::now();
+
+    let mut response = CURRENT.scope(id.clone(), next.run(request)).await;
+
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(request_id = %id, %method, route, status, latency_ms, "request completed");
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    response
+}
