@@ -1,1 +1,18 @@
+//! Whole-API tests. The library part is the harness (`harness::spawn_app`): the merged app of
+//! `adiuva-local` on 127.0.0.1:0 with a fresh PostgreSQL or SQLite database per test. The test
+//! modules below run against both backends through `backend_tests!`.
 
+pub mod harness;
+
+#[cfg(test)]
+mod auth;
+#[cfg(test)]
+mod contract;
+#[cfg(test)]
+mod health;
+#[cfg(test)]
+mod http;
+#[cfg(test)]
+mod lambda;
+#[cfg(test)]
+mod quota;

@@ -13,9 +13,19 @@ use utoipa_axum::router::OpenApiRouter;
 /// Where the local server serves the OpenAPI document.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
+/// Every Lambda function by binary name, with its router: the one list of what is deployed.
+pub fn functions(config: &Config, db: &Database) -> Vec<(&'static str, OpenApiRouter)> {
+    vec![
+        ("health", health::router(db.clone())),
+        ("auth", auth::router(Accounts::new(db.clone(), config))),
+    ]
+}
+
 /// Every function's routes, merged: what API Gateway routes to the Lambda functions.
 pub fn routes(config: &Config, db: &Database) -> OpenApiRouter {
-    health::router(db.clone()).merge(auth::router(Accounts::new(db.clone(), config)))
+    functions(config, db)
+        .into_iter()
+        .fold(OpenApiRouter::with_openapi(adiuva_http::api_doc()), |merged, (_, router)| merged.merge(router))
 }
 
 /// The OpenAPI document of the whole API.
