@@ -27,38 +27,72 @@ backend_tests!(
 
 async fn register_signs_in_and_normalizes_email(backend: Backend) {
     let app = spawn_app(backend).await;
-    let response = app.register("  Alice@Example.COM ", "correct-horse-battery").await;
+    let response = app
+        .register("  Alice@Example.COM ", "correct-horse-battery")
+        .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let tokens: Tokens = response.json().await.unwrap();
     assert_eq!(tokens.refresh_token.len(), 64);
     let now_ms = adiuva_db::now_ms();
     let minutes = (tokens.expires_at - now_ms) / 60_000;
-    assert!((29..=30).contains(&minutes), "access token lives {minutes} min, expected 30");
+    assert!(
+        (29..=30).contains(&minutes),
+        "access token lives {minutes} min, expected 30"
+    );
 
     let profile: Value = app.me(&tokens.access_token).await.json().await.unwrap();
     assert_eq!(profile["email"], "alice@example.com");
     assert_eq!(profile["tier"], "free");
-    assert_eq!(profile.as_object().unwrap().len(), 3, "UserProfile is {{id, email, tier}}: {profile}");
+    assert_eq!(
+        profile.as_object().unwrap().len(),
+        3,
+        "UserProfile is {{id, email, tier}}: {profile}"
+    );
 
-    let login = app.login("alice@example.com", "correct-horse-battery").await;
+    let login = app
+        .login("alice@example.com", "correct-horse-battery")
+        .await;
     assert_eq!(login.status(), StatusCode::OK);
-    let again = app.login(" ALICE@example.com", "correct-horse-battery").await;
+    let again = app
+        .login(" ALICE@example.com", "correct-horse-battery")
+        .await;
     assert_eq!(again.status(), StatusCode::OK);
 }
 
 async fn register_refuses_a_taken_email_in_any_case(backend: Backend) {
     let app = spawn_app(backend).await;
-    assert_eq!(app.register("bob@example.com", "first-password").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.register("bob@example.com", "first-password")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
     let duplicate = app.register("BOB@example.com", "second-password").await;
     error_body(duplicate, StatusCode::CONFLICT, "email_taken").await;
     // The first account is untouched.
-    assert_eq!(app.login("bob@example.com", "first-password").await.status(), StatusCode::OK);
-    assert_eq!(app.login("bob@example.com", "second-password").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.login("bob@example.com", "first-password")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login("bob@example.com", "second-password")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 async fn register_validates_email_and_password_bytes(backend: Backend) {
     let app = spawn_app(backend).await;
-    for email in ["", "no-at-sign", "a@b", "two@@example.com", "sp ace@example.com"] {
+    for email in [
+        "",
+        "no-at-sign",
+        "a@b",
+        "two@@example.com",
+        "sp ace@example.com",
+    ] {
         let response = app.register(email, "correct-horse-battery").await;
         error_body(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_email").await;
     }
@@ -75,16 +109,33 @@ async fn register_validates_email_and_password_bytes(backend: Backend) {
         let response = app.register(email, &password).await;
         if accepted {
             assert_eq!(response.status(), StatusCode::CREATED, "{email}");
-            assert_eq!(app.login(email, &password).await.status(), StatusCode::OK, "{email}");
+            assert_eq!(
+                app.login(email, &password).await.status(),
+                StatusCode::OK,
+                "{email}"
+            );
         } else {
-            error_body(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_password").await;
+            error_body(
+                response,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_password",
+            )
+            .await;
             // Nothing was stored: the address is still free.
-            assert_eq!(app.register(email, "a-valid-password").await.status(), StatusCode::CREATED);
+            assert_eq!(
+                app.register(email, "a-valid-password").await.status(),
+                StatusCode::CREATED
+            );
         }
     }
     // The 72nd byte counts: a password differing only there does not log in.
     let almost = format!("{}q", "p".repeat(71));
-    error_body(app.login("max@example.com", &almost).await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    error_body(
+        app.login("max@example.com", &almost).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
 }
 
 async fn malformed_bodies_are_4xx_and_change_nothing(backend: Backend) {
@@ -98,34 +149,77 @@ async fn malformed_bodies_are_4xx_and_change_nothing(backend: Backend) {
         request.send()
     };
     let json = Some("application/json");
-    error_body(send(r#"{"email": "x@example.com", "#, json).await.unwrap(), StatusCode::BAD_REQUEST, "invalid_json")
-        .await;
-    error_body(send(r#"{"email": "x@example.com"}"#, json).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY, "validation_error")
-        .await;
     error_body(
-        send(r#"{"email": 42, "password": "correct-horse-battery"}"#, json).await.unwrap(),
+        send(r#"{"email": "x@example.com", "#, json).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    )
+    .await;
+    error_body(
+        send(r#"{"email": "x@example.com"}"#, json).await.unwrap(),
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_error",
     )
     .await;
-    error_body(send(r#"[1, 2, 3]"#, json).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY, "validation_error").await;
     error_body(
-        send(r#"{"email": "x@example.com", "password": "correct-horse-battery"}"#, None).await.unwrap(),
+        send(
+            r#"{"email": 42, "password": "correct-horse-battery"}"#,
+            json,
+        )
+        .await
+        .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_error",
+    )
+    .await;
+    error_body(
+        send(r#"[1, 2, 3]"#, json).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_error",
+    )
+    .await;
+    error_body(
+        send(
+            r#"{"email": "x@example.com", "password": "correct-horse-battery"}"#,
+            None,
+        )
+        .await
+        .unwrap(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     )
     .await;
     // None of the above created the account.
-    assert_eq!(app.register("x@example.com", "correct-horse-battery").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.register("x@example.com", "correct-horse-battery")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
 }
 
 async fn login_failures_are_one_generic_401(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.register_user().await;
-    let wrong_password = error_body(app.login(&user.email, "not-the-password").await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
-    let unknown_email = error_body(app.login("nobody@example.com", "not-the-password").await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let wrong_password = error_body(
+        app.login(&user.email, "not-the-password").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    let unknown_email = error_body(
+        app.login("nobody@example.com", "not-the-password").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
     assert_eq!(wrong_password["detail"], unknown_email["detail"]);
-    let too_long = error_body(app.login(&user.email, &"x".repeat(100)).await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let too_long = error_body(
+        app.login(&user.email, &"x".repeat(100)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
     assert_eq!(too_long["detail"], unknown_email["detail"]);
 }
 
@@ -146,11 +240,21 @@ async fn python_bcrypt_hashes_log_in(backend: Backend) {
     assert_eq!(response.status(), StatusCode::OK);
     let tokens: Tokens = response.json().await.unwrap();
     assert_eq!(app.me(&tokens.access_token).await.status(), StatusCode::OK);
-    error_body(app.login("legacy@example.com", "legacy-password-2").await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    error_body(
+        app.login("legacy@example.com", "legacy-password-2").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
 }
 
 fn sign(claims: &Value, algorithm: Algorithm, secret: &str) -> String {
-    jsonwebtoken::encode(&Header::new(algorithm), claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    jsonwebtoken::encode(
+        &Header::new(algorithm),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
 }
 
 async fn forged_or_stale_access_tokens_are_401(backend: Backend) {
@@ -179,35 +283,92 @@ async fn forged_or_stale_access_tokens_are_401(backend: Backend) {
     tampered.replace_range(tampered.len() - 4.., "AAAA");
     let attacks = [
         ("alg none", unsigned),
-        ("another algorithm, same secret", sign(&claims(json!({})), Algorithm::HS512, TEST_JWT_SECRET)),
-        ("another secret", sign(&claims(json!({})), Algorithm::HS256, "some-other-secret-of-sufficient-length")),
+        (
+            "another algorithm, same secret",
+            sign(&claims(json!({})), Algorithm::HS512, TEST_JWT_SECRET),
+        ),
+        (
+            "another secret",
+            sign(
+                &claims(json!({})),
+                Algorithm::HS256,
+                "some-other-secret-of-sufficient-length",
+            ),
+        ),
         ("tampered signature", tampered),
-        ("expired", sign(&claims(json!({"iat": now - 7200, "exp": now - 3600})), Algorithm::HS256, TEST_JWT_SECRET)),
-        ("wrong issuer", sign(&claims(json!({"iss": "someone-else"})), Algorithm::HS256, TEST_JWT_SECRET)),
-        ("wrong audience", sign(&claims(json!({"aud": "other-app"})), Algorithm::HS256, TEST_JWT_SECRET)),
+        (
+            "expired",
+            sign(
+                &claims(json!({"iat": now - 7200, "exp": now - 3600})),
+                Algorithm::HS256,
+                TEST_JWT_SECRET,
+            ),
+        ),
+        (
+            "wrong issuer",
+            sign(
+                &claims(json!({"iss": "someone-else"})),
+                Algorithm::HS256,
+                TEST_JWT_SECRET,
+            ),
+        ),
+        (
+            "wrong audience",
+            sign(
+                &claims(json!({"aud": "other-app"})),
+                Algorithm::HS256,
+                TEST_JWT_SECRET,
+            ),
+        ),
         ("no expiry", {
             let mut c = claims(json!({}));
             c.as_object_mut().unwrap().remove("exp");
             sign(&c, Algorithm::HS256, TEST_JWT_SECRET)
         }),
-        ("unknown user", sign(&claims(json!({"sub": "00000000-0000-0000-0000-000000000000"})), Algorithm::HS256, TEST_JWT_SECRET)),
+        (
+            "unknown user",
+            sign(
+                &claims(json!({"sub": "00000000-0000-0000-0000-000000000000"})),
+                Algorithm::HS256,
+                TEST_JWT_SECRET,
+            ),
+        ),
         ("garbage", "not.a.jwt".to_owned()),
     ];
     for (attack, token) in attacks {
         let response = app.me(&token).await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{attack} was accepted");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{attack} was accepted"
+        );
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
         error_body(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
     }
-    error_body(app.get("/api/v1/auth/me").await, StatusCode::UNAUTHORIZED, "missing_token").await;
-    let basic = app.request(reqwest::Method::GET, "/api/v1/auth/me").basic_auth("u", Some("p")).send().await.unwrap();
+    error_body(
+        app.get("/api/v1/auth/me").await,
+        StatusCode::UNAUTHORIZED,
+        "missing_token",
+    )
+    .await;
+    let basic = app
+        .request(reqwest::Method::GET, "/api/v1/auth/me")
+        .basic_auth("u", Some("p"))
+        .send()
+        .await
+        .unwrap();
     error_body(basic, StatusCode::UNAUTHORIZED, "missing_token").await;
 }
 
 async fn refresh_rotates_once_and_reuse_revokes_the_family(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.register_user().await;
-    let other_session: Tokens = app.login(&user.email, &user.password).await.json().await.unwrap();
+    let other_session: Tokens = app
+        .login(&user.email, &user.password)
+        .await
+        .json()
+        .await
+        .unwrap();
 
     let first = app.refresh(&user.tokens.refresh_token).await;
     assert_eq!(first.status(), StatusCode::OK);
@@ -216,60 +377,132 @@ async fn refresh_rotates_once_and_reuse_revokes_the_family(backend: Backend) {
     assert_eq!(app.me(&rotated.access_token).await.status(), StatusCode::OK);
 
     // The old token again: reuse. The whole family is revoked, the fresh token included.
-    error_body(app.refresh(&user.tokens.refresh_token).await, StatusCode::UNAUTHORIZED, "refresh_token_reused").await;
-    error_body(app.refresh(&rotated.refresh_token).await, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    error_body(
+        app.refresh(&user.tokens.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "refresh_token_reused",
+    )
+    .await;
+    error_body(
+        app.refresh(&rotated.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
     // Another login is another family, untouched.
-    assert_eq!(app.refresh(&other_session.refresh_token).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.refresh(&other_session.refresh_token).await.status(),
+        StatusCode::OK
+    );
 }
 
 async fn concurrent_refreshes_let_exactly_one_through(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.register_user().await;
     let attempts = (0..6).map(|_| app.refresh(&user.tokens.refresh_token));
-    let statuses: Vec<StatusCode> = futures::future::join_all(attempts).await.iter().map(|r| r.status()).collect();
+    let statuses: Vec<StatusCode> = futures::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
     let succeeded = statuses.iter().filter(|s| **s == StatusCode::OK).count();
     assert_eq!(succeeded, 1, "statuses: {statuses:?}");
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
 }
 
 async fn bad_and_expired_refresh_tokens_are_401(backend: Backend) {
     let app = spawn_app_with(backend, &[("JWT_REFRESH_TOKEN_EXPIRE_DAYS", "0")]).await;
     let user = app.register_user().await;
     // Issued with a lifetime of zero days: already expired.
-    error_body(app.refresh(&user.tokens.refresh_token).await, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
-    for garbage in ["", "short", &"g".repeat(64), &"a".repeat(64), &user.tokens.access_token] {
-        error_body(app.refresh(garbage).await, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    error_body(
+        app.refresh(&user.tokens.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
+    for garbage in [
+        "",
+        "short",
+        &"g".repeat(64),
+        &"a".repeat(64),
+        &user.tokens.access_token,
+    ] {
+        error_body(
+            app.refresh(garbage).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+        )
+        .await;
     }
 }
 
 async fn logout_revokes_every_session(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.register_user().await;
-    let laptop: Tokens = app.login(&user.email, &user.password).await.json().await.unwrap();
+    let laptop: Tokens = app
+        .login(&user.email, &user.password)
+        .await
+        .json()
+        .await
+        .unwrap();
 
-    let logout = app.request(reqwest::Method::POST, "/api/v1/auth/logout").bearer_auth(&laptop.access_token).send().await.unwrap();
+    let logout = app
+        .request(reqwest::Method::POST, "/api/v1/auth/logout")
+        .bearer_auth(&laptop.access_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(logout.status(), StatusCode::OK);
     assert_eq!(logout.json::<Value>().await.unwrap(), json!({"ok": true}));
 
     for refresh_token in [&user.tokens.refresh_token, &laptop.refresh_token] {
-        error_body(app.refresh(refresh_token).await, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+        error_body(
+            app.refresh(refresh_token).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+        )
+        .await;
     }
     for access_token in [&user.tokens.access_token, &laptop.access_token] {
-        error_body(app.me(access_token).await, StatusCode::UNAUTHORIZED, "invalid_token").await;
+        error_body(
+            app.me(access_token).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        )
+        .await;
     }
     // Signing in again works, and the new session is live.
-    let fresh: Tokens = app.login(&user.email, &user.password).await.json().await.unwrap();
+    let fresh: Tokens = app
+        .login(&user.email, &user.password)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(app.me(&fresh.access_token).await.status(), StatusCode::OK);
-    assert_eq!(app.refresh(&fresh.refresh_token).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.refresh(&fresh.refresh_token).await.status(),
+        StatusCode::OK
+    );
     // Logging out needs a valid access token.
-    let anonymous = app.request(reqwest::Method::POST, "/api/v1/auth/logout").send().await.unwrap();
+    let anonymous = app
+        .request(reqwest::Method::POST, "/api/v1/auth/logout")
+        .send()
+        .await
+        .unwrap();
     error_body(anonymous, StatusCode::UNAUTHORIZED, "missing_token").await;
 }
 
 async fn tier_is_read_live_from_subscriptions(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.register_user().await;
-    let tier = |response: reqwest::Response| async move { response.json::<Value>().await.unwrap()["tier"].clone() };
+    let tier = |response: reqwest::Response| async move {
+        response.json::<Value>().await.unwrap()["tier"].clone()
+    };
     assert_eq!(tier(app.me(&user.tokens.access_token).await).await, "free");
     // Same access token, new subscription: the tier changes at once.
     app.set_subscription(&user.id, "pro", "active").await;
@@ -283,8 +516,22 @@ async fn tier_is_read_live_from_subscriptions(backend: Backend) {
 async fn deleted_users_tokens_stop_working(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.register_user().await;
-    adiuva_db::sqlx::query("DELETE FROM users WHERE id = $1").bind(&user.id).execute(app.database.db.pool()).await.unwrap();
-    error_body(app.me(&user.tokens.access_token).await, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    adiuva_db::sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(&user.id)
+        .execute(app.database.db.pool())
+        .await
+        .unwrap();
+    error_body(
+        app.me(&user.tokens.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
     // The cascade removed the refresh tokens too.
-    error_body(app.refresh(&user.tokens.refresh_token).await, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    error_body(
+        app.refresh(&user.tokens.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
 }

@@ -16,13 +16,19 @@ pub type Route = (String, String);
 const HTTP_METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
 }
 
 /// The operations of an OpenAPI document.
 fn operations(document: &Value) -> BTreeSet<Route> {
     let mut routes = BTreeSet::new();
-    for (path, item) in document["paths"].as_object().expect("document without paths") {
+    for (path, item) in document["paths"]
+        .as_object()
+        .expect("document without paths")
+    {
         for method in HTTP_METHODS {
             if item.get(method).is_some() {
                 routes.insert((method.to_uppercase(), path.clone()));
@@ -52,10 +58,14 @@ fn all(routes: &BTreeMap<String, BTreeSet<Route>>) -> BTreeSet<Route> {
 }
 
 fn infra_routes() -> BTreeMap<String, BTreeSet<Route>> {
-    let text = std::fs::read_to_string(workspace_root().join("infra/template.yaml")).expect("infra/template.yaml");
-    let template: yaml_serde::Value = yaml_serde::from_str(&text).expect("infra/template.yaml is not YAML");
+    let text = std::fs::read_to_string(workspace_root().join("infra/template.yaml"))
+        .expect("infra/template.yaml");
+    let template: yaml_serde::Value =
+        yaml_serde::from_str(&text).expect("infra/template.yaml is not YAML");
     let mut routes: BTreeMap<String, BTreeSet<Route>> = BTreeMap::new();
-    let resources = template["Resources"].as_mapping().expect("template without Resources");
+    let resources = template["Resources"]
+        .as_mapping()
+        .expect("template without Resources");
     for (logical_id, resource) in resources {
         if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
             continue;
@@ -64,12 +74,18 @@ fn infra_routes() -> BTreeMap<String, BTreeSet<Route>> {
             panic!("function {logical_id:?} has no Metadata.BuildProperties.Binary");
         };
         let entry = routes.entry(binary.to_owned()).or_default();
-        let Some(events) = resource["Properties"]["Events"].as_mapping() else { continue };
+        let Some(events) = resource["Properties"]["Events"].as_mapping() else {
+            continue;
+        };
         for event in events.values() {
             if event["Type"].as_str() == Some("HttpApi") {
                 let properties = &event["Properties"];
-                let method = properties["Method"].as_str().expect("HttpApi event without Method");
-                let path = properties["Path"].as_str().expect("HttpApi event without Path");
+                let method = properties["Method"]
+                    .as_str()
+                    .expect("HttpApi event without Method");
+                let path = properties["Path"]
+                    .as_str()
+                    .expect("HttpApi event without Path");
                 entry.insert((method.to_uppercase(), path.to_owned()));
             }
         }
@@ -92,13 +108,21 @@ pub fn event_files() -> BTreeMap<String, BTreeMap<Route, PathBuf>> {
             if file.extension().is_none_or(|ext| ext != "json") {
                 continue;
             }
-            let event: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-            let Some((method, path)) = event["routeKey"].as_str().and_then(|key| key.split_once(' ')) else {
+            let event: Value =
+                serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            let Some((method, path)) = event["routeKey"]
+                .as_str()
+                .and_then(|key| key.split_once(' '))
+            else {
                 // Non-HTTP events (WebSocket, schedules) are checked by their own tests.
                 continue;
             };
             let route = (method.to_owned(), path.to_owned());
-            if let Some(previous) = events.entry(name.clone()).or_default().insert(route.clone(), file.clone()) {
+            if let Some(previous) = events
+                .entry(name.clone())
+                .or_default()
+                .insert(route.clone(), file.clone())
+            {
                 panic!("{route:?} has two sample events: {previous:?} and {file:?}");
             }
         }
@@ -121,18 +145,30 @@ fn watch_routes() -> BTreeMap<String, BTreeSet<Route>> {
                 .iter()
                 .map(|item| {
                     let method = item["method"].as_str().unwrap_or("*").to_uppercase();
-                    let function = item["function"].as_str().expect("router entry without function").to_owned();
+                    let function = item["function"]
+                        .as_str()
+                        .expect("router entry without function")
+                        .to_owned();
                     (method, function)
                 })
                 .collect(),
             toml::Value::Table(item) => vec![(
-                item.get("method").and_then(|m| m.as_str()).unwrap_or("*").to_uppercase(),
-                item["function"].as_str().expect("router entry without function").to_owned(),
+                item.get("method")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("*")
+                    .to_uppercase(),
+                item["function"]
+                    .as_str()
+                    .expect("router entry without function")
+                    .to_owned(),
             )],
             other => panic!("unexpected router entry for {path}: {other:?}"),
         };
         for (method, function) in entries {
-            routes.entry(function).or_default().insert((method, normalize_watch_path(&path)));
+            routes
+                .entry(function)
+                .or_default()
+                .insert((method, normalize_watch_path(&path)));
         }
     }
     routes
@@ -141,9 +177,14 @@ fn watch_routes() -> BTreeMap<String, BTreeSet<Route>> {
 /// cargo-lambda writes parameters as `:id`; OpenAPI and API Gateway as `{id}`.
 fn normalize_watch_path(path: &str) -> String {
     path.split('/')
-        .map(|segment| match segment.strip_prefix('{').or_else(|| segment.strip_prefix(':')) {
-            Some(name) => format!("{{{}}}", name.trim_end_matches('}')),
-            None => segment.to_owned(),
+        .map(|segment| {
+            match segment
+                .strip_prefix('{')
+                .or_else(|| segment.strip_prefix(':'))
+            {
+                Some(name) => format!("{{{}}}", name.trim_end_matches('}')),
+                None => segment.to_owned(),
+            }
         })
         .collect::<Vec<_>>()
         .join("/")
@@ -153,33 +194,58 @@ fn normalize_watch_path(path: &str) -> String {
 async fn the_served_openapi_document_has_every_route() {
     let app = spawn_app(Backend::Sqlite).await;
     let document: Value = app.get(local::OPENAPI_PATH).await.json().await.unwrap();
-    assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    assert!(
+        document["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3."))
+    );
     assert_eq!(document["info"]["title"], "Adiuva Cloud API");
     let code = all(&code_routes());
     assert!(!code.is_empty());
-    assert_eq!(operations(&document), code, "the served document and the routers differ");
+    assert_eq!(
+        operations(&document),
+        code,
+        "the served document and the routers differ"
+    );
 
     for (method, path) in &code {
         let operation = &document["paths"][path][method.to_lowercase()];
-        let responses = operation["responses"].as_object().expect("operation without responses");
-        assert!(!responses.is_empty(), "{method} {path} documents no response");
+        let responses = operation["responses"]
+            .as_object()
+            .expect("operation without responses");
+        assert!(
+            !responses.is_empty(),
+            "{method} {path} documents no response"
+        );
     }
     for schema in ["AuthTokens", "UserProfile", "ErrorBody", "Credentials"] {
-        assert!(document["components"]["schemas"][schema].is_object(), "schema {schema} missing");
+        assert!(
+            document["components"]["schemas"][schema].is_object(),
+            "schema {schema} missing"
+        );
     }
     assert!(document["components"]["securitySchemes"]["bearer"].is_object());
-    assert!(document["paths"]["/api/v1/auth/me"]["get"]["security"].is_array(), "me is not marked as authenticated");
+    assert!(
+        document["paths"]["/api/v1/auth/me"]["get"]["security"].is_array(),
+        "me is not marked as authenticated"
+    );
 }
 
 #[tokio::test]
 async fn infra_declares_exactly_the_routes_of_each_function() {
-    assert_eq!(infra_routes(), code_routes(), "infra/template.yaml and the routers differ");
+    assert_eq!(
+        infra_routes(),
+        code_routes(),
+        "infra/template.yaml and the routers differ"
+    );
 }
 
 #[tokio::test]
 async fn every_route_has_exactly_one_sample_event() {
-    let events: BTreeMap<String, BTreeSet<Route>> =
-        event_files().into_iter().map(|(function, files)| (function, files.into_keys().collect())).collect();
+    let events: BTreeMap<String, BTreeSet<Route>> = event_files()
+        .into_iter()
+        .map(|(function, files)| (function, files.into_keys().collect()))
+        .collect();
     assert_eq!(events, code_routes(), "events/ and the routers differ");
 }
 
@@ -189,14 +255,24 @@ async fn the_cargo_lambda_watch_router_covers_every_route() {
     for (function, routes) in code_routes() {
         let served = watch.get(&function).cloned().unwrap_or_default();
         for (method, path) in routes {
-            let covered = served.contains(&(method.clone(), path.clone())) || served.contains(&("*".to_owned(), path.clone()));
-            assert!(covered, "cargo lambda watch does not route {method} {path} to {function}");
+            let covered = served.contains(&(method.clone(), path.clone()))
+                || served.contains(&("*".to_owned(), path.clone()));
+            assert!(
+                covered,
+                "cargo lambda watch does not route {method} {path} to {function}"
+            );
         }
     }
 }
 
 #[test]
 fn watch_paths_normalize() {
-    assert_eq!(normalize_watch_path("/api/v1/storage/records/:id"), "/api/v1/storage/records/{id}");
-    assert_eq!(normalize_watch_path("/api/v1/storage/records/{id}"), "/api/v1/storage/records/{id}");
+    assert_eq!(
+        normalize_watch_path("/api/v1/storage/records/:id"),
+        "/api/v1/storage/records/{id}"
+    );
+    assert_eq!(
+        normalize_watch_path("/api/v1/storage/records/{id}"),
+        "/api/v1/storage/records/{id}"
+    );
 }

@@ -42,7 +42,8 @@ macro_rules! backend_tests {
 pub const TEST_JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256!";
 
 fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// A database that exists for one test and is removed afterwards.
@@ -65,7 +66,8 @@ impl TestDatabase {
             Backend::Postgres => {
                 let admin_url = admin_url();
                 let name = format!("adiuva_test_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect_lazy(&admin_url, 1).expect("TEST_DATABASE_URL is not a postgres url");
+                let admin = Database::connect_lazy(&admin_url, 1)
+                    .expect("TEST_DATABASE_URL is not a postgres url");
                 adiuva_db::sqlx::query(adiuva_db::sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(admin.pool()).await.unwrap_or_else(
                     |err| {
                         panic!(
@@ -76,13 +78,25 @@ impl TestDatabase {
                     },
                 );
                 admin.close().await;
-                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
-                (format!("{base}/{name}"), Cleanup::Postgres { admin_url: admin_url.clone(), name })
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map_or(admin_url.as_str(), |(base, _)| base);
+                (
+                    format!("{base}/{name}"),
+                    Cleanup::Postgres {
+                        admin_url: admin_url.clone(),
+                        name,
+                    },
+                )
             }
             Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("adiuva-test-{}", uuid::Uuid::new_v4().simple()));
+                let dir = std::env::temp_dir()
+                    .join(format!("adiuva-test-{}", uuid::Uuid::new_v4().simple()));
                 std::fs::create_dir_all(&dir).expect("failed to create a temporary directory");
-                (format!("sqlite://{}?mode=rwc", dir.join("adiuva.db").display()), Cleanup::Sqlite { dir })
+                (
+                    format!("sqlite://{}?mode=rwc", dir.join("adiuva.db").display()),
+                    Cleanup::Sqlite { dir },
+                )
             }
         };
         let db = Database::connect_lazy(&url, 5).expect("failed to open the test database");
@@ -99,12 +113,17 @@ impl Drop for TestDatabase {
                 // Drop runs inside the test's runtime, which cannot block on itself: use a
                 // thread with a runtime of its own.
                 let _ = std::thread::spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .ok()?;
                     runtime.block_on(async move {
                         db.close().await;
                         let admin = Database::connect_lazy(&admin_url, 1).ok()?;
                         let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                        let _ = adiuva_db::sqlx::query(adiuva_db::sqlx::AssertSqlSafe(drop)).execute(admin.pool()).await;
+                        let _ = adiuva_db::sqlx::query(adiuva_db::sqlx::AssertSqlSafe(drop))
+                            .execute(admin.pool())
+                            .await;
                         admin.close().await;
                         Some(())
                     })
@@ -129,7 +148,11 @@ pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    values.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    values.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     Config::from_lookup(|key| values.get(key).cloned()).expect("invalid test configuration")
 }
 
@@ -159,12 +182,23 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
     let database = TestDatabase::create(backend).await;
     let config = test_config(&database.url, overrides);
     let app = local::app(&config, &database.db);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("failed to bind a port");
-    let address = format!("http://{}", listener.local_addr().expect("no local address"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("failed to bind a port");
+    let address = format!(
+        "http://{}",
+        listener.local_addr().expect("no local address")
+    );
     let server = tokio::spawn(async move {
         axum::serve(listener, app).await.expect("server failed");
     });
-    TestApp { address, client: reqwest::Client::new(), config, database, server }
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        config,
+        database,
+        server,
+    }
 }
 
 /// What register, login and refresh answer.
@@ -194,27 +228,50 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> Response {
-        self.request(Method::GET, path).send().await.expect("request failed")
+        self.request(Method::GET, path)
+            .send()
+            .await
+            .expect("request failed")
     }
 
     pub async fn get_authed(&self, path: &str, token: &str) -> Response {
-        self.request(Method::GET, path).bearer_auth(token).send().await.expect("request failed")
+        self.request(Method::GET, path)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request failed")
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
-        self.request(Method::POST, path).json(body).send().await.expect("request failed")
+        self.request(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .expect("request failed")
     }
 
     pub async fn register(&self, email: &str, password: &str) -> Response {
-        self.post_json("/api/v1/auth/register", &json!({"email": email, "password": password})).await
+        self.post_json(
+            "/api/v1/auth/register",
+            &json!({"email": email, "password": password}),
+        )
+        .await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Response {
-        self.post_json("/api/v1/auth/login", &json!({"email": email, "password": password})).await
+        self.post_json(
+            "/api/v1/auth/login",
+            &json!({"email": email, "password": password}),
+        )
+        .await
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Response {
-        self.post_json("/api/v1/auth/refresh", &json!({"refresh_token": refresh_token})).await
+        self.post_json(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": refresh_token}),
+        )
+        .await
     }
 
     pub async fn me(&self, access_token: &str) -> Response {
@@ -226,11 +283,29 @@ impl TestApp {
         let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
         let password = "correct-horse-battery".to_owned();
         let response = self.register(&email, &password).await;
-        assert_eq!(response.status(), StatusCode::CREATED, "register failed: {}", response.text().await.unwrap());
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "register failed: {}",
+            response.text().await.unwrap()
+        );
         let tokens: Tokens = response.json().await.expect("register answered no tokens");
-        let profile: Value = self.me(&tokens.access_token).await.json().await.expect("me failed");
-        let id = profile["id"].as_str().expect("profile without id").to_owned();
-        TestUser { id, email, password, tokens }
+        let profile: Value = self
+            .me(&tokens.access_token)
+            .await
+            .json()
+            .await
+            .expect("me failed");
+        let id = profile["id"]
+            .as_str()
+            .expect("profile without id")
+            .to_owned();
+        TestUser {
+            id,
+            email,
+            password,
+            tokens,
+        }
     }
 
     /// Gives the user a subscription row, as the billing webhook would.
@@ -252,10 +327,20 @@ impl TestApp {
 /// Reads a JSON error body and checks it has our shape; returns it.
 pub async fn error_body(response: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(response.status(), status, "unexpected status");
-    let header_id = response.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned());
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_owned());
     let body: Value = response.json().await.expect("error body is not JSON");
     assert_eq!(body["code"], code, "unexpected error code in {body}");
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "no detail in {body}");
-    assert_eq!(body["request_id"].as_str(), header_id.as_deref(), "request_id differs from the header");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "no detail in {body}"
+    );
+    assert_eq!(
+        body["request_id"].as_str(),
+        header_id.as_deref(),
+        "request_id differs from the header"
+    );
     body
 }

@@ -12,10 +12,16 @@ backend_tests!(health_and_readiness_answer_ok);
 async fn health_and_readiness_answer_ok(backend: Backend) {
     let app = spawn_app(backend).await;
     let health: Value = app.get("/api/v1/health").await.json().await.unwrap();
-    assert_eq!(health, json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}));
+    assert_eq!(
+        health,
+        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})
+    );
     let ready = app.get("/api/v1/health/ready").await;
     assert_eq!(ready.status(), StatusCode::OK);
-    assert_eq!(ready.json::<Value>().await.unwrap(), json!({"status": "ok", "database": "ok"}));
+    assert_eq!(
+        ready.json::<Value>().await.unwrap(),
+        json!({"status": "ok", "database": "ok"})
+    );
 }
 
 /// The whole app on a PostgreSQL that refuses connections (nothing listens on port 1).
@@ -25,7 +31,11 @@ async fn app_without_database() -> String {
     let db = Database::connect_lazy(url, 1).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, local::app(&config, &db)).await.unwrap() });
+    tokio::spawn(async move {
+        axum::serve(listener, local::app(&config, &db))
+            .await
+            .unwrap()
+    });
     address
 }
 
@@ -35,12 +45,32 @@ async fn a_down_database_is_503_without_internals() {
     let client = reqwest::Client::new();
 
     // Liveness does not touch the database.
-    assert_eq!(client.get(format!("{address}/api/v1/health")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        client
+            .get(format!("{address}/api/v1/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
 
-    let ready = client.get(format!("{address}/api/v1/health/ready")).send().await.unwrap();
+    let ready = client
+        .get(format!("{address}/api/v1/health/ready"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.headers()["retry-after"], "1");
-    let body = error_body(ready, StatusCode::SERVICE_UNAVAILABLE, "dependency_unavailable").await;
-    assert_eq!(body["detail"], "the database is temporarily unavailable, retry later");
+    let body = error_body(
+        ready,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "dependency_unavailable",
+    )
+    .await;
+    assert_eq!(
+        body["detail"],
+        "the database is temporarily unavailable, retry later"
+    );
 
     let register = client
         .post(format!("{address}/api/v1/auth/register"))
@@ -48,7 +78,12 @@ async fn a_down_database_is_503_without_internals() {
         .send()
         .await
         .unwrap();
-    let body = error_body(register, StatusCode::SERVICE_UNAVAILABLE, "dependency_unavailable").await;
+    let body = error_body(
+        register,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "dependency_unavailable",
+    )
+    .await;
     let text = body.to_string().to_lowercase();
     for internal in ["127.0.0.1", "connection refused", "sqlx", "postgres"] {
         assert!(!text.contains(internal), "{internal:?} leaked: {body}");

@@ -10,18 +10,36 @@ async fn request_ids_are_echoed_or_made() {
     let app = spawn_app(Backend::Sqlite).await;
     let made = app.get("/api/v1/health").await;
     let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
-    assert!(uuid::Uuid::parse_str(&id).is_ok(), "generated id {id:?} is not a UUID");
+    assert!(
+        uuid::Uuid::parse_str(&id).is_ok(),
+        "generated id {id:?} is not a UUID"
+    );
 
-    let given = app.request(Method::GET, "/api/v1/health").header("x-request-id", "client-abc-123").send().await.unwrap();
+    let given = app
+        .request(Method::GET, "/api/v1/health")
+        .header("x-request-id", "client-abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(given.headers()["x-request-id"], "client-abc-123");
 
     // Too long or not printable: replaced, never echoed into logs and headers.
     let long = "x".repeat(200);
-    let refused = app.request(Method::GET, "/api/v1/health").header("x-request-id", &long).send().await.unwrap();
+    let refused = app
+        .request(Method::GET, "/api/v1/health")
+        .header("x-request-id", &long)
+        .send()
+        .await
+        .unwrap();
     assert_ne!(refused.headers()["x-request-id"], long.as_str());
 
     // Error bodies carry the same id as the header (error_body checks it).
-    let failed = app.request(Method::GET, "/api/v1/auth/me").header("x-request-id", "trace-me").send().await.unwrap();
+    let failed = app
+        .request(Method::GET, "/api/v1/auth/me")
+        .header("x-request-id", "trace-me")
+        .send()
+        .await
+        .unwrap();
     let body = error_body(failed, StatusCode::UNAUTHORIZED, "missing_token").await;
     assert_eq!(body["request_id"], "trace-me");
 }
@@ -29,34 +47,74 @@ async fn request_ids_are_echoed_or_made() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_in_json() {
     let app = spawn_app(Backend::Sqlite).await;
-    error_body(app.get("/api/v1/nothing-here").await, StatusCode::NOT_FOUND, "not_found").await;
+    error_body(
+        app.get("/api/v1/nothing-here").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
     error_body(app.get("/").await, StatusCode::NOT_FOUND, "not_found").await;
-    let wrong_method = app.request(Method::DELETE, "/api/v1/auth/login").send().await.unwrap();
-    error_body(wrong_method, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let wrong_method = app
+        .request(Method::DELETE, "/api/v1/auth/login")
+        .send()
+        .await
+        .unwrap();
+    error_body(
+        wrong_method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn cors_allows_only_configured_origins() {
-    let app = spawn_app_with(Backend::Sqlite, &[("CORS_ORIGINS", r#"["app://.", "http://localhost:5173"]"#)]).await;
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("CORS_ORIGINS", r#"["app://.", "http://localhost:5173"]"#)],
+    )
+    .await;
     let preflight = |origin: &'static str| {
         app.request(Method::OPTIONS, "/api/v1/auth/login")
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "content-type,authorization")
+            .header(
+                "access-control-request-headers",
+                "content-type,authorization",
+            )
             .send()
     };
     let allowed = preflight("app://.").await.unwrap();
     assert!(allowed.status().is_success());
     assert_eq!(allowed.headers()["access-control-allow-origin"], "app://.");
-    let methods = allowed.headers()["access-control-allow-methods"].to_str().unwrap().to_owned();
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(methods.contains("POST"), "{methods}");
 
     let denied = preflight("https://evil.example").await.unwrap();
-    assert!(denied.headers().get("access-control-allow-origin").is_none());
+    assert!(
+        denied
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
 
-    let simple = app.request(Method::GET, "/api/v1/health").header("origin", "http://localhost:5173").send().await.unwrap();
-    assert_eq!(simple.headers()["access-control-allow-origin"], "http://localhost:5173");
-    let exposed = simple.headers()["access-control-expose-headers"].to_str().unwrap().to_owned();
+    let simple = app
+        .request(Method::GET, "/api/v1/health")
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        simple.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+    let exposed = simple.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(exposed.contains("x-request-id"), "{exposed}");
 }
 
@@ -64,7 +122,17 @@ async fn cors_allows_only_configured_origins() {
 async fn bodies_over_the_limit_are_413() {
     let app = spawn_app_with(Backend::Sqlite, &[("MAX_BODY_BYTES", "256")]).await;
     let big = json!({"email": "big@example.com", "password": "x".repeat(400)});
-    error_body(app.post_json("/api/v1/auth/register", &big).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    error_body(
+        app.post_json("/api/v1/auth/register", &big).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    )
+    .await;
     // Within the limit, the same route works.
-    assert_eq!(app.register("big@example.com", "correct-horse-battery").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.register("big@example.com", "correct-horse-battery")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
 }

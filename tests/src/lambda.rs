@@ -33,11 +33,16 @@ struct Session {
 
 impl Session {
     fn fill(&self, event: &str) -> String {
-        event.replace("{{access_token}}", &self.access_token).replace("{{refresh_token}}", &self.refresh_token)
+        event
+            .replace("{{access_token}}", &self.access_token)
+            .replace("{{refresh_token}}", &self.refresh_token)
     }
 
     fn remember(&mut self, body: &Value) {
-        if let (Some(access), Some(refresh)) = (body["access_token"].as_str(), body["refresh_token"].as_str()) {
+        if let (Some(access), Some(refresh)) = (
+            body["access_token"].as_str(),
+            body["refresh_token"].as_str(),
+        ) {
             self.access_token = access.to_owned();
             self.refresh_token = refresh.to_owned();
         }
@@ -47,7 +52,9 @@ impl Session {
 /// The shape of a JSON body: its keys, recursively, without the values (tokens and ids differ).
 fn shape(value: &Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
+        }
         Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
         Value::String(_) => Value::String(String::new()),
         Value::Number(_) => Value::Number(0.into()),
@@ -57,14 +64,23 @@ fn shape(value: &Value) -> Value {
 
 /// Sends the request an event describes to the local server.
 async fn send_locally(app: &TestApp, event: &Value) -> (u16, Value) {
-    let method = Method::from_bytes(event["requestContext"]["http"]["method"].as_str().unwrap().as_bytes()).unwrap();
+    let method = Method::from_bytes(
+        event["requestContext"]["http"]["method"]
+            .as_str()
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
     let mut path = event["rawPath"].as_str().unwrap().to_owned();
     if let Some(query) = event["rawQueryString"].as_str().filter(|q| !q.is_empty()) {
         path = format!("{path}?{query}");
     }
     let mut request = app.request(method, &path);
     for (name, value) in event["headers"].as_object().into_iter().flatten() {
-        if matches!(name.as_str(), "authorization" | "content-type" | "x-request-id") {
+        if matches!(
+            name.as_str(),
+            "authorization" | "content-type" | "x-request-id"
+        ) {
             request = request.header(name, value.as_str().unwrap());
         }
     }
@@ -74,19 +90,29 @@ async fn send_locally(app: &TestApp, event: &Value) -> (u16, Value) {
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
     let events: BTreeMap<String, BTreeMap<Route, PathBuf>> = event_files();
     let covered: usize = events.values().map(BTreeMap::len).sum();
-    assert_eq!(covered, SEQUENCE.len(), "a sample event is missing from SEQUENCE");
+    assert_eq!(
+        covered,
+        SEQUENCE.len(),
+        "a sample event is missing from SEQUENCE"
+    );
 
     // Two deployments with databases of their own: one reached through the Lambda handlers,
     // one through the local server.
     let lambda_side = spawn_app(backend).await;
     let local_side = spawn_app(backend).await;
-    let functions: BTreeMap<&str, _> = local::functions(&lambda_side.config, &lambda_side.database.db).into_iter().collect();
+    let functions: BTreeMap<&str, _> =
+        local::functions(&lambda_side.config, &lambda_side.database.db)
+            .into_iter()
+            .collect();
     let (mut lambda_session, mut local_session) = (Session::default(), Session::default());
 
     for (function, method, path) in SEQUENCE {
@@ -95,21 +121,34 @@ async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
 
         let router = functions[function].clone();
         let app = adiuva_http::app(router, &lambda_side.config);
-        let answer = adiuva_lambda::invoke(app, &lambda_session.fill(&template)).await.expect("the handler failed");
+        let answer = adiuva_lambda::invoke(app, &lambda_session.fill(&template))
+            .await
+            .expect("the handler failed");
         let lambda_status = answer["statusCode"].as_u64().unwrap() as u16;
-        let lambda_body: Value = serde_json::from_str(answer["body"].as_str().unwrap_or("null")).unwrap();
+        let lambda_body: Value =
+            serde_json::from_str(answer["body"].as_str().unwrap_or("null")).unwrap();
         let event: Value = serde_json::from_str(&template).unwrap();
         assert_eq!(
             answer["headers"]["x-request-id"], event["requestContext"]["requestId"],
             "{file:?}: the gateway's request id is not the response's"
         );
-        assert!(lambda_status < 400, "{file:?} answered {lambda_status}: {lambda_body}");
+        assert!(
+            lambda_status < 400,
+            "{file:?} answered {lambda_status}: {lambda_body}"
+        );
 
         let local_event: Value = serde_json::from_str(&local_session.fill(&template)).unwrap();
         let (local_status, local_body) = send_locally(&local_side, &local_event).await;
 
-        assert_eq!(lambda_status, local_status, "{file:?}: Lambda and local status differ");
-        assert_eq!(shape(&lambda_body), shape(&local_body), "{file:?}: Lambda and local bodies differ in shape");
+        assert_eq!(
+            lambda_status, local_status,
+            "{file:?}: Lambda and local status differ"
+        );
+        assert_eq!(
+            shape(&lambda_body),
+            shape(&local_body),
+            "{file:?}: Lambda and local bodies differ in shape"
+        );
         lambda_session.remember(&lambda_body);
         local_session.remember(&local_body);
     }

@@ -23,9 +23,10 @@ pub fn functions(config: &Config, db: &Database) -> Vec<(&'static str, OpenApiRo
 
 /// Every function's routes, merged: what API Gateway routes to the Lambda functions.
 pub fn routes(config: &Config, db: &Database) -> OpenApiRouter {
-    functions(config, db)
-        .into_iter()
-        .fold(OpenApiRouter::with_openapi(adiuva_http::api_doc()), |merged, (_, router)| merged.merge(router))
+    functions(config, db).into_iter().fold(
+        OpenApiRouter::with_openapi(adiuva_http::api_doc()),
+        |merged, (_, router)| merged.merge(router),
+    )
 }
 
 /// The OpenAPI document of the whole API.
