@@ -168,7 +168,7 @@ fn watch_routes() -> BTreeMap<String, BTreeSet<Route>> {
             routes
                 .entry(function)
                 .or_default()
-                .insert((method, normalize_watch_path(&path)));
+                .insert((method, normalize_watch_path(path)));
         }
     }
     routes
