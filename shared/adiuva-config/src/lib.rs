@@ -83,16 +83,31 @@ pub struct Config {
     pub stripe_secret_key: Secret,
     pub stripe_webhook_secret: Secret,
 
+    /// Empty: blobs live in a folder under `data_dir` (the embedded default).
     pub s3_bucket: String,
     pub s3_region: String,
+    /// Custom S3 endpoint (MinIO, moto_server); path-style addressing is used when set.
     pub s3_endpoint_url: String,
     pub aws_access_key_id: String,
     pub aws_secret_access_key: Secret,
+    /// Set by Lambda together with the two above (temporary credentials of the role).
+    pub aws_session_token: Secret,
+    /// Base URL clients reach this API at; the embedded blob store's upload URLs start with it.
+    pub public_base_url: String,
+    /// Bytes in one "GB" of the tier matrix; tests shrink it to exercise quotas.
+    pub quota_unit_bytes: u64,
+    /// How long an upload URL stays valid.
+    pub upload_url_expire_minutes: u64,
+    /// Blobs no row refers to are removed by the janitor once they are this old.
+    pub orphan_grace_minutes: u64,
 
     pub pinecone_api_key: Secret,
     pub pinecone_index: String,
+    /// Empty: exact in-process vector search, persisted under `data_dir`.
     pub qdrant_url: String,
     pub qdrant_api_key: Secret,
+    /// Prefix of the Qdrant collection names (one collection per vector size).
+    pub qdrant_collection: String,
 
     pub openai_api_key: Secret,
     pub llm_model: String,
@@ -210,10 +225,25 @@ impl Config {
             s3_endpoint_url: source.string("S3_ENDPOINT_URL", ""),
             aws_access_key_id: source.string("AWS_ACCESS_KEY_ID", ""),
             aws_secret_access_key: source.secret("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token: source.secret("AWS_SESSION_TOKEN"),
+            public_base_url: source
+                .optional("PUBLIC_BASE_URL")
+                .unwrap_or_else(|| {
+                    format!(
+                        "http://127.0.0.1:{}",
+                        source.optional("PORT").unwrap_or_else(|| "8000".into())
+                    )
+                })
+                .trim_end_matches('/')
+                .to_owned(),
+            quota_unit_bytes: source.number("QUOTA_UNIT_BYTES", 1 << 30)?,
+            upload_url_expire_minutes: source.number("UPLOAD_URL_EXPIRE_MINUTES", 15)?,
+            orphan_grace_minutes: source.number("ORPHAN_GRACE_MINUTES", 60)?,
             pinecone_api_key: source.secret("PINECONE_API_KEY"),
             pinecone_index: source.string("PINECONE_INDEX", "adiuva"),
             qdrant_url: source.string("QDRANT_URL", ""),
             qdrant_api_key: source.secret("QDRANT_API_KEY"),
+            qdrant_collection: source.string("QDRANT_COLLECTION", "adiuva_vectors"),
             openai_api_key: source.secret("OPENAI_API_KEY"),
             llm_model: source.string("LLM_MODEL", "gpt-4o"),
             llm_router_model: source.string("LLM_ROUTER_MODEL", "gpt-4o-mini"),
@@ -347,6 +377,8 @@ mod tests {
         );
         assert_eq!(config.port, 8000);
         assert_eq!(config.data_dir, PathBuf::from("./.adiuva"));
+        assert_eq!(config.public_base_url, "http://127.0.0.1:8000");
+        assert_eq!(config.quota_unit_bytes, 1 << 30);
     }
 
     #[test]
