@@ -1,0 +1,462 @@
+//! The embedded backend: one file per blob under a folder, the key as its relative path.
+//!
+//! Writes go to a temp file in the blob's own folder and are renamed over the target, so a
+//! reader sees the old bytes or the new ones, never a torn write. Bookkeeping files start with
+//! `.` (temp files `.{name}.{pid}.{n}.tmp`, checksum sidecars `.{name}.checksum`), a name no
+//! key segment can have, so `list` skips them and no key can overwrite them.
+//!
+//! Clients upload through the API (`PUT /api/v1/storage/blobs/{token}`) rather than to S3; the
+//! token is an HMAC of the key and expiry, so the route needs no database lookup to authorize.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::{BlobError, BlobInfo, BoxError, PresignedUpload, validate_key};
+
+/// Domain separation: the signing secret is the JWT secret, so an upload token's MAC must never
+/// be valid as any other MAC made with it (or the other way round).
+const TOKEN_DOMAIN: &[u8] = b"adiuva-blob/upload-token/v1\0";
+
+/// Read and hash in chunks of this size, so a digest never holds a whole blob in memory.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Names temp files uniquely within this process; the pid makes them unique across processes.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The local-folder backend. Cheap to clone: the signing key is shared.
+#[derive(Clone)]
+pub struct LocalStore {
+    /// The blobs folder (`{ADIUVA_DATA_DIR}/blobs`); created on first write.
+    dir: PathBuf,
+    /// Where clients reach this API, so upload URLs work from the desktop app.
+    public_base_url: String,
+    /// HMAC key for upload tokens.
+    signing_secret: Arc<[u8]>,
+    /// How long an upload token stays valid.
+    upload_ttl: Duration,
+}
+
+impl fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalStore")
+            .field("dir", &self.dir)
+            .field("public_base_url", &self.public_base_url)
+            .field("signing_secret", &"<redacted>")
+            .field("upload_ttl", &self.upload_ttl)
+            .finish()
+    }
+}
+
+/// The cause inside [`BlobError::Failed`] when [`LocalStore::put_stream`] receives more than
+/// `max_bytes`; the upload route downcasts to it to answer 413 instead of 500.
+#[derive(Debug, thiserror::Error)]
+#[error("upload body exceeds {max_bytes} bytes")]
+pub struct BodyTooLarge {
+    pub max_bytes: u64,
+}
+
+/// A local I/O error with what was being done, for the logs.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action} {path}")]
+struct LocalIoError {
+    action: &'static str,
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+fn io_failed(action: &'static str, path: &Path, source: io::Error) -> BlobError {
+    BlobError::Failed(Box::new(LocalIoError {
+        action,
+        path: path.to_owned(),
+        source,
+    }))
+}
+
+/// "Nothing at this key": the file is missing, or a path component is missing, is a file, or
+/// the key names a folder (because longer keys exist below it).
+fn is_absent(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory
+    )
+}
+
+impl LocalStore {
+    pub fn new(
+        dir: PathBuf,
+        public_base_url: String,
+        signing_secret: &[u8],
+        upload_ttl: Duration,
+    ) -> Self {
+        Self {
+            dir,
+            public_base_url: public_base_url.trim_end_matches('/').to_owned(),
+            signing_secret: signing_secret.into(),
+            upload_ttl,
+        }
+    }
+
+    /// Verifies an upload token from presign_put and returns the key it allows
+    /// (InvalidUploadToken otherwise, e.g. expired/tampered).
+    pub fn verify_upload_token(&self, token: &str) -> Result<String, BlobError> {
+        let (payload_b64, mac_b64) = token.split_once('.').ok_or(BlobError::InvalidUploadToken)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| BlobError::InvalidUploadToken)?;
+        let mac = URL_SAFE_NO_PAD
+            .decode(mac_b64)
+            .map_err(|_| BlobError::InvalidUploadToken)?;
+        // Constant-time comparison, before anything in the payload is trusted.
+        self.mac(&payload)
+            .verify_slice(&mac)
+            .map_err(|_| BlobError::InvalidUploadToken)?;
+        let payload = String::from_utf8(payload).map_err(|_| BlobError::InvalidUploadToken)?;
+        let (expires_at_ms, key) = payload
+            .split_once('\n')
+            .ok_or(BlobError::InvalidUploadToken)?;
+        let expires_at_ms: i64 = expires_at_ms
+            .parse()
+            .map_err(|_| BlobError::InvalidUploadToken)?;
+        if crate::now_ms() >= expires_at_ms {
+            return Err(BlobError::InvalidUploadToken);
+        }
+        validate_key(key).map_err(|_| BlobError::InvalidUploadToken)?;
+        Ok(key.to_owned())
+    }
+
+    /// Streams a body into key (atomically: temp + rename), refusing more than max_bytes.
+    ///
+    /// Returns the number of bytes stored. The SHA-256 of the body is computed on the way and
+    /// kept as the blob's checksum, as [`crate::BlobStore::put`] does with the caller's. On any
+    /// error (body error, too large, I/O) nothing is stored and the old blob, if any, stays.
+    pub async fn put_stream<S, E>(
+        &self,
+        key: &str,
+        body: S,
+        max_bytes: u64,
+    ) -> Result<u64, BlobError>
+    where
+        S: futures_core::Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        validate_key(key)?;
+        let target = self.path(key);
+        let parent = parent_of(&target).to_owned();
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .map_err(|err| io_failed("create folder", &parent, err))?;
+        let temp = temp_path(&target);
+        let result = write_stream(&temp, body, max_bytes).await;
+        let (size, sha256) = match result {
+            Ok(done) => done,
+            Err(err) => {
+                // Best effort: a leftover temp file is invisible to readers and to `list`.
+                let _ = tokio::fs::remove_file(&temp).await;
+                return Err(err);
+            }
+        };
+        let checksum = hex::encode(sha256);
+        blocking(move || {
+            write_sidecar(&target, &checksum)?;
+            fs::rename(&temp, &target).map_err(|err| {
+                let _ = fs::remove_file(&temp);
+                io_failed("rename into place", &target, err)
+            })
+        })
+        .await?;
+        Ok(size)
+    }
+
+    pub(crate) async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        checksum_hex: &str,
+    ) -> Result<(), BlobError> {
+        let target = self.path(key);
+        let checksum = checksum_hex.to_owned();
+        blocking(move || {
+            let parent = parent_of(&target);
+            fs::create_dir_all(parent).map_err(|err| io_failed("create folder", parent, err))?;
+            // The sidecar goes first: a blob visible at its key always has its checksum next
+            // to it (a crash in between leaves a sidecar without a blob, which nothing reads).
+            write_sidecar(&target, &checksum)?;
+            write_atomically(&target, &bytes)
+        })
+        .await
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>, BlobError> {
+        let path = self.path(key);
+        blocking(move || match fs::read(&path) {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(err) if is_absent(&err) => Ok(None),
+            Err(err) => Err(io_failed("read", &path, err)),
+        })
+        .await
+    }
+
+    pub(crate) async fn head(&self, key: &str) -> Result<Option<BlobInfo>, BlobError> {
+        let path = self.path(key);
+        let key = key.to_owned();
+        blocking(move || match fs::metadata(&path) {
+            Ok(metadata) if metadata.is_file() => Ok(Some(info(key, &metadata))),
+            Ok(_) => Ok(None),
+            Err(err) if is_absent(&err) => Ok(None),
+            Err(err) => Err(io_failed("read metadata of", &path, err)),
+        })
+        .await
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        let path = self.path(key);
+        blocking(move || {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if is_absent(&err) => {}
+                Err(err) => return Err(io_failed("delete", &path, err)),
+            }
+            // Empty folders are left in place: removing them would race with a concurrent put
+            // into the same folder, and they cost nothing to `list`.
+            let sidecar = sidecar_path(&path);
+            match fs::remove_file(&sidecar) {
+                Ok(()) => Ok(()),
+                Err(err) if is_absent(&err) => Ok(()),
+                Err(err) => Err(io_failed("delete", &sidecar, err)),
+            }
+        })
+        .await
+    }
+
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>, BlobError> {
+        // Start at the deepest folder the prefix names, not at the root: listing one user's
+        // blobs must not walk everybody's.
+        let (start_key, start_dir) = match prefix.rsplit_once('/') {
+            Some((dirs, _)) => (format!("{dirs}/"), self.dir.join(dirs)),
+            None => (String::new(), self.dir.clone()),
+        };
+        let prefix = prefix.to_owned();
+        blocking(move || {
+            let mut found = Vec::new();
+            let mut pending = vec![(start_key, start_dir)];
+            while let Some((key_prefix, dir)) = pending.pop() {
+                let entries = match fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(err) if is_absent(&err) => continue,
+                    Err(err) => return Err(io_failed("list", &dir, err)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|err| io_failed("list", &dir, err))?;
+                    // Bookkeeping files start with '.', and a name that is not UTF-8 was not
+                    // written by this store.
+                    let Ok(name) = entry.file_name().into_string() else {
+                        continue;
+                    };
+                    if name.starts_with('.') {
+                        continue;
+                    }
+                    let key = format!("{key_prefix}{name}");
+                    let file_type = entry
+                        .file_type()
+                        .map_err(|err| io_failed("list", &entry.path(), err))?;
+                    if file_type.is_dir() {
+                        // Descend only where matching keys can be.
+                        let key_dir = format!("{key}/");
+                        if key_dir.starts_with(&prefix) || prefix.starts_with(&key_dir) {
+                            pending.push((key_dir, entry.path()));
+                        }
+                    } else if file_type.is_file() && key.starts_with(&prefix) {
+                        match entry.metadata() {
+                            Ok(metadata) => found.push(info(key, &metadata)),
+                            // Deleted since read_dir saw it.
+                            Err(err) if is_absent(&err) => {}
+                            Err(err) => return Err(io_failed("list", &entry.path(), err)),
+                        }
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    pub(crate) async fn digest(&self, key: &str) -> Result<Option<(u64, String)>, BlobError> {
+        let path = self.path(key);
+        blocking(move || {
+            let mut file = match fs::File::open(&path) {
+                Ok(file) => file,
+                Err(err) if is_absent(&err) => return Ok(None),
+                Err(err) => return Err(io_failed("open", &path, err)),
+            };
+            let mut hasher = Sha256::new();
+            let mut buffer = vec![0; CHUNK_BYTES];
+            let mut size = 0u64;
+            loop {
+                let read = match file.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(read) => read,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    // Opening a folder succeeds on Linux; reading it says EISDIR.
+                    Err(err) if is_absent(&err) => return Ok(None),
+                    Err(err) => return Err(io_failed("read", &path, err)),
+                };
+                hasher.update(&buffer[..read]);
+                size += read as u64;
+            }
+            Ok(Some((size, hex::encode(hasher.finalize()))))
+        })
+        .await
+    }
+
+    pub(crate) fn presign_put(&self, key: &str) -> Result<PresignedUpload, BlobError> {
+        let expires_at_ms = crate::now_ms().saturating_add(crate::duration_ms(self.upload_ttl));
+        let token = self.upload_token(key, expires_at_ms);
+        Ok(PresignedUpload {
+            url: format!("{}/api/v1/storage/blobs/{token}", self.public_base_url),
+            method: "PUT".to_owned(),
+            headers: Vec::new(),
+            expires_at_ms,
+        })
+    }
+
+    /// `base64url(payload).base64url(hmac)` with payload `{expires_at_ms}\n{key}`: the key may
+    /// hold any character but a newline never starts a number, so the split is unambiguous.
+    fn upload_token(&self, key: &str, expires_at_ms: i64) -> String {
+        let payload = format!("{expires_at_ms}\n{key}");
+        let mac = self.mac(payload.as_bytes()).finalize().into_bytes();
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(payload),
+            URL_SAFE_NO_PAD.encode(mac)
+        )
+    }
+
+    fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.signing_secret)
+            .expect("HMAC accepts keys of any length");
+        mac.update(TOKEN_DOMAIN);
+        mac.update(payload);
+        mac
+    }
+
+    /// The file of a key that [`validate_key`] accepted: always inside `dir`.
+    fn path(&self, key: &str) -> PathBuf {
+        let mut path = self.dir.clone();
+        path.extend(key.split('/'));
+        path
+    }
+}
+
+/// Runs blocking file work off the async workers, as one hop per operation.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BlobError> + Send + 'static,
+) -> Result<T, BlobError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| BlobError::Failed(Box::new(err)))?
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .expect("a blob path is below the blobs folder")
+}
+
+fn file_name(path: &Path) -> &str {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .expect("a blob path ends in a UTF-8 key segment")
+}
+
+fn temp_path(target: &Path) -> PathBuf {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    target.with_file_name(format!(
+        ".{}.{}.{n}.tmp",
+        file_name(target),
+        std::process::id()
+    ))
+}
+
+fn sidecar_path(target: &Path) -> PathBuf {
+    target.with_file_name(format!(".{}.checksum", file_name(target)))
+}
+
+fn write_sidecar(target: &Path, checksum_hex: &str) -> Result<(), BlobError> {
+    write_atomically(&sidecar_path(target), checksum_hex.as_bytes())
+}
+
+/// Temp file in the same folder (so `rename` stays on one filesystem and is atomic), synced
+/// before the rename so a crash cannot leave a renamed but empty file.
+fn write_atomically(target: &Path, bytes: &[u8]) -> Result<(), BlobError> {
+    let temp = temp_path(target);
+    let written = (|| {
+        let mut file = fs::File::create(&temp)?;
+        io::Write::write_all(&mut file, bytes)?;
+        file.sync_data()
+    })();
+    if let Err(err) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(io_failed("write", &temp, err));
+    }
+    fs::rename(&temp, target).map_err(|err| {
+        let _ = fs::remove_file(&temp);
+        io_failed("rename into place", target, err)
+    })
+}
+
+/// Copies the stream into `temp`, hashing it, and stops as soon as it passes `max_bytes`.
+async fn write_stream<S, E>(
+    temp: &Path,
+    mut body: S,
+    max_bytes: u64,
+) -> Result<(u64, [u8; 32]), BlobError>
+where
+    S: futures_core::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<BoxError>,
+{
+    let mut file = tokio::fs::File::create(temp)
+        .await
+        .map_err(|err| io_failed("create", temp, err))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx)).await {
+        let chunk = chunk.map_err(|err| BlobError::Failed(err.into()))?;
+        size += chunk.len() as u64;
+        if size > max_bytes {
+            return Err(BlobError::Failed(Box::new(BodyTooLarge { max_bytes })));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(|err| io_failed("write", temp, err))?;
+    }
+    // tokio's File writes in the background: flush, then sync, before the rename publishes it.
+    file.flush()
+        .await
+        .map_err(|err| io_failed("write", temp, err))?;
+    file.sync_data()
+        .await
+        .map_err(|err| io_failed("sync", temp, err))?;
+    Ok((size, hasher.finalize().into()))
+}
+
+fn info(key: String, metadata: &fs::Metadata) -> BlobInfo {
+    BlobInfo {
+        key,
+        size: metadata.len(),
+        last_modified_ms: metadata.modified().map(crate::system_time_ms).unwrap_or(0),
+    }
+}

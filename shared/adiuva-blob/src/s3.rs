@@ -1,0 +1,306 @@
+//! The S3 backend, on a hand-built SDK client.
+//!
+//! `aws-config` is not used: it links the SSO, STS and IMDS credential providers and defaults
+//! to aws-lc-rs, a large C build. Lambda hands the role's credentials to the process as
+//! environment variables, which our config already reads, and the HTTP client is rustls + ring,
+//! as elsewhere in the workspace.
+
+use std::time::Duration;
+
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::ServerSideEncryption;
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::{BlobError, BlobInfo, PresignedUpload};
+
+/// A connection that is not up in this time will not come up: fail over to a retry.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The whole operation, retries included, so a request answers 503 well before API Gateway's
+/// 30-second integration limit cuts it off.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(25);
+/// Attempts per operation (the first one included), with the SDK's standard backoff.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Error codes S3 uses for "slow down" and transient server trouble.
+const TRANSIENT_CODES: &[&str] = &[
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "PriorRequestNotComplete",
+    "InternalError",
+    "ServiceUnavailable",
+];
+
+/// The S3 backend. Cheap to clone: the SDK client is reference-counted.
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    /// How long a presigned upload URL stays valid.
+    upload_ttl: Duration,
+}
+
+impl S3Store {
+    /// Builds the client without touching the network: connections open on first use.
+    pub fn from_config(config: &adiuva_config::Config) -> Result<Self, BlobError> {
+        if config.aws_access_key_id.is_empty() || config.aws_secret_access_key.is_empty() {
+            return Err(BlobError::failed(
+                "S3_BUCKET is set but AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is empty",
+            ));
+        }
+        let session_token = Some(config.aws_session_token.expose())
+            .filter(|token| !token.is_empty())
+            .map(str::to_owned);
+        let credentials = Credentials::new(
+            config.aws_access_key_id.clone(),
+            config.aws_secret_access_key.expose(),
+            session_token,
+            None,
+            "adiuva-config",
+        );
+        let http_client = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut builder = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(config.s3_region.clone()))
+            .credentials_provider(credentials)
+            .http_client(http_client)
+            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_timeout(OPERATION_TIMEOUT)
+                    .build(),
+            );
+        if !config.s3_endpoint_url.is_empty() {
+            // MinIO and moto_server serve every bucket on one host: no virtual-host addressing.
+            builder = builder
+                .endpoint_url(config.s3_endpoint_url.clone())
+                .force_path_style(true);
+        }
+        Ok(Self {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket: config.s3_bucket.clone(),
+            upload_ttl: crate::upload_ttl(config),
+        })
+    }
+
+    /// The SDK client, for tests and tools that need an S3 call this store does not offer.
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub(crate) async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        checksum_hex: &str,
+    ) -> Result<(), BlobError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .server_side_encryption(ServerSideEncryption::Aes256)
+            .metadata("checksum", checksum_hex)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>, BlobError> {
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(err) => return Err(classify(err)),
+        };
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|err| BlobError::Unavailable(Box::new(err)))?;
+        Ok(Some(body.into_bytes()))
+    }
+
+    pub(crate) async fn head(&self, key: &str) -> Result<Option<BlobInfo>, BlobError> {
+        let output = match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            // HEAD answers carry no body, so a 404 has no error code to tell a missing key from
+            // a missing bucket; a missing bucket shows up on the next put or list.
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                return Ok(None);
+            }
+            Err(err) => return Err(classify(err)),
+        };
+        Ok(Some(BlobInfo {
+            key: key.to_owned(),
+            size: size(output.content_length),
+            last_modified_ms: millis(output.last_modified.as_ref()),
+        }))
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        // S3 answers 204 for a missing key too.
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>, BlobError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(classify)?;
+            for object in page.contents.unwrap_or_default() {
+                let Some(key) = object.key else { continue };
+                found.push(BlobInfo {
+                    key,
+                    size: size(object.size),
+                    last_modified_ms: millis(object.last_modified.as_ref()),
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    pub(crate) async fn digest(&self, key: &str) -> Result<Option<(u64, String)>, BlobError> {
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(err) => return Err(classify(err)),
+        };
+        let mut body = output.body;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|err| BlobError::Unavailable(Box::new(err)))?
+        {
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        Ok(Some((size, hex::encode(hasher.finalize()))))
+    }
+
+    pub(crate) async fn presign_put(&self, key: &str) -> Result<PresignedUpload, BlobError> {
+        let presigning = PresigningConfig::expires_in(self.upload_ttl)
+            .map_err(|err| BlobError::Failed(Box::new(err)))?;
+        let expires_at_ms = crate::now_ms().saturating_add(crate::duration_ms(self.upload_ttl));
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .server_side_encryption(ServerSideEncryption::Aes256)
+            .presigned(presigning)
+            .await
+            .map_err(classify)?;
+        Ok(PresignedUpload {
+            url: request.uri().to_owned(),
+            method: request.method().to_owned(),
+            headers: request
+                .headers()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+            expires_at_ms,
+        })
+    }
+}
+
+/// Sorts an SDK error into "retry later" and "something is wrong" (see [`BlobError`]).
+fn classify<E>(err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> BlobError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = err
+        .raw_response()
+        .map(|response| response.status().as_u16());
+    let unavailable = match &err {
+        SdkError::TimeoutError(_) => true,
+        // Connection refused or reset, DNS failure, TLS handshake failure; but not a request
+        // the client could not even build.
+        SdkError::DispatchFailure(failure) => !failure.is_user(),
+        SdkError::ResponseError(_) => status.is_none_or(|status| status >= 500),
+        SdkError::ServiceError(service) => {
+            status.is_some_and(|status| status >= 500 || status == 429)
+                || service
+                    .err()
+                    .code()
+                    .is_some_and(|code| TRANSIENT_CODES.contains(&code))
+        }
+        _ => false,
+    };
+    if unavailable {
+        BlobError::Unavailable(Box::new(err))
+    } else {
+        BlobError::Failed(Box::new(err))
+    }
+}
+
+fn size(content_length: Option<i64>) -> u64 {
+    content_length
+        .and_then(|length| u64::try_from(length).ok())
+        .unwrap_or(0)
+}
+
+fn millis(time: Option<&DateTime>) -> i64 {
+    time.and_then(|time| time.to_millis().ok()).unwrap_or(0)
+}

@@ -1,0 +1,203 @@
+//! Test support (cargo feature `testing`): a real S3-compatible server on loopback.
+//!
+//! [`moto`] starts one moto_server per test process, on a port the server picks itself (port 0,
+//! so parallel test processes never race for a port), and [`s3_config`] / [`s3_store`] give each
+//! test a bucket of its own, so tests share the server but not their data.
+//!
+//! Stopping: the server runs under a small Python wrapper that blocks reading its stdin, a pipe
+//! whose write end only this process holds (Rust opens pipes close-on-exec, so no grandchild
+//! inherits it). When the test process ends, however it ends (normal exit, panic, SIGKILL), the
+//! kernel closes that end, the wrapper reads end-of-file and exits with the server. No signal
+//! handler, `prctl` or `unsafe` is needed, and nothing is left running after the tests.
+//!
+//! If moto is not installed, it is installed with `python3 -m pip install 'moto[server]'`; if
+//! that fails, the test fails with a message saying how to install it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+
+use crate::{BlobStore, S3Store};
+
+/// How long moto may take to import and bind (it imports every AWS service model).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The Python interpreter to run moto with.
+const PYTHON: &str = "python3";
+
+const INSTALL_HINT: &str = "the S3 tests need moto_server: install it with \
+     `python3 -m pip install 'moto[server]'`";
+
+/// Runs moto's threaded server on 127.0.0.1, prints the port it bound, then waits for stdin to
+/// close (see the module docs) and exits.
+const WRAPPER: &str = r#"
+import logging, os, sys
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.buffer.read()
+os._exit(0)
+"#;
+
+/// A moto_server child process serving S3 on loopback.
+#[derive(Debug)]
+pub struct MotoServer {
+    /// `http://127.0.0.1:{port}`, for `S3_ENDPOINT_URL`.
+    pub endpoint: String,
+    /// Kept so the process is not reaped early; it is never waited on.
+    _child: Mutex<Child>,
+    /// The pipe whose closing stops the server; held for the life of the process.
+    _stdin: Mutex<ChildStdin>,
+}
+
+static MOTO: OnceLock<Result<MotoServer, String>> = OnceLock::new();
+
+/// The process-wide moto server, started on first use.
+///
+/// Panics with the reason (and how to install moto) if it cannot start; every later call
+/// panics with the same reason rather than trying again.
+pub async fn moto() -> &'static MotoServer {
+    let server = tokio::task::spawn_blocking(|| MOTO.get_or_init(start_moto))
+        .await
+        .expect("moto start-up thread panicked");
+    match server {
+        Ok(server) => server,
+        Err(reason) => panic!("{reason}"),
+    }
+}
+
+/// A configuration pointing at a fresh bucket on the moto server.
+///
+/// `overrides` are environment-style pairs (`("UPLOAD_URL_EXPIRE_MINUTES", "1")`) applied over
+/// the test defaults: the moto endpoint, region `us-east-1`, dummy credentials and a unique
+/// `S3_BUCKET`, which is created before this returns.
+pub async fn s3_config(overrides: &[(&str, &str)]) -> adiuva_config::Config {
+    static BUCKETS: AtomicU64 = AtomicU64::new(0);
+    let server = moto().await;
+    let bucket = format!(
+        "adiuva-test-{}-{}",
+        std::process::id(),
+        BUCKETS.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut values: HashMap<String, String> = [
+        ("S3_BUCKET", bucket.as_str()),
+        ("S3_ENDPOINT_URL", server.endpoint.as_str()),
+        ("S3_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .collect();
+    values.extend(
+        overrides
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+    );
+    let config = adiuva_config::Config::from_lookup(|key| values.get(key).cloned())
+        .expect("test configuration is valid");
+
+    let store = S3Store::from_config(&config).expect("S3 store for the test bucket");
+    let mut create = store.client().create_bucket().bucket(store.bucket());
+    if config.s3_region != "us-east-1" {
+        create = create.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(config.s3_region.as_str()))
+                .build(),
+        );
+    }
+    if let Err(err) = create.send().await {
+        panic!(
+            "failed to create test bucket {} on {}: {}",
+            store.bucket(),
+            server.endpoint,
+            aws_sdk_s3::error::DisplayErrorContext(&err)
+        );
+    }
+    config
+}
+
+/// An S3 [`BlobStore`] on a fresh bucket of the moto server (see [`s3_config`]).
+pub async fn s3_store(overrides: &[(&str, &str)]) -> BlobStore {
+    BlobStore::from_config(&s3_config(overrides).await).expect("S3 store for the test bucket")
+}
+
+fn start_moto() -> Result<MotoServer, String> {
+    ensure_moto_installed()?;
+    let mut child = Command::new(PYTHON)
+        .args(["-c", WRAPPER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("failed to run {PYTHON}: {err}; {INSTALL_HINT}"))?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+
+    // Read the port on a thread so a hung start-up hits the timeout instead of blocking forever.
+    let (port_sender, port_receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = port_sender.send(lines.read_line(&mut line).map(|_| line));
+        // Keep draining, so the server never blocks on a full pipe.
+        let _ = std::io::copy(&mut lines, &mut std::io::sink());
+    });
+    let port = match port_receiver.recv_timeout(START_TIMEOUT) {
+        Ok(Ok(line)) => line.trim().parse::<u16>().ok(),
+        _ => None,
+    };
+    let Some(port) = port else {
+        let _ = child.kill();
+        let mut output = String::new();
+        let _ = stderr.read_to_string(&mut output);
+        let _ = child.wait();
+        return Err(format!(
+            "moto_server did not start within {START_TIMEOUT:?}: {}\n{INSTALL_HINT}",
+            output.trim()
+        ));
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+    });
+    Ok(MotoServer {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _child: Mutex::new(child),
+        _stdin: Mutex::new(stdin),
+    })
+}
+
+fn ensure_moto_installed() -> Result<(), String> {
+    let importable = || {
+        Command::new(PYTHON)
+            .args(["-c", "import moto.server, flask, werkzeug"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if importable() {
+        return Ok(());
+    }
+    eprintln!("moto_server is not installed; running `{PYTHON} -m pip install 'moto[server]'`");
+    let installed = Command::new(PYTHON)
+        .args(["-m", "pip", "install", "--quiet", "moto[server]"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if installed && importable() {
+        Ok(())
+    } else {
+        Err(format!(
+            "moto could not be installed automatically; {INSTALL_HINT}"
+        ))
+    }
+}
