@@ -216,7 +216,8 @@ impl Config {
                 "CORS_ORIGINS",
                 r#"["app://.", "http://localhost:3000", "http://localhost:5173"]"#,
             )),
-            max_body_bytes: source.number("MAX_BODY_BYTES", 6 * 1024 * 1024)?,
+            // Lambda takes 6 MB per invocation and binary bodies arrive base64-encoded in it.
+            max_body_bytes: source.number("MAX_BODY_BYTES", 4 * 1024 * 1024)?,
             log_format,
             stripe_secret_key: source.secret("STRIPE_SECRET_KEY"),
             stripe_webhook_secret: source.secret("STRIPE_WEBHOOK_SECRET"),

@@ -1,6 +1,7 @@
 //! Wrappers around axum's extractors whose rejections answer in our error format, so malformed
 //! input gets a 4xx with a useful message instead of axum's plain-text body.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -41,10 +42,33 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "expected a request with `content-type: application/json`",
         ),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::payload_too_large("request body is larger than this endpoint accepts")
-        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
         _ => ApiError::bad_request("invalid_body", detail),
+    }
+}
+
+/// The 413 answer, with a pointer to the way large blobs travel.
+fn too_large() -> ApiError {
+    ApiError::payload_too_large(
+        "request body is larger than this endpoint accepts; upload large blobs with POST /api/v1/storage/uploads",
+    )
+}
+
+/// The raw request body (octet streams such as backups), with our 413 over the body limit.
+#[derive(Debug, Clone, Default)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(too_large())
+            }
+            Err(rejection) => Err(ApiError::bad_request("invalid_body", rejection.body_text())),
+        }
     }
 }
 

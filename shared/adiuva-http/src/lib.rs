@@ -4,12 +4,15 @@
 //! knows about status codes.
 
 mod app;
+mod base64;
 mod error;
 mod extract;
 pub mod logging;
 mod request_id;
 
 pub use app::{api_doc, app};
+pub use axum::http::StatusCode;
+pub use base64::Base64;
 pub use error::{ApiError, ErrorBody, Result};
-pub use extract::{Json, Path, Query};
+pub use extract::{Json, Path, Query, RawBody};
 pub use request_id::{RequestId, current_request_id};
