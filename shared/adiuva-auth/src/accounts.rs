@@ -222,6 +222,31 @@ impl Accounts {
         Ok(())
     }
 
+    /// Checks a signed-in user's password again, before a destructive action.
+    pub async fn verify_password(&self, user_id: &str, password: String) -> Result<(), AuthError> {
+        let hash: Option<String> =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(self.inner.db.pool())
+                .await?;
+        let hash = hash.ok_or(AuthError::InvalidToken)?;
+        if password::verify(password, hash).await? {
+            Ok(())
+        } else {
+            Err(AuthError::InvalidCredentials)
+        }
+    }
+
+    /// Deletes the user and, through foreign keys, every row of theirs, on the caller's
+    /// connection so that it joins the caller's transaction.
+    pub async fn delete_user(conn: &mut AnyConnection, user_id: &str) -> Result<bool, AuthError> {
+        let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(conn)
+            .await?;
+        Ok(deleted.rows_affected() == 1)
+    }
+
     /// Verifies an access token and loads the caller with their live tier, in one query.
     pub async fn authenticate(&self, token: &str) -> Result<AuthUser, AuthError> {
         let claims = self.inner.jwt.verify(token)?;

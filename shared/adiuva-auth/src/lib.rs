@@ -13,7 +13,7 @@ pub mod tiers;
 mod tokens;
 
 pub use accounts::{Accounts, AuthTokens, UserProfile};
-pub use error::AuthError;
+pub use error::{AuthError, database_error};
 pub use extract::{AuthUser, Role};
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
 pub use tiers::{Feature, Tier};

@@ -1,0 +1,186 @@
+//! Encrypted backups: upload, latest, history and delete, within the tier's backup quota.
+
+use adiuva_auth::AuthUser;
+use adiuva_auth::quota::reserve;
+use adiuva_auth::tiers::{Quota, TierError, quota_bytes};
+use adiuva_db::{new_id, now_ms};
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::records::forget_upload;
+use crate::{Storage, StorageError, backup_key};
+
+/// The reference's `BackupMetadata`, plus the `id` that delete takes and the stored size.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct BackupMeta {
+    pub id: String,
+    /// The client's backup format version (`X-Backup-Version`).
+    pub version: i64,
+    /// When the client made the backup, ms since the epoch (`X-Backup-Timestamp`).
+    pub timestamp: i64,
+    pub checksum: String,
+    pub chunk_count: i64,
+    pub size_bytes: i64,
+    pub created_at: i64,
+}
+
+/// A backup's metadata with the key of its blob.
+#[derive(sqlx::FromRow)]
+struct StoredBackup {
+    #[sqlx(flatten)]
+    meta: BackupMeta,
+    s3_key: String,
+}
+
+/// The client's description of a backup it uploads.
+#[derive(Debug, Clone)]
+pub struct NewBackup {
+    pub version: i64,
+    pub timestamp: i64,
+    pub checksum: String,
+    pub chunk_count: i64,
+}
+
+macro_rules! backup_columns {
+    () => {
+        r#"id, version, "timestamp", checksum, chunk_count, size_bytes, created_at"#
+    };
+}
+
+/// The backup quota of a tier in bytes, refusing tiers that have none.
+pub(crate) fn backup_limit(
+    storage: &Storage,
+    user: &AuthUser,
+) -> Result<Option<u64>, StorageError> {
+    let limit = quota_bytes(user.tier, Quota::Backup, storage.inner.quota_unit_bytes);
+    if limit == Some(0) {
+        return Err(TierError::QuotaExceeded {
+            quota: Quota::Backup,
+            tier: user.tier,
+        }
+        .into());
+    }
+    Ok(limit)
+}
+
+impl Storage {
+    pub async fn put_backup(
+        &self,
+        user: &AuthUser,
+        backup: NewBackup,
+        bytes: Bytes,
+    ) -> Result<BackupMeta, StorageError> {
+        adiuva_checksum::verify(&bytes, &backup.checksum)?;
+        backup_limit(self, user)?;
+        let backup_id = new_id();
+        let key = backup_key(&user.id, &backup_id);
+        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        self.inner.blobs.put(&key, bytes, &backup.checksum).await?;
+        match self
+            .finish_backup(user, &backup_id, &key, size, &backup, None)
+            .await
+        {
+            Ok(meta) => Ok(meta),
+            Err(err) => {
+                self.discard(&key).await;
+                Err(err)
+            }
+        }
+    }
+
+    pub(crate) async fn finish_backup(
+        &self,
+        user: &AuthUser,
+        backup_id: &str,
+        key: &str,
+        size: i64,
+        backup: &NewBackup,
+        pending_upload: Option<&str>,
+    ) -> Result<BackupMeta, StorageError> {
+        let limit = backup_limit(self, user)?;
+        let mut tx = self.inner.db.pool().begin().await?;
+        reserve(&mut tx, &user.id, user.tier, Quota::Backup, size, limit).await?;
+        let meta: BackupMeta = sqlx::query_as(concat!(
+            r#"INSERT INTO backup_metadata (id, user_id, s3_key, version, "timestamp", checksum, size_bytes, chunk_count, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING "#,
+            backup_columns!()
+        ))
+        .bind(backup_id)
+        .bind(&user.id)
+        .bind(key)
+        .bind(backup.version)
+        .bind(backup.timestamp)
+        .bind(&backup.checksum)
+        .bind(size)
+        .bind(backup.chunk_count)
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await?;
+        forget_upload(&mut tx, pending_upload).await?;
+        tx.commit().await?;
+        tracing::info!(user_id = user.id, backup_id, size, "backup stored");
+        Ok(meta)
+    }
+
+    /// The newest backup (by the client's timestamp) and its bytes, if any.
+    pub async fn latest_backup(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<(BackupMeta, Bytes)>, StorageError> {
+        let latest: Option<StoredBackup> = sqlx::query_as(concat!(
+            "SELECT ",
+            backup_columns!(),
+            r#", s3_key FROM backup_metadata WHERE user_id = $1 ORDER BY "timestamp" DESC, created_at DESC LIMIT 1"#
+        ))
+        .bind(user_id)
+        .fetch_optional(self.inner.db.pool())
+        .await?;
+        let Some(StoredBackup { meta, s3_key: key }) = latest else {
+            return Ok(None);
+        };
+        let bytes = self
+            .inner
+            .blobs
+            .get(&key)
+            .await?
+            .ok_or(StorageError::BlobMissing { key })?;
+        Ok(Some((meta, bytes)))
+    }
+
+    /// Every backup of the user, newest first, without bytes.
+    pub async fn backup_history(&self, user_id: &str) -> Result<Vec<BackupMeta>, StorageError> {
+        let history = sqlx::query_as(concat!(
+            "SELECT ",
+            backup_columns!(),
+            r#" FROM backup_metadata WHERE user_id = $1 ORDER BY "timestamp" DESC, created_at DESC"#
+        ))
+        .bind(user_id)
+        .fetch_all(self.inner.db.pool())
+        .await?;
+        Ok(history)
+    }
+
+    pub async fn delete_backup(&self, user_id: &str, backup_id: &str) -> Result<(), StorageError> {
+        let mut tx = self.inner.db.pool().begin().await?;
+        let deleted: Option<(String, i64)> =
+            sqlx::query_as("DELETE FROM backup_metadata WHERE id = $1 AND user_id = $2 RETURNING s3_key, size_bytes")
+                .bind(backup_id)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (key, size) = deleted.ok_or(StorageError::BackupNotFound)?;
+        reserve(
+            &mut tx,
+            user_id,
+            adiuva_auth::Tier::Free,
+            Quota::Backup,
+            -size,
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(user_id, backup_id, "backup deleted");
+        self.discard(&key).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! Records and backups of end-to-end-encrypted blobs: the bytes go to the blob store, the
+//! metadata to the database, and the quota is reserved atomically with the metadata write.
+//!
+//! Consistency rule: a row only ever points at a blob that was completely stored. Every write
+//! stores its blob under a new key first, then switches the row to it in one transaction, then
+//! deletes the blob the row no longer needs. A failure at any step leaves either the old or the
+//! new state readable; what it can leave behind is an unreferenced blob, which the janitor
+//! (`sweep`) removes after a grace period.
+
+mod backups;
+mod error;
+mod janitor;
+mod records;
+mod uploads;
+
+use std::sync::Arc;
+
+use adiuva_blob::BlobStore;
+use adiuva_config::Config;
+use adiuva_db::Database;
+
+pub use backups::{BackupMeta, NewBackup};
+pub use error::StorageError;
+pub use janitor::SweepReport;
+pub use records::{RecordMeta, validate_table};
+pub use uploads::{Committed, MAX_UPLOAD_BYTES, UploadRequest, UploadTicket};
+
+/// The storage service: cheap to clone, built once per process.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Database,
+    blobs: BlobStore,
+    quota_unit_bytes: u64,
+    orphan_grace_ms: i64,
+}
+
+impl Storage {
+    pub fn new(db: Database, blobs: BlobStore, config: &Config) -> Self {
+        let grace_ms = i64::try_from(config.orphan_grace_minutes)
+            .unwrap_or(i64::MAX / 60_000)
+            .saturating_mul(60_000);
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                blobs,
+                quota_unit_bytes: config.quota_unit_bytes,
+                orphan_grace_ms: grace_ms,
+            }),
+        }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// Deletes every blob of a user (account deletion). Rows are already gone with the user.
+    pub async fn purge_user_blobs(&self, user_id: &str) -> Result<usize, StorageError> {
+        let blobs = self.inner.blobs.list(&format!("{user_id}/")).await?;
+        for blob in &blobs {
+            self.inner.blobs.delete(&blob.key).await?;
+        }
+        Ok(blobs.len())
+    }
+
+    /// Deletes a blob that no row refers to any more. A failure is logged, not returned: the
+    /// operation that made the blob unnecessary has succeeded, and the janitor will retry.
+    async fn discard(&self, key: &str) {
+        if let Err(err) = self.inner.blobs.delete(key).await {
+            tracing::warn!(key, error = %err, "could not delete an unreferenced blob; the janitor will");
+        }
+    }
+}
+
+/// Key of one stored version of a record's blob. Each write gets a new key, so concurrent
+/// writers never overwrite each other's bytes and the old blob survives until the row moves.
+fn record_key(user_id: &str, table: &str, record_id: &str) -> String {
+    format!("{user_id}/{table}/{record_id}/{}", adiuva_db::new_id())
+}
+
+/// Key of a backup. Tables start with a letter, so `_backups` can never clash with a record key.
+fn backup_key(user_id: &str, backup_id: &str) -> String {
+    format!("{user_id}/_backups/{backup_id}")
+}

@@ -1,0 +1,373 @@
+//! Encrypted records: create, list, read, update (with optimistic versions) and delete.
+
+use adiuva_auth::quota::reserve;
+use adiuva_auth::tiers::{Quota, quota_bytes};
+use adiuva_auth::{AuthUser, Tier};
+use adiuva_db::{new_id, now_ms};
+use bytes::Bytes;
+use serde::Serialize;
+use sqlx::AnyConnection;
+
+use crate::{Storage, StorageError, record_key};
+
+/// Record metadata: what list returns, never the blob.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct RecordMeta {
+    pub id: String,
+    /// The client's table name, e.g. `tasks`.
+    #[sqlx(rename = "table_name")]
+    pub table: String,
+    /// Lowercase hex SHA-256 of the encrypted blob.
+    pub checksum: String,
+    pub size_bytes: i64,
+    /// Starts at 1 and grows by one on every update; send it back as `If-Match`.
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The columns of `RecordMeta`, spliced into statements with `concat!` so they stay `'static`.
+macro_rules! record_columns {
+    () => {
+        "id, table_name, checksum, size_bytes, version, created_at, updated_at"
+    };
+}
+
+/// A record's metadata with the key of its blob.
+#[derive(sqlx::FromRow)]
+struct StoredRecord {
+    #[sqlx(flatten)]
+    meta: RecordMeta,
+    s3_key: String,
+}
+
+/// Table names are short identifiers: a lowercase letter, then letters, digits or `_`.
+pub fn validate_table(table: &str) -> Result<(), StorageError> {
+    let mut chars = table.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    if !first_ok
+        || table.len() > 64
+        || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(StorageError::Invalid(
+            "table must be 1 to 64 characters: a lowercase letter, then lowercase letters, digits or _",
+        ));
+    }
+    Ok(())
+}
+
+/// The cloud-storage quota of a tier in bytes, refusing tiers that have none.
+fn storage_limit(storage: &Storage, tier: Tier) -> Result<Option<u64>, StorageError> {
+    let limit = quota_bytes(tier, Quota::CloudStorage, storage.inner.quota_unit_bytes);
+    if limit == Some(0) {
+        return Err(adiuva_auth::tiers::TierError::QuotaExceeded {
+            quota: Quota::CloudStorage,
+            tier,
+        }
+        .into());
+    }
+    Ok(limit)
+}
+
+fn size_of(bytes: usize) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+impl Storage {
+    pub async fn create_record(
+        &self,
+        user: &AuthUser,
+        table: &str,
+        blob: Bytes,
+        checksum: &str,
+    ) -> Result<RecordMeta, StorageError> {
+        validate_table(table)?;
+        adiuva_checksum::verify(&blob, checksum)?;
+        storage_limit(self, user.tier)?;
+        let record_id = new_id();
+        let key = record_key(&user.id, table, &record_id);
+        let size = size_of(blob.len());
+        self.inner.blobs.put(&key, blob, checksum).await?;
+        match self
+            .finish_create(user, table, &record_id, &key, size, checksum, None)
+            .await
+        {
+            Ok(meta) => Ok(meta),
+            Err(err) => {
+                self.discard(&key).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Makes a stored blob a new record: quota and row in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn finish_create(
+        &self,
+        user: &AuthUser,
+        table: &str,
+        record_id: &str,
+        key: &str,
+        size: i64,
+        checksum: &str,
+        pending_upload: Option<&str>,
+    ) -> Result<RecordMeta, StorageError> {
+        let limit = storage_limit(self, user.tier)?;
+        let now = now_ms();
+        let mut tx = self.inner.db.pool().begin().await?;
+        reserve(
+            &mut tx,
+            &user.id,
+            user.tier,
+            Quota::CloudStorage,
+            size,
+            limit,
+        )
+        .await?;
+        let meta: RecordMeta = sqlx::query_as(concat!(
+            "INSERT INTO storage_records (id, user_id, table_name, s3_key, checksum, size_bytes, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) RETURNING ",
+            record_columns!()
+        ))
+        .bind(record_id)
+        .bind(&user.id)
+        .bind(table)
+        .bind(key)
+        .bind(checksum)
+        .bind(size)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        forget_upload(&mut tx, pending_upload).await?;
+        tx.commit().await?;
+        tracing::info!(user_id = user.id, record_id, table, size, "record created");
+        Ok(meta)
+    }
+
+    /// The caller's records, newest first. `page` starts at 1.
+    pub async fn list_records(
+        &self,
+        user_id: &str,
+        table: Option<&str>,
+        page: u32,
+        limit: u32,
+    ) -> Result<Vec<RecordMeta>, StorageError> {
+        if let Some(table) = table {
+            validate_table(table)?;
+        }
+        let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
+        let records = sqlx::query_as(concat!(
+            "SELECT ",
+            record_columns!(),
+            " FROM storage_records WHERE user_id = $1 AND ($2 IS NULL OR table_name = $2) \
+             ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+        ))
+        .bind(user_id)
+        .bind(table)
+        .bind(i64::from(limit))
+        .bind(offset)
+        .fetch_all(self.inner.db.pool())
+        .await?;
+        Ok(records)
+    }
+
+    /// A record of the caller; someone else's id is `RecordNotFound`, like a missing one.
+    pub async fn record_meta(
+        &self,
+        user_id: &str,
+        record_id: &str,
+    ) -> Result<(RecordMeta, String), StorageError> {
+        let row: Option<StoredRecord> = sqlx::query_as(concat!(
+            "SELECT ",
+            record_columns!(),
+            ", s3_key FROM storage_records WHERE id = $1 AND user_id = $2"
+        ))
+        .bind(record_id)
+        .bind(user_id)
+        .fetch_optional(self.inner.db.pool())
+        .await?;
+        let StoredRecord { meta, s3_key } = row.ok_or(StorageError::RecordNotFound)?;
+        Ok((meta, s3_key))
+    }
+
+    /// The record's metadata and its encrypted bytes.
+    pub async fn read_record(
+        &self,
+        user_id: &str,
+        record_id: &str,
+    ) -> Result<(RecordMeta, Bytes), StorageError> {
+        let (meta, key) = self.record_meta(user_id, record_id).await?;
+        let bytes = self
+            .inner
+            .blobs
+            .get(&key)
+            .await?
+            .ok_or(StorageError::BlobMissing { key })?;
+        Ok((meta, bytes))
+    }
+
+    /// Replaces a record's blob. With `if_match`, a record that moved on is `VersionConflict`.
+    pub async fn update_record(
+        &self,
+        user: &AuthUser,
+        record_id: &str,
+        blob: Bytes,
+        checksum: &str,
+        if_match: Option<i64>,
+    ) -> Result<RecordMeta, StorageError> {
+        adiuva_checksum::verify(&blob, checksum)?;
+        let (current, _) = self.record_meta(&user.id, record_id).await?;
+        if let Some(expected) = if_match
+            && expected != current.version
+        {
+            return Err(StorageError::VersionConflict {
+                current: current.version,
+            });
+        }
+        let key = record_key(&user.id, &current.table, record_id);
+        let size = size_of(blob.len());
+        self.inner.blobs.put(&key, blob, checksum).await?;
+        let expected = if_match.unwrap_or(current.version);
+        match self
+            .finish_update(user, record_id, &key, size, checksum, expected, None)
+            .await
+        {
+            Ok(meta) => Ok(meta),
+            Err(err) => {
+                self.discard(&key).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Points a record at a newly stored blob if it is still at `expected_version`, adjusting
+    /// the quota by the size difference; then drops the old blob.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn finish_update(
+        &self,
+        user: &AuthUser,
+        record_id: &str,
+        key: &str,
+        size: i64,
+        checksum: &str,
+        expected_version: i64,
+        pending_upload: Option<&str>,
+    ) -> Result<RecordMeta, StorageError> {
+        let limit = quota_bytes(user.tier, Quota::CloudStorage, self.inner.quota_unit_bytes);
+        let now = now_ms();
+        let mut tx = self.inner.db.pool().begin().await?;
+        let old: Option<(i64, i64, String)> =
+            sqlx::query_as("SELECT version, size_bytes, s3_key FROM storage_records WHERE id = $1 AND user_id = $2")
+                .bind(record_id)
+                .bind(&user.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (version, old_size, old_key) = old.ok_or(StorageError::RecordNotFound)?;
+        if version != expected_version {
+            return Err(StorageError::VersionConflict { current: version });
+        }
+        reserve(
+            &mut tx,
+            &user.id,
+            user.tier,
+            Quota::CloudStorage,
+            size - old_size,
+            limit,
+        )
+        .await?;
+        let meta: Option<RecordMeta> = sqlx::query_as(concat!(
+            "UPDATE storage_records SET s3_key = $1, checksum = $2, size_bytes = $3, version = version + 1, updated_at = $4 \
+             WHERE id = $5 AND user_id = $6 AND version = $7 RETURNING ",
+            record_columns!()
+        ))
+        .bind(key)
+        .bind(checksum)
+        .bind(size)
+        .bind(now)
+        .bind(record_id)
+        .bind(&user.id)
+        .bind(expected_version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        // A concurrent update won between our read and our write.
+        let meta = meta.ok_or(StorageError::VersionConflict {
+            current: expected_version + 1,
+        })?;
+        forget_upload(&mut tx, pending_upload).await?;
+        tx.commit().await?;
+        tracing::info!(
+            user_id = user.id,
+            record_id,
+            version = meta.version,
+            size,
+            "record updated"
+        );
+        self.discard(&old_key).await;
+        Ok(meta)
+    }
+
+    /// Deletes a record. The row goes first, so a failure to delete the blob leaves an orphan
+    /// for the janitor, never a record without its blob.
+    pub async fn delete_record(&self, user_id: &str, record_id: &str) -> Result<(), StorageError> {
+        let mut tx = self.inner.db.pool().begin().await?;
+        let deleted: Option<(String, i64)> =
+            sqlx::query_as("DELETE FROM storage_records WHERE id = $1 AND user_id = $2 RETURNING s3_key, size_bytes")
+                .bind(record_id)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (key, size) = deleted.ok_or(StorageError::RecordNotFound)?;
+        // Shrinking never needs a tier; the limit is irrelevant for a negative delta.
+        reserve(
+            &mut tx,
+            user_id,
+            Tier::Free,
+            Quota::CloudStorage,
+            -size,
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(user_id, record_id, "record deleted");
+        self.discard(&key).await;
+        Ok(())
+    }
+}
+
+/// Removes the pending-upload row a commit consumed, inside the commit's transaction.
+pub(crate) async fn forget_upload(
+    conn: &mut AnyConnection,
+    pending_upload: Option<&str>,
+) -> Result<(), StorageError> {
+    if let Some(upload_id) = pending_upload {
+        sqlx::query("DELETE FROM pending_uploads WHERE id = $1")
+            .bind(upload_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_short_identifiers() {
+        for ok in ["tasks", "notes_v2", "a", "x1"] {
+            assert!(validate_table(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Tasks",
+            "1tasks",
+            "_backups",
+            "ta-sks",
+            "tasks/../x",
+            "t a",
+            &"a".repeat(65),
+        ] {
+            assert!(validate_table(bad).is_err(), "{bad}");
+        }
+    }
+}

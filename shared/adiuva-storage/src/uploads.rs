@@ -1,0 +1,349 @@
+//! Large blobs: a presigned upload straight to the blob store, then a commit in which the
+//! server checks size and SHA-256 of what was stored before any record or backup refers to it.
+//! Used when a blob would not fit through API Gateway and Lambda in one request.
+
+use std::collections::BTreeMap;
+
+use adiuva_auth::AuthUser;
+use adiuva_auth::quota::used_bytes;
+use adiuva_auth::tiers::{Quota, TierError};
+use adiuva_db::{new_id, now_ms};
+use serde::{Deserialize, Serialize};
+
+use crate::backups::{BackupMeta, NewBackup, backup_limit};
+use crate::records::{RecordMeta, validate_table};
+use crate::{Storage, StorageError, backup_key, record_key};
+
+/// The largest blob one upload may carry: S3's limit for a single PUT.
+pub const MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// What the client is about to upload.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "purpose", rename_all = "snake_case")]
+pub enum UploadRequest {
+    /// A new record (give `table`) or a new blob for an existing one (give `record_id`, and
+    /// `if_match` to refuse it if the record moved on).
+    Record {
+        table: Option<String>,
+        record_id: Option<String>,
+        if_match: Option<i64>,
+        size_bytes: u64,
+        checksum: String,
+    },
+    /// A backup, with the fields the `X-Backup-*` headers carry on the direct route.
+    Backup {
+        version: i64,
+        timestamp: i64,
+        #[serde(default = "one")]
+        chunk_count: i64,
+        size_bytes: u64,
+        checksum: String,
+    },
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// Where and how to upload, and the id to commit afterwards.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UploadTicket {
+    pub upload_id: String,
+    /// PUT the exact bytes here, with `headers`.
+    pub url: String,
+    pub method: String,
+    pub headers: BTreeMap<String, String>,
+    /// The URL stops working at this time (ms since the epoch).
+    pub expires_at: i64,
+    /// The record or backup id the upload becomes once committed.
+    pub target_id: String,
+}
+
+/// What a commit produced.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(tag = "purpose", rename_all = "snake_case")]
+pub enum Committed {
+    Record { record: RecordMeta },
+    Backup { backup: BackupMeta },
+}
+
+#[derive(sqlx::FromRow)]
+struct PendingUpload {
+    purpose: String,
+    target_id: String,
+    table_name: Option<String>,
+    expected_version: Option<i64>,
+    backup_version: Option<i64>,
+    backup_timestamp: Option<i64>,
+    chunk_count: Option<i64>,
+    s3_key: String,
+    size_bytes: i64,
+    checksum: String,
+    expires_at: i64,
+}
+
+impl Storage {
+    /// Refuses early what the commit would refuse for quota, so no bytes travel in vain.
+    async fn quota_precheck(
+        &self,
+        user: &AuthUser,
+        quota: Quota,
+        limit: Option<u64>,
+        size: u64,
+    ) -> Result<(), StorageError> {
+        let Some(limit) = limit else { return Ok(()) };
+        let mut conn = self.inner.db.pool().acquire().await?;
+        let used = u64::try_from(used_bytes(&mut conn, &user.id, quota).await?).unwrap_or(0);
+        if used.saturating_add(size) > limit {
+            return Err(TierError::QuotaExceeded {
+                quota,
+                tier: user.tier,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    pub async fn start_upload(
+        &self,
+        user: &AuthUser,
+        request: UploadRequest,
+    ) -> Result<UploadTicket, StorageError> {
+        let (size, checksum) = match &request {
+            UploadRequest::Record {
+                size_bytes,
+                checksum,
+                ..
+            }
+            | UploadRequest::Backup {
+                size_bytes,
+                checksum,
+                ..
+            } => (*size_bytes, checksum.clone()),
+        };
+        adiuva_checksum::parse(&checksum)?;
+        if size > MAX_UPLOAD_BYTES {
+            return Err(StorageError::TooLarge {
+                limit: MAX_UPLOAD_BYTES,
+            });
+        }
+        let mut pending = PendingUpload {
+            purpose: String::new(),
+            target_id: String::new(),
+            table_name: None,
+            expected_version: None,
+            backup_version: None,
+            backup_timestamp: None,
+            chunk_count: None,
+            s3_key: String::new(),
+            size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+            checksum,
+            expires_at: 0,
+        };
+        match request {
+            UploadRequest::Record {
+                record_id: Some(record_id),
+                if_match,
+                ..
+            } => {
+                let (current, _) = self.record_meta(&user.id, &record_id).await?;
+                if let Some(expected) = if_match
+                    && expected != current.version
+                {
+                    return Err(StorageError::VersionConflict {
+                        current: current.version,
+                    });
+                }
+                let limit = adiuva_auth::tiers::quota_bytes(
+                    user.tier,
+                    Quota::CloudStorage,
+                    self.inner.quota_unit_bytes,
+                );
+                let growth = size.saturating_sub(u64::try_from(current.size_bytes).unwrap_or(0));
+                self.quota_precheck(user, Quota::CloudStorage, limit, growth)
+                    .await?;
+                pending.purpose = "record".into();
+                pending.s3_key = record_key(&user.id, &current.table, &record_id);
+                pending.expected_version = Some(if_match.unwrap_or(current.version));
+                pending.table_name = Some(current.table);
+                pending.target_id = record_id;
+            }
+            UploadRequest::Record {
+                table,
+                record_id: None,
+                ..
+            } => {
+                let table = table.ok_or(StorageError::Invalid(
+                    "a new record needs `table`; an update needs `record_id`",
+                ))?;
+                validate_table(&table)?;
+                let limit = adiuva_auth::tiers::quota_bytes(
+                    user.tier,
+                    Quota::CloudStorage,
+                    self.inner.quota_unit_bytes,
+                );
+                if limit == Some(0) {
+                    return Err(TierError::QuotaExceeded {
+                        quota: Quota::CloudStorage,
+                        tier: user.tier,
+                    }
+                    .into());
+                }
+                self.quota_precheck(user, Quota::CloudStorage, limit, size)
+                    .await?;
+                let record_id = new_id();
+                pending.purpose = "record".into();
+                pending.s3_key = record_key(&user.id, &table, &record_id);
+                pending.table_name = Some(table);
+                pending.target_id = record_id;
+            }
+            UploadRequest::Backup {
+                version,
+                timestamp,
+                chunk_count,
+                ..
+            } => {
+                let limit = backup_limit(self, user)?;
+                self.quota_precheck(user, Quota::Backup, limit, size)
+                    .await?;
+                let backup_id = new_id();
+                pending.purpose = "backup".into();
+                pending.s3_key = backup_key(&user.id, &backup_id);
+                pending.backup_version = Some(version);
+                pending.backup_timestamp = Some(timestamp);
+                pending.chunk_count = Some(chunk_count);
+                pending.target_id = backup_id;
+            }
+        }
+
+        let presigned = self.inner.blobs.presign_put(&pending.s3_key).await?;
+        let upload_id = new_id();
+        sqlx::query(
+            "INSERT INTO pending_uploads (id, user_id, purpose, target_id, table_name, expected_version, backup_version, \
+             backup_timestamp, chunk_count, s3_key, size_bytes, checksum, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(&upload_id)
+        .bind(&user.id)
+        .bind(&pending.purpose)
+        .bind(&pending.target_id)
+        .bind(&pending.table_name)
+        .bind(pending.expected_version)
+        .bind(pending.backup_version)
+        .bind(pending.backup_timestamp)
+        .bind(pending.chunk_count)
+        .bind(&pending.s3_key)
+        .bind(pending.size_bytes)
+        .bind(&pending.checksum)
+        .bind(now_ms())
+        .bind(presigned.expires_at_ms)
+        .execute(self.inner.db.pool())
+        .await?;
+        tracing::info!(
+            user_id = user.id,
+            upload_id,
+            purpose = pending.purpose,
+            size,
+            "upload started"
+        );
+        Ok(UploadTicket {
+            upload_id,
+            url: presigned.url,
+            method: presigned.method,
+            headers: presigned.headers.into_iter().collect(),
+            expires_at: presigned.expires_at_ms,
+            target_id: pending.target_id,
+        })
+    }
+
+    /// Verifies what was uploaded and makes it a record or a backup.
+    pub async fn commit_upload(
+        &self,
+        user: &AuthUser,
+        upload_id: &str,
+    ) -> Result<Committed, StorageError> {
+        let pending: Option<PendingUpload> = sqlx::query_as(
+            "SELECT purpose, target_id, table_name, expected_version, backup_version, backup_timestamp, chunk_count, \
+             s3_key, size_bytes, checksum, expires_at FROM pending_uploads WHERE id = $1 AND user_id = $2",
+        )
+        .bind(upload_id)
+        .bind(&user.id)
+        .fetch_optional(self.inner.db.pool())
+        .await?;
+        let pending = pending
+            .filter(|p| p.expires_at >= now_ms())
+            .ok_or(StorageError::UploadNotFound)?;
+
+        let (size, digest) = self
+            .inner
+            .blobs
+            .digest(&pending.s3_key)
+            .await?
+            .ok_or(StorageError::UploadIncomplete)?;
+        if i64::try_from(size).ok() != Some(pending.size_bytes) {
+            self.discard(&pending.s3_key).await;
+            return Err(StorageError::UploadSize {
+                announced: pending.size_bytes,
+                actual: size,
+            });
+        }
+        if let Err(err) = adiuva_checksum::same_digest(&digest, &pending.checksum) {
+            self.discard(&pending.s3_key).await;
+            return Err(err.into());
+        }
+
+        let key = pending.s3_key.as_str();
+        let committed = match (pending.purpose.as_str(), pending.expected_version) {
+            ("record", None) => {
+                let table = pending.table_name.as_deref().unwrap_or_default();
+                let record = self
+                    .finish_create(
+                        user,
+                        table,
+                        &pending.target_id,
+                        key,
+                        pending.size_bytes,
+                        &pending.checksum,
+                        Some(upload_id),
+                    )
+                    .await?;
+                Committed::Record { record }
+            }
+            ("record", Some(expected)) => {
+                let record = self
+                    .finish_update(
+                        user,
+                        &pending.target_id,
+                        key,
+                        pending.size_bytes,
+                        &pending.checksum,
+                        expected,
+                        Some(upload_id),
+                    )
+                    .await?;
+                Committed::Record { record }
+            }
+            _ => {
+                let backup = NewBackup {
+                    version: pending.backup_version.unwrap_or_default(),
+                    timestamp: pending.backup_timestamp.unwrap_or_default(),
+                    checksum: pending.checksum.clone(),
+                    chunk_count: pending.chunk_count.unwrap_or(1),
+                };
+                let backup = self
+                    .finish_backup(
+                        user,
+                        &pending.target_id,
+                        key,
+                        pending.size_bytes,
+                        &backup,
+                        Some(upload_id),
+                    )
+                    .await?;
+                Committed::Backup { backup }
+            }
+        };
+        tracing::info!(user_id = user.id, upload_id, "upload committed");
+        Ok(committed)
+    }
+}
