@@ -1,10 +1,14 @@
 //! The whole API in one process: every function's router merged behind the same middleware the
-//! Lambda functions use, plus the OpenAPI document at `/api/v1/openapi.json`. The binary
+//! Lambda functions use, plus the OpenAPI document at `/api/v1/openapi.json` and, with the
+//! embedded blob store, the URL that stands in for S3 presigned uploads. The binary
 //! `adiuva-local` and the integration tests both build the app here.
 
 use adiuva_auth::Accounts;
+use adiuva_blob::BlobStore;
 use adiuva_config::Config;
 use adiuva_db::Database;
+use adiuva_storage::Storage;
+use adiuva_vectors::VectorStore;
 use axum::Router;
 use axum::routing::get;
 use utoipa::openapi::OpenApi;
@@ -13,35 +17,84 @@ use utoipa_axum::router::OpenApiRouter;
 /// Where the local server serves the OpenAPI document.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
-/// Every Lambda function by binary name, with its router: the one list of what is deployed.
-pub fn functions(config: &Config, db: &Database) -> Vec<(&'static str, OpenApiRouter)> {
+/// What the functions are built from: the clients `main` makes once per process.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub db: Database,
+    pub blobs: BlobStore,
+    pub vectors: VectorStore,
+}
+
+impl Backends {
+    /// The backends the configuration names (embedded ones where nothing is configured).
+    pub fn from_config(config: &Config) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self {
+            db: Database::from_config(config)?,
+            blobs: BlobStore::from_config(config)?,
+            vectors: VectorStore::from_config(config)?,
+        })
+    }
+}
+
+/// Every Lambda function with an HTTP route, by binary name, with its router: the one list of
+/// what API Gateway serves.
+pub fn functions(config: &Config, backends: &Backends) -> Vec<(&'static str, OpenApiRouter)> {
+    let Backends { db, blobs, vectors } = backends;
+    let accounts = Accounts::new(db.clone(), config);
+    let storage = Storage::new(db.clone(), blobs.clone(), config);
     vec![
         ("health", health::router(db.clone())),
-        ("auth", auth::router(Accounts::new(db.clone(), config))),
+        ("auth", auth::router(accounts.clone())),
+        (
+            "account",
+            account::router(account::State::new(
+                accounts.clone(),
+                storage.clone(),
+                vectors.clone(),
+            )),
+        ),
+        (
+            "storage",
+            storage::router(storage::State::new(accounts.clone(), storage.clone())),
+        ),
+        (
+            "backup",
+            backup::router(backup::State::new(accounts.clone(), storage)),
+        ),
+        (
+            "vectors",
+            vectors::router(vectors::State::new(accounts, vectors.clone())),
+        ),
     ]
 }
 
 /// Every function's routes, merged: what API Gateway routes to the Lambda functions.
-pub fn routes(config: &Config, db: &Database) -> OpenApiRouter {
-    functions(config, db).into_iter().fold(
+pub fn routes(config: &Config, backends: &Backends) -> OpenApiRouter {
+    functions(config, backends).into_iter().fold(
         OpenApiRouter::with_openapi(adiuva_http::api_doc()),
         |merged, (_, router)| merged.merge(router),
     )
 }
 
 /// The OpenAPI document of the whole API.
-pub fn openapi(config: &Config, db: &Database) -> OpenApi {
-    routes(config, db).into_openapi()
+pub fn openapi(config: &Config, backends: &Backends) -> OpenApi {
+    routes(config, backends).into_openapi()
 }
 
-/// The local app: all routes, the OpenAPI document, and the shared middleware.
-pub fn app(config: &Config, db: &Database) -> Router {
-    let routes = routes(config, db);
+/// The local app: all routes, the OpenAPI document, the embedded blob store's upload URL, and
+/// the shared middleware.
+pub fn app(config: &Config, backends: &Backends) -> Router {
+    let routes = routes(config, backends);
     let document = routes.get_openapi().clone();
-    let routes = routes.route(
+    let mut routes = routes.route(
         OPENAPI_PATH,
         get(move || std::future::ready(axum::Json(document.clone()))),
     );
+    if backends.blobs.local().is_some() {
+        let storage = Storage::new(backends.db.clone(), backends.blobs.clone(), config);
+        let uploads = storage::local_upload_router(storage, adiuva_storage::MAX_UPLOAD_BYTES);
+        routes = routes.merge(OpenApiRouter::from(uploads));
+    }
     adiuva_http::app(routes, config)
 }
 

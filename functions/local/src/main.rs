@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use adiuva_config::Config;
-use adiuva_db::{Backend, Database};
+use adiuva_db::Backend;
+use local::Backends;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -28,7 +29,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "serve".to_owned());
     let config = Config::from_env()?;
     adiuva_http::logging::init(&config);
-    let db = Database::from_config(&config)?;
+    let backends = Backends::from_config(&config).map_err(|err| err.to_string())?;
+    let db = &backends.db;
     db.migrate().await?;
     let database = match db.backend() {
         Backend::Postgres => "postgres (DATABASE_URL)".to_owned(),
@@ -44,7 +46,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let address = listener.local_addr()?;
             println!("adiuva-local listening on http://{address} (database: {database})");
             println!("OpenAPI document: http://{address}{}", local::OPENAPI_PATH);
-            local::serve(listener, local::app(&config, &db)).await?;
+            local::serve(listener, local::app(&config, &backends)).await?;
             Ok(())
         }
         other => Err(format!("unknown command {other:?}; expected `serve` or `migrate`").into()),

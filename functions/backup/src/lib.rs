@@ -1,0 +1,209 @@
+//! Backup function: `PUT /api/v1/backup` (the encrypted bytes as the body, metadata in
+//! `X-Backup-*` headers), `GET /api/v1/backup` (latest, with `If-Modified-Since`),
+//! `GET /api/v1/backup/history` and `DELETE /api/v1/backup/{backup_id}`. Backups too large for
+//! one request go through the storage function's upload flow with `"purpose": "backup"`.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use adiuva_auth::{Accounts, AuthUser};
+use adiuva_http::{ApiError, ErrorBody, Json, Path, RawBody, Result, StatusCode, api_doc};
+use adiuva_storage::{BackupMeta, NewBackup, Storage};
+use axum::extract::{FromRef, State as AxumState};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(Debug, Clone)]
+pub struct State {
+    accounts: Accounts,
+    storage: Storage,
+}
+
+impl State {
+    pub fn new(accounts: Accounts, storage: Storage) -> Self {
+        Self { accounts, storage }
+    }
+}
+
+impl FromRef<State> for Accounts {
+    fn from_ref(state: &State) -> Self {
+        state.accounts.clone()
+    }
+}
+
+pub fn router(state: State) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(api_doc())
+        .routes(routes!(put_backup, latest_backup))
+        .routes(routes!(backup_history))
+        .routes(routes!(delete_backup))
+        .with_state(state)
+}
+
+const VERSION: &str = "x-backup-version";
+const TIMESTAMP: &str = "x-backup-timestamp";
+const CHECKSUM: &str = "x-backup-checksum";
+const CHUNK_COUNT: &str = "x-backup-chunk-count";
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Stored {
+    pub ok: bool,
+    #[serde(flatten)]
+    pub backup: BackupMeta,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    pub ok: bool,
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request("missing_header", format!("the {name} header is required"))
+        })
+}
+
+fn header_number(headers: &HeaderMap, name: &'static str) -> Result<i64> {
+    header_text(headers, name)?
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_header",
+                format!("{name} must be a non-negative integer"),
+            )
+        })
+}
+
+/// Uploads an encrypted backup.
+#[utoipa::path(put, path = "/api/v1/backup", tag = "backup", security(("bearer" = [])),
+    params(
+        ("X-Backup-Version" = i64, Header, description = "The client's backup format version"),
+        ("X-Backup-Timestamp" = i64, Header, description = "When the backup was made, ms since the epoch"),
+        ("X-Backup-Checksum" = String, Header, description = "Lowercase hex SHA-256 of the body"),
+        ("X-Backup-Chunk-Count" = Option<i64>, Header, description = "Chunks in the backup (default 1)"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "Stored", body = Stored),
+        (status = 400, description = "Missing header or checksum mismatch", body = ErrorBody),
+        (status = 402, description = "No backups in this tier, or over the backup quota", body = ErrorBody),
+        (status = 413, description = "Too large for one request: use the upload flow", body = ErrorBody),
+    ))]
+async fn put_backup(
+    AxumState(state): AxumState<State>,
+    user: AuthUser,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<(StatusCode, Json<Stored>)> {
+    let backup = NewBackup {
+        version: header_number(&headers, VERSION)?,
+        timestamp: header_number(&headers, TIMESTAMP)?,
+        checksum: header_text(&headers, CHECKSUM)?.to_owned(),
+        chunk_count: if headers.contains_key(CHUNK_COUNT) {
+            header_number(&headers, CHUNK_COUNT)?
+        } else {
+            1
+        },
+    };
+    let backup = state.storage.put_backup(&user, backup, body).await?;
+    Ok((StatusCode::CREATED, Json(Stored { ok: true, backup })))
+}
+
+/// Downloads the latest backup; `If-Modified-Since` answers 304 when it is not newer.
+#[utoipa::path(get, path = "/api/v1/backup", tag = "backup", security(("bearer" = [])),
+    params(("If-Modified-Since" = Option<String>, Header, description = "HTTP date")),
+    responses(
+        (status = 200, description = "The latest backup's bytes, metadata in X-Backup-* headers",
+         content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "Not modified since the given date"),
+        (status = 404, description = "No backup yet", body = ErrorBody),
+    ))]
+async fn latest_backup(
+    AxumState(state): AxumState<State>,
+    user: AuthUser,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let (meta, bytes) = state
+        .storage
+        .latest_backup(&user.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no backup yet"))?;
+    let made_at = UNIX_EPOCH + Duration::from_millis(u64::try_from(meta.timestamp).unwrap_or(0));
+    let since = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    // HTTP dates have second precision: not modified unless newer by a whole second.
+    let not_modified = since.is_some_and(|since| {
+        made_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            <= since
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+    });
+    let last_modified = HeaderValue::from_str(&httpdate::fmt_http_date(made_at)).ok();
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        bytes.into_response()
+    };
+    let out = response.headers_mut();
+    if !not_modified {
+        out.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+    }
+    if let Some(value) = last_modified {
+        out.insert(header::LAST_MODIFIED, value);
+    }
+    for (name, value) in [
+        (VERSION, meta.version.to_string()),
+        (TIMESTAMP, meta.timestamp.to_string()),
+        (CHECKSUM, meta.checksum.clone()),
+        (CHUNK_COUNT, meta.chunk_count.to_string()),
+        ("x-backup-id", meta.id.clone()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            out.insert(HeaderName::from_static(name), value);
+        }
+    }
+    Ok(response)
+}
+
+/// Metadata of every backup, newest first.
+#[utoipa::path(get, path = "/api/v1/backup/history", tag = "backup", security(("bearer" = [])),
+    responses((status = 200, description = "Backups, newest first", body = Vec<BackupMeta>)))]
+async fn backup_history(
+    AxumState(state): AxumState<State>,
+    user: AuthUser,
+) -> Result<Json<Vec<BackupMeta>>> {
+    Ok(Json(state.storage.backup_history(&user.id).await?))
+}
+
+/// Deletes one backup.
+#[utoipa::path(delete, path = "/api/v1/backup/{backup_id}", tag = "backup", security(("bearer" = [])),
+    params(("backup_id" = String, Path, description = "An id from the history")),
+    responses(
+        (status = 200, description = "Deleted", body = Deleted),
+        (status = 404, description = "No such backup of yours", body = ErrorBody),
+    ))]
+async fn delete_backup(
+    AxumState(state): AxumState<State>,
+    user: AuthUser,
+    Path(backup_id): Path<String>,
+) -> Result<Json<Deleted>> {
+    state.storage.delete_backup(&user.id, &backup_id).await?;
+    Ok(Json(Deleted { ok: true }))
+}

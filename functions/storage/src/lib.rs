@@ -1,0 +1,317 @@
+//! Storage function: end-to-end-encrypted records under `/api/v1/storage/records` and the
+//! upload flow for blobs too large for one request (`/api/v1/storage/uploads`). The server
+//! verifies checksums and quotas; it never sees plaintext.
+
+use adiuva_auth::{Accounts, AuthUser};
+use adiuva_http::{ApiError, Base64, ErrorBody, Json, Path, Query, Result, StatusCode, api_doc};
+use adiuva_storage::{Committed, RecordMeta, Storage, UploadRequest, UploadTicket};
+use axum::extract::{FromRef, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Largest `limit` of a list page.
+pub const MAX_PAGE_SIZE: u32 = 200;
+
+#[derive(Debug, Clone)]
+pub struct State {
+    accounts: Accounts,
+    storage: Storage,
+}
+
+impl State {
+    pub fn new(accounts: Accounts, storage: Storage) -> Self {
+        Self { accounts, storage }
+    }
+}
+
+impl FromRef<State> for Accounts {
+    fn from_ref(state: &State) -> Self {
+        state.accounts.clone()
+    }
+}
+
+pub fn router(state: State) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(api_doc())
+        .routes(routes!(create_record, list_records))
+        .routes(routes!(download_record, update_record, delete_record))
+        .routes(routes!(start_upload))
+        .routes(routes!(commit_upload))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct StorageRecordCreate {
+    /// A short identifier: a lowercase letter, then lowercase letters, digits or `_`.
+    pub table: String,
+    /// The encrypted bytes, standard base64.
+    pub blob: Base64,
+    /// Lowercase hex SHA-256 of the decoded `blob`.
+    pub checksum: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct StorageRecordUpdate {
+    pub blob: Base64,
+    pub checksum: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Created {
+    pub id: String,
+    pub created_at: i64,
+    pub version: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Updated {
+    pub ok: bool,
+    pub version: i64,
+    pub checksum: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    pub ok: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Only records of this table.
+    pub table: Option<String>,
+    /// Page number, from 1.
+    pub page: Option<u32>,
+    /// Records per page, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// Stores a new encrypted record.
+#[utoipa::path(post, path = "/api/v1/storage/records", tag = "storage", security(("bearer" = [])),
+    request_body = StorageRecordCreate,
+    responses(
+        (status = 201, description = "Stored", body = Created),
+        (status = 400, description = "Checksum mismatch", body = ErrorBody),
+        (status = 402, description = "Over the tier's cloud-storage quota", body = ErrorBody),
+        (status = 413, description = "Too large for one request: use the upload flow", body = ErrorBody),
+        (status = 422, description = "Invalid table, checksum or base64", body = ErrorBody),
+    ))]
+async fn create_record(
+    AxumState(state): AxumState<State>,
+    user: AuthUser,
+    Json(body): Json<StorageRecordCreate>,
+) -> Result<(StatusCode, Json<Created>)> {
+    let meta = state
+        .storage
+        .create_record(&user, &body.table, body.blob.0.into(), &body.checksum)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            id: meta.id,
+            created_at: meta.created_at,
+            version: meta.version,
+        }),
+    ))
+}
+
+/// Lists the caller's record metadata, newest first (no blobs).
+#[utoipa::path(get, path = "/api/v1/storage/records", tag = "storage", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of record metadata", body = Vec<RecordMeta>),
+        (status = 422, description = "Invalid table, page or limit", body = ErrorBody),
+    ))]
+async fn list_records(
+    AxumState(state): AxumState<State>,
+    user: AuthUser,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<RecordMeta>>> {
+    let page = query.page.unwrap_or(1);
+    let limit = query.limit.unwrap_or(50);
+    if page == 0 || limit == 0 || limit > MAX_PAGE_SIZE {
+        return Err(ApiError::unprocessable(
+            "validation_error",
+            "page starts at 1 and limit is 1 to 200",
+        ));
+    }
+    Ok(Json(
+        state
+            .storage
+            .list_records(&user.id, query.table.as_deref(), page, limit)
+            .await?,
+    ))
+}
+
+/// Downloads a record's encrypted bytes, with `X-Checksum` and the version as `ETag`.
+#[utoipa::path(get, path = "/api/v1/storage/records/{id}", tag = "storage", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Record id")),
+    responses(
+        (status = 200, description = "The encrypted blob", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No such record of yours", body = ErrorBody),
+    ))]
+async fn download_record(
+    AxumState(state): AxumState<State>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let (meta, bytes) = state.storage.read_record(&user.id, &id).await?;
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert("x-checksum", header_value(&meta.checksum));
+    headers.insert(header::ETAG, header_value(&format!("\"{}\"", meta.version)));
+    Ok(response)
+}
+
+fn header_value(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `*` and absence mean any.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let bare = text.trim_start_matches("W/").trim_matches('"');
+    bare.parse::<i64>().map(Some).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_if_match",
+            "If-Match must be the record version, e.g. \"3\"",
+        )
+    })
+}
+
+/// Replaces a record's blob; `If-Match` with a stale version is 412.
+#[utoipa::path(put, path = "/api/v1/storage/records/{id}", tag = "storage", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Record id"),
+           ("If-Match" = Option<String>, Header, description = "The version the update replaces")),
+    request_body = StorageRecordUpdate,
+    responses(
+        (status = 200, description = "Updated", body = Updated),
+        (status = 400, description = "Checksum mismatch", body = ErrorBody),
+        (status = 402, description = "Growth over the quota", body = ErrorBody),
+        (status = 404, description = "No such record of yours", body = ErrorBody),
+        (status = 412, description = "The record is at another version", body = ErrorBody),
+    ))]
+async fn update_record(
+    AxumState(state): AxumState<State>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<StorageRecordUpdate>,
+) -> Result<Json<Updated>> {
+    let expected = if_match(&headers)?;
+    let meta = state
+        .storage
+        .update_record(&user, &id, body.blob.0.into(), &body.checksum, expected)
+        .await?;
+    Ok(Json(Updated {
+        ok: true,
+        version: meta.version,
+        checksum: meta.checksum,
+        updated_at: meta.updated_at,
+    }))
+}
+
+/// Deletes a record and its blob.
+#[utoipa::path(delete, path = "/api/v1/storage/records/{id}", tag = "storage", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Record id")),
+    responses(
+        (status = 200, description = "Deleted", body = Deleted),
+        (status = 404, description = "No such record of yours", body = ErrorBody),
+    ))]
+async fn delete_record(
+    AxumState(state): AxumState<State>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Deleted>> {
+    state.storage.delete_record(&user.id, &id).await?;
+    Ok(Json(Deleted { ok: true }))
+}
+
+/// Starts an upload of a blob too large for one request: returns a URL to PUT the bytes to.
+#[utoipa::path(post, path = "/api/v1/storage/uploads", tag = "storage", security(("bearer" = [])),
+    request_body = UploadRequest,
+    responses(
+        (status = 201, description = "Upload URL", body = UploadTicket),
+        (status = 402, description = "Would exceed the quota", body = ErrorBody),
+        (status = 404, description = "The record to update is not yours or does not exist", body = ErrorBody),
+        (status = 412, description = "The record is at another version", body = ErrorBody),
+        (status = 413, description = "Larger than 5 GiB", body = ErrorBody),
+    ))]
+async fn start_upload(
+    AxumState(state): AxumState<State>,
+    user: AuthUser,
+    Json(request): Json<UploadRequest>,
+) -> Result<(StatusCode, Json<UploadTicket>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(state.storage.start_upload(&user, request).await?),
+    ))
+}
+
+/// Verifies size and SHA-256 of the uploaded blob and turns it into a record or a backup.
+#[utoipa::path(post, path = "/api/v1/storage/uploads/{upload_id}/commit", tag = "storage", security(("bearer" = [])),
+    params(("upload_id" = String, Path, description = "From the upload ticket")),
+    responses(
+        (status = 200, description = "Committed", body = Committed),
+        (status = 400, description = "What was uploaded does not match the size or checksum", body = ErrorBody),
+        (status = 404, description = "No such upload of yours, or expired", body = ErrorBody),
+        (status = 409, description = "Nothing was uploaded yet", body = ErrorBody),
+        (status = 412, description = "The record moved on since the upload started", body = ErrorBody),
+    ))]
+async fn commit_upload(
+    AxumState(state): AxumState<State>,
+    user: AuthUser,
+    Path(upload_id): Path<String>,
+) -> Result<Json<Committed>> {
+    Ok(Json(state.storage.commit_upload(&user, &upload_id).await?))
+}
+
+/// The local server's stand-in for S3 presigned PUTs, for the embedded blob store only: the
+/// token in the path was signed by the store and names the one key it may write.
+pub fn local_upload_router(storage: Storage, max_bytes: u64) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/api/v1/storage/blobs/{token}",
+            axum::routing::put(receive_local_upload),
+        )
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state((storage, max_bytes))
+}
+
+async fn receive_local_upload(
+    AxumState((storage, max_bytes)): AxumState<(Storage, u64)>,
+    Path(token): Path<String>,
+    body: axum::body::Body,
+) -> Result<StatusCode> {
+    let Some(local) = storage.blobs().local() else {
+        return Err(ApiError::not_found("uploads go to the presigned S3 URL"));
+    };
+    let key = local.verify_upload_token(&token).map_err(|_| {
+        ApiError::forbidden(
+            "invalid_upload_token",
+            "the upload URL is invalid or expired",
+        )
+    })?;
+    local
+        .put_stream(&key, body.into_data_stream(), max_bytes)
+        .await
+        .map_err(|err| match err {
+            adiuva_blob::BlobError::Failed(source) if source.is::<adiuva_blob::BodyTooLarge>() => {
+                ApiError::payload_too_large("the upload is larger than an upload may be")
+            }
+            other => ApiError::internal(other),
+        })?;
+    Ok(StatusCode::OK)
+}
