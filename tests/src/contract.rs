@@ -42,9 +42,14 @@ fn operations(document: &Value) -> BTreeSet<Route> {
 /// lives on tokio.
 pub fn code_routes() -> BTreeMap<String, BTreeSet<Route>> {
     let url = "postgres://postgres@127.0.0.1:5432/unused";
-    let config = test_config(url, &[]);
-    let db = Database::connect_lazy(url, 1).unwrap();
-    local::functions(&config, &db)
+    let dir = crate::harness::TempDir::new();
+    let config = test_config(url, &[("ADIUVA_DATA_DIR", &dir.0.display().to_string())]);
+    let backends = local::Backends {
+        db: Database::connect_lazy(url, 1).unwrap(),
+        blobs: adiuva_blob::BlobStore::from_config(&config).unwrap(),
+        vectors: adiuva_vectors::VectorStore::from_config(&config).unwrap(),
+    };
+    local::functions(&config, &backends)
         .into_iter()
         .map(|(name, router)| {
             let document = serde_json::to_value(router.into_openapi()).unwrap();
@@ -73,11 +78,11 @@ fn infra_routes() -> BTreeMap<String, BTreeSet<Route>> {
         let Some(binary) = resource["Metadata"]["BuildProperties"]["Binary"].as_str() else {
             panic!("function {logical_id:?} has no Metadata.BuildProperties.Binary");
         };
-        let entry = routes.entry(binary.to_owned()).or_default();
         let Some(events) = resource["Properties"]["Events"].as_mapping() else {
             continue;
         };
         for event in events.values() {
+            // Scheduled functions (the janitor) have no HTTP route and no router.
             if event["Type"].as_str() == Some("HttpApi") {
                 let properties = &event["Properties"];
                 let method = properties["Method"]
@@ -86,7 +91,10 @@ fn infra_routes() -> BTreeMap<String, BTreeSet<Route>> {
                 let path = properties["Path"]
                     .as_str()
                     .expect("HttpApi event without Path");
-                entry.insert((method.to_uppercase(), path.to_owned()));
+                routes
+                    .entry(binary.to_owned())
+                    .or_default()
+                    .insert((method.to_uppercase(), path.to_owned()));
             }
         }
     }

@@ -6,6 +6,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use adiuva_blob::{BlobStore, Faults, FaultyStore};
+use adiuva_vectors::VectorStore;
+use local::Backends;
 
 use adiuva_config::Config;
 use adiuva_db::Database;
@@ -57,7 +62,7 @@ pub struct TestDatabase {
 #[derive(Debug)]
 enum Cleanup {
     Postgres { admin_url: String, name: String },
-    Sqlite { dir: PathBuf },
+    Sqlite { _dir: TempDir },
 }
 
 impl TestDatabase {
@@ -90,13 +95,9 @@ impl TestDatabase {
                 )
             }
             Backend::Sqlite => {
-                let dir = std::env::temp_dir()
-                    .join(format!("adiuva-test-{}", uuid::Uuid::new_v4().simple()));
-                std::fs::create_dir_all(&dir).expect("failed to create a temporary directory");
-                (
-                    format!("sqlite://{}?mode=rwc", dir.join("adiuva.db").display()),
-                    Cleanup::Sqlite { dir },
-                )
+                let dir = TempDir::new();
+                let url = format!("sqlite://{}?mode=rwc", dir.0.join("adiuva.db").display());
+                (url, Cleanup::Sqlite { _dir: dir })
             }
         };
         let db = Database::connect_lazy(&url, 5).expect("failed to open the test database");
@@ -130,16 +131,20 @@ impl Drop for TestDatabase {
                 })
                 .join();
             }
-            Cleanup::Sqlite { dir } => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
+            Cleanup::Sqlite { .. } => {}
         }
     }
 }
 
 /// The configuration tests run with: fast bcrypt, a fixed secret, the given database.
 pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
-    let mut values: HashMap<String, String> = [
+    let values: HashMap<String, String> =
+        test_settings(database_url, overrides).into_iter().collect();
+    Config::from_lookup(|key| values.get(key).cloned()).expect("invalid test configuration")
+}
+
+fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut values: Vec<(String, String)> = [
         ("DATABASE_URL", database_url),
         ("JWT_SECRET", TEST_JWT_SECRET),
         ("BCRYPT_COST", "4"),
@@ -153,7 +158,32 @@ pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    Config::from_lookup(|key| values.get(key).cloned()).expect("invalid test configuration")
+    values
+}
+
+/// A directory that is removed with the value.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("adiuva-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("failed to create a temporary directory");
+        Self(dir)
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The running API and handles to what is behind it.
@@ -164,6 +194,11 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub config: Config,
     pub database: TestDatabase,
+    pub backends: Backends,
+    /// Makes chosen blob-store operations fail, for fault-injection tests.
+    pub faults: Arc<Faults>,
+    /// Embedded state (local blobs, embedded vectors).
+    pub data_dir: TempDir,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -178,10 +213,12 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 /// `spawn_app` with configuration overrides (`("MAX_BODY_BYTES", "1024")`, ...).
+///
+/// The backends come in the two pairings the service runs in: PostgreSQL with S3 (a fresh
+/// bucket on a moto_server on loopback), and SQLite with the embedded blob folder.
 pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     let database = TestDatabase::create(backend).await;
-    let config = test_config(&database.url, overrides);
-    let app = local::app(&config, &database.db);
+    let data_dir = TempDir::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("failed to bind a port");
@@ -189,6 +226,31 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         "http://{}",
         listener.local_addr().expect("no local address")
     );
+    let data_dir_text = data_dir.0.display().to_string();
+    let mut settings = vec![
+        ("ADIUVA_DATA_DIR", data_dir_text.as_str()),
+        ("PUBLIC_BASE_URL", address.as_str()),
+    ];
+    settings.extend_from_slice(overrides);
+    let config = match backend {
+        Backend::Postgres => {
+            let pairs = test_settings(&database.url, &settings);
+            let pairs: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            adiuva_blob::testing::s3_config(&pairs).await
+        }
+        Backend::Sqlite => test_config(&database.url, &settings),
+    };
+    let (blobs, faults) = FaultyStore::wrap(BlobStore::from_config(&config).expect("blob store"));
+    let vectors = VectorStore::from_config(&config).expect("vector store");
+    let backends = Backends {
+        db: database.db.clone(),
+        blobs,
+        vectors,
+    };
+    let app = local::app(&config, &backends);
     let server = tokio::spawn(async move {
         axum::serve(listener, app).await.expect("server failed");
     });
@@ -197,6 +259,9 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         client: reqwest::Client::new(),
         config,
         database,
+        backends,
+        faults,
+        data_dir,
         server,
     }
 }
@@ -321,6 +386,215 @@ impl TestApp {
         .execute(self.database.db.pool())
         .await
         .expect("failed to write the subscription");
+    }
+}
+
+/// A point to upsert: id, encrypted blob, optional client vector.
+pub type VectorInput<'a> = (&'a str, &'a [u8], Option<Vec<f32>>);
+
+/// Standard base64, as bytes travel inside JSON.
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Lowercase hex SHA-256, as checksums travel.
+pub fn sha(bytes: &[u8]) -> String {
+    adiuva_checksum::sha256_hex(bytes)
+}
+
+impl TestApp {
+    /// A registered user on the pro tier (5 quota units of storage and backups).
+    pub async fn pro_user(&self) -> TestUser {
+        let user = self.register_user().await;
+        self.set_subscription(&user.id, "pro", "active").await;
+        user
+    }
+
+    pub async fn create_record(&self, token: &str, table: &str, bytes: &[u8]) -> Response {
+        let body = json!({"table": table, "blob": b64(bytes), "checksum": sha(bytes)});
+        self.request(Method::POST, "/api/v1/storage/records")
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a record and returns its id; panics unless it was created.
+    pub async fn record(&self, token: &str, table: &str, bytes: &[u8]) -> String {
+        let response = self.create_record(token, table, bytes).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{}",
+            response.text().await.unwrap()
+        );
+        response.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn update_record(
+        &self,
+        token: &str,
+        id: &str,
+        bytes: &[u8],
+        if_match: Option<&str>,
+    ) -> Response {
+        let body = json!({"blob": b64(bytes), "checksum": sha(bytes)});
+        let mut request = self
+            .request(Method::PUT, &format!("/api/v1/storage/records/{id}"))
+            .bearer_auth(token)
+            .json(&body);
+        if let Some(version) = if_match {
+            request = request.header("if-match", version);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn get_record(&self, token: &str, id: &str) -> Response {
+        self.get_authed(&format!("/api/v1/storage/records/{id}"), token)
+            .await
+    }
+
+    pub async fn delete_record(&self, token: &str, id: &str) -> Response {
+        self.request(Method::DELETE, &format!("/api/v1/storage/records/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn put_backup(&self, token: &str, bytes: &[u8], timestamp: i64) -> Response {
+        self.request(Method::PUT, "/api/v1/backup")
+            .bearer_auth(token)
+            .header("content-type", "application/octet-stream")
+            .header("x-backup-version", "1")
+            .header("x-backup-timestamp", timestamp.to_string())
+            .header("x-backup-checksum", sha(bytes))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn upsert_vectors(&self, token: &str, points: &[VectorInput<'_>]) -> Response {
+        let vectors: Vec<Value> = points
+            .iter()
+            .map(|(id, blob, vector)| json!({"id": id, "blob": b64(blob), "checksum": sha(blob), "vector": vector}))
+            .collect();
+        self.request(Method::POST, "/api/v1/storage/vectors/upsert")
+            .bearer_auth(token)
+            .json(&json!({"vectors": vectors}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn search_vectors(
+        &self,
+        token: &str,
+        query: &[u8],
+        vector: Option<Vec<f32>>,
+        top_k: usize,
+    ) -> Response {
+        let body = json!({"query_blob": b64(query), "vector": vector, "top_k": top_k});
+        self.request(Method::POST, "/api/v1/storage/vectors/search")
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The ids a vector search returns, best first.
+    pub async fn search_ids(
+        &self,
+        token: &str,
+        query: &[u8],
+        vector: Option<Vec<f32>>,
+    ) -> Vec<String> {
+        let response = self.search_vectors(token, query, vector, 10).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|hit| hit["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Every blob the store holds for a user.
+    pub async fn blob_keys(&self, user_id: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .backends
+            .blobs
+            .list(&format!("{user_id}/"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.key)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Bytes the user holds under the records and the backup quota.
+    pub async fn usage(&self, user_id: &str) -> (i64, i64) {
+        let row: Option<(i64, i64)> = adiuva_db::sqlx::query_as(
+            "SELECT records_bytes, backup_bytes FROM storage_usage WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(self.database.db.pool())
+        .await
+        .unwrap();
+        row.unwrap_or((0, 0))
+    }
+
+    /// Makes every `operation` (INSERT, UPDATE or DELETE) on `table` fail inside the database,
+    /// the way a constraint or a dying connection would, until `heal_database`.
+    pub async fn break_database(&self, operation: &str, table: &str) {
+        let pool = self.database.db.pool();
+        let statements = match self.database.db.backend() {
+            Backend::Postgres => vec![
+                "CREATE OR REPLACE FUNCTION adiuva_injected_failure() RETURNS trigger AS $$ \
+                 BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql"
+                    .to_owned(),
+                format!(
+                    "CREATE TRIGGER injected_{op} BEFORE {operation} ON {table} FOR EACH ROW \
+                     EXECUTE FUNCTION adiuva_injected_failure()",
+                    op = operation.to_lowercase()
+                ),
+            ],
+            Backend::Sqlite => vec![format!(
+                "CREATE TRIGGER injected_{op} BEFORE {operation} ON {table} BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+                op = operation.to_lowercase()
+            )],
+        };
+        for statement in statements {
+            adiuva_db::sqlx::query(adiuva_db::sqlx::AssertSqlSafe(statement))
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+
+    pub async fn heal_database(&self, operation: &str, table: &str) {
+        let statement = format!(
+            "DROP TRIGGER injected_{} ON {table}",
+            operation.to_lowercase()
+        );
+        let statement = match self.database.db.backend() {
+            Backend::Postgres => statement,
+            Backend::Sqlite => format!("DROP TRIGGER injected_{}", operation.to_lowercase()),
+        };
+        adiuva_db::sqlx::query(adiuva_db::sqlx::AssertSqlSafe(statement))
+            .execute(self.database.db.pool())
+            .await
+            .unwrap();
     }
 }
 

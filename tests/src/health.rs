@@ -27,12 +27,18 @@ async fn health_and_readiness_answer_ok(backend: Backend) {
 /// The whole app on a PostgreSQL that refuses connections (nothing listens on port 1).
 async fn app_without_database() -> String {
     let url = "postgres://postgres@127.0.0.1:1/adiuva";
-    let config = test_config(url, &[]);
-    let db = Database::connect_lazy(url, 1).unwrap();
+    let dir = crate::harness::TempDir::new();
+    let config = test_config(url, &[("ADIUVA_DATA_DIR", &dir.0.display().to_string())]);
+    let backends = local::Backends {
+        db: Database::connect_lazy(url, 1).unwrap(),
+        blobs: adiuva_blob::BlobStore::from_config(&config).unwrap(),
+        vectors: adiuva_vectors::VectorStore::from_config(&config).unwrap(),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
-        axum::serve(listener, local::app(&config, &db))
+        let _dir = dir;
+        axum::serve(listener, local::app(&config, &backends))
             .await
             .unwrap()
     });

@@ -5,14 +5,26 @@
 pub mod harness;
 
 #[cfg(test)]
+mod account;
+#[cfg(test)]
 mod auth;
 #[cfg(test)]
+mod backup;
+#[cfg(test)]
 mod contract;
+#[cfg(test)]
+mod faults;
 #[cfg(test)]
 mod health;
 #[cfg(test)]
 mod http;
 #[cfg(test)]
+mod isolation;
+#[cfg(test)]
 mod lambda;
 #[cfg(test)]
 mod quota;
+#[cfg(test)]
+mod storage;
+#[cfg(test)]
+mod vectors;
