@@ -92,6 +92,14 @@ pub struct Config {
     pub aws_secret_access_key: Secret,
     /// Set by Lambda together with the two above (temporary credentials of the role).
     pub aws_session_token: Secret,
+    /// Region of the AWS services other than S3 (DynamoDB). Lambda sets `AWS_REGION`; when it
+    /// is unset, `s3_region`.
+    pub aws_region: String,
+    /// Empty: the shared short-lived store (cached plans, ...) is in process memory, which is
+    /// right for one local process but not shared between Lambda instances.
+    pub dynamodb_table: String,
+    /// Custom DynamoDB endpoint (moto_server, DynamoDB Local). Empty = AWS.
+    pub dynamodb_endpoint_url: String,
     /// Base URL clients reach this API at; the embedded blob store's upload URLs start with it.
     pub public_base_url: String,
     /// Bytes in one "GB" of the tier matrix; tests shrink it to exercise quotas.
@@ -192,6 +200,7 @@ impl Config {
             ));
         }
 
+        let s3_region = source.string("S3_REGION", "us-east-1");
         let config = Self {
             env,
             database_url: source
@@ -222,11 +231,14 @@ impl Config {
             stripe_secret_key: source.secret("STRIPE_SECRET_KEY"),
             stripe_webhook_secret: source.secret("STRIPE_WEBHOOK_SECRET"),
             s3_bucket: source.string("S3_BUCKET", ""),
-            s3_region: source.string("S3_REGION", "us-east-1"),
+            aws_region: source.string("AWS_REGION", &s3_region),
+            s3_region,
             s3_endpoint_url: source.string("S3_ENDPOINT_URL", ""),
             aws_access_key_id: source.string("AWS_ACCESS_KEY_ID", ""),
             aws_secret_access_key: source.secret("AWS_SECRET_ACCESS_KEY"),
             aws_session_token: source.secret("AWS_SESSION_TOKEN"),
+            dynamodb_table: source.string("DYNAMODB_TABLE", ""),
+            dynamodb_endpoint_url: source.string("DYNAMODB_ENDPOINT_URL", ""),
             public_base_url: source
                 .optional("PUBLIC_BASE_URL")
                 .unwrap_or_else(|| {
@@ -369,6 +381,8 @@ mod tests {
         assert_eq!(config.jwt_access_token_expire_minutes, 30);
         assert_eq!(config.jwt_refresh_token_expire_days, 30);
         assert_eq!(config.s3_region, "us-east-1");
+        assert_eq!(config.aws_region, "us-east-1");
+        assert_eq!(config.dynamodb_table, "");
         assert_eq!(config.pinecone_index, "adiuva");
         assert_eq!(config.llm_model, "gpt-4o");
         assert_eq!(config.llm_router_model, "gpt-4o-mini");
@@ -443,6 +457,14 @@ mod tests {
             config.cors_origins,
             ["https://a.example", "https://b.example"]
         );
+    }
+
+    #[test]
+    fn aws_region_defaults_to_the_s3_region() {
+        let s3_only = config(&[("S3_REGION", "eu-central-1")]).unwrap();
+        assert_eq!(s3_only.aws_region, "eu-central-1");
+        let both = config(&[("S3_REGION", "eu-central-1"), ("AWS_REGION", "eu-west-1")]).unwrap();
+        assert_eq!(both.aws_region, "eu-west-1");
     }
 
     #[test]
