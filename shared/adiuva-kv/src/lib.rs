@@ -1,0 +1,142 @@
+//! The shared short-lived store: small JSON values that every Lambda instance must see and that
+//! do not outlive their purpose (cached plans now; WebSocket connections, rate-limit windows and
+//! idempotency records later). Not a database: nothing here is user content or must survive.
+//!
+//! One interface, [`KvStore`], with two backends chosen by configuration: DynamoDB in production
+//! (`DYNAMODB_TABLE` set) and process memory for the embedded default, where one process is the
+//! whole deployment.
+//!
+//! Values are addressed by `(namespace, key)`: the namespace keeps the users of the store apart
+//! (`plans`, later `ws-connections`, ...) and [`KvStore::list`] reads one namespace, sorted by
+//! key. A value may carry a time to live; an expired value is never returned, on either backend,
+//! even before DynamoDB's lazy TTL deletion has removed it.
+//!
+//! Errors are split like the blob store's: [`KvError::Unavailable`] means "try again later"
+//! (answer 503), [`KvError::Failed`] is a bug or misconfiguration.
+//!
+//! The store is built once per process ([`KvStore::from_config`] does no network I/O) and cloned
+//! cheaply into handlers.
+
+mod dynamo;
+mod memory;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+pub use dynamo::DynamoStore;
+pub use memory::MemoryStore;
+
+/// Boxed cause carried by [`KvError`], so callers log the whole chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// The store cannot be reached, timed out or throttled: callers answer 503 and keep state.
+    #[error("short-lived store unavailable")]
+    Unavailable(#[source] BoxError),
+    /// Anything else (bad request, permission, a stored value that is not JSON ...).
+    #[error("short-lived store operation failed")]
+    Failed(#[source] BoxError),
+}
+
+impl KvError {
+    /// True for [`KvError::Unavailable`]: the operation may succeed if retried later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+
+    /// A [`KvError::Failed`] with a message or any error as its cause.
+    pub fn failed(cause: impl Into<BoxError>) -> Self {
+        Self::Failed(cause.into())
+    }
+}
+
+/// The store, as one enum rather than a trait object: the set of backends is closed, and an
+/// enum keeps the futures `Send` without boxing.
+#[derive(Clone, Debug)]
+pub enum KvStore {
+    Dynamo(DynamoStore),
+    Memory(MemoryStore),
+}
+
+impl KvStore {
+    /// DynamoDB when `DYNAMODB_TABLE` is set, else process memory. No network I/O here (Lambda
+    /// cold start).
+    pub fn from_config(config: &adiuva_config::Config) -> Result<Self, KvError> {
+        if config.dynamodb_table.is_empty() {
+            Ok(Self::Memory(MemoryStore::new()))
+        } else {
+            Ok(Self::Dynamo(DynamoStore::from_config(config)?))
+        }
+    }
+
+    /// Stores `value` under `(namespace, key)`, replacing what was there. With `ttl`, the value
+    /// disappears after that long; without, it stays until deleted.
+    pub async fn put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &Value,
+        ttl: Option<Duration>,
+    ) -> Result<(), KvError> {
+        match self {
+            Self::Dynamo(store) => store.put(namespace, key, value, ttl).await,
+            Self::Memory(store) => store.put(namespace, key, value, ttl).await,
+        }
+    }
+
+    /// Stores `value` only if no live value is under `(namespace, key)` (an expired one counts
+    /// as absent). Atomic across processes: of concurrent callers, exactly one gets `true`.
+    pub async fn put_if_absent(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &Value,
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        match self {
+            Self::Dynamo(store) => store.put_if_absent(namespace, key, value, ttl).await,
+            Self::Memory(store) => store.put_if_absent(namespace, key, value, ttl).await,
+        }
+    }
+
+    /// The live value under `(namespace, key)`, if any.
+    pub async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, KvError> {
+        match self {
+            Self::Dynamo(store) => store.get(namespace, key).await,
+            Self::Memory(store) => store.get(namespace, key).await,
+        }
+    }
+
+    /// Removes `(namespace, key)`; removing what is not there is not an error.
+    pub async fn delete(&self, namespace: &str, key: &str) -> Result<(), KvError> {
+        match self {
+            Self::Dynamo(store) => store.delete(namespace, key).await,
+            Self::Memory(store) => store.delete(namespace, key).await,
+        }
+    }
+
+    /// Every live `(key, value)` of a namespace, sorted by key (byte order).
+    pub async fn list(&self, namespace: &str) -> Result<Vec<(String, Value)>, KvError> {
+        let mut items = match self {
+            Self::Dynamo(store) => store.list(namespace).await?,
+            Self::Memory(store) => store.list(namespace).await,
+        };
+        // Both backends already answer in key order; sorting here makes it a property of the
+        // interface rather than of each backend.
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(items)
+    }
+}
+
+/// Seconds since the Unix epoch, the unit of DynamoDB's TTL attribute.
+fn now_epoch_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
