@@ -48,6 +48,7 @@ pub fn code_routes() -> BTreeMap<String, BTreeSet<Route>> {
         db: Database::connect_lazy(url, 1).unwrap(),
         blobs: adiuva_blob::BlobStore::from_config(&config).unwrap(),
         vectors: adiuva_vectors::VectorStore::from_config(&config).unwrap(),
+        kv: adiuva_kv::KvStore::from_config(&config).unwrap(),
     };
     local::functions(&config, &backends)
         .into_iter()

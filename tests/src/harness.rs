@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use adiuva_blob::{BlobStore, Faults, FaultyStore};
+use adiuva_kv::KvStore;
 use adiuva_vectors::VectorStore;
 use local::Backends;
 
@@ -214,8 +215,9 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// `spawn_app` with configuration overrides (`("MAX_BODY_BYTES", "1024")`, ...).
 ///
-/// The backends come in the two pairings the service runs in: PostgreSQL with S3 (a fresh
-/// bucket on a moto_server on loopback), and SQLite with the embedded blob folder.
+/// The backends come in the two pairings the service runs in: PostgreSQL with S3 and DynamoDB
+/// (a fresh bucket and table on a moto_server on loopback), and SQLite with the embedded blob
+/// folder and the in-memory short-lived store.
 pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     let database = TestDatabase::create(backend).await;
     let data_dir = TempDir::new();
@@ -234,7 +236,9 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
     settings.extend_from_slice(overrides);
     let config = match backend {
         Backend::Postgres => {
-            let pairs = test_settings(&database.url, &settings);
+            // The table's settings first, so that the test's own overrides win.
+            let mut pairs = adiuva_kv::testing::dynamo_settings().await;
+            pairs.extend(test_settings(&database.url, &settings));
             let pairs: Vec<(&str, &str)> = pairs
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -245,10 +249,12 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
     };
     let (blobs, faults) = FaultyStore::wrap(BlobStore::from_config(&config).expect("blob store"));
     let vectors = VectorStore::from_config(&config).expect("vector store");
+    let kv = KvStore::from_config(&config).expect("short-lived store");
     let backends = Backends {
         db: database.db.clone(),
         blobs,
         vectors,
+        kv,
     };
     let app = local::app(&config, &backends);
     let server = tokio::spawn(async move {

@@ -33,6 +33,7 @@ async fn app_without_database() -> String {
         db: Database::connect_lazy(url, 1).unwrap(),
         blobs: adiuva_blob::BlobStore::from_config(&config).unwrap(),
         vectors: adiuva_vectors::VectorStore::from_config(&config).unwrap(),
+        kv: adiuva_kv::KvStore::from_config(&config).unwrap(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());

@@ -14,14 +14,16 @@ use crate::harness::{Backend, TestApp, spawn_app};
 
 backend_tests!(lambda_handlers_answer_like_the_local_server);
 
-/// The order that lets one user go through every route: sign up, store, back up, search,
-/// rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 22] = [
+/// The order that lets one user go through every route: sign up, read playbooks, store, back
+/// up, search, rotate, sign out, and delete the account.
+const SEQUENCE: [(&str, &str, &str); 24] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
     ("auth", "POST", "/api/v1/auth/login"),
     ("auth", "GET", "/api/v1/auth/me"),
+    ("plans", "GET", "/api/v1/plans/playbook"),
+    ("plans", "GET", "/api/v1/plans/playbook/{plan_id}"),
     ("storage", "POST", "/api/v1/storage/records"),
     ("storage", "GET", "/api/v1/storage/records"),
     ("storage", "GET", "/api/v1/storage/records/{id}"),
@@ -87,6 +89,16 @@ impl<'a> Session<'a> {
                 self.app
                     .set_subscription(body["id"].as_str().unwrap(), "pro", "active")
                     .await
+            }
+            ("GET", "/api/v1/plans/playbook") => {
+                let plan_id = body
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|plan| plan["plan_id"].as_str())
+                    .find(|plan_id| *plan_id == "create_tasks_from_project")
+                    .expect("the playbook list lacks create_tasks_from_project");
+                self.values.insert("plan_id", plan_id.to_owned());
             }
             ("POST", "/api/v1/storage/records") => {
                 self.values

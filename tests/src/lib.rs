@@ -23,6 +23,8 @@ mod isolation;
 #[cfg(test)]
 mod lambda;
 #[cfg(test)]
+mod plans;
+#[cfg(test)]
 mod quota;
 #[cfg(test)]
 mod storage;

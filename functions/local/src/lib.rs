@@ -7,6 +7,8 @@ use adiuva_auth::Accounts;
 use adiuva_blob::BlobStore;
 use adiuva_config::Config;
 use adiuva_db::Database;
+use adiuva_kv::KvStore;
+use adiuva_plans::PlanCache;
 use adiuva_storage::Storage;
 use adiuva_vectors::VectorStore;
 use axum::Router;
@@ -23,6 +25,8 @@ pub struct Backends {
     pub db: Database,
     pub blobs: BlobStore,
     pub vectors: VectorStore,
+    /// The shared short-lived store (DynamoDB, or memory on the embedded default).
+    pub kv: KvStore,
 }
 
 impl Backends {
@@ -32,6 +36,7 @@ impl Backends {
             db: Database::from_config(config)?,
             blobs: BlobStore::from_config(config)?,
             vectors: VectorStore::from_config(config)?,
+            kv: KvStore::from_config(config)?,
         })
     }
 }
@@ -39,7 +44,12 @@ impl Backends {
 /// Every Lambda function with an HTTP route, by binary name, with its router: the one list of
 /// what API Gateway serves.
 pub fn functions(config: &Config, backends: &Backends) -> Vec<(&'static str, OpenApiRouter)> {
-    let Backends { db, blobs, vectors } = backends;
+    let Backends {
+        db,
+        blobs,
+        vectors,
+        kv,
+    } = backends;
     let accounts = Accounts::new(db.clone(), config);
     let storage = Storage::new(db.clone(), blobs.clone(), config);
     vec![
@@ -63,7 +73,11 @@ pub fn functions(config: &Config, backends: &Backends) -> Vec<(&'static str, Ope
         ),
         (
             "vectors",
-            vectors::router(vectors::State::new(accounts, vectors.clone())),
+            vectors::router(vectors::State::new(accounts.clone(), vectors.clone())),
+        ),
+        (
+            "plans",
+            plans::router(plans::State::new(accounts, PlanCache::new(kv.clone()))),
         ),
     ]
 }

@@ -1,0 +1,138 @@
+//! Plans function: the execution-plan playbooks under `/api/v1/plans/playbook`. A playbook is a
+//! named, reusable plan whose LLM steps name server-side prompt templates by id only. Playbooks
+//! live in the shared short-lived store, so every instance answers the same; the built-in ones
+//! are written there on the first request a process serves (not at cold start).
+
+use std::sync::Arc;
+
+use adiuva_auth::{Accounts, AuthUser};
+use adiuva_http::{ApiError, ErrorBody, Json, Path, Result, api_doc};
+use adiuva_kv::KvError;
+use adiuva_plans::{ExecutionPlan, PlanCache};
+use axum::extract::{FromRef, State as AxumState};
+use tokio::sync::OnceCell;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Longest plan id looked up; longer ones (or other characters) cannot exist, so they are 404.
+const MAX_PLAN_ID_LEN: usize = 128;
+
+#[derive(Debug, Clone)]
+pub struct State {
+    accounts: Accounts,
+    plans: PlanCache,
+    /// Set once the built-in playbooks are in the store. Per process, shared by the clones of
+    /// the state; a failed attempt leaves it unset, so the next request tries again.
+    builtins_ready: Arc<OnceCell<()>>,
+}
+
+impl State {
+    pub fn new(accounts: Accounts, plans: PlanCache) -> Self {
+        Self {
+            accounts,
+            plans,
+            builtins_ready: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// The playbook cache, with the built-in playbooks written on first use.
+    async fn plans(&self) -> Result<&PlanCache> {
+        self.builtins_ready
+            .get_or_try_init(|| self.plans.ensure_builtin_playbooks())
+            .await
+            .map_err(kv_error)?;
+        Ok(&self.plans)
+    }
+}
+
+impl FromRef<State> for Accounts {
+    fn from_ref(state: &State) -> Self {
+        state.accounts.clone()
+    }
+}
+
+pub fn router(state: State) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(api_doc())
+        .routes(routes!(list_playbooks))
+        .routes(routes!(get_playbook))
+        .with_state(state)
+}
+
+fn kv_error(err: KvError) -> ApiError {
+    match err {
+        KvError::Unavailable(_) => ApiError::unavailable("the plan store", err),
+        KvError::Failed(_) => ApiError::internal(err),
+    }
+}
+
+fn is_plan_id(plan_id: &str) -> bool {
+    !plan_id.is_empty()
+        && plan_id.len() <= MAX_PLAN_ID_LEN
+        && plan_id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+}
+
+/// Every playbook, sorted by id. LLM steps name prompt templates by id; prompts stay on the
+/// server.
+#[utoipa::path(get, path = "/api/v1/plans/playbook", tag = "plans", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The playbooks", body = [ExecutionPlan]),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 503, description = "The plan store is unavailable", body = ErrorBody),
+    ))]
+async fn list_playbooks(
+    AxumState(state): AxumState<State>,
+    _user: AuthUser,
+) -> Result<Json<Vec<ExecutionPlan>>> {
+    let playbooks = state
+        .plans()
+        .await?
+        .get_all_playbooks()
+        .await
+        .map_err(kv_error)?;
+    Ok(Json(playbooks))
+}
+
+/// One playbook by id.
+#[utoipa::path(get, path = "/api/v1/plans/playbook/{plan_id}", tag = "plans", security(("bearer" = [])),
+    params(("plan_id" = String, Path, description = "The playbook's id, e.g. create_tasks_from_project")),
+    responses(
+        (status = 200, description = "The playbook", body = ExecutionPlan),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No playbook has this id", body = ErrorBody),
+        (status = 503, description = "The plan store is unavailable", body = ErrorBody),
+    ))]
+async fn get_playbook(
+    AxumState(state): AxumState<State>,
+    _user: AuthUser,
+    Path(plan_id): Path<String>,
+) -> Result<Json<ExecutionPlan>> {
+    let not_found = || ApiError::not_found("playbook not found");
+    if !is_plan_id(&plan_id) {
+        return Err(not_found());
+    }
+    state
+        .plans()
+        .await?
+        .get_plan(&plan_id)
+        .await
+        .map_err(kv_error)?
+        .map(Json)
+        .ok_or_else(not_found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_ids_are_short_and_plain() {
+        assert!(is_plan_id("create_tasks_from_project"));
+        assert!(is_plan_id("a-B_9"));
+        assert!(!is_plan_id(""));
+        assert!(!is_plan_id("../etc"));
+        assert!(!is_plan_id("with space"));
+        assert!(!is_plan_id(&"x".repeat(MAX_PLAN_ID_LEN + 1)));
+    }
+}
