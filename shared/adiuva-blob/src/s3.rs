@@ -1,32 +1,17 @@
-//! The S3 backend, on a hand-built SDK client.
-//!
-//! `aws-config` is not used: it links the SSO, STS and IMDS credential providers and defaults
-//! to aws-lc-rs, a large C build. Lambda hands the role's credentials to the process as
-//! environment variables, which our config already reads, and the HTTP client is rustls + ring,
-//! as elsewhere in the workspace.
+//! The S3 backend, on the SDK configuration of `adiuva-aws` (credentials from our config,
+//! rustls + ring, timeouts and retries), with path-style addressing for custom endpoints.
 
 use std::time::Duration;
 
-use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::config::BehaviorVersion;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::ServerSideEncryption;
-use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::{BlobError, BlobInfo, PresignedUpload};
-
-/// A connection that is not up in this time will not come up: fail over to a retry.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// The whole operation, retries included, so a request answers 503 well before API Gateway's
-/// 30-second integration limit cuts it off.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(25);
-/// Attempts per operation (the first one included), with the SDK's standard backoff.
-const MAX_ATTEMPTS: u32 = 3;
 
 /// Error codes S3 uses for "slow down" and transient server trouble.
 const TRANSIENT_CODES: &[&str] = &[
@@ -58,36 +43,10 @@ pub struct S3Store {
 impl S3Store {
     /// Builds the client without touching the network: connections open on first use.
     pub fn from_config(config: &adiuva_config::Config) -> Result<Self, BlobError> {
-        if config.aws_access_key_id.is_empty() || config.aws_secret_access_key.is_empty() {
-            return Err(BlobError::failed(
-                "S3_BUCKET is set but AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is empty",
-            ));
-        }
-        let session_token = Some(config.aws_session_token.expose())
-            .filter(|token| !token.is_empty())
-            .map(str::to_owned);
-        let credentials = Credentials::new(
-            config.aws_access_key_id.clone(),
-            config.aws_secret_access_key.expose(),
-            session_token,
-            None,
-            "adiuva-config",
-        );
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut builder = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(config.s3_region.clone()))
-            .credentials_provider(credentials)
-            .http_client(http_client)
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .operation_timeout(OPERATION_TIMEOUT)
-                    .build(),
-            );
+        let sdk = adiuva_aws::sdk_config(config, &config.s3_region)
+            .map_err(|reason| BlobError::failed(format!("S3_BUCKET is set but {reason}")))?;
+        let mut builder =
+            aws_sdk_s3::config::Builder::from(&sdk).behavior_version(BehaviorVersion::latest());
         if !config.s3_endpoint_url.is_empty() {
             // MinIO and moto_server serve every bucket on one host: no virtual-host addressing.
             builder = builder

@@ -12,12 +12,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::BehaviorVersion;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use serde_json::Value;
 
 use crate::{KvError, now_epoch_secs};
@@ -27,8 +25,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The whole operation, retries included. The store holds small items, so a slow answer means
 /// trouble; a request answers 503 long before API Gateway's 30-second limit.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
-/// Attempts per operation (the first one included), with the SDK's standard backoff.
-const MAX_ATTEMPTS: u32 = 3;
 
 /// Error codes DynamoDB uses for throttling and transient server trouble.
 const TRANSIENT_CODES: &[&str] = &[
@@ -58,30 +54,11 @@ pub struct DynamoStore {
 impl DynamoStore {
     /// Builds the client without touching the network: connections open on first use.
     pub fn from_config(config: &adiuva_config::Config) -> Result<Self, KvError> {
-        if config.aws_access_key_id.is_empty() || config.aws_secret_access_key.is_empty() {
-            return Err(KvError::failed(
-                "DYNAMODB_TABLE is set but AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is empty",
-            ));
-        }
-        let session_token = Some(config.aws_session_token.expose())
-            .filter(|token| !token.is_empty())
-            .map(str::to_owned);
-        let credentials = Credentials::new(
-            config.aws_access_key_id.clone(),
-            config.aws_secret_access_key.expose(),
-            session_token,
-            None,
-            "adiuva-config",
-        );
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut builder = aws_sdk_dynamodb::Config::builder()
+        let sdk = adiuva_aws::sdk_config(config, &config.aws_region)
+            .map_err(|reason| KvError::failed(format!("DYNAMODB_TABLE is set but {reason}")))?;
+        // Shorter than the shared defaults: this store sits on hot request paths.
+        let mut builder = aws_sdk_dynamodb::config::Builder::from(&sdk)
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(config.aws_region.clone()))
-            .credentials_provider(credentials)
-            .http_client(http_client)
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
