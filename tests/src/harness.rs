@@ -262,7 +262,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
     });
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: http_client(),
         config,
         database,
         backends,
@@ -270,6 +270,14 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         data_dir,
         server,
     }
+}
+
+/// An HTTP client for the tests. Within the workspace, reqwest is built with rustls but no
+/// bundled crypto provider (adiuva-llm hands it its own config), so a plain client needs ring
+/// installed as the process default first.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }
 
 /// What register, login and refresh answer.

@@ -49,7 +49,7 @@ async fn app_without_database() -> String {
 #[tokio::test]
 async fn a_down_database_is_503_without_internals() {
     let address = app_without_database().await;
-    let client = reqwest::Client::new();
+    let client = crate::harness::http_client();
 
     // Liveness does not touch the database.
     assert_eq!(

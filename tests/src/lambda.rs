@@ -10,13 +10,14 @@ use serde_json::Value;
 
 use crate::backend_tests;
 use crate::contract::{Route, event_files};
-use crate::harness::{Backend, TestApp, spawn_app};
+use crate::harness::{Backend, TestApp, spawn_app_with};
+use crate::llm::{Reply, ScriptedLlm};
 
 backend_tests!(lambda_handlers_answer_like_the_local_server);
 
-/// The order that lets one user go through every route: sign up, read playbooks, store, back
-/// up, search, rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 24] = [
+/// The order that lets one user go through every route: sign up, read playbooks, chat, store,
+/// back up, search, rotate, sign out, and delete the account.
+const SEQUENCE: [(&str, &str, &str); 25] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
@@ -24,6 +25,7 @@ const SEQUENCE: [(&str, &str, &str); 24] = [
     ("auth", "GET", "/api/v1/auth/me"),
     ("plans", "GET", "/api/v1/plans/playbook"),
     ("plans", "GET", "/api/v1/plans/playbook/{plan_id}"),
+    ("chat", "POST", "/api/v1/chat"),
     ("storage", "POST", "/api/v1/storage/records"),
     ("storage", "GET", "/api/v1/storage/records"),
     ("storage", "GET", "/api/v1/storage/records/{id}"),
@@ -228,8 +230,18 @@ async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
 
     // Two deployments with databases and stores of their own: one reached through the Lambda
     // handlers, one through the local server.
-    let lambda_side = spawn_app(backend).await;
-    let local_side = spawn_app(backend).await;
+    // Chat reaches a scripted model: the router's answer, then the agent's, for each side.
+    let llm = ScriptedLlm::start().await;
+    llm.push_all([
+        Reply::Text(vec!["task_agent".into()]),
+        Reply::Text(vec!["Send the invoice is due today.".into()]),
+        Reply::Text(vec!["task_agent".into()]),
+        Reply::Text(vec!["Send the invoice is due today.".into()]),
+    ]);
+    let llm_url = llm.base_url();
+    let settings = [("LLM_BASE_URL", llm_url.as_str())];
+    let lambda_side = spawn_app_with(backend, &settings).await;
+    let local_side = spawn_app_with(backend, &settings).await;
     let functions: BTreeMap<&str, _> = local::functions(&lambda_side.config, &lambda_side.backends)
         .into_iter()
         .collect();

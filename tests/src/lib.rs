@@ -3,6 +3,7 @@
 //! modules below run against both backends through `backend_tests!`.
 
 pub mod harness;
+pub mod llm;
 
 #[cfg(test)]
 mod account;
@@ -10,6 +11,8 @@ mod account;
 mod auth;
 #[cfg(test)]
 mod backup;
+#[cfg(test)]
+mod chat;
 #[cfg(test)]
 mod contract;
 #[cfg(test)]

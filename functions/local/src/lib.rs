@@ -1,6 +1,7 @@
 //! The whole API in one process: every function's router merged behind the same middleware the
 //! Lambda functions use, plus the OpenAPI document at `/api/v1/openapi.json` and, with the
-//! embedded blob store, the URL that stands in for S3 presigned uploads. The binary
+//! embedded blob store, the URL that stands in for S3 presigned uploads, and the streaming chat
+//! WebSocket that stands in for API Gateway's WebSocket API. The binary
 //! `adiuva-local` and the integration tests both build the app here.
 
 use adiuva_auth::Accounts;
@@ -15,6 +16,8 @@ use axum::Router;
 use axum::routing::get;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
+
+pub mod chat_stream;
 
 /// Where the local server serves the OpenAPI document.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
@@ -77,7 +80,14 @@ pub fn functions(config: &Config, backends: &Backends) -> Vec<(&'static str, Ope
         ),
         (
             "plans",
-            plans::router(plans::State::new(accounts, PlanCache::new(kv.clone()))),
+            plans::router(plans::State::new(
+                accounts.clone(),
+                PlanCache::new(kv.clone()),
+            )),
+        ),
+        (
+            "chat",
+            chat::router(chat::State::from_config(accounts, config)),
         ),
     ]
 }
@@ -104,6 +114,9 @@ pub fn app(config: &Config, backends: &Backends) -> Router {
         OPENAPI_PATH,
         get(move || std::future::ready(axum::Json(document.clone()))),
     );
+    let chat = chat::State::from_config(Accounts::new(backends.db.clone(), config), config);
+    let heartbeat = std::time::Duration::from_secs(config.ws_heartbeat_seconds.max(1));
+    routes = routes.merge(OpenApiRouter::from(chat_stream::router(chat, heartbeat)));
     if backends.blobs.local().is_some() {
         let storage = Storage::new(backends.db.clone(), backends.blobs.clone(), config);
         let uploads = storage::local_upload_router(storage, adiuva_storage::MAX_UPLOAD_BYTES);

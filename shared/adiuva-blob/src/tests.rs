@@ -541,6 +541,8 @@ async fn s3_presigned_put_accepts_a_plain_http_upload() {
     // Nothing is stored before the client uploads.
     assert_eq!(store.head(key).await.unwrap(), None);
 
+    // Within the workspace reqwest has rustls without a bundled provider (see adiuva-llm).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let mut request = client.put(&upload.url).body(&b"uploaded directly"[..]);
     for (name, value) in &upload.headers {

@@ -118,8 +118,32 @@ pub struct Config {
     pub qdrant_collection: String,
 
     pub openai_api_key: Secret,
+    /// LiteLLM-style `provider/model` names (`gpt-4o`, `openai/gpt-4o`, `ollama/llama3`, ...).
     pub llm_model: String,
     pub llm_router_model: String,
+    /// Base URL of an OpenAI-compatible API (`LLM_BASE_URL`, or the OpenAI SDKs'
+    /// `OPENAI_BASE_URL`); empty = the provider's own. Overrides the provider's default.
+    pub llm_base_url: String,
+    pub openrouter_api_key: Secret,
+    pub anthropic_api_key: Secret,
+    pub gemini_api_key: Secret,
+    /// Where `ollama/` models are served (`OLLAMA_BASE_URL`, or LiteLLM's `OLLAMA_API_BASE`).
+    pub ollama_base_url: String,
+    /// Per model call, including a streamed answer.
+    pub llm_timeout_seconds: u64,
+    /// Retries of a model call that failed with 429, 5xx or a connection error.
+    pub llm_max_retries: u32,
+    /// Cap on the tokens a model call may generate.
+    pub llm_max_output_tokens: u32,
+    /// Cap on one whole chat request (routing, agents, synthesis). API Gateway's HTTP API
+    /// gives up on an integration after 30 s, hence 28.
+    pub chat_timeout_seconds: u64,
+    /// Interval of the WebSocket heartbeat pings.
+    pub ws_heartbeat_seconds: u64,
+    /// Langfuse tracing and prompt management; off unless both keys are set.
+    pub langfuse_public_key: String,
+    pub langfuse_secret_key: Secret,
+    pub langfuse_host: String,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -260,6 +284,32 @@ impl Config {
             openai_api_key: source.secret("OPENAI_API_KEY"),
             llm_model: source.string("LLM_MODEL", "gpt-4o"),
             llm_router_model: source.string("LLM_ROUTER_MODEL", "gpt-4o-mini"),
+            llm_base_url: source
+                .optional("LLM_BASE_URL")
+                .or_else(|| source.optional("OPENAI_BASE_URL"))
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_owned(),
+            openrouter_api_key: source.secret("OPENROUTER_API_KEY"),
+            anthropic_api_key: source.secret("ANTHROPIC_API_KEY"),
+            gemini_api_key: source.secret("GEMINI_API_KEY"),
+            ollama_base_url: source
+                .optional("OLLAMA_BASE_URL")
+                .or_else(|| source.optional("OLLAMA_API_BASE"))
+                .unwrap_or_else(|| "http://localhost:11434".to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+            llm_timeout_seconds: source.number("LLM_TIMEOUT_SECONDS", 60)?,
+            llm_max_retries: source.number("LLM_MAX_RETRIES", 2)?,
+            llm_max_output_tokens: source.number("LLM_MAX_OUTPUT_TOKENS", 1024)?,
+            chat_timeout_seconds: source.number("CHAT_TIMEOUT_SECONDS", 28)?,
+            ws_heartbeat_seconds: source.number("WS_HEARTBEAT_SECONDS", 30)?,
+            langfuse_public_key: source.string("LANGFUSE_PUBLIC_KEY", ""),
+            langfuse_secret_key: source.secret("LANGFUSE_SECRET_KEY"),
+            langfuse_host: source
+                .string("LANGFUSE_HOST", "https://cloud.langfuse.com")
+                .trim_end_matches('/')
+                .to_owned(),
         };
         config.check_production()?;
         Ok(config)
@@ -386,6 +436,9 @@ mod tests {
         assert_eq!(config.pinecone_index, "adiuva");
         assert_eq!(config.llm_model, "gpt-4o");
         assert_eq!(config.llm_router_model, "gpt-4o-mini");
+        assert_eq!(config.llm_base_url, "");
+        assert_eq!(config.ollama_base_url, "http://localhost:11434");
+        assert_eq!(config.chat_timeout_seconds, 28);
         assert_eq!(
             config.cors_origins,
             ["app://.", "http://localhost:3000", "http://localhost:5173"]
@@ -484,5 +537,21 @@ mod tests {
             config(&[("ENV", "staging")]),
             Err(ConfigError::Invalid { key: "ENV", .. })
         ));
+    }
+
+    #[test]
+    fn llm_base_url_also_comes_from_the_openai_sdk_name() {
+        let config = config(&[("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/")]).unwrap();
+        assert_eq!(config.llm_base_url, "http://127.0.0.1:9/v1");
+        let config = config_with_both();
+        assert_eq!(config.llm_base_url, "http://llm/v1");
+    }
+
+    fn config_with_both() -> Config {
+        config(&[
+            ("LLM_BASE_URL", "http://llm/v1"),
+            ("OPENAI_BASE_URL", "http://other/v1"),
+        ])
+        .unwrap()
     }
 }

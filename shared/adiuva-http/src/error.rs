@@ -130,6 +130,11 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The message shown to the client.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
 }
 
 impl std::fmt::Display for ApiError {

@@ -141,6 +141,14 @@ impl ExecutionPlanBuilder {
         self
     }
 
+    /// Makes the last step read the output of step `data_from_step` (0-based).
+    pub fn with_data_from_step(mut self, data_from_step: usize) -> Self {
+        if let Some(step) = self.plan.steps.last_mut() {
+            step.data_from_step = Some(data_from_step);
+        }
+        self
+    }
+
     /// The plan, if every template is known and every step reads only from earlier steps.
     pub fn build(self) -> Result<ExecutionPlan, PlanError> {
         let plan = self.plan;

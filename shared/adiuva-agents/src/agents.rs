@@ -1,0 +1,127 @@
+//! The agent registry: the four reference agents, each a system prompt (its
+//! `tpl_<name>_default` template, rendered with the request's context) and a tool set.
+
+use adiuva_plans::PromptTemplateRegistry;
+use serde_json::{Map, Value, json};
+
+use crate::schema::ChatContext;
+use crate::tools::{NOTE_TOOLS, PROJECT_TOOLS, TASK_TOOLS, TIMELINE_TOOLS, Tool};
+
+/// Most context items rendered into a prompt, per list.
+const MAX_PROMPT_ITEMS: usize = 30;
+
+#[derive(Debug)]
+pub struct Agent {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Id of the prompt template that is this agent's system prompt.
+    pub template: &'static str,
+    pub tools: &'static [Tool],
+}
+
+/// Every agent, in the order the router lists them. The first is the fallback.
+pub const AGENTS: &[Agent] = &[
+    Agent {
+        name: "task_agent",
+        description: "Manages tasks and comments: list, create, update, delete, due-today, comments",
+        template: "tpl_task_agent_default",
+        tools: TASK_TOOLS,
+    },
+    Agent {
+        name: "project_agent",
+        description: "Manages projects: list, get, create, update, archive, delete",
+        template: "tpl_project_agent_default",
+        tools: PROJECT_TOOLS,
+    },
+    Agent {
+        name: "timeline_agent",
+        description: "Manages project timelines (milestones): list, create, update, delete",
+        template: "tpl_timeline_agent_default",
+        tools: TIMELINE_TOOLS,
+    },
+    Agent {
+        name: "note_agent",
+        description: "Manages notes: list, get, create, update, delete",
+        template: "tpl_note_agent_default",
+        tools: NOTE_TOOLS,
+    },
+];
+
+/// The agent `classify_intent` falls back to.
+pub const FALLBACK_AGENT: &str = "task_agent";
+
+/// An agent by registry name.
+pub fn get(name: &str) -> Option<&'static Agent> {
+    AGENTS.iter().find(|agent| agent.name == name)
+}
+
+/// `[{name, description}]`, for the router's prompt (reference: `list_agents()`).
+pub fn list_agents() -> Value {
+    AGENTS
+        .iter()
+        .map(|agent| json!({"name": agent.name, "description": agent.description}))
+        .collect()
+}
+
+impl Agent {
+    pub fn tool(&self, name: &str) -> Option<&'static Tool> {
+        self.tools.iter().find(|tool| tool.name == name)
+    }
+
+    /// The system prompt for one request.
+    pub fn system_prompt(&self, message: &str, context: &ChatContext) -> String {
+        let list = |items: &[Value]| -> Value {
+            let shown: Vec<&Value> = items.iter().take(MAX_PROMPT_ITEMS).collect();
+            if shown.is_empty() {
+                json!("(none given)")
+            } else {
+                json!(serde_json::to_string(&shown).unwrap_or_default())
+            }
+        };
+        let mut variables = Map::new();
+        variables.insert("today".into(), json!(today()));
+        variables.insert("user_message".into(), json!(message));
+        variables.insert("recent_tasks".into(), list(&context.recent_tasks));
+        variables.insert("projects".into(), list(context.list("projects")));
+        variables.insert("milestones".into(), list(context.list("timelines")));
+        variables.insert("notes".into(), list(context.list("notes")));
+        PromptTemplateRegistry::builtin()
+            .render(self.template, &variables)
+            .expect("every agent's template is registered")
+    }
+}
+
+/// Today's date (UTC) as YYYY-MM-DD.
+fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() / 86_400);
+    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(20_779), (2026, 11, 22));
+    }
+}

@@ -1,0 +1,438 @@
+//! The orchestrator: classifies the intent with the router model, runs one agent or a pipeline
+//! of agents (each seeing the previous results, then a synthesis), and answers a
+//! `ChatResponse` (direct mode) or an `ExecutionPlan` naming templates by id (plan mode).
+//! Everything it outputs, streamed or not, passes the sanitizer.
+
+use std::time::Duration;
+
+use adiuva_llm::{Llm, LlmError, Message, Model, Reply, ToolSpec};
+use adiuva_plans::{ExecutionPlan, ExecutionPlanBuilder, PromptTemplateRegistry};
+use adiuva_sanitizer::{Sanitizer, StreamSanitizer};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use crate::agents::{self, AGENTS, Agent, FALLBACK_AGENT};
+use crate::schema::{ChatContext, ChatRequest, ChatResponse, ExecutionMode, PlanAction};
+
+/// Model calls one agent may make for one request (reference: `_tool_loop(max_iter=5)`).
+pub const MAX_TOOL_ITERATIONS: usize = 5;
+/// Most agents one pipeline runs.
+pub const MAX_PIPELINE_AGENTS: usize = 4;
+/// Earlier turns given to an agent.
+const MAX_HISTORY_TURNS: usize = 20;
+
+pub const ROUTER_PROMPT: &str = "You are an intent classifier. Given the user message and \
+context, decide which agent to route to. Available agents: {agents}. Respond with just the agent \
+name. Only when the request clearly needs several agents one after the other, respond with their \
+names in that order, separated by commas.";
+
+pub const SYNTHESIS_PROMPT: &str = "Summarize these agent results into a coherent response to \
+the user's request. Speak directly to the user in their language, keep every concrete change \
+and question the agents reported, do not mention agents, tools or this instruction, and do not \
+add anything the results do not say.";
+
+/// Said when an agent is still calling tools after its last allowed model call.
+pub const ITERATION_CAP_REPLY: &str = "I had to stop before finishing: this request needed more \
+steps than I may take at once. The changes listed so far are ready; please ask again for the rest.";
+
+/// What a chat request answers: a `ChatResponse` in direct mode, an `ExecutionPlan` in plan
+/// mode.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Answer {
+    Response(ChatResponse),
+    Plan(ExecutionPlan),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    #[error("the chat request did not finish within {0:?}")]
+    Timeout(Duration),
+    /// The streaming client went away; generation stopped.
+    #[error("the client disconnected")]
+    Gone,
+}
+
+/// Every text that must never reach a client: the agents' prompt templates (and the other
+/// templates), the router and synthesis prompts, and the tools' descriptions.
+pub fn protected_texts() -> Vec<String> {
+    let mut texts: Vec<String> = PromptTemplateRegistry::builtin()
+        .texts()
+        .map(str::to_owned)
+        .collect();
+    texts.push(ROUTER_PROMPT.to_owned());
+    texts.push(SYNTHESIS_PROMPT.to_owned());
+    for agent in AGENTS {
+        for tool in agent.tools {
+            texts.push(tool.description.to_owned());
+            texts.push(tool.spec().parameters.to_string());
+        }
+    }
+    texts
+}
+
+#[derive(Debug, Clone)]
+pub struct Orchestrator {
+    llm: Llm,
+    sanitizer: Sanitizer,
+    timeout: Duration,
+}
+
+/// Where streamed text goes: sanitized chunk by chunk, then sent to the client.
+struct Output<'a> {
+    tx: &'a mpsc::Sender<String>,
+    sanitizer: StreamSanitizer,
+    sent: String,
+}
+
+impl Output<'_> {
+    async fn push(&mut self, chunk: &str) -> Result<(), ChatError> {
+        let clean = self.sanitizer.push(chunk);
+        self.send(clean).await
+    }
+
+    async fn send(&mut self, clean: String) -> Result<(), ChatError> {
+        if clean.is_empty() {
+            return Ok(());
+        }
+        self.sent.push_str(&clean);
+        self.tx.send(clean).await.map_err(|_| ChatError::Gone)
+    }
+
+    /// Flushes what the sanitizer held back; returns all the text sent.
+    async fn finish(mut self) -> Result<String, ChatError> {
+        let sanitizer = std::mem::replace(&mut self.sanitizer, Sanitizer::new(&[]).stream());
+        let rest = sanitizer.finish();
+        self.send(rest).await?;
+        Ok(self.sent)
+    }
+}
+
+/// One agent's result.
+#[derive(Debug, Clone)]
+struct AgentRun {
+    agent: &'static str,
+    text: String,
+    actions: Vec<PlanAction>,
+}
+
+impl Orchestrator {
+    pub fn new(llm: Llm, timeout: Duration) -> Self {
+        let texts = protected_texts();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        Self {
+            llm,
+            sanitizer: Sanitizer::new(&texts),
+            timeout,
+        }
+    }
+
+    pub fn sanitizer(&self) -> &Sanitizer {
+        &self.sanitizer
+    }
+
+    /// Answers one chat request. With `stream`, the response text is also sent there piece by
+    /// piece as the model produces it (sanitized); the answer's `response` is exactly the text
+    /// sent. The request must have passed [`ChatRequest::validate`].
+    pub async fn orchestrate(
+        &self,
+        request: &ChatRequest,
+        stream: Option<&mpsc::Sender<String>>,
+    ) -> Result<Answer, ChatError> {
+        match tokio::time::timeout(self.timeout, self.run(request, stream)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ChatError::Timeout(self.timeout)),
+        }
+    }
+
+    async fn run(
+        &self,
+        request: &ChatRequest,
+        stream: Option<&mpsc::Sender<String>>,
+    ) -> Result<Answer, ChatError> {
+        let route = self
+            .classify_intent(&request.message, &request.context)
+            .await?;
+        tracing::info!(agents = ?route.iter().map(|agent| agent.name).collect::<Vec<_>>(), mode = ?request.execution_mode, "chat routed");
+        if request.execution_mode == ExecutionMode::Plan {
+            return Ok(Answer::Plan(plan_for(&route, &request.message)));
+        }
+        let mut output = stream.map(|tx| Output {
+            tx,
+            sanitizer: self.sanitizer.stream(),
+            sent: String::new(),
+        });
+        let (text, actions) = match route.as_slice() {
+            [agent] => {
+                let run = self.run_agent(agent, request, &[], output.as_mut()).await?;
+                (run.text, run.actions)
+            }
+            agents => {
+                self.route_pipeline(agents, request, output.as_mut())
+                    .await?
+            }
+        };
+        let response = match output {
+            Some(output) => output.finish().await?,
+            None => self.sanitizer.sanitize(&text).text,
+        };
+        let actions = actions
+            .into_iter()
+            .map(|mut action| {
+                if let Some(data) = action.data.as_mut() {
+                    self.sanitize_value(data);
+                }
+                action
+            })
+            .collect();
+        Ok(Answer::Response(ChatResponse { response, actions }))
+    }
+
+    fn sanitize_value(&self, value: &mut Value) {
+        match value {
+            Value::String(text) => {
+                let clean = self.sanitizer.sanitize(text);
+                if clean.redactions > 0 {
+                    *text = clean.text;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| self.sanitize_value(item)),
+            Value::Object(map) => map.values_mut().for_each(|item| self.sanitize_value(item)),
+            _ => {}
+        }
+    }
+
+    /// The agents to run, in order: what the router model names, or the fallback agent when it
+    /// names none we know (reference: `classify_intent`).
+    pub async fn classify_intent(
+        &self,
+        message: &str,
+        context: &ChatContext,
+    ) -> Result<Vec<&'static Agent>, LlmError> {
+        let prompt = ROUTER_PROMPT.replace("{agents}", &agents::list_agents().to_string());
+        let mut user = message.to_owned();
+        if let Some(last) = context
+            .conversation_history
+            .last()
+            .and_then(history_message)
+        {
+            user = format!("Previous turn: {}\n\nMessage: {message}", last.text());
+        }
+        let reply = self
+            .llm
+            .router()
+            .complete(&[Message::system(prompt), Message::user(user)], &[])
+            .await?;
+        let route = parse_route(&reply.content);
+        if route.is_empty() {
+            tracing::info!(
+                fallback = FALLBACK_AGENT,
+                "the router named no known agent; using the fallback"
+            );
+            return Ok(vec![
+                agents::get(FALLBACK_AGENT).expect("the fallback agent exists"),
+            ]);
+        }
+        Ok(route)
+    }
+
+    /// Runs the agents in order, each seeing the previous results, then merges their results
+    /// with one more model call (reference: `route_pipeline`).
+    async fn route_pipeline(
+        &self,
+        agents: &[&'static Agent],
+        request: &ChatRequest,
+        output: Option<&mut Output<'_>>,
+    ) -> Result<(String, Vec<PlanAction>), ChatError> {
+        let mut runs: Vec<AgentRun> = Vec::with_capacity(agents.len());
+        for agent in agents {
+            let run = self.run_agent(agent, request, &runs, None).await?;
+            runs.push(run);
+        }
+        let results = runs
+            .iter()
+            .map(|run| format!("[{}]\n{}", run.agent, run.text))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        let messages = [
+            Message::system(SYNTHESIS_PROMPT),
+            Message::user(format!(
+                "User request: {}\n\nAgent results:\n{results}",
+                request.message
+            )),
+        ];
+        let reply = self.call(self.llm.agent(), &messages, &[], output).await?;
+        let actions = runs.into_iter().flat_map(|run| run.actions).collect();
+        Ok((reply.content, actions))
+    }
+
+    /// One agent's tool loop: at most [`MAX_TOOL_ITERATIONS`] model calls; invalid tool
+    /// arguments are answered to the model as errors, never executed.
+    async fn run_agent(
+        &self,
+        agent: &'static Agent,
+        request: &ChatRequest,
+        previous: &[AgentRun],
+        mut output: Option<&mut Output<'_>>,
+    ) -> Result<AgentRun, ChatError> {
+        let context = &request.context;
+        let mut messages = vec![Message::system(
+            agent.system_prompt(&request.message, context),
+        )];
+        let mut facts = Map::new();
+        if !context.user_profile.is_empty() {
+            facts.insert("user_profile".into(), json!(context.user_profile));
+        }
+        if !context.relevant_documents.is_empty() {
+            facts.insert(
+                "relevant_documents".into(),
+                json!(context.relevant_documents),
+            );
+        }
+        if !previous.is_empty() {
+            let results: Vec<Value> = previous
+                .iter()
+                .map(|run| json!({"agent": run.agent, "result": run.text, "actions": run.actions}))
+                .collect();
+            facts.insert("previous_results".into(), json!(results));
+        }
+        if !facts.is_empty() {
+            messages.push(Message::system(format!(
+                "Context from the user's app (JSON): {}",
+                Value::Object(facts)
+            )));
+        }
+        let history = &context.conversation_history;
+        messages.extend(
+            history[history.len().saturating_sub(MAX_HISTORY_TURNS)..]
+                .iter()
+                .filter_map(history_message),
+        );
+        messages.push(Message::user(request.message.clone()));
+
+        let tools: Vec<ToolSpec> = agent.tools.iter().map(|tool| tool.spec()).collect();
+        let mut actions = Vec::new();
+        for iteration in 1..=MAX_TOOL_ITERATIONS {
+            let reply = self
+                .call(self.llm.agent(), &messages, &tools, output.as_deref_mut())
+                .await?;
+            if reply.tool_calls.is_empty() {
+                return Ok(AgentRun {
+                    agent: agent.name,
+                    text: reply.content,
+                    actions,
+                });
+            }
+            messages.push(Message::Assistant {
+                content: Some(reply.content.clone()).filter(|text| !text.is_empty()),
+                tool_calls: reply.tool_calls.clone(),
+            });
+            for call in &reply.tool_calls {
+                let name = call.function.name.as_str();
+                let result = match agent.tool(name) {
+                    None => json!({"error": format!("{name} is not one of your tools")}),
+                    Some(tool) => match tool.validate(&call.function.arguments) {
+                        Err(reason) => {
+                            tracing::info!(
+                                agent = agent.name,
+                                tool = name,
+                                reason,
+                                "tool call refused"
+                            );
+                            json!({"error": format!("invalid arguments for {name}: {reason}")})
+                        }
+                        Ok(args) => {
+                            let outcome = tool.call(args, context);
+                            tracing::info!(
+                                agent = agent.name,
+                                tool = name,
+                                iteration,
+                                "tool called"
+                            );
+                            actions.extend(outcome.action);
+                            outcome.result
+                        }
+                    },
+                };
+                messages.push(Message::Tool {
+                    tool_call_id: call.id.clone(),
+                    content: result.to_string(),
+                });
+            }
+        }
+        tracing::warn!(
+            agent = agent.name,
+            "the agent still called tools after {MAX_TOOL_ITERATIONS} model calls"
+        );
+        if let Some(output) = output {
+            output.push(ITERATION_CAP_REPLY).await?;
+        }
+        Ok(AgentRun {
+            agent: agent.name,
+            text: ITERATION_CAP_REPLY.to_owned(),
+            actions,
+        })
+    }
+
+    /// One model call, streamed to `output` when there is one.
+    async fn call(
+        &self,
+        model: &Model,
+        messages: &[Message],
+        tools: &[ToolSpec],
+        output: Option<&mut Output<'_>>,
+    ) -> Result<Reply, ChatError> {
+        let Some(output) = output else {
+            return Ok(model.complete(messages, tools).await?);
+        };
+        let mut stream = model.stream(messages, tools).await?;
+        while let Some(text) = stream.next_text().await? {
+            output.push(&text).await?;
+        }
+        Ok(stream.finish())
+    }
+}
+
+/// An earlier turn as a message; other roles and malformed entries are skipped.
+fn history_message(turn: &Value) -> Option<Message> {
+    let content = turn.get("content")?.as_str()?;
+    match turn.get("role")?.as_str()? {
+        "user" => Some(Message::user(content)),
+        "assistant" => Some(Message::assistant(content)),
+        _ => None,
+    }
+}
+
+/// The known agent names in the router's answer, in order, without repeats.
+pub fn parse_route(answer: &str) -> Vec<&'static Agent> {
+    let mut route: Vec<&'static Agent> = Vec::new();
+    for word in answer.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        let word = word.to_ascii_lowercase();
+        if let Some(agent) = agents::get(&word)
+            && !route.iter().any(|known| known.name == agent.name)
+            && route.len() < MAX_PIPELINE_AGENTS
+        {
+            route.push(agent);
+        }
+    }
+    route
+}
+
+/// Plan mode: one LLM step per agent, naming its template by id, each later step reading the
+/// previous step's output. The client runs it; no prompt text is in it.
+fn plan_for(route: &[&'static Agent], message: &str) -> ExecutionPlan {
+    let mut builder = ExecutionPlanBuilder::new(route[0].name);
+    for (index, agent) in route.iter().enumerate() {
+        let mut variables = Map::new();
+        variables.insert("user_message".into(), json!(message));
+        builder = builder.add_llm_step(agent.template, variables);
+        if index > 0 {
+            builder = builder.with_data_from_step(index - 1);
+        }
+    }
+    builder
+        .build()
+        .expect("agent templates exist and steps are in order")
+}
