@@ -258,7 +258,12 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
     };
     let app = local::app(&config, &backends);
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("server failed");
+        axum::serve(
+            axum::serve::ListenerExt::tap_io(listener, local::no_delay),
+            app,
+        )
+        .await
+        .expect("server failed");
     });
     TestApp {
         address,

@@ -14,6 +14,8 @@ mod backup;
 #[cfg(test)]
 mod chat;
 #[cfg(test)]
+mod chat_ws;
+#[cfg(test)]
 mod contract;
 #[cfg(test)]
 mod faults;

@@ -38,6 +38,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -127,7 +128,7 @@ impl ScriptedLlm {
         let state = Shared::default();
         let app = Router::new().fallback(handle).with_state(state.clone());
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
+            axum::serve(listener.tap_io(local::no_delay), app)
                 .await
                 .expect("scripted LLM server failed");
         });

@@ -14,6 +14,7 @@ use adiuva_storage::Storage;
 use adiuva_vectors::VectorStore;
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -125,12 +126,20 @@ pub fn app(config: &Config, backends: &Backends) -> Router {
     adiuva_http::app(routes, config)
 }
 
-/// Serves `app` on `listener` until ctrl-c.
+/// Serves `app` on `listener` until ctrl-c. Nagle's algorithm is off: streamed chat frames are
+/// small, and holding them back for the client's delayed ACK costs 40 ms each.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
-    axum::serve(listener, app)
+    axum::serve(listener.tap_io(no_delay), app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
         })
         .await
+}
+
+/// Turns Nagle's algorithm off on an accepted connection (see [`serve`]).
+pub fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::warn!(error = %err, "could not set TCP_NODELAY");
+    }
 }

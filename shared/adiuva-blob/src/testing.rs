@@ -36,13 +36,54 @@ const INSTALL_HINT: &str = "the S3 tests need moto_server: install it with \
 
 /// Runs moto's threaded server on 127.0.0.1, prints the port it bound, then waits for stdin to
 /// close (see the module docs) and exits.
+///
+/// moto's API Gateway Management API (PostToConnection, used by the `chat-ws` function) keeps
+/// only the concatenation of what was posted and accepts any connection id. Two hooks make it
+/// observable the way API Gateway behaves: every post is also kept as one frame, readable as a
+/// JSON list at `GET {frames}/frames/{connection_id}` on a second port printed after the first;
+/// and ids starting with `gone-` answer 410 GoneException, as API Gateway does for a closed
+/// connection.
 const WRAPPER: &str = r#"
-import logging, os, sys
+import json, logging, os, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 from moto.server import ThreadedMotoServer
+from moto.core.exceptions import JsonRESTError
+from moto.apigatewaymanagementapi import models as management
+
+FRAMES = {}
+
+class GoneException(JsonRESTError):
+    code = 410
+    def __init__(self):
+        super().__init__("GoneException", "the connection is gone")
+
+def post_to_connection(self, data, connection_id):
+    if connection_id.startswith("gone-"):
+        raise GoneException()
+    self.get_connection(connection_id).data += data
+    FRAMES.setdefault(connection_id, []).append(data.decode("utf-8", "replace"))
+
+management.ApiGatewayManagementApiBackend.post_to_connection = post_to_connection
+
+class Frames(BaseHTTPRequestHandler):
+    def do_GET(self):
+        connection_id = unquote(self.path.rsplit("/", 1)[-1])
+        body = json.dumps(FRAMES.get(connection_id, [])).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+frames = ThreadingHTTPServer(("127.0.0.1", 0), Frames)
+threading.Thread(target=frames.serve_forever, daemon=True).start()
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 server.start()
-print(server.get_host_and_port()[1], flush=True)
+print(server.get_host_and_port()[1], frames.server_address[1], flush=True)
 sys.stdin.buffer.read()
 os._exit(0)
 "#;
@@ -52,6 +93,8 @@ os._exit(0)
 pub struct MotoServer {
     /// `http://127.0.0.1:{port}`, for `S3_ENDPOINT_URL`.
     pub endpoint: String,
+    /// `http://127.0.0.1:{port}` of the frames moto's Management API received (see `WRAPPER`).
+    pub frames_endpoint: String,
     /// Kept so the process is not reaped early; it is never waited on.
     _child: Mutex<Child>,
     /// The pipe whose closing stops the server; held for the life of the process.
@@ -152,11 +195,14 @@ fn start_moto() -> Result<MotoServer, String> {
         // Keep draining, so the server never blocks on a full pipe.
         let _ = std::io::copy(&mut lines, &mut std::io::sink());
     });
-    let port = match port_receiver.recv_timeout(START_TIMEOUT) {
-        Ok(Ok(line)) => line.trim().parse::<u16>().ok(),
+    let ports = match port_receiver.recv_timeout(START_TIMEOUT) {
+        Ok(Ok(line)) => match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [port, frames] => port.parse::<u16>().ok().zip(frames.parse::<u16>().ok()),
+            _ => None,
+        },
         _ => None,
     };
-    let Some(port) = port else {
+    let Some((port, frames_port)) = ports else {
         let _ = child.kill();
         let mut output = String::new();
         let _ = stderr.read_to_string(&mut output);
@@ -171,6 +217,7 @@ fn start_moto() -> Result<MotoServer, String> {
     });
     Ok(MotoServer {
         endpoint: format!("http://127.0.0.1:{port}"),
+        frames_endpoint: format!("http://127.0.0.1:{frames_port}"),
         _child: Mutex::new(child),
         _stdin: Mutex::new(stdin),
     })

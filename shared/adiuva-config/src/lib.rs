@@ -140,6 +140,9 @@ pub struct Config {
     pub chat_timeout_seconds: u64,
     /// Interval of the WebSocket heartbeat pings.
     pub ws_heartbeat_seconds: u64,
+    /// Endpoint of the API Gateway Management API for `chat-ws` frames; empty = the WebSocket
+    /// API's own (`https://{domainName}/{stage}` of the event). Tests point it at moto_server.
+    pub ws_management_endpoint_url: String,
     /// Langfuse tracing and prompt management; off unless both keys are set.
     pub langfuse_public_key: String,
     pub langfuse_secret_key: Secret,
@@ -304,6 +307,10 @@ impl Config {
             llm_max_output_tokens: source.number("LLM_MAX_OUTPUT_TOKENS", 1024)?,
             chat_timeout_seconds: source.number("CHAT_TIMEOUT_SECONDS", 28)?,
             ws_heartbeat_seconds: source.number("WS_HEARTBEAT_SECONDS", 30)?,
+            ws_management_endpoint_url: source
+                .string("WS_MANAGEMENT_ENDPOINT_URL", "")
+                .trim_end_matches('/')
+                .to_owned(),
             langfuse_public_key: source.string("LANGFUSE_PUBLIC_KEY", ""),
             langfuse_secret_key: source.secret("LANGFUSE_SECRET_KEY"),
             langfuse_host: source

@@ -1,0 +1,224 @@
+//! The `chat-ws` function fed with the WebSocket API events in `events/chat-ws/`, against
+//! DynamoDB (connections) and the API Gateway Management API (frames) on moto_server, and the
+//! scripted model.
+
+use std::time::{Duration, Instant};
+
+use adiuva_auth::Accounts;
+use chat_ws::{CONNECTIONS, MAX_FRAME_BYTES, State};
+use serde_json::{Value, json};
+
+use crate::contract::workspace_root;
+use crate::harness::{Backend, TestApp, http_client, spawn_app_with};
+use crate::llm::{Reply, ScriptedLlm};
+
+/// Tests on the PostgreSQL pairing run on a multi-threaded runtime: dropping the test database
+/// closes its pool, which needs the runtime's other worker while this one waits.
+struct Deployment {
+    state: State,
+    app: TestApp,
+    frames: String,
+}
+
+/// The Postgres pairing: its short-lived store is DynamoDB on moto, and so is the Management API.
+async fn deployment(llm: Option<&ScriptedLlm>) -> Deployment {
+    let moto = adiuva_blob::testing::moto().await;
+    let base = llm.map(ScriptedLlm::base_url);
+    let mut settings = vec![("WS_MANAGEMENT_ENDPOINT_URL", moto.endpoint.as_str())];
+    if let Some(base) = &base {
+        settings.push(("LLM_BASE_URL", base.as_str()));
+    }
+    let app = spawn_app_with(Backend::Postgres, &settings).await;
+    let chat = chat::State::from_config(
+        Accounts::new(app.backends.db.clone(), &app.config),
+        &app.config,
+    );
+    let state = State::new(chat, app.backends.kv.clone(), &app.config).expect("chat-ws state");
+    Deployment {
+        app,
+        state,
+        frames: moto.frames_endpoint.clone(),
+    }
+}
+
+fn event(name: &str, connection_id: &str, token: &str) -> Value {
+    let path = workspace_root()
+        .join("events/chat-ws")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(
+        &text
+            .replace("{{connection_id}}", connection_id)
+            .replace("{{access_token}}", token),
+    )
+    .unwrap()
+}
+
+fn with_body(mut event: Value, body: &Value) -> Value {
+    event["body"] = json!(body.to_string());
+    event
+}
+
+fn connection_id() -> String {
+    format!("{}=", uuid::Uuid::new_v4().simple())
+}
+
+impl Deployment {
+    async fn frames(&self, connection_id: &str) -> Vec<String> {
+        http_client()
+            .get(format!("{}/frames/{connection_id}", self.frames))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn connection(&self, connection_id: &str) -> Option<Value> {
+        self.app
+            .backends
+            .kv
+            .get(CONNECTIONS, connection_id)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_chat_and_disconnect_through_the_management_api() {
+    let llm = ScriptedLlm::start().await;
+    let deployment = deployment(Some(&llm)).await;
+    let user = deployment.app.register_user().await;
+    let token = &user.tokens.access_token;
+    let id = connection_id();
+
+    let answer = deployment.state.handle(event("connect", &id, token)).await;
+    assert_eq!(answer, json!({"statusCode": 200}));
+    assert_eq!(
+        deployment.connection(&id).await,
+        Some(json!({"user_id": user.id}))
+    );
+
+    let words: Vec<String> = (0..30).map(|i| format!("word{i} ")).collect();
+    llm.push_all([
+        Reply::Text(vec!["task_agent".into()]),
+        Reply::Text(words.clone()),
+    ]);
+    let answer = deployment.state.handle(event("message", &id, "")).await;
+    assert_eq!(answer, json!({"statusCode": 200}));
+    let frames = deployment.frames(&id).await;
+    let (last, chunks) = frames.split_last().unwrap();
+    assert!(chunks.len() > 1, "streamed in pieces: {chunks:?}");
+    assert_eq!(chunks.concat(), words.concat());
+    let last: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(last["done"], true);
+    assert_eq!(last["response"], words.concat().as_str());
+    assert_eq!(last["actions"], json!([]));
+    // The agent saw the event's context.
+    assert!(llm.requests()[1].to_string().contains("Send the invoice"));
+
+    let answer = deployment.state.handle(event("disconnect", &id, "")).await;
+    assert_eq!(answer, json!({"statusCode": 200}));
+    assert_eq!(deployment.connection(&id).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_without_a_valid_token_are_refused_before_anything_is_stored() {
+    let deployment = deployment(None).await;
+    for token in ["", "not-a-jwt"] {
+        let id = connection_id();
+        let answer = deployment.state.handle(event("connect", &id, token)).await;
+        assert_eq!(answer, json!({"statusCode": 401}), "token {token:?}");
+        assert_eq!(deployment.connection(&id).await, None);
+        // A message on it is refused and answers nothing.
+        let answer = deployment.state.handle(event("message", &id, "")).await;
+        assert_eq!(answer, json!({"statusCode": 403}));
+        assert!(deployment.frames(&id).await.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_end_with_an_error_frame() {
+    // No provider configured.
+    let deployment = deployment(None).await;
+    let token = deployment.app.register_user().await.tokens.access_token;
+    let id = connection_id();
+    deployment.state.handle(event("connect", &id, &token)).await;
+    deployment.state.handle(event("message", &id, "")).await;
+    let frames = deployment.frames(&id).await;
+    let last: Value = serde_json::from_str(frames.last().unwrap()).unwrap();
+    assert_eq!(last["done"], true);
+    assert_eq!(last["error"]["code"], "llm_not_configured");
+
+    // A message that is not a ChatRequest.
+    let message = with_body(event("message", &id, ""), &json!({"text": "hi"}));
+    deployment.state.handle(message).await;
+    let frames = deployment.frames(&id).await;
+    let last: Value = serde_json::from_str(frames.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "invalid_chat_request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_frame_fits_the_32_kb_limit() {
+    let llm = ScriptedLlm::start().await;
+    let deployment = deployment(Some(&llm)).await;
+    let token = deployment.app.register_user().await.tokens.access_token;
+    let id = connection_id();
+    deployment.state.handle(event("connect", &id, &token)).await;
+    // One 80 KB chunk of text, then an answer whose final frame is larger than a frame.
+    let long = "lorem ipsum dolor sit amet ".repeat(3_000);
+    llm.push_all([
+        Reply::Text(vec!["note_agent".into()]),
+        Reply::Text(vec![long.clone()]),
+    ]);
+    deployment.state.handle(event("message", &id, "")).await;
+    let frames = deployment.frames(&id).await;
+    assert!(frames.iter().all(|frame| frame.len() <= MAX_FRAME_BYTES));
+    let (parts, chunks): (Vec<&String>, Vec<&String>) = frames.iter().partition(|frame| {
+        serde_json::from_str::<Value>(frame).is_ok_and(|frame| frame.get("final_part").is_some())
+    });
+    let streamed: String = chunks.iter().map(|chunk| chunk.as_str()).collect();
+    assert!(
+        streamed == long,
+        "streamed {} bytes in {} frames, expected {}; tail {:?}",
+        streamed.len(),
+        chunks.len(),
+        long.len(),
+        &streamed[streamed.len().saturating_sub(40)..]
+    );
+    let mut joined = String::new();
+    for (index, part) in parts.iter().enumerate() {
+        let part: Value = serde_json::from_str(part).unwrap();
+        assert_eq!(part["final_part"], index + 1);
+        assert_eq!(part["final_parts"], parts.len());
+        joined.push_str(part["data"].as_str().unwrap());
+    }
+    let last: Value = serde_json::from_str(&joined).unwrap();
+    assert_eq!(last["done"], true);
+    assert!(
+        last["response"] == long.as_str(),
+        "the final frame's response differs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_connection_ends_the_generation() {
+    let llm = ScriptedLlm::start().await;
+    let deployment = deployment(Some(&llm)).await;
+    let token = deployment.app.register_user().await.tokens.access_token;
+    // moto answers 410 GoneException for ids starting with "gone-", as API Gateway does for a
+    // closed connection.
+    let id = format!("gone-{}", connection_id());
+    deployment.state.handle(event("connect", &id, &token)).await;
+    let words: Vec<String> = (0..60).map(|i| format!("word{i} ")).collect();
+    llm.push_all([Reply::Text(vec!["task_agent".into()]), Reply::Text(words)]);
+    llm.set_chunk_delay(Duration::from_millis(50));
+    let started = Instant::now();
+    let answer = deployment.state.handle(event("message", &id, "")).await;
+    let took = started.elapsed();
+    assert_eq!(answer, json!({"statusCode": 200}));
+    // The whole answer takes the scripted server 3 s to produce; the first frame (after about
+    // 8 words) is refused, and the generation stops there.
+    assert!(took < Duration::from_millis(2_000), "took {took:?}");
+}
