@@ -158,7 +158,7 @@ impl State {
         tracing::info!(user_id, "chat stream request");
 
         let (tx, mut rx) = mpsc::channel::<String>(64);
-        let work = orchestrator.orchestrate(&request, Some(&tx));
+        let work = orchestrator.orchestrate(&request, Some(&tx), &user_id);
         tokio::pin!(work);
         let result = loop {
             tokio::select! {

@@ -12,6 +12,7 @@ use adiuva_auth::{Accounts, AuthUser};
 use adiuva_config::Config;
 use adiuva_http::{ApiError, ErrorBody, Json, Result, StatusCode, api_doc};
 use adiuva_llm::{Llm, LlmError};
+use adiuva_tracing::Langfuse;
 use axum::extract::{FromRef, State as AxumState};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -28,7 +29,11 @@ impl State {
     /// provider is logged once here; chat then answers 503 and nothing else is affected.
     pub fn from_config(accounts: Accounts, config: &Config) -> Self {
         let orchestrator = Llm::from_config(config).map(|llm| {
-            Orchestrator::new(llm, Duration::from_secs(config.chat_timeout_seconds.max(1)))
+            Orchestrator::new(
+                llm,
+                Duration::from_secs(config.chat_timeout_seconds.max(1)),
+                Langfuse::from_config(config),
+            )
         });
         if let Err(reason) = &orchestrator {
             tracing::warn!(reason, "chat is unavailable: no usable LLM provider");
@@ -168,7 +173,7 @@ async fn chat(
     let orchestrator = state.orchestrator()?;
     tracing::info!(user_id = %user.id, "chat request");
     let answer = orchestrator
-        .orchestrate(&request, None)
+        .orchestrate(&request, None, &user.id)
         .await
         .map_err(chat_error)?;
     Ok(Json(answer))

@@ -74,7 +74,7 @@ async fn session(mut socket: WebSocket, state: StreamState, user: AuthUser) {
     tracing::info!(user_id = %user.id, "chat stream request");
 
     let (tx, mut rx) = mpsc::channel::<String>(64);
-    let work = orchestrator.orchestrate(&request, Some(&tx));
+    let work = orchestrator.orchestrate(&request, Some(&tx), &user.id);
     tokio::pin!(work);
     let mut heartbeat = tokio::time::interval_at(
         tokio::time::Instant::now() + state.heartbeat,

@@ -68,8 +68,15 @@ impl Agent {
         self.tools.iter().find(|tool| tool.name == name)
     }
 
-    /// The system prompt for one request.
-    pub fn system_prompt(&self, message: &str, context: &ChatContext) -> String {
+    /// The built-in text of this agent's system prompt (its template).
+    pub fn builtin_prompt(&self) -> &'static str {
+        PromptTemplateRegistry::builtin()
+            .text(self.template)
+            .expect("every agent's template is registered")
+    }
+
+    /// `prompt` (the built-in one or a managed version of it) rendered for one request.
+    pub fn system_prompt(&self, prompt: &str, message: &str, context: &ChatContext) -> String {
         let list = |items: &[Value]| -> Value {
             let shown: Vec<&Value> = items.iter().take(MAX_PROMPT_ITEMS).collect();
             if shown.is_empty() {
@@ -85,9 +92,7 @@ impl Agent {
         variables.insert("projects".into(), list(context.list("projects")));
         variables.insert("milestones".into(), list(context.list("timelines")));
         variables.insert("notes".into(), list(context.list("notes")));
-        PromptTemplateRegistry::builtin()
-            .render(self.template, &variables)
-            .expect("every agent's template is registered")
+        adiuva_plans::render(prompt, &variables)
     }
 }
 

@@ -3,11 +3,12 @@
 //! `ChatResponse` (direct mode) or an `ExecutionPlan` naming templates by id (plan mode).
 //! Everything it outputs, streamed or not, passes the sanitizer.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use adiuva_llm::{Llm, LlmError, Message, Model, Reply, ToolSpec};
 use adiuva_plans::{ExecutionPlan, ExecutionPlanBuilder, PromptTemplateRegistry};
 use adiuva_sanitizer::{Sanitizer, StreamSanitizer};
+use adiuva_tracing::{Generation, Langfuse, Trace};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
@@ -55,6 +56,20 @@ pub enum ChatError {
     Gone,
 }
 
+impl ChatError {
+    /// A short code for logs and traces (never the provider's own words).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) | Self::Llm(LlmError::Timeout(_)) => "llm_timeout",
+            Self::Llm(LlmError::Status { status: 429, .. }) => "llm_rate_limited",
+            Self::Llm(LlmError::Status { .. }) => "llm_error",
+            Self::Llm(LlmError::Unreachable(_)) => "llm_unreachable",
+            Self::Llm(LlmError::Malformed(_)) => "llm_malformed",
+            Self::Gone => "client_gone",
+        }
+    }
+}
+
 /// Every text that must never reach a client: the agents' prompt templates (and the other
 /// templates), the router and synthesis prompts, and the tools' descriptions.
 pub fn protected_texts() -> Vec<String> {
@@ -73,23 +88,68 @@ pub fn protected_texts() -> Vec<String> {
     texts
 }
 
+/// Langfuse prompt names of the router and synthesis prompts; the agents' prompts are managed
+/// under their template ids (`tpl_task_agent_default`, ...).
+pub const ROUTER_PROMPT_NAME: &str = "chat_router";
+pub const SYNTHESIS_PROMPT_NAME: &str = "chat_synthesis";
+
 #[derive(Debug, Clone)]
 pub struct Orchestrator {
     llm: Llm,
     sanitizer: Sanitizer,
     timeout: Duration,
+    langfuse: Option<Langfuse>,
 }
 
-/// Where streamed text goes: sanitized chunk by chunk, then sent to the client.
+/// The sanitizers of one request: the built-in protected texts, plus the managed prompts this
+/// request fetched from Langfuse when they differ from the built-in ones.
+#[derive(Debug, Clone)]
+struct Sanitizers {
+    builtin: Sanitizer,
+    managed: Option<Sanitizer>,
+}
+
+impl Sanitizers {
+    fn sanitize(&self, text: &str) -> (String, usize) {
+        let first = self.builtin.sanitize(text);
+        match &self.managed {
+            None => (first.text, first.redactions),
+            Some(managed) => {
+                let second = managed.sanitize(&first.text);
+                (second.text, first.redactions + second.redactions)
+            }
+        }
+    }
+
+    fn sanitize_value(&self, value: &mut Value) {
+        match value {
+            Value::String(text) => {
+                let (clean, redactions) = self.sanitize(text);
+                if redactions > 0 {
+                    *text = clean;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| self.sanitize_value(item)),
+            Value::Object(map) => map.values_mut().for_each(|item| self.sanitize_value(item)),
+            _ => {}
+        }
+    }
+}
+
+/// Where streamed text goes: through the sanitizers chunk by chunk, then to the client.
 struct Output<'a> {
     tx: &'a mpsc::Sender<String>,
-    sanitizer: StreamSanitizer,
+    builtin: StreamSanitizer,
+    managed: Option<StreamSanitizer>,
     sent: String,
 }
 
 impl Output<'_> {
     async fn push(&mut self, chunk: &str) -> Result<(), ChatError> {
-        let clean = self.sanitizer.push(chunk);
+        let mut clean = self.builtin.push(chunk);
+        if let Some(managed) = &mut self.managed {
+            clean = managed.push(&clean);
+        }
         self.send(clean).await
     }
 
@@ -101,12 +161,28 @@ impl Output<'_> {
         self.tx.send(clean).await.map_err(|_| ChatError::Gone)
     }
 
-    /// Flushes what the sanitizer held back; returns all the text sent.
-    async fn finish(mut self) -> Result<String, ChatError> {
-        let sanitizer = std::mem::replace(&mut self.sanitizer, Sanitizer::new(&[]).stream());
-        let rest = sanitizer.finish();
-        self.send(rest).await?;
-        Ok(self.sent)
+    /// Flushes what the sanitizers held back; returns all the text sent.
+    async fn finish(self) -> Result<String, ChatError> {
+        let Output {
+            tx,
+            builtin,
+            managed,
+            sent,
+        } = self;
+        let mut rest = builtin.finish();
+        if let Some(mut managed) = managed {
+            let mut flushed = managed.push(&rest);
+            flushed.push_str(&managed.finish());
+            rest = flushed;
+        }
+        let mut output = Output {
+            tx,
+            builtin: Sanitizer::new(&[]).stream(),
+            managed: None,
+            sent,
+        };
+        output.send(rest).await?;
+        Ok(output.sent)
     }
 }
 
@@ -118,32 +194,100 @@ struct AgentRun {
     actions: Vec<PlanAction>,
 }
 
+/// What one request carries along: its trace and the prompts it uses.
+#[derive(Debug)]
+struct Run {
+    trace: Trace,
+    /// Prompt texts by name (managed or built-in).
+    prompts: Vec<(&'static str, String)>,
+    /// Managed prompt texts that differ from the built-in ones, to protect as well.
+    managed: Vec<String>,
+}
+
+impl Run {
+    fn prompt(&self, name: &str) -> &str {
+        self.prompts
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, text)| text.as_str())
+            .expect("prompts are fetched before they are used")
+    }
+
+    /// Whether `name` came from Langfuse (for the trace's prompt link).
+    fn is_managed(&self, name: &str) -> bool {
+        self.managed.iter().any(|text| text == self.prompt(name))
+    }
+}
+
 impl Orchestrator {
-    pub fn new(llm: Llm, timeout: Duration) -> Self {
+    /// With `langfuse`, each request is traced there and prompts are fetched from there by name,
+    /// with the built-in ones as the fallback.
+    pub fn new(llm: Llm, timeout: Duration, langfuse: Option<Langfuse>) -> Self {
         let texts = protected_texts();
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         Self {
             llm,
             sanitizer: Sanitizer::new(&texts),
             timeout,
+            langfuse,
         }
     }
 
-    pub fn sanitizer(&self) -> &Sanitizer {
-        &self.sanitizer
-    }
-
-    /// Answers one chat request. With `stream`, the response text is also sent there piece by
-    /// piece as the model produces it (sanitized); the answer's `response` is exactly the text
-    /// sent. The request must have passed [`ChatRequest::validate`].
+    /// Answers one chat request of `user_id`. With `stream`, the response text is also sent
+    /// there piece by piece as the model produces it (sanitized); the answer's `response` is
+    /// exactly the text sent. The request must have passed [`ChatRequest::validate`].
     pub async fn orchestrate(
         &self,
         request: &ChatRequest,
         stream: Option<&mpsc::Sender<String>>,
+        user_id: &str,
     ) -> Result<Answer, ChatError> {
-        match tokio::time::timeout(self.timeout, self.run(request, stream)).await {
-            Ok(answer) => answer,
-            Err(_) => Err(ChatError::Timeout(self.timeout)),
+        let mut run = Run {
+            trace: self
+                .langfuse
+                .as_ref()
+                .map_or_else(Trace::disabled, |langfuse| langfuse.trace("chat", user_id)),
+            prompts: Vec::new(),
+            managed: Vec::new(),
+        };
+        let result =
+            match tokio::time::timeout(self.timeout, self.run(request, stream, &mut run)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(ChatError::Timeout(self.timeout)),
+            };
+        let outcome = match &result {
+            Ok(Answer::Response(_)) => "response",
+            Ok(Answer::Plan(_)) => "plan",
+            Err(err) => err.code(),
+        };
+        run.trace.finish(outcome, result.is_err()).await;
+        result
+    }
+
+    /// The prompt `name`: Langfuse's version when there is one, else `builtin`.
+    async fn fetch_prompt(&self, run: &mut Run, name: &'static str, builtin: &'static str) {
+        if run.prompts.iter().any(|(known, _)| *known == name) {
+            return;
+        }
+        let managed = match &self.langfuse {
+            Some(langfuse) => langfuse.prompt(name).await,
+            None => None,
+        };
+        let text = match managed {
+            Some(text) if text != builtin => {
+                run.managed.push(text.clone());
+                text
+            }
+            _ => builtin.to_owned(),
+        };
+        run.prompts.push((name, text));
+    }
+
+    fn sanitizers(&self, run: &Run) -> Sanitizers {
+        let managed: Vec<&str> = run.managed.iter().map(String::as_str).collect();
+        Sanitizers {
+            builtin: self.sanitizer.clone(),
+            managed: (!managed.is_empty()).then(|| Sanitizer::new(&managed)),
         }
     }
 
@@ -151,38 +295,53 @@ impl Orchestrator {
         &self,
         request: &ChatRequest,
         stream: Option<&mpsc::Sender<String>>,
+        run: &mut Run,
     ) -> Result<Answer, ChatError> {
         let route = self
-            .classify_intent(&request.message, &request.context)
+            .classify_intent(&request.message, &request.context, run)
             .await?;
         tracing::info!(agents = ?route.iter().map(|agent| agent.name).collect::<Vec<_>>(), mode = ?request.execution_mode, "chat routed");
         if request.execution_mode == ExecutionMode::Plan {
             return Ok(Answer::Plan(plan_for(&route, &request.message)));
         }
+        // Every prompt this request uses, before any text goes out, so that the stream's
+        // sanitizers know them all.
+        for agent in &route {
+            self.fetch_prompt(run, agent.template, agent.builtin_prompt())
+                .await;
+        }
+        if route.len() > 1 {
+            self.fetch_prompt(run, SYNTHESIS_PROMPT_NAME, SYNTHESIS_PROMPT)
+                .await;
+        }
+        let sanitizers = self.sanitizers(run);
         let mut output = stream.map(|tx| Output {
             tx,
-            sanitizer: self.sanitizer.stream(),
+            builtin: sanitizers.builtin.stream(),
+            managed: sanitizers.managed.as_ref().map(Sanitizer::stream),
             sent: String::new(),
         });
         let (text, actions) = match route.as_slice() {
             [agent] => {
-                let run = self.run_agent(agent, request, &[], output.as_mut()).await?;
-                (run.text, run.actions)
+                let result = self
+                    .run_agent(agent, request, &[], output.as_mut(), run)
+                    .await?;
+                (result.text, result.actions)
             }
             agents => {
-                self.route_pipeline(agents, request, output.as_mut())
+                self.route_pipeline(agents, request, output.as_mut(), run)
                     .await?
             }
         };
         let response = match output {
             Some(output) => output.finish().await?,
-            None => self.sanitizer.sanitize(&text).text,
+            None => sanitizers.sanitize(&text).0,
         };
         let actions = actions
             .into_iter()
             .map(|mut action| {
                 if let Some(data) = action.data.as_mut() {
-                    self.sanitize_value(data);
+                    sanitizers.sanitize_value(data);
                 }
                 action
             })
@@ -190,28 +349,19 @@ impl Orchestrator {
         Ok(Answer::Response(ChatResponse { response, actions }))
     }
 
-    fn sanitize_value(&self, value: &mut Value) {
-        match value {
-            Value::String(text) => {
-                let clean = self.sanitizer.sanitize(text);
-                if clean.redactions > 0 {
-                    *text = clean.text;
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(|item| self.sanitize_value(item)),
-            Value::Object(map) => map.values_mut().for_each(|item| self.sanitize_value(item)),
-            _ => {}
-        }
-    }
-
     /// The agents to run, in order: what the router model names, or the fallback agent when it
     /// names none we know (reference: `classify_intent`).
-    pub async fn classify_intent(
+    async fn classify_intent(
         &self,
         message: &str,
         context: &ChatContext,
-    ) -> Result<Vec<&'static Agent>, LlmError> {
-        let prompt = ROUTER_PROMPT.replace("{agents}", &agents::list_agents().to_string());
+        run: &mut Run,
+    ) -> Result<Vec<&'static Agent>, ChatError> {
+        self.fetch_prompt(run, ROUTER_PROMPT_NAME, ROUTER_PROMPT)
+            .await;
+        let prompt = run
+            .prompt(ROUTER_PROMPT_NAME)
+            .replace("{agents}", &agents::list_agents().to_string());
         let mut user = message.to_owned();
         if let Some(last) = context
             .conversation_history
@@ -220,10 +370,16 @@ impl Orchestrator {
         {
             user = format!("Previous turn: {}\n\nMessage: {message}", last.text());
         }
+        let messages = [Message::system(prompt), Message::user(user)];
         let reply = self
-            .llm
-            .router()
-            .complete(&[Message::system(prompt), Message::user(user)], &[])
+            .call(
+                self.llm.router(),
+                &messages,
+                &[],
+                None,
+                run,
+                ("router", ROUTER_PROMPT_NAME),
+            )
             .await?;
         let route = parse_route(&reply.content);
         if route.is_empty() {
@@ -245,26 +401,36 @@ impl Orchestrator {
         agents: &[&'static Agent],
         request: &ChatRequest,
         output: Option<&mut Output<'_>>,
+        run: &mut Run,
     ) -> Result<(String, Vec<PlanAction>), ChatError> {
         let mut runs: Vec<AgentRun> = Vec::with_capacity(agents.len());
         for agent in agents {
-            let run = self.run_agent(agent, request, &runs, None).await?;
-            runs.push(run);
+            let result = self.run_agent(agent, request, &runs, None, run).await?;
+            runs.push(result);
         }
         let results = runs
             .iter()
-            .map(|run| format!("[{}]\n{}", run.agent, run.text))
+            .map(|result| format!("[{}]\n{}", result.agent, result.text))
             .collect::<Vec<_>>()
             .join("\n\n");
         let messages = [
-            Message::system(SYNTHESIS_PROMPT),
+            Message::system(run.prompt(SYNTHESIS_PROMPT_NAME)),
             Message::user(format!(
                 "User request: {}\n\nAgent results:\n{results}",
                 request.message
             )),
         ];
-        let reply = self.call(self.llm.agent(), &messages, &[], output).await?;
-        let actions = runs.into_iter().flat_map(|run| run.actions).collect();
+        let reply = self
+            .call(
+                self.llm.agent(),
+                &messages,
+                &[],
+                output,
+                run,
+                ("synthesis", SYNTHESIS_PROMPT_NAME),
+            )
+            .await?;
+        let actions = runs.into_iter().flat_map(|result| result.actions).collect();
         Ok((reply.content, actions))
     }
 
@@ -276,11 +442,14 @@ impl Orchestrator {
         request: &ChatRequest,
         previous: &[AgentRun],
         mut output: Option<&mut Output<'_>>,
+        run: &mut Run,
     ) -> Result<AgentRun, ChatError> {
         let context = &request.context;
-        let mut messages = vec![Message::system(
-            agent.system_prompt(&request.message, context),
-        )];
+        let mut messages = vec![Message::system(agent.system_prompt(
+            run.prompt(agent.template),
+            &request.message,
+            context,
+        ))];
         let mut facts = Map::new();
         if !context.user_profile.is_empty() {
             facts.insert("user_profile".into(), json!(context.user_profile));
@@ -294,7 +463,9 @@ impl Orchestrator {
         if !previous.is_empty() {
             let results: Vec<Value> = previous
                 .iter()
-                .map(|run| json!({"agent": run.agent, "result": run.text, "actions": run.actions}))
+                .map(|result| {
+                    json!({"agent": result.agent, "result": result.text, "actions": result.actions})
+                })
                 .collect();
             facts.insert("previous_results".into(), json!(results));
         }
@@ -316,7 +487,14 @@ impl Orchestrator {
         let mut actions = Vec::new();
         for iteration in 1..=MAX_TOOL_ITERATIONS {
             let reply = self
-                .call(self.llm.agent(), &messages, &tools, output.as_deref_mut())
+                .call(
+                    self.llm.agent(),
+                    &messages,
+                    &tools,
+                    output.as_deref_mut(),
+                    run,
+                    (agent.name, agent.template),
+                )
                 .await?;
             if reply.tool_calls.is_empty() {
                 return Ok(AgentRun {
@@ -330,9 +508,13 @@ impl Orchestrator {
                 tool_calls: reply.tool_calls.clone(),
             });
             for call in &reply.tool_calls {
+                let started = SystemTime::now();
                 let name = call.function.name.as_str();
-                let result = match agent.tool(name) {
-                    None => json!({"error": format!("{name} is not one of your tools")}),
+                let (result, error) = match agent.tool(name) {
+                    None => (
+                        json!({"error": format!("{name} is not one of your tools")}),
+                        Some("unknown_tool"),
+                    ),
                     Some(tool) => match tool.validate(&call.function.arguments) {
                         Err(reason) => {
                             tracing::info!(
@@ -341,7 +523,10 @@ impl Orchestrator {
                                 reason,
                                 "tool call refused"
                             );
-                            json!({"error": format!("invalid arguments for {name}: {reason}")})
+                            (
+                                json!({"error": format!("invalid arguments for {name}: {reason}")}),
+                                Some("invalid_arguments"),
+                            )
                         }
                         Ok(args) => {
                             let outcome = tool.call(args, context);
@@ -352,10 +537,11 @@ impl Orchestrator {
                                 "tool called"
                             );
                             actions.extend(outcome.action);
-                            outcome.result
+                            (outcome.result, None)
                         }
                     },
                 };
+                run.trace.tool(name, started, SystemTime::now(), error);
                 messages.push(Message::Tool {
                     tool_call_id: call.id.clone(),
                     content: result.to_string(),
@@ -376,22 +562,47 @@ impl Orchestrator {
         })
     }
 
-    /// One model call, streamed to `output` when there is one.
+    /// One model call, streamed to `output` when there is one, recorded in the trace as the
+    /// generation `label` using the prompt `prompt_name`.
     async fn call(
         &self,
         model: &Model,
         messages: &[Message],
         tools: &[ToolSpec],
         output: Option<&mut Output<'_>>,
+        run: &mut Run,
+        (label, prompt_name): (&str, &str),
     ) -> Result<Reply, ChatError> {
-        let Some(output) = output else {
-            return Ok(model.complete(messages, tools).await?);
+        let started = SystemTime::now();
+        let result = match output {
+            None => model
+                .complete(messages, tools)
+                .await
+                .map_err(ChatError::from),
+            Some(output) => {
+                async {
+                    let mut stream = model.stream(messages, tools).await?;
+                    while let Some(text) = stream.next_text().await? {
+                        output.push(&text).await?;
+                    }
+                    Ok(stream.finish())
+                }
+                .await
+            }
         };
-        let mut stream = model.stream(messages, tools).await?;
-        while let Some(text) = stream.next_text().await? {
-            output.push(&text).await?;
-        }
-        Ok(stream.finish())
+        let usage = result.as_ref().map(|reply| reply.usage).unwrap_or_default();
+        let managed = run.is_managed(prompt_name);
+        run.trace.generation(Generation {
+            name: label,
+            model: model.name(),
+            started,
+            ended: SystemTime::now(),
+            input_tokens: usage.prompt_tokens,
+            output_tokens: usage.completion_tokens,
+            prompt_name: managed.then_some(prompt_name),
+            error: result.as_ref().err().map(ChatError::code),
+        });
+        result
     }
 }
 

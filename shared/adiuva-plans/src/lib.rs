@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use cache::{CACHED_PLAN_TTL, NAMESPACE, PlanCache};
-pub use templates::{PromptTemplate, PromptTemplateRegistry};
+pub use templates::{PromptTemplate, PromptTemplateRegistry, render};
 
 /// The action of a step that asks the LLM, with `prompt_template` naming the prompt.
 pub const LLM_ACTION: &str = "llm_generate";

@@ -114,19 +114,24 @@ impl PromptTemplateRegistry {
         TEMPLATES.iter().map(PromptTemplate::text)
     }
 
-    /// The template's text with each `{name}` replaced by `variables[name]` (strings as they
-    /// are, other values as JSON). Placeholders without a variable are left as written.
+    /// The template's text with each `{name}` replaced by `variables[name]` (see [`render`]).
     pub fn render(&self, id: &str, variables: &Map<String, Value>) -> Option<String> {
-        let mut text = self.text(id)?.to_owned();
-        for (name, value) in variables {
-            let replacement = match value {
-                Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            text = text.replace(&format!("{{{name}}}"), &replacement);
-        }
-        Some(text)
+        Some(render(self.text(id)?, variables))
     }
+}
+
+/// `text` with each `{name}` replaced by `variables[name]` (strings as they are, other values
+/// as JSON). Placeholders without a variable are left as written.
+pub fn render(text: &str, variables: &Map<String, Value>) -> String {
+    let mut text = text.to_owned();
+    for (name, value) in variables {
+        let replacement = match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        text = text.replace(&format!("{{{name}}}"), &replacement);
+    }
+    text
 }
 
 #[cfg(test)]
