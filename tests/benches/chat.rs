@@ -40,12 +40,10 @@
 //!   by the same amount; their sum, `ws_total` − `router_call` − `direct_total`, does not depend
 //!   on it. (The stack sends ~58 frames: one per word after the hold-back, then the rest.)
 //!
-//! The ~40 ms stall: on a kept-alive connection both `direct_first_chunk` and the stack's agent
-//! call wait ~40 ms for the first content event, which `direct_first_chunk_new_conn` does not.
-//! The scripted server (`axum::serve`) does not set TCP_NODELAY, so a small write that follows
-//! an unacknowledged one waits for the client's delayed ACK (40 ms minimum on Linux; a new
-//! connection acknowledges at once). It is in both paths and cancels in the subtractions, but its
-//! jitter (about a millisecond) is of the order of what is measured, so compare several runs.
+//! TCP_NODELAY: the local server, the test harness and the scripted server turn Nagle's algorithm
+//! off on accepted connections (`local::no_delay`). Before they did, a kept-alive connection
+//! stalled ~40 ms before the first content event (a small write waiting for the peer's delayed
+//! ACK); `direct_first_chunk_new_conn` stays as a check that the kept-alive path is not slower.
 //!
 //! Caveats: the client, the app and the scripted server share one tokio runtime on the same
 //! machine (loopback only, no network latency, 2 cores here), the database is a temporary
