@@ -48,6 +48,20 @@ impl Backends {
 /// Every Lambda function with an HTTP route, by binary name, with its router: the one list of
 /// what API Gateway serves.
 pub fn functions(config: &Config, backends: &Backends) -> Vec<(&'static str, OpenApiRouter)> {
+    functions_with(config, backends, chat_state(config, backends))
+}
+
+/// The chat's state (its orchestrator and LLM clients), shared by `POST /api/v1/chat` and the
+/// streaming WebSocket of the local app.
+fn chat_state(config: &Config, backends: &Backends) -> chat::State {
+    chat::State::from_config(Accounts::new(backends.db.clone(), config), config)
+}
+
+fn functions_with(
+    config: &Config,
+    backends: &Backends,
+    chat: chat::State,
+) -> Vec<(&'static str, OpenApiRouter)> {
     let Backends {
         db,
         blobs,
@@ -86,16 +100,17 @@ pub fn functions(config: &Config, backends: &Backends) -> Vec<(&'static str, Ope
                 PlanCache::new(kv.clone()),
             )),
         ),
-        (
-            "chat",
-            chat::router(chat::State::from_config(accounts, config)),
-        ),
+        ("chat", chat::router(chat)),
     ]
 }
 
 /// Every function's routes, merged: what API Gateway routes to the Lambda functions.
 pub fn routes(config: &Config, backends: &Backends) -> OpenApiRouter {
-    functions(config, backends).into_iter().fold(
+    merged(functions(config, backends))
+}
+
+fn merged(functions: Vec<(&'static str, OpenApiRouter)>) -> OpenApiRouter {
+    functions.into_iter().fold(
         OpenApiRouter::with_openapi(adiuva_http::api_doc()),
         |merged, (_, router)| merged.merge(router),
     )
@@ -109,13 +124,13 @@ pub fn openapi(config: &Config, backends: &Backends) -> OpenApi {
 /// The local app: all routes, the OpenAPI document, the embedded blob store's upload URL, and
 /// the shared middleware.
 pub fn app(config: &Config, backends: &Backends) -> Router {
-    let routes = routes(config, backends);
+    let chat = chat_state(config, backends);
+    let routes = merged(functions_with(config, backends, chat.clone()));
     let document = routes.get_openapi().clone();
     let mut routes = routes.route(
         OPENAPI_PATH,
         get(move || std::future::ready(axum::Json(document.clone()))),
     );
-    let chat = chat::State::from_config(Accounts::new(backends.db.clone(), config), config);
     let heartbeat = std::time::Duration::from_secs(config.ws_heartbeat_seconds.max(1));
     routes = routes.merge(OpenApiRouter::from(chat_stream::router(chat, heartbeat)));
     if backends.blobs.local().is_some() {
