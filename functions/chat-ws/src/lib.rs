@@ -18,9 +18,8 @@
 
 use std::time::Duration;
 
-use adiuva_agents::ChatRequest;
 use adiuva_config::Config;
-use adiuva_http::{ApiError, StatusCode};
+use adiuva_http::ApiError;
 use adiuva_kv::KvStore;
 use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::config::BehaviorVersion;
@@ -147,7 +146,7 @@ impl State {
             connection_id,
         };
         let body = event["body"].as_str().unwrap_or_default();
-        let request = match parse_request(body) {
+        let request = match chat::parse_request(body) {
             Ok(request) => request,
             Err(err) => return out.finish(&chat::frames::error(&err)).await,
         };
@@ -186,23 +185,6 @@ impl State {
 
 fn status(code: u16) -> Value {
     json!({"statusCode": code})
-}
-
-fn parse_request(body: &str) -> Result<ChatRequest, ApiError> {
-    serde_json::from_str(body).map_err(|err| {
-        if err.is_data() {
-            ApiError::unprocessable(
-                "invalid_chat_request",
-                format!("invalid ChatRequest: {err}"),
-            )
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("the message is not JSON: {err}"),
-            )
-        }
-    })
 }
 
 /// The connection gave up (410) or the Management API failed: stop generating.

@@ -72,6 +72,21 @@ pub fn router(state: State) -> OpenApiRouter {
         .with_state(state)
 }
 
+/// A streamed `ChatRequest` (the WebSocket's first frame): 400 when it is not JSON, 422 when it
+/// is not a `ChatRequest`. `POST /api/v1/chat` gets the same answers from the `Json` extractor.
+pub fn parse_request(text: &str) -> Result<ChatRequest> {
+    serde_json::from_str(text).map_err(|err| {
+        if err.is_data() {
+            ApiError::unprocessable(
+                "invalid_chat_request",
+                format!("invalid ChatRequest: {err}"),
+            )
+        } else {
+            ApiError::bad_request("invalid_json", format!("the message is not JSON: {err}"))
+        }
+    })
+}
+
 /// Checks a request's sizes and shape: 413 for sizes, 422 for the rest.
 pub fn validate(request: &ChatRequest) -> Result<()> {
     request.validate().map_err(|err| {

@@ -143,18 +143,7 @@ async fn first_request(socket: &mut WebSocket) -> Result<Option<ChatRequest>, Ap
             Message::Ping(_) | Message::Pong(_) => continue,
             Message::Close(_) => return Ok(None),
         };
-        return serde_json::from_str(text.as_str())
-            .map(Some)
-            .map_err(|err| {
-                if err.is_data() {
-                    ApiError::unprocessable(
-                        "invalid_chat_request",
-                        format!("invalid ChatRequest: {err}"),
-                    )
-                } else {
-                    ApiError::bad_request("invalid_json", format!("the frame is not JSON: {err}"))
-                }
-            });
+        return chat::parse_request(text.as_str()).map(Some);
     }
 }
 
