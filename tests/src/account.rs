@@ -194,16 +194,12 @@ async fn a_failed_purge_is_finished_by_the_janitor(backend: Backend) {
     app.faults.clear();
     assert_eq!(app.blob_keys(&user.id).await.len(), 2);
 
-    let storage = adiuva_storage::Storage::new(
-        app.database.db.clone(),
-        app.backends.blobs.clone(),
-        &app.config,
-    );
-    let report = janitor::run(&storage, &app.backends.vectors).await.unwrap();
+    let janitor = janitor::Janitor::new(&app.context).unwrap();
+    let report = janitor.run().await.unwrap();
     assert_eq!((report.accounts_purged, report.accounts_pending), (1, 0));
     assert!(app.blob_keys(&user.id).await.is_empty());
     assert_eq!(vectors_of(&app, &user.id).await, 0);
     // Done is done: the next run has nothing to purge.
-    let report = janitor::run(&storage, &app.backends.vectors).await.unwrap();
+    let report = janitor.run().await.unwrap();
     assert_eq!(report.accounts_purged, 0);
 }

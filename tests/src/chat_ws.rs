@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use adiuva_auth::Accounts;
-use chat_ws::{CONNECTIONS, MAX_FRAME_BYTES, State};
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use chat_ws::{CONNECTIONS, ChatWs, MAX_FRAME_BYTES};
 use serde_json::{Value, json};
 
 use crate::contract::workspace_root;
@@ -15,7 +15,7 @@ use crate::llm::{Reply, ScriptedLlm};
 /// Tests on the PostgreSQL pairing run on a multi-threaded runtime: dropping the test database
 /// closes its pool, which needs the runtime's other worker while this one waits.
 struct Deployment {
-    state: State,
+    function: ChatWs,
     app: TestApp,
     frames: String,
 }
@@ -29,19 +29,16 @@ async fn deployment(llm: Option<&ScriptedLlm>) -> Deployment {
         settings.push(("LLM_BASE_URL", base.as_str()));
     }
     let app = spawn_app_with(Backend::Postgres, &settings).await;
-    let chat = chat::State::from_config(
-        Accounts::new(app.backends.db.clone(), &app.config),
-        &app.config,
-    );
-    let state = State::new(chat, app.backends.kv.clone(), &app.config).expect("chat-ws state");
+    // The constructor `main.rs` calls, on the same context as the app.
+    let function = ChatWs::new(&app.context).expect("chat-ws settings are valid");
     Deployment {
         app,
-        state,
+        function,
         frames: moto.frames_endpoint.clone(),
     }
 }
 
-fn event(name: &str, connection_id: &str, token: &str) -> Value {
+fn event(name: &str, connection_id: &str, token: &str) -> ApiGatewayWebsocketProxyRequest {
     let path = workspace_root()
         .join("events/chat-ws")
         .join(format!("{name}.json"));
@@ -54,8 +51,11 @@ fn event(name: &str, connection_id: &str, token: &str) -> Value {
     .unwrap()
 }
 
-fn with_body(mut event: Value, body: &Value) -> Value {
-    event["body"] = json!(body.to_string());
+fn with_body(
+    mut event: ApiGatewayWebsocketProxyRequest,
+    body: &Value,
+) -> ApiGatewayWebsocketProxyRequest {
+    event.body = Some(body.to_string());
     event
 }
 
@@ -93,20 +93,21 @@ async fn connect_chat_and_disconnect_through_the_management_api() {
     let token = &user.tokens.access_token;
     let id = connection_id();
 
-    let answer = deployment.state.handle(event("connect", &id, token)).await;
-    assert_eq!(answer, json!({"statusCode": 200}));
-    assert_eq!(
-        deployment.connection(&id).await,
-        Some(json!({"user_id": user.id}))
-    );
+    let answer = deployment
+        .function
+        .handle(event("connect", &id, token))
+        .await;
+    assert_eq!(answer.status_code, 200);
+    let connection = deployment.connection(&id).await.expect("stored connection");
+    assert_eq!(connection["user_id"], user.id.as_str());
 
     let words: Vec<String> = (0..30).map(|i| format!("word{i} ")).collect();
     llm.push_all([
         Reply::Text(vec!["task_agent".into()]),
         Reply::Text(words.clone()),
     ]);
-    let answer = deployment.state.handle(event("message", &id, "")).await;
-    assert_eq!(answer, json!({"statusCode": 200}));
+    let answer = deployment.function.handle(event("message", &id, "")).await;
+    assert_eq!(answer.status_code, 200);
     let frames = deployment.frames(&id).await;
     let (last, chunks) = frames.split_last().unwrap();
     assert!(chunks.len() > 1, "streamed in pieces: {chunks:?}");
@@ -118,8 +119,11 @@ async fn connect_chat_and_disconnect_through_the_management_api() {
     // The agent saw the event's context.
     assert!(llm.requests()[1].to_string().contains("Send the invoice"));
 
-    let answer = deployment.state.handle(event("disconnect", &id, "")).await;
-    assert_eq!(answer, json!({"statusCode": 200}));
+    let answer = deployment
+        .function
+        .handle(event("disconnect", &id, ""))
+        .await;
+    assert_eq!(answer.status_code, 200);
     assert_eq!(deployment.connection(&id).await, None);
 }
 
@@ -128,12 +132,15 @@ async fn connections_without_a_valid_token_are_refused_before_anything_is_stored
     let deployment = deployment(None).await;
     for token in ["", "not-a-jwt"] {
         let id = connection_id();
-        let answer = deployment.state.handle(event("connect", &id, token)).await;
-        assert_eq!(answer, json!({"statusCode": 401}), "token {token:?}");
+        let answer = deployment
+            .function
+            .handle(event("connect", &id, token))
+            .await;
+        assert_eq!(answer.status_code, 401, "token {token:?}");
         assert_eq!(deployment.connection(&id).await, None);
         // A message on it is refused and answers nothing.
-        let answer = deployment.state.handle(event("message", &id, "")).await;
-        assert_eq!(answer, json!({"statusCode": 403}));
+        let answer = deployment.function.handle(event("message", &id, "")).await;
+        assert_eq!(answer.status_code, 403);
         assert!(deployment.frames(&id).await.is_empty());
     }
 }
@@ -144,8 +151,11 @@ async fn errors_end_with_an_error_frame() {
     let deployment = deployment(None).await;
     let token = deployment.app.register_user().await.tokens.access_token;
     let id = connection_id();
-    deployment.state.handle(event("connect", &id, &token)).await;
-    deployment.state.handle(event("message", &id, "")).await;
+    deployment
+        .function
+        .handle(event("connect", &id, &token))
+        .await;
+    deployment.function.handle(event("message", &id, "")).await;
     let frames = deployment.frames(&id).await;
     let last: Value = serde_json::from_str(frames.last().unwrap()).unwrap();
     assert_eq!(last["done"], true);
@@ -153,7 +163,7 @@ async fn errors_end_with_an_error_frame() {
 
     // A message that is not a ChatRequest.
     let message = with_body(event("message", &id, ""), &json!({"text": "hi"}));
-    deployment.state.handle(message).await;
+    deployment.function.handle(message).await;
     let frames = deployment.frames(&id).await;
     let last: Value = serde_json::from_str(frames.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "invalid_chat_request");
@@ -165,14 +175,17 @@ async fn every_frame_fits_the_32_kb_limit() {
     let deployment = deployment(Some(&llm)).await;
     let token = deployment.app.register_user().await.tokens.access_token;
     let id = connection_id();
-    deployment.state.handle(event("connect", &id, &token)).await;
+    deployment
+        .function
+        .handle(event("connect", &id, &token))
+        .await;
     // One 80 KB chunk of text, then an answer whose final frame is larger than a frame.
     let long = "lorem ipsum dolor sit amet ".repeat(3_000);
     llm.push_all([
         Reply::Text(vec!["note_agent".into()]),
         Reply::Text(vec![long.clone()]),
     ]);
-    deployment.state.handle(event("message", &id, "")).await;
+    deployment.function.handle(event("message", &id, "")).await;
     let frames = deployment.frames(&id).await;
     assert!(frames.iter().all(|frame| frame.len() <= MAX_FRAME_BYTES));
     let (parts, chunks): (Vec<&String>, Vec<&String>) = frames.iter().partition(|frame| {
@@ -210,14 +223,17 @@ async fn a_gone_connection_ends_the_generation() {
     // moto answers 410 GoneException for ids starting with "gone-", as API Gateway does for a
     // closed connection.
     let id = format!("gone-{}", connection_id());
-    deployment.state.handle(event("connect", &id, &token)).await;
+    deployment
+        .function
+        .handle(event("connect", &id, &token))
+        .await;
     let words: Vec<String> = (0..60).map(|i| format!("word{i} ")).collect();
     llm.push_all([Reply::Text(vec!["task_agent".into()]), Reply::Text(words)]);
     llm.set_chunk_delay(Duration::from_millis(50));
     let started = Instant::now();
-    let answer = deployment.state.handle(event("message", &id, "")).await;
+    let answer = deployment.function.handle(event("message", &id, "")).await;
     let took = started.elapsed();
-    assert_eq!(answer, json!({"statusCode": 200}));
+    assert_eq!(answer.status_code, 200);
     // The whole answer takes the scripted server 3 s to produce; the first frame (after about
     // 8 words) is refused, and the generation stops there.
     assert!(took < Duration::from_millis(2_000), "took {took:?}");

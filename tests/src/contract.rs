@@ -5,10 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use adiuva_db::Database;
 use serde_json::Value;
 
-use crate::harness::{Backend, spawn_app, test_config};
+use crate::harness::{Backend, spawn_app, test_context};
 
 /// `(METHOD, /path/{param})`
 pub type Route = (String, String);
@@ -43,17 +42,12 @@ fn operations(document: &Value) -> BTreeSet<Route> {
 pub fn code_routes() -> BTreeMap<String, BTreeSet<Route>> {
     let url = "postgres://postgres@127.0.0.1:5432/unused";
     let dir = crate::harness::TempDir::new();
-    let config = test_config(url, &[("ADIUVA_DATA_DIR", &dir.0.display().to_string())]);
-    let backends = local::Backends {
-        db: Database::connect_lazy(url, 1).unwrap(),
-        blobs: adiuva_blob::BlobStore::from_config(&config).unwrap(),
-        vectors: adiuva_vectors::VectorStore::from_config(&config).unwrap(),
-        kv: adiuva_kv::KvStore::from_config(&config).unwrap(),
-    };
-    local::functions(&config, &backends)
+    let context = test_context(url, &[("ADIUVA_DATA_DIR", &dir.0.display().to_string())]);
+    local::functions(&context)
+        .unwrap()
         .into_iter()
-        .map(|(name, router)| {
-            let document = serde_json::to_value(router.into_openapi()).unwrap();
+        .map(|(name, function)| {
+            let document = serde_json::to_value(function.openapi()).unwrap();
             (name.to_owned(), operations(&document))
         })
         .collect()

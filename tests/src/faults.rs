@@ -20,11 +20,7 @@ backend_tests!(
 );
 
 fn storage(app: &TestApp) -> Storage {
-    Storage::new(
-        app.database.db.clone(),
-        app.backends.blobs.clone(),
-        &app.config,
-    )
+    app.context.get().expect("storage")
 }
 
 async fn records(app: &TestApp, token: &str) -> Value {
@@ -256,8 +252,9 @@ async fn the_janitor_spares_young_and_referenced_blobs(backend: Backend) {
         crate::contract::workspace_root().join("events/janitor/schedule.json"),
     )
     .unwrap();
-    let event: Value = serde_json::from_str(&event).unwrap();
-    let report = janitor::handle(event, &storage(&app), &app.backends.vectors)
+    let report = janitor::Janitor::new(&app.context)
+        .unwrap()
+        .handle(serde_json::from_str(&event).unwrap())
         .await
         .unwrap();
     assert_eq!(

@@ -9,12 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use adiuva_blob::{BlobStore, Faults, FaultyStore};
+use adiuva_config::{Context, Source};
+use adiuva_db::Database;
 use adiuva_kv::KvStore;
 use adiuva_vectors::VectorStore;
-use local::Backends;
-
-use adiuva_config::Config;
-use adiuva_db::Database;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -137,11 +135,16 @@ impl Drop for TestDatabase {
     }
 }
 
-/// The configuration tests run with: fast bcrypt, a fixed secret, the given database.
-pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
-    let values: HashMap<String, String> =
-        test_settings(database_url, overrides).into_iter().collect();
-    Config::from_lookup(|key| values.get(key).cloned()).expect("invalid test configuration")
+/// The context tests run with: fast bcrypt, a fixed secret, the given database, tier rate
+/// limits off (the rate-limit tests turn them on), then `overrides`.
+pub fn test_context(database_url: &str, overrides: &[(&str, &str)]) -> Context {
+    context_of(test_settings(database_url, overrides))
+}
+
+/// A context of exactly these settings; the later of two equal keys wins.
+pub fn context_of(pairs: Vec<(String, String)>) -> Context {
+    let values: HashMap<String, String> = pairs.into_iter().collect();
+    Context::new(Source::from_pairs(values)).expect("invalid test settings")
 }
 
 fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -150,6 +153,7 @@ fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Vec<(String,
         ("JWT_SECRET", TEST_JWT_SECRET),
         ("BCRYPT_COST", "4"),
         ("LOG_FORMAT", "pretty"),
+        ("RATE_LIMIT_ENABLED", "false"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -187,13 +191,24 @@ impl Drop for TempDir {
     }
 }
 
+/// What the app runs on, taken from its context.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub db: Database,
+    pub blobs: BlobStore,
+    pub vectors: VectorStore,
+    /// The shared short-lived store (DynamoDB, or memory on the SQLite pairing).
+    pub kv: KvStore,
+}
+
 /// The running API and handles to what is behind it.
 #[derive(Debug)]
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`
     pub address: String,
     pub client: reqwest::Client,
-    pub config: Config,
+    /// The context the app was built from; its components are the app's own.
+    pub context: Context,
     pub database: TestDatabase,
     pub backends: Backends,
     /// Makes chosen blob-store operations fail, for fault-injection tests.
@@ -234,7 +249,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         ("PUBLIC_BASE_URL", address.as_str()),
     ];
     settings.extend_from_slice(overrides);
-    let config = match backend {
+    let context = match backend {
         Backend::Postgres => {
             // The table's settings first, so that the test's own overrides win.
             let mut pairs = adiuva_kv::testing::dynamo_settings().await;
@@ -243,24 +258,26 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            adiuva_blob::testing::s3_config(&pairs).await
+            context_of(adiuva_blob::testing::s3_settings(&pairs).await)
         }
-        Backend::Sqlite => test_config(&database.url, &settings),
+        Backend::Sqlite => test_context(&database.url, &settings),
     };
-    let (blobs, faults) = FaultyStore::wrap(BlobStore::from_config(&config).expect("blob store"));
-    let vectors = VectorStore::from_config(&config).expect("vector store");
-    let kv = KvStore::from_config(&config).expect("short-lived store");
+    // The test's own pool, and the blob store behind the fault injector, before anything is
+    // built from the context.
+    context.provide(database.db.clone());
+    let (blobs, faults) = FaultyStore::wrap(context.get::<BlobStore>().expect("blob store"));
+    context.provide(blobs);
     let backends = Backends {
         db: database.db.clone(),
-        blobs,
-        vectors,
-        kv,
+        blobs: context.get().expect("blob store"),
+        vectors: context.get().expect("vector store"),
+        kv: context.get().expect("short-lived store"),
     };
-    let app = local::app(&config, &backends);
+    let app = local::app(&context).expect("the app's settings are valid");
     let server = tokio::spawn(async move {
         axum::serve(
             axum::serve::ListenerExt::tap_io(listener, local::no_delay),
-            app,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .await
         .expect("server failed");
@@ -268,7 +285,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
     TestApp {
         address,
         client: http_client(),
-        config,
+        context,
         database,
         backends,
         faults,

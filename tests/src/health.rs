@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::harness::{Backend, error_body, spawn_app, test_config};
+use crate::harness::{Backend, error_body, spawn_app, test_context};
 
 backend_tests!(health_and_readiness_answer_ok);
 
@@ -28,20 +28,14 @@ async fn health_and_readiness_answer_ok(backend: Backend) {
 async fn app_without_database() -> String {
     let url = "postgres://postgres@127.0.0.1:1/adiuva";
     let dir = crate::harness::TempDir::new();
-    let config = test_config(url, &[("ADIUVA_DATA_DIR", &dir.0.display().to_string())]);
-    let backends = local::Backends {
-        db: Database::connect_lazy(url, 1).unwrap(),
-        blobs: adiuva_blob::BlobStore::from_config(&config).unwrap(),
-        vectors: adiuva_vectors::VectorStore::from_config(&config).unwrap(),
-        kv: adiuva_kv::KvStore::from_config(&config).unwrap(),
-    };
+    let context = test_context(url, &[("ADIUVA_DATA_DIR", &dir.0.display().to_string())]);
+    context.provide(Database::connect_lazy(url, 1).unwrap());
+    let app = local::app(&context).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         let _dir = dir;
-        axum::serve(listener, local::app(&config, &backends))
-            .await
-            .unwrap()
+        axum::serve(listener, app).await.unwrap()
     });
     address
 }

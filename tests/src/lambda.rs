@@ -242,8 +242,12 @@ async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
     let settings = [("LLM_BASE_URL", llm_url.as_str())];
     let lambda_side = spawn_app_with(backend, &settings).await;
     let local_side = spawn_app_with(backend, &settings).await;
-    let functions: BTreeMap<&str, _> = local::functions(&lambda_side.config, &lambda_side.backends)
+    // Each function's router as its `main.rs` builds it: the same constructor, the same
+    // context components.
+    let functions: BTreeMap<&str, axum::Router> = local::functions(&lambda_side.context)
+        .unwrap()
         .into_iter()
+        .map(|(name, function)| (name, function.into_router()))
         .collect();
     let (mut lambda_session, mut local_session) =
         (Session::new(&lambda_side), Session::new(&local_side));
@@ -252,10 +256,10 @@ async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
         let file = &events[function][&(method.to_owned(), path.to_owned())];
         let template = std::fs::read_to_string(file).unwrap();
 
-        let app = adiuva_http::app(functions[function].clone(), &lambda_side.config);
-        let answer = adiuva_lambda::invoke(app, &lambda_session.fill(&template))
-            .await
-            .expect("the handler failed");
+        let answer =
+            adiuva_lambda::invoke(functions[function].clone(), &lambda_session.fill(&template))
+                .await
+                .expect("the handler failed");
         let lambda_status = answer["statusCode"].as_u64().unwrap() as u16;
         let lambda_bytes = lambda_body(&answer);
         let event: Value = serde_json::from_str(&template).unwrap();

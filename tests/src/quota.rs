@@ -1,8 +1,8 @@
 //! Atomic quota reservations on both backends: concurrent uploads cannot together pass a limit.
 
-use adiuva_auth::Tier;
-use adiuva_auth::quota::{QuotaError, reserve, used_bytes};
-use adiuva_auth::tiers::Quota;
+use adiuva_access::Tier;
+use adiuva_access::quota::{QuotaError, reserve, used_bytes};
+use adiuva_access::tiers::Quota;
 
 use crate::backend_tests;
 use crate::harness::{Backend, spawn_app};

@@ -1,21 +1,27 @@
 //! Auth function: `register`, `login`, `refresh`, `logout` and `me` under `/api/v1/auth`.
+//! Register, login and refresh are public and limited by failures (per client address, and per
+//! email for login); logout and me run behind authentication.
 
-use adiuva_auth::{Accounts, AuthTokens, AuthUser, UserProfile};
-use adiuva_http::{ErrorBody, Json, Result, api_doc};
+use adiuva_auth::{Accounts, AuthTokens, UserProfile};
+use adiuva_config::{ConfigError, Context};
+use adiuva_http::{ClientAddr, ErrorBody, Function, Json, Result, api_doc};
+use adiuva_pipeline::CurrentUser;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub fn router(accounts: Accounts) -> OpenApiRouter {
-    OpenApiRouter::with_openapi(api_doc())
+pub fn function(context: &Context) -> Result<Function, ConfigError> {
+    let accounts: Accounts = context.get()?;
+    let routes = OpenApiRouter::with_openapi(api_doc())
         .routes(routes!(register))
         .routes(routes!(login))
         .routes(routes!(refresh))
         .routes(routes!(logout))
         .routes(routes!(me))
-        .with_state(accounts)
+        .with_state(accounts);
+    adiuva_pipeline::authenticated(routes, context)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -42,12 +48,16 @@ pub struct OkResponse {
         (status = 201, description = "Account created", body = AuthTokens),
         (status = 409, description = "The email is taken", body = ErrorBody),
         (status = 422, description = "Invalid email or password length", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts from this address", body = ErrorBody),
     ))]
 async fn register(
     State(accounts): State<Accounts>,
+    ClientAddr(client): ClientAddr,
     Json(body): Json<Credentials>,
 ) -> Result<(StatusCode, Json<AuthTokens>)> {
-    let tokens = accounts.register(&body.email, body.password).await?;
+    let tokens = accounts
+        .register(&body.email, body.password, client)
+        .await?;
     Ok((StatusCode::CREATED, Json(tokens)))
 }
 
@@ -56,12 +66,16 @@ async fn register(
     responses(
         (status = 200, description = "Signed in", body = AuthTokens),
         (status = 401, description = "Invalid email or password", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts for this email or from this address", body = ErrorBody),
     ))]
 async fn login(
     State(accounts): State<Accounts>,
+    ClientAddr(client): ClientAddr,
     Json(body): Json<Credentials>,
 ) -> Result<Json<AuthTokens>> {
-    Ok(Json(accounts.login(&body.email, body.password).await?))
+    Ok(Json(
+        accounts.login(&body.email, body.password, client).await?,
+    ))
 }
 
 /// Rotates a refresh token. Each refresh token works once; reusing one revokes its family.
@@ -69,12 +83,14 @@ async fn login(
     responses(
         (status = 200, description = "A new token pair", body = AuthTokens),
         (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts from this address", body = ErrorBody),
     ))]
 async fn refresh(
     State(accounts): State<Accounts>,
+    ClientAddr(client): ClientAddr,
     Json(body): Json<RefreshRequest>,
 ) -> Result<Json<AuthTokens>> {
-    Ok(Json(accounts.refresh(&body.refresh_token).await?))
+    Ok(Json(accounts.refresh(&body.refresh_token, client).await?))
 }
 
 /// Revokes every refresh token of the caller and ends their access tokens.
@@ -83,8 +99,11 @@ async fn refresh(
         (status = 200, description = "Signed out everywhere", body = OkResponse),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
     ))]
-async fn logout(State(accounts): State<Accounts>, user: AuthUser) -> Result<Json<OkResponse>> {
-    accounts.logout(&user.id).await?;
+async fn logout(
+    State(accounts): State<Accounts>,
+    CurrentUser(caller): CurrentUser,
+) -> Result<Json<OkResponse>> {
+    accounts.logout(&caller.id).await?;
     Ok(Json(OkResponse { ok: true }))
 }
 
@@ -94,6 +113,6 @@ async fn logout(State(accounts): State<Accounts>, user: AuthUser) -> Result<Json
         (status = 200, description = "The caller", body = UserProfile),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
     ))]
-async fn me(user: AuthUser) -> Json<UserProfile> {
-    Json(UserProfile::from(&user))
+async fn me(CurrentUser(caller): CurrentUser) -> Json<UserProfile> {
+    Json(UserProfile::from(&caller))
 }

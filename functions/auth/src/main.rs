@@ -2,9 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), adiuva_lambda::Error> {
-    let config = adiuva_config::Config::from_env()?;
-    adiuva_http::logging::init(&config);
-    let db = adiuva_db::Database::from_config(&config)?;
-    let accounts = adiuva_auth::Accounts::new(db, &config);
-    adiuva_lambda::run(adiuva_http::app(auth::router(accounts), &config)).await
+    adiuva_lambda::serve(auth::function).await
 }

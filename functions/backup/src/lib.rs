@@ -5,40 +5,27 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use adiuva_auth::{Accounts, AuthUser};
-use adiuva_http::{ApiError, ErrorBody, Json, Path, RawBody, Result, StatusCode, api_doc};
+use adiuva_config::{ConfigError, Context};
+use adiuva_http::{
+    ApiError, ErrorBody, Function, Json, Path, RawBody, Result, StatusCode, api_doc,
+};
+use adiuva_pipeline::CurrentUser;
 use adiuva_storage::{BackupMeta, NewBackup, Storage};
-use axum::extract::{FromRef, State as AxumState};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-#[derive(Debug, Clone)]
-pub struct State {
-    accounts: Accounts,
-    storage: Storage,
-}
-
-impl State {
-    pub fn new(accounts: Accounts, storage: Storage) -> Self {
-        Self { accounts, storage }
-    }
-}
-
-impl FromRef<State> for Accounts {
-    fn from_ref(state: &State) -> Self {
-        state.accounts.clone()
-    }
-}
-
-pub fn router(state: State) -> OpenApiRouter {
-    OpenApiRouter::with_openapi(api_doc())
+pub fn function(context: &Context) -> Result<Function, ConfigError> {
+    let storage: Storage = context.get()?;
+    let routes = OpenApiRouter::with_openapi(api_doc())
         .routes(routes!(put_backup, latest_backup))
         .routes(routes!(backup_history))
         .routes(routes!(delete_backup))
-        .with_state(state)
+        .with_state(storage);
+    adiuva_pipeline::authenticated(routes, context)
 }
 
 const VERSION: &str = "x-backup-version";
@@ -98,8 +85,8 @@ fn header_number(headers: &HeaderMap, name: &'static str) -> Result<i64> {
         (status = 413, description = "Too large for one request: use the upload flow", body = ErrorBody),
     ))]
 async fn put_backup(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(storage): State<Storage>,
+    CurrentUser(caller): CurrentUser,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Stored>)> {
@@ -113,7 +100,7 @@ async fn put_backup(
             1
         },
     };
-    let backup = state.storage.put_backup(&user, backup, body).await?;
+    let backup = storage.put_backup(&caller, backup, body).await?;
     Ok((StatusCode::CREATED, Json(Stored { ok: true, backup })))
 }
 
@@ -127,13 +114,12 @@ async fn put_backup(
         (status = 404, description = "No backup yet", body = ErrorBody),
     ))]
 async fn latest_backup(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(storage): State<Storage>,
+    CurrentUser(caller): CurrentUser,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (meta, bytes) = state
-        .storage
-        .latest_backup(&user.id)
+    let (meta, bytes) = storage
+        .latest_backup(&caller.id)
         .await?
         .ok_or_else(|| ApiError::not_found("no backup yet"))?;
     let made_at = UNIX_EPOCH + Duration::from_millis(u64::try_from(meta.timestamp).unwrap_or(0));
@@ -186,10 +172,10 @@ async fn latest_backup(
 #[utoipa::path(get, path = "/api/v1/backup/history", tag = "backup", security(("bearer" = [])),
     responses((status = 200, description = "Backups, newest first", body = Vec<BackupMeta>)))]
 async fn backup_history(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(storage): State<Storage>,
+    CurrentUser(caller): CurrentUser,
 ) -> Result<Json<Vec<BackupMeta>>> {
-    Ok(Json(state.storage.backup_history(&user.id).await?))
+    Ok(Json(storage.backup_history(&caller.id).await?))
 }
 
 /// Deletes one backup.
@@ -200,10 +186,10 @@ async fn backup_history(
         (status = 404, description = "No such backup of yours", body = ErrorBody),
     ))]
 async fn delete_backup(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(storage): State<Storage>,
+    CurrentUser(caller): CurrentUser,
     Path(backup_id): Path<String>,
 ) -> Result<Json<Deleted>> {
-    state.storage.delete_backup(&user.id, &backup_id).await?;
+    storage.delete_backup(&caller.id, &backup_id).await?;
     Ok(Json(Deleted { ok: true }))
 }

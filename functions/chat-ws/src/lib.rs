@@ -4,10 +4,13 @@
 //!
 //! - `$connect`: the access token from `?token=` is verified before anything is stored; a bad
 //!   or missing one is 401 and API Gateway refuses the connection. A good one stores the
-//!   connection (its user) in the shared short-lived store, with a TTL of API Gateway's maximum
-//!   connection duration (2 h).
-//! - `$default`: a message, the `ChatRequest`. Text chunks go out through the API Gateway
-//!   Management API as the model produces them (sanitized), then the final frame
+//!   connection (its user, token version and token expiry) in the shared short-lived store,
+//!   with a TTL of API Gateway's maximum connection duration (2 h).
+//! - `$default`: a message, the `ChatRequest`. Before any model call, the user and token
+//!   version are checked again (so logout, token expiry and account deletion end a connected
+//!   stream) and the message counts against the tier's rate limit, like an HTTP request. Then
+//!   the shared streaming loop ([`adiuva_chat::Chat::stream`]) sends text chunks through the
+//!   API Gateway Management API as the model produces them (sanitized), then the final frame
 //!   `{"done": true, "response", "actions"}` or `{"done": true, "error"}`, the same frames as
 //!   the local server. Every frame stays within the API's 32 KB frame limit: a long chunk is
 //!   split, and an oversized final frame is sent as parts (see [`frames`]). A connection that
@@ -16,16 +19,21 @@
 //!
 //! API Gateway itself keeps idle connections for 10 minutes, so there is no heartbeat here.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use adiuva_config::Config;
-use adiuva_http::ApiError;
+use adiuva_auth::Accounts;
+use adiuva_aws::AwsSettings;
+use adiuva_chat::{Chat, Gone, Outlet};
+use adiuva_config::{ConfigError, Context};
+use adiuva_error::{DomainError, Public};
 use adiuva_kv::KvStore;
+use adiuva_limits::{LimitError, Limits};
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::config::BehaviorVersion;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 /// Namespace of the connections in the shared short-lived store.
 pub const CONNECTIONS: &str = "ws-connections";
@@ -34,162 +42,192 @@ pub const CONNECTION_TTL: Duration = Duration::from_secs(2 * 60 * 60);
 /// API Gateway's WebSocket frame limit.
 pub const MAX_FRAME_BYTES: usize = 32 * 1024;
 
+/// The chat-ws function: built once per process from the context, as every function is.
 #[derive(Debug, Clone)]
-pub struct State {
-    chat: chat::State,
+pub struct ChatWs {
+    chat: Chat,
+    accounts: Accounts,
+    limits: Limits,
     connections: KvStore,
     sdk: aws_sdk_apigatewaymanagement::Config,
-    /// Management API endpoint override (tests); else the event's domain and stage.
-    endpoint: String,
+    /// `WS_MANAGEMENT_ENDPOINT_URL`: a Management API endpoint override (tests); else the
+    /// event's domain and stage.
+    endpoint: Option<String>,
 }
 
-impl State {
+impl ChatWs {
     /// No network I/O: clients connect on first use.
-    pub fn new(
-        chat: chat::State,
-        connections: KvStore,
-        config: &Config,
-    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let sdk = adiuva_aws::sdk_config(config, &config.aws_region)?;
+    pub fn new(context: &Context) -> Result<Self, ConfigError> {
+        let aws = AwsSettings::from_source(context.source());
+        let sdk = adiuva_aws::sdk_config(&aws, &aws.region).map_err(|reason| {
+            ConfigError::unusable("the API Gateway Management API client", reason)
+        })?;
         Ok(Self {
-            chat,
-            connections,
+            chat: context.get()?,
+            accounts: context.get()?,
+            limits: context.get()?,
+            connections: context.get()?,
             sdk: aws_sdk_apigatewaymanagement::config::Builder::from(&sdk)
                 .behavior_version(BehaviorVersion::latest())
                 .build(),
-            endpoint: config.ws_management_endpoint_url.clone(),
+            endpoint: context.source().url("WS_MANAGEMENT_ENDPOINT_URL"),
         })
     }
 
-    /// Handles one WebSocket API event; the answer is what API Gateway expects
-    /// (`{"statusCode": ...}`).
-    pub async fn handle(&self, event: Value) -> Value {
-        let context = &event["requestContext"];
-        let connection_id = context["connectionId"].as_str().unwrap_or_default();
-        let route = context["routeKey"].as_str().unwrap_or_default();
-        if connection_id.is_empty() {
-            tracing::warn!(route, "WebSocket event without a connection id");
-            return status(400);
-        }
-        match route {
-            "$connect" => self.connect(connection_id, &event).await,
+    /// Handles one WebSocket API event; the answer's status is what API Gateway acts on
+    /// (`$connect`: anything but 200 refuses the connection).
+    pub async fn handle(&self, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+        let context = &event.request_context;
+        let span = tracing::info_span!(
+            "event",
+            request_id = context.request_id.as_deref().unwrap_or("unknown"),
+            route = context.route_key.as_deref().unwrap_or_default(),
+            user_id = tracing::field::Empty,
+        );
+        let status = self.dispatch(&event).instrument(span).await;
+        let mut response = ApiGatewayProxyResponse::default();
+        response.status_code = i64::from(status);
+        response
+    }
+
+    async fn dispatch(&self, event: &ApiGatewayWebsocketProxyRequest) -> u16 {
+        let context = &event.request_context;
+        let Some(connection_id) = context.connection_id.as_deref().filter(|id| !id.is_empty())
+        else {
+            tracing::warn!("WebSocket event without a connection id");
+            return 400;
+        };
+        match context.route_key.as_deref().unwrap_or_default() {
+            "$connect" => self.connect(connection_id, event).await,
             "$disconnect" => {
                 if let Err(err) = self.connections.delete(CONNECTIONS, connection_id).await {
-                    tracing::warn!(error = %err, "could not remove a closed connection; its TTL will");
+                    tracing::warn!(error = %adiuva_error::cause_chain(&err), "could not remove a closed connection; its TTL will");
                 }
-                status(200)
+                200
             }
-            _ => self.message(connection_id, &event).await,
+            _ => self.message(connection_id, event).await,
         }
     }
 
-    async fn connect(&self, connection_id: &str, event: &Value) -> Value {
-        let token = event["queryStringParameters"]["token"]
-            .as_str()
+    async fn connect(&self, connection_id: &str, event: &ApiGatewayWebsocketProxyRequest) -> u16 {
+        let token = event
+            .query_string_parameters
+            .first("token")
             .unwrap_or_default();
         if token.is_empty() {
-            return status(401);
+            return 401;
         }
-        let user = match self.chat.accounts().authenticate(token).await {
-            Ok(user) => user,
-            Err(err) => {
-                let err = ApiError::from(err);
-                tracing::info!(code = err.code(), "WebSocket connection refused");
-                return status(err.status().as_u16());
-            }
+        let claims = match self.accounts.verify_token(token) {
+            Ok(claims) => claims,
+            Err(err) => return refused(&err),
         };
-        let record = json!({"user_id": user.id});
+        // The account must exist and the token must not be revoked already.
+        let caller = match self.accounts.caller(&claims.sub, claims.ver).await {
+            Ok(caller) => caller,
+            Err(err) => return refused(&err),
+        };
+        let record =
+            json!({"user_id": caller.id, "token_version": claims.ver, "expires_at": claims.exp});
         match self
             .connections
             .put(CONNECTIONS, connection_id, &record, Some(CONNECTION_TTL))
             .await
         {
             Ok(()) => {
-                tracing::info!(user_id = %user.id, "WebSocket connected");
-                status(200)
+                tracing::info!(user_id = %caller.id, "WebSocket connected");
+                200
             }
             Err(err) => {
-                tracing::error!(error = %err, "could not store the connection");
-                status(503)
+                tracing::error!(error = %adiuva_error::cause_chain(&err), "could not store the connection");
+                503
             }
         }
     }
 
-    fn client(&self, event: &Value) -> Client {
-        let endpoint = if self.endpoint.is_empty() {
-            let context = &event["requestContext"];
+    fn client(&self, event: &ApiGatewayWebsocketProxyRequest) -> Client {
+        let endpoint = self.endpoint.clone().unwrap_or_else(|| {
+            let context = &event.request_context;
             format!(
                 "https://{}/{}",
-                context["domainName"].as_str().unwrap_or_default(),
-                context["stage"].as_str().unwrap_or_default()
+                context.domain_name.as_deref().unwrap_or_default(),
+                context.stage.as_deref().unwrap_or_default()
             )
-        } else {
-            self.endpoint.clone()
-        };
+        });
         Client::from_conf(self.sdk.to_builder().endpoint_url(endpoint).build())
     }
 
-    async fn message(&self, connection_id: &str, event: &Value) -> Value {
-        let user_id = match self.connections.get(CONNECTIONS, connection_id).await {
-            Ok(Some(record)) => record["user_id"].as_str().unwrap_or_default().to_owned(),
+    async fn message(&self, connection_id: &str, event: &ApiGatewayWebsocketProxyRequest) -> u16 {
+        let record = match self.connections.get(CONNECTIONS, connection_id).await {
+            Ok(Some(record)) => record,
             Ok(None) => {
                 tracing::warn!("message on a connection that is not registered");
-                return status(403);
+                return 403;
             }
             Err(err) => {
-                tracing::error!(error = %err, "could not read the connection");
-                return status(503);
+                tracing::error!(error = %adiuva_error::cause_chain(&err), "could not read the connection");
+                return 503;
             }
         };
-        let out = Outbox {
+        let mut out = Outbox {
             client: self.client(event),
             connection_id,
         };
-        let body = event["body"].as_str().unwrap_or_default();
-        let request = match chat::parse_request(body) {
-            Ok(request) => request,
-            Err(err) => return out.finish(&chat::frames::error(&err)).await,
-        };
-        let orchestrator = match chat::validate(&request).and_then(|()| self.chat.orchestrator()) {
-            Ok(orchestrator) => orchestrator,
-            Err(err) => return out.finish(&chat::frames::error(&err)).await,
-        };
-        tracing::info!(user_id, "chat stream request");
-
-        let (tx, mut rx) = mpsc::channel::<String>(64);
-        let work = orchestrator.orchestrate(&request, Some(&tx), &user_id);
-        tokio::pin!(work);
-        let result = loop {
-            tokio::select! {
-                biased;
-                Some(chunk) = rx.recv() => {
-                    if out.text(&chunk).await.is_err() {
-                        return status(200);
-                    }
-                }
-                result = &mut work => break result,
+        // The session as it is now: logout, expiry and account deletion end it here, before
+        // any model call.
+        let caller = match self.current_caller(&record).await {
+            Ok(caller) => caller,
+            Err(public) => {
+                out.finish(&adiuva_chat::frames::error(&public)).await;
+                return 200;
             }
         };
-        while let Ok(chunk) = rx.try_recv() {
-            if out.text(&chunk).await.is_err() {
-                return status(200);
-            }
+        tracing::Span::current().record("user_id", caller.id.as_str());
+        if let Some(decision) = self.limits.check_rate(&caller.id, caller.tier).await
+            && !decision.allowed
+        {
+            let limited = LimitError::RateLimited {
+                retry_after_secs: decision.retry_after_secs,
+            };
+            tracing::info!(limit = decision.limit, "rate limit reached");
+            out.finish(&adiuva_chat::frames::error(&Public::of(&limited)))
+                .await;
+            return 200;
         }
-        let frame = match result {
-            Ok(answer) => chat::frames::done(&answer),
-            Err(err) => chat::frames::error(&chat::chat_error(err)),
+        let body = event.body.as_deref().unwrap_or_default();
+        self.chat.stream(&caller, body, &mut out).await;
+        200
+    }
+
+    /// The connection's user, if their token is still valid: not expired, version current.
+    async fn current_caller(&self, record: &Value) -> Result<adiuva_access::Caller, Public> {
+        let expired = adiuva_auth::AuthError::InvalidToken;
+        let user_id = record["user_id"].as_str().unwrap_or_default();
+        let (Some(version), Some(expires_at)) = (
+            record["token_version"].as_i64(),
+            record["expires_at"].as_u64(),
+        ) else {
+            return Err(Public::of(&expired));
         };
-        out.finish(&frame).await
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        if expires_at <= now {
+            tracing::info!("message refused: the connection's token expired");
+            return Err(Public::of(&expired));
+        }
+        self.accounts.caller(user_id, version).await.map_err(|err| {
+            tracing::info!(code = err.code(), "message refused: the session ended");
+            Public::of(&err)
+        })
     }
 }
 
-fn status(code: u16) -> Value {
-    json!({"statusCode": code})
+/// The status a refused `$connect` answers with (API Gateway refuses the connection).
+fn refused(err: &adiuva_auth::AuthError) -> u16 {
+    let public = Public::of(err);
+    tracing::info!(code = public.code, "WebSocket connection refused");
+    public.status()
 }
-
-/// The connection gave up (410) or the Management API failed: stop generating.
-#[derive(Debug)]
-struct Gone;
 
 struct Outbox<'a> {
     client: Client,
@@ -214,32 +252,31 @@ impl Outbox<'_> {
                     || err
                         .raw_response()
                         .is_some_and(|raw| raw.status().as_u16() == 410);
-                if gone {
-                    tracing::info!("chat stream client gone; generation stopped");
-                } else {
+                if !gone {
                     tracing::error!(error = %aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&err), "could not send a frame; generation stopped");
                 }
                 Err(Gone)
             }
         }
     }
+}
 
+impl Outlet for Outbox<'_> {
     /// A text chunk, split into frames within the limit.
-    async fn text(&self, chunk: &str) -> Result<(), Gone> {
+    async fn text(&mut self, chunk: &str) -> Result<(), Gone> {
         for piece in frames::split(chunk, MAX_FRAME_BYTES) {
             self.post(piece).await?;
         }
         Ok(())
     }
 
-    /// The final frame (in parts when it is too large); the invocation's answer.
-    async fn finish(&self, frame: &str) -> Value {
+    /// The final frame (in parts when it is too large).
+    async fn finish(&mut self, frame: &str) {
         for part in frames::final_parts(frame, MAX_FRAME_BYTES) {
             if self.post(&part).await.is_err() {
                 break;
             }
         }
-        status(200)
     }
 }
 

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use adiuva_config::{ConfigError, Context};
 use adiuva_db::Database;
-use adiuva_http::{ApiError, ErrorBody, Json, api_doc};
+use adiuva_error::ErrorKind;
+use adiuva_http::{ApiError, ErrorBody, Function, Json, api_doc};
 use axum::extract::State;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,11 +15,14 @@ use utoipa_axum::routes;
 /// How long readiness waits for the database before calling it down.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub fn router(db: Database) -> OpenApiRouter {
-    OpenApiRouter::with_openapi(api_doc())
+/// The health function: public routes only, so its pipeline has no caller and no store.
+pub fn function(context: &Context) -> Result<Function, ConfigError> {
+    let db: Database = context.get()?;
+    let routes = OpenApiRouter::with_openapi(api_doc())
         .routes(routes!(health))
         .routes(routes!(ready))
-        .with_state(db)
+        .with_state(db);
+    Function::public(routes, context)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -55,7 +60,16 @@ async fn ready(State(db): State<Database>) -> Result<Json<ReadyStatus>, ApiError
             status: "ok",
             database: "ok",
         })),
-        Ok(Err(err)) => Err(ApiError::unavailable("the database", err)),
-        Err(elapsed) => Err(ApiError::unavailable("the database", elapsed)),
+        Ok(Err(err)) => Err(database_down(err)),
+        Err(elapsed) => Err(database_down(elapsed)),
     }
+}
+
+fn database_down(cause: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+    tracing::warn!(error = %adiuva_error::cause_chain(&cause), "readiness: the database is down");
+    ApiError::new(
+        ErrorKind::Unavailable,
+        "dependency_unavailable",
+        "the database is temporarily unavailable, retry later",
+    )
 }

@@ -2,8 +2,10 @@
 //! and blobs that no row refers to once they are older than the grace period, and finishes the
 //! purge of deleted accounts whose blobs or vectors could not be removed at once.
 
+use adiuva_account::Erasure;
+use adiuva_config::{ConfigError, Context};
 use adiuva_storage::{Storage, SweepReport};
-use adiuva_vectors::VectorStore;
+use aws_lambda_events::cloudwatch_events::CloudWatchEvent;
 use serde::Serialize;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -16,38 +18,40 @@ pub struct JanitorReport {
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// The Lambda handler: any event (the schedule's) starts one run.
-pub async fn handle(
-    event: serde_json::Value,
-    storage: &Storage,
-    vectors: &VectorStore,
-) -> Result<JanitorReport, Error> {
-    tracing::info!(
-        source = event["source"].as_str().unwrap_or("unknown"),
-        "janitor invoked"
-    );
-    run(storage, vectors).await
+/// The janitor function: built once per process from the context, as every function is.
+#[derive(Debug, Clone)]
+pub struct Janitor {
+    storage: Storage,
+    erasure: Erasure,
 }
 
-/// One janitor run. Idempotent; a failure leaves everything for the next run.
-pub async fn run(storage: &Storage, vectors: &VectorStore) -> Result<JanitorReport, Error> {
-    let mut accounts_purged = 0;
-    let mut accounts_pending = 0;
-    for user_id in storage.unpurged_accounts().await? {
-        match account::purge_account(storage, vectors, &user_id).await {
-            Ok(_) => accounts_purged += 1,
-            Err(err) => {
-                accounts_pending += 1;
-                tracing::warn!(user_id, error = %err, "account purge still incomplete");
-            }
-        }
+impl Janitor {
+    pub fn new(context: &Context) -> Result<Self, ConfigError> {
+        Ok(Self {
+            storage: context.get()?,
+            erasure: context.get()?,
+        })
     }
-    let sweep = storage.sweep().await?;
-    let report = JanitorReport {
-        sweep,
-        accounts_purged,
-        accounts_pending,
-    };
-    tracing::info!(?report, "janitor run finished");
-    Ok(report)
+
+    /// The Lambda handler: the schedule's event starts one run.
+    pub async fn handle(&self, event: CloudWatchEvent) -> Result<JanitorReport, Error> {
+        tracing::info!(
+            source = event.source.as_deref().unwrap_or("unknown"),
+            "janitor invoked"
+        );
+        self.run().await
+    }
+
+    /// One janitor run. Idempotent; a failure leaves everything for the next run.
+    pub async fn run(&self) -> Result<JanitorReport, Error> {
+        let purges = self.erasure.finish_pending().await?;
+        let sweep = self.storage.sweep().await?;
+        let report = JanitorReport {
+            sweep,
+            accounts_purged: purges.purged,
+            accounts_pending: purges.pending,
+        };
+        tracing::info!(?report, "janitor run finished");
+        Ok(report)
+    }
 }

@@ -5,11 +5,10 @@
 
 use std::sync::Arc;
 
-use adiuva_auth::{Accounts, AuthUser};
-use adiuva_http::{ApiError, ErrorBody, Json, Path, Result, api_doc};
-use adiuva_kv::KvError;
+use adiuva_config::{ConfigError, Context};
+use adiuva_http::{ApiError, ErrorBody, Function, Json, Path, Result, api_doc};
 use adiuva_plans::{ExecutionPlan, PlanCache};
-use axum::extract::{FromRef, State as AxumState};
+use axum::extract::State as AxumState;
 use tokio::sync::OnceCell;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -18,8 +17,7 @@ use utoipa_axum::routes;
 const MAX_PLAN_ID_LEN: usize = 128;
 
 #[derive(Debug, Clone)]
-pub struct State {
-    accounts: Accounts,
+struct State {
     plans: PlanCache,
     /// Set once the built-in playbooks are in the store. Per process, shared by the clones of
     /// the state; a failed attempt leaves it unset, so the next request tries again.
@@ -27,9 +25,8 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(accounts: Accounts, plans: PlanCache) -> Self {
+    fn new(plans: PlanCache) -> Self {
         Self {
-            accounts,
             plans,
             builtins_ready: Arc::new(OnceCell::new()),
         }
@@ -39,30 +36,18 @@ impl State {
     async fn plans(&self) -> Result<&PlanCache> {
         self.builtins_ready
             .get_or_try_init(|| self.plans.ensure_builtin_playbooks())
-            .await
-            .map_err(kv_error)?;
+            .await?;
         Ok(&self.plans)
     }
 }
 
-impl FromRef<State> for Accounts {
-    fn from_ref(state: &State) -> Self {
-        state.accounts.clone()
-    }
-}
-
-pub fn router(state: State) -> OpenApiRouter {
-    OpenApiRouter::with_openapi(api_doc())
+/// Every route needs a signed-in caller, whose tier does not matter here.
+pub fn function(context: &Context) -> Result<Function, ConfigError> {
+    let routes = OpenApiRouter::with_openapi(api_doc())
         .routes(routes!(list_playbooks))
         .routes(routes!(get_playbook))
-        .with_state(state)
-}
-
-fn kv_error(err: KvError) -> ApiError {
-    match err {
-        KvError::Unavailable(_) => ApiError::unavailable("the plan store", err),
-        KvError::Failed(_) => ApiError::internal(err),
-    }
+        .with_state(State::new(PlanCache::new(context.get()?)));
+    adiuva_pipeline::authenticated(routes, context)
 }
 
 fn is_plan_id(plan_id: &str) -> bool {
@@ -81,16 +66,8 @@ fn is_plan_id(plan_id: &str) -> bool {
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 503, description = "The plan store is unavailable", body = ErrorBody),
     ))]
-async fn list_playbooks(
-    AxumState(state): AxumState<State>,
-    _user: AuthUser,
-) -> Result<Json<Vec<ExecutionPlan>>> {
-    let playbooks = state
-        .plans()
-        .await?
-        .get_all_playbooks()
-        .await
-        .map_err(kv_error)?;
+async fn list_playbooks(AxumState(state): AxumState<State>) -> Result<Json<Vec<ExecutionPlan>>> {
+    let playbooks = state.plans().await?.get_all_playbooks().await?;
     Ok(Json(playbooks))
 }
 
@@ -105,7 +82,6 @@ async fn list_playbooks(
     ))]
 async fn get_playbook(
     AxumState(state): AxumState<State>,
-    _user: AuthUser,
     Path(plan_id): Path<String>,
 ) -> Result<Json<ExecutionPlan>> {
     let not_found = || ApiError::not_found("playbook not found");
@@ -116,8 +92,7 @@ async fn get_playbook(
         .plans()
         .await?
         .get_plan(&plan_id)
-        .await
-        .map_err(kv_error)?
+        .await?
         .map(Json)
         .ok_or_else(not_found)
 }

@@ -2,10 +2,14 @@
 //! upload flow for blobs too large for one request (`/api/v1/storage/uploads`). The server
 //! verifies checksums and quotas; it never sees plaintext.
 
-use adiuva_auth::{Accounts, AuthUser};
-use adiuva_http::{ApiError, Base64, ErrorBody, Json, Path, Query, Result, StatusCode, api_doc};
+use adiuva_config::{ConfigError, Context};
+use adiuva_error::ErrorKind;
+use adiuva_http::{
+    ApiError, Base64, ErrorBody, Function, Json, Path, Query, Result, StatusCode, api_doc,
+};
+use adiuva_pipeline::CurrentUser;
 use adiuva_storage::{Committed, RecordMeta, Storage, UploadRequest, UploadTicket};
-use axum::extract::{FromRef, State as AxumState};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -15,31 +19,15 @@ use utoipa_axum::routes;
 /// Largest `limit` of a list page.
 pub const MAX_PAGE_SIZE: u32 = 200;
 
-#[derive(Debug, Clone)]
-pub struct State {
-    accounts: Accounts,
-    storage: Storage,
-}
-
-impl State {
-    pub fn new(accounts: Accounts, storage: Storage) -> Self {
-        Self { accounts, storage }
-    }
-}
-
-impl FromRef<State> for Accounts {
-    fn from_ref(state: &State) -> Self {
-        state.accounts.clone()
-    }
-}
-
-pub fn router(state: State) -> OpenApiRouter {
-    OpenApiRouter::with_openapi(api_doc())
+pub fn function(context: &Context) -> Result<Function, ConfigError> {
+    let storage: Storage = context.get()?;
+    let routes = OpenApiRouter::with_openapi(api_doc())
         .routes(routes!(create_record, list_records))
         .routes(routes!(download_record, update_record, delete_record))
         .routes(routes!(start_upload))
         .routes(routes!(commit_upload))
-        .with_state(state)
+        .with_state(storage);
+    adiuva_pipeline::authenticated(routes, context)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -99,13 +87,12 @@ pub struct ListQuery {
         (status = 422, description = "Invalid table, checksum or base64", body = ErrorBody),
     ))]
 async fn create_record(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(storage): State<Storage>,
+    CurrentUser(caller): CurrentUser,
     Json(body): Json<StorageRecordCreate>,
 ) -> Result<(StatusCode, Json<Created>)> {
-    let meta = state
-        .storage
-        .create_record(&user, &body.table, body.blob.0.into(), &body.checksum)
+    let meta = storage
+        .create_record(&caller, &body.table, body.blob.0.into(), &body.checksum)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -125,8 +112,8 @@ async fn create_record(
         (status = 422, description = "Invalid table, page or limit", body = ErrorBody),
     ))]
 async fn list_records(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(storage): State<Storage>,
+    CurrentUser(caller): CurrentUser,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<RecordMeta>>> {
     let page = query.page.unwrap_or(1);
@@ -138,9 +125,8 @@ async fn list_records(
         ));
     }
     Ok(Json(
-        state
-            .storage
-            .list_records(&user.id, query.table.as_deref(), page, limit)
+        storage
+            .list_records(&caller.id, query.table.as_deref(), page, limit)
             .await?,
     ))
 }
@@ -153,11 +139,11 @@ async fn list_records(
         (status = 404, description = "No such record of yours", body = ErrorBody),
     ))]
 async fn download_record(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(storage): State<Storage>,
+    CurrentUser(caller): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let (meta, bytes) = state.storage.read_record(&user.id, &id).await?;
+    let (meta, bytes) = storage.read_record(&caller.id, &id).await?;
     let mut response = bytes.into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -204,16 +190,15 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>> {
         (status = 412, description = "The record is at another version", body = ErrorBody),
     ))]
 async fn update_record(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(storage): State<Storage>,
+    CurrentUser(caller): CurrentUser,
     Path(id): Path<String>,
     headers: HeaderMap,
     Json(body): Json<StorageRecordUpdate>,
 ) -> Result<Json<Updated>> {
     let expected = if_match(&headers)?;
-    let meta = state
-        .storage
-        .update_record(&user, &id, body.blob.0.into(), &body.checksum, expected)
+    let meta = storage
+        .update_record(&caller, &id, body.blob.0.into(), &body.checksum, expected)
         .await?;
     Ok(Json(Updated {
         ok: true,
@@ -231,11 +216,11 @@ async fn update_record(
         (status = 404, description = "No such record of yours", body = ErrorBody),
     ))]
 async fn delete_record(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(storage): State<Storage>,
+    CurrentUser(caller): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>> {
-    state.storage.delete_record(&user.id, &id).await?;
+    storage.delete_record(&caller.id, &id).await?;
     Ok(Json(Deleted { ok: true }))
 }
 
@@ -250,13 +235,13 @@ async fn delete_record(
         (status = 413, description = "Larger than 5 GiB", body = ErrorBody),
     ))]
 async fn start_upload(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(storage): State<Storage>,
+    CurrentUser(caller): CurrentUser,
     Json(request): Json<UploadRequest>,
 ) -> Result<(StatusCode, Json<UploadTicket>)> {
     Ok((
         StatusCode::CREATED,
-        Json(state.storage.start_upload(&user, request).await?),
+        Json(storage.start_upload(&caller, request).await?),
     ))
 }
 
@@ -271,11 +256,11 @@ async fn start_upload(
         (status = 412, description = "The record moved on since the upload started", body = ErrorBody),
     ))]
 async fn commit_upload(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(storage): State<Storage>,
+    CurrentUser(caller): CurrentUser,
     Path(upload_id): Path<String>,
 ) -> Result<Json<Committed>> {
-    Ok(Json(state.storage.commit_upload(&user, &upload_id).await?))
+    Ok(Json(storage.commit_upload(&caller, &upload_id).await?))
 }
 
 /// The local server's stand-in for S3 presigned PUTs, for the embedded blob store only: the
@@ -291,7 +276,7 @@ pub fn local_upload_router(storage: Storage, max_bytes: u64) -> axum::Router {
 }
 
 async fn receive_local_upload(
-    AxumState((storage, max_bytes)): AxumState<(Storage, u64)>,
+    State((storage, max_bytes)): State<(Storage, u64)>,
     Path(token): Path<String>,
     body: axum::body::Body,
 ) -> Result<StatusCode> {
@@ -299,7 +284,8 @@ async fn receive_local_upload(
         return Err(ApiError::not_found("uploads go to the presigned S3 URL"));
     };
     let key = local.verify_upload_token(&token).map_err(|_| {
-        ApiError::forbidden(
+        ApiError::new(
+            ErrorKind::Forbidden,
             "invalid_upload_token",
             "the upload URL is invalid or expired",
         )

@@ -2,13 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), adiuva_lambda::Error> {
-    let config = adiuva_config::Config::from_env()?;
-    adiuva_http::logging::init(&config);
-    let db = adiuva_db::Database::from_config(&config)?;
-    let blobs = adiuva_blob::BlobStore::from_config(&config)?;
-    let state = storage::State::new(
-        adiuva_auth::Accounts::new(db.clone(), &config),
-        adiuva_storage::Storage::new(db, blobs, &config),
-    );
-    adiuva_lambda::run(adiuva_http::app(storage::router(state), &config)).await
+    adiuva_lambda::serve(storage::function).await
 }

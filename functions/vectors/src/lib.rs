@@ -4,10 +4,11 @@
 //! the reference, a 32-dim vector derived from the SHA-256 of the blob. Search only ever
 //! sees the caller's points.
 
-use adiuva_auth::{Accounts, AuthUser};
-use adiuva_http::{ApiError, Base64, ErrorBody, Json, Result, api_doc};
-use adiuva_vectors::{SearchHit, VectorError, VectorPoint, VectorStore, derived_vector};
-use axum::extract::{FromRef, State as AxumState};
+use adiuva_config::{ConfigError, Context};
+use adiuva_http::{ApiError, Base64, ErrorBody, Function, Json, Result, api_doc};
+use adiuva_pipeline::CurrentUser;
+use adiuva_vectors::{SearchHit, VectorPoint, VectorStore, derived_vector};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,30 +24,14 @@ pub const MAX_VECTOR_DIMENSIONS: usize = 4096;
 pub const MAX_TOP_K: usize = 100;
 const MAX_ID_LEN: usize = 256;
 
-#[derive(Debug, Clone)]
-pub struct State {
-    accounts: Accounts,
-    vectors: VectorStore,
-}
-
-impl State {
-    pub fn new(accounts: Accounts, vectors: VectorStore) -> Self {
-        Self { accounts, vectors }
-    }
-}
-
-impl FromRef<State> for Accounts {
-    fn from_ref(state: &State) -> Self {
-        state.accounts.clone()
-    }
-}
-
-pub fn router(state: State) -> OpenApiRouter {
-    OpenApiRouter::with_openapi(api_doc())
+pub fn function(context: &Context) -> Result<Function, ConfigError> {
+    let vectors: VectorStore = context.get()?;
+    let routes = OpenApiRouter::with_openapi(api_doc())
         .routes(routes!(upsert))
         .routes(routes!(search))
         .routes(routes!(delete))
-        .with_state(state)
+        .with_state(vectors);
+    adiuva_pipeline::authenticated(routes, context)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -107,16 +92,6 @@ pub struct Deleted {
     pub ok: bool,
 }
 
-fn vector_error(err: VectorError) -> ApiError {
-    match err {
-        VectorError::DimensionMismatch { .. }
-        | VectorError::InvalidDimensions { .. }
-        | VectorError::NotFinite => ApiError::unprocessable("invalid_vector", err.to_string()),
-        VectorError::Unavailable(_) => ApiError::unavailable("the vector store", err),
-        VectorError::Failed(_) => ApiError::internal(err),
-    }
-}
-
 fn invalid(detail: String) -> ApiError {
     ApiError::unprocessable("validation_error", detail)
 }
@@ -140,8 +115,8 @@ fn check_vector(vector: &[f32], what: &str) -> Result<()> {
         (status = 503, description = "The vector store is unavailable", body = ErrorBody),
     ))]
 async fn upsert(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(vectors): State<VectorStore>,
+    CurrentUser(caller): CurrentUser,
     Json(request): Json<VectorUpsertRequest>,
 ) -> Result<Json<Upserted>> {
     if request.vectors.is_empty() || request.vectors.len() > MAX_POINTS_PER_REQUEST {
@@ -182,11 +157,7 @@ async fn upsert(
             blob: item.blob.0,
         });
     }
-    let upserted = state
-        .vectors
-        .upsert(&user.id, points)
-        .await
-        .map_err(vector_error)?;
+    let upserted = vectors.upsert(&caller.id, points).await?;
     Ok(Json(Upserted { upserted }))
 }
 
@@ -198,8 +169,8 @@ async fn upsert(
         (status = 422, description = "Invalid top_k or vector", body = ErrorBody),
     ))]
 async fn search(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(vectors): State<VectorStore>,
+    CurrentUser(caller): CurrentUser,
     Json(request): Json<VectorSearchRequest>,
 ) -> Result<Json<VectorSearchResponse>> {
     if request.top_k == 0 || request.top_k > MAX_TOP_K {
@@ -212,11 +183,7 @@ async fn search(
         }
         None => derived_vector(&request.query_blob.0),
     };
-    let hits = state
-        .vectors
-        .search(&user.id, &query, request.top_k)
-        .await
-        .map_err(vector_error)?;
+    let hits = vectors.search(&caller.id, &query, request.top_k).await?;
     let results = hits
         .into_iter()
         .map(|SearchHit { id, score, blob }| VectorSearchResult {
@@ -236,8 +203,8 @@ async fn search(
         (status = 422, description = "Too many ids", body = ErrorBody),
     ))]
 async fn delete(
-    AxumState(state): AxumState<State>,
-    user: AuthUser,
+    State(vectors): State<VectorStore>,
+    CurrentUser(caller): CurrentUser,
     Json(request): Json<VectorDeleteRequest>,
 ) -> Result<Json<Deleted>> {
     if request.ids.len() > MAX_IDS_PER_REQUEST {
@@ -245,10 +212,6 @@ async fn delete(
             "send at most {MAX_IDS_PER_REQUEST} ids per request"
         )));
     }
-    state
-        .vectors
-        .delete(&user.id, &request.ids)
-        .await
-        .map_err(vector_error)?;
+    vectors.delete(&caller.id, &request.ids).await?;
     Ok(Json(Deleted { ok: true }))
 }

@@ -3,6 +3,9 @@
 //! `ChatResponse` (direct mode) or an `ExecutionPlan` naming templates by id (plan mode).
 //! Everything it outputs, streamed or not, passes the sanitizer.
 
+use std::borrow::Cow;
+
+use adiuva_error::ErrorKind;
 use std::time::{Duration, SystemTime};
 
 use adiuva_llm::{Llm, LlmError, Message, Model, Reply, ToolSpec};
@@ -57,8 +60,8 @@ pub enum ChatError {
 }
 
 impl ChatError {
-    /// A short code for logs and traces (never the provider's own words).
-    pub fn code(&self) -> &'static str {
+    /// A finer code for logs and traces: how the provider failed.
+    pub fn trace_code(&self) -> &'static str {
         match self {
             Self::Timeout(_) | Self::Llm(LlmError::Timeout(_)) => "llm_timeout",
             Self::Llm(LlmError::Status { status: 429, .. }) => "llm_rate_limited",
@@ -67,6 +70,39 @@ impl ChatError {
             Self::Llm(LlmError::Malformed(_)) => "llm_malformed",
             Self::Gone => "client_gone",
         }
+    }
+}
+
+impl adiuva_error::DomainError for ChatError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Timeout(_) | Self::Llm(LlmError::Timeout(_)) => ErrorKind::Timeout,
+            Self::Llm(LlmError::Status { status: 429, .. }) => ErrorKind::Unavailable,
+            Self::Llm(_) => ErrorKind::BadGateway,
+            Self::Gone => ErrorKind::BadRequest,
+        }
+    }
+
+    /// The code clients see (never the provider's own words).
+    fn code(&self) -> &'static str {
+        match self.kind() {
+            ErrorKind::Timeout => "llm_timeout",
+            ErrorKind::Unavailable => "llm_rate_limited",
+            ErrorKind::BadGateway => "llm_error",
+            _ => "client_gone",
+        }
+    }
+
+    fn public_detail(&self) -> Option<Cow<'static, str>> {
+        Some(
+            match self.kind() {
+                ErrorKind::Timeout => "the language model took too long to answer; try again",
+                ErrorKind::Unavailable => "the language model provider is busy; try again shortly",
+                ErrorKind::BadGateway => "the language model provider failed to answer; try again",
+                _ => "the client disconnected",
+            }
+            .into(),
+        )
     }
 }
 
@@ -258,7 +294,7 @@ impl Orchestrator {
         let outcome = match &result {
             Ok(Answer::Response(_)) => "response",
             Ok(Answer::Plan(_)) => "plan",
-            Err(err) => err.code(),
+            Err(err) => err.trace_code(),
         };
         run.trace.finish(outcome, result.is_err()).await;
         result
@@ -600,7 +636,7 @@ impl Orchestrator {
             input_tokens: usage.prompt_tokens,
             output_tokens: usage.completion_tokens,
             prompt_name: managed.then_some(prompt_name),
-            error: result.as_ref().err().map(ChatError::code),
+            error: result.as_ref().err().map(ChatError::trace_code),
         });
         result
     }

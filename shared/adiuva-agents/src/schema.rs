@@ -104,10 +104,20 @@ pub enum RequestError {
     ContextTooLarge,
 }
 
-impl RequestError {
+impl adiuva_error::DomainError for RequestError {
     /// Sizes are 413, shapes 422.
-    pub fn is_too_large(&self) -> bool {
-        matches!(self, Self::MessageTooLong | Self::ContextTooLarge)
+    fn kind(&self) -> adiuva_error::ErrorKind {
+        match self {
+            Self::MessageTooLong | Self::ContextTooLarge => adiuva_error::ErrorKind::TooLarge,
+            Self::EmptyMessage | Self::TooManyItems(_) => adiuva_error::ErrorKind::Invalid,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::MessageTooLong | Self::ContextTooLarge => "payload_too_large",
+            Self::EmptyMessage | Self::TooManyItems(_) => "invalid_chat_request",
+        }
     }
 }
 

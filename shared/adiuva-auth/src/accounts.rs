@@ -1,16 +1,18 @@
 //! Registration, login, refresh-token rotation, logout and authentication of access tokens.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use adiuva_config::Config;
+use adiuva_access::tiers::live_tier;
+use adiuva_access::{Caller, Role, Tier};
+use adiuva_config::{Component, ConfigError, Context};
 use adiuva_db::{Database, is_unique_violation, new_id, now_ms};
+use adiuva_limits::{Limits, Subject};
 use serde::Serialize;
 use sqlx::AnyConnection;
 
-use crate::extract::{AuthUser, Role};
-use crate::tiers::live_tier;
-use crate::tokens::JwtKeys;
-use crate::{AuthError, Tier, password, refresh};
+use crate::tokens::{AccessClaims, JwtKeys};
+use crate::{AuthError, AuthSettings, password, refresh};
 
 /// What register, login and refresh return (the reference's `AuthTokens`).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -31,12 +33,12 @@ pub struct UserProfile {
     pub tier: Tier,
 }
 
-impl From<&AuthUser> for UserProfile {
-    fn from(user: &AuthUser) -> Self {
+impl From<&Caller> for UserProfile {
+    fn from(caller: &Caller) -> Self {
         Self {
-            id: user.id.clone(),
-            email: user.email.clone(),
-            tier: user.tier,
+            id: caller.id.clone(),
+            email: caller.email.clone(),
+            tier: caller.tier,
         }
     }
 }
@@ -50,21 +52,30 @@ pub struct Accounts {
 #[derive(Debug)]
 struct Inner {
     db: Database,
+    /// Brute-force limits on every password and refresh-token check.
+    limits: Limits,
     jwt: JwtKeys,
     bcrypt_cost: u32,
     refresh_ttl_ms: i64,
 }
 
+impl Component for Accounts {
+    fn build(context: &Context) -> Result<Self, ConfigError> {
+        let settings = AuthSettings::from_source(context.source(), context.env())?;
+        Ok(Self::new(context.get()?, context.get()?, &settings))
+    }
+}
+
 impl Accounts {
-    pub fn new(db: Database, config: &Config) -> Self {
-        let refresh_ttl_ms = i64::try_from(config.jwt_refresh_token_expire_days)
-            .unwrap_or(i64::MAX / 86_400_000)
-            .saturating_mul(86_400_000);
+    pub fn new(db: Database, limits: Limits, settings: &AuthSettings) -> Self {
+        let refresh_ttl_ms =
+            i64::try_from(settings.refresh_token_ttl.as_millis()).unwrap_or(i64::MAX);
         Self {
             inner: Arc::new(Inner {
                 db,
-                jwt: JwtKeys::from_config(config),
-                bcrypt_cost: config.bcrypt_cost,
+                limits,
+                jwt: JwtKeys::new(settings),
+                bcrypt_cost: settings.bcrypt_cost,
                 refresh_ttl_ms,
             }),
         }
@@ -78,7 +89,25 @@ impl Accounts {
         &self.inner.jwt
     }
 
-    pub async fn register(&self, email: &str, password: String) -> Result<AuthTokens, AuthError> {
+    /// Creates an account. A taken email counts as a failure of the client's address (it is
+    /// how addresses are enumerated); successful registrations are not limited, so an office
+    /// behind one address can sign everyone up.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: String,
+        client: IpAddr,
+    ) -> Result<AuthTokens, AuthError> {
+        let subjects = [Subject::Address(client)];
+        self.inner.limits.check_failures(&subjects).await?;
+        let result = self.create_account(email, password).await;
+        if matches!(result, Err(AuthError::EmailTaken)) {
+            self.inner.limits.record_failure(&subjects).await;
+        }
+        result
+    }
+
+    async fn create_account(&self, email: &str, password: String) -> Result<AuthTokens, AuthError> {
         let email = normalize_email(email)?;
         let password_hash = password::hash(password, self.inner.bcrypt_cost).await?;
         let now = now_ms();
@@ -108,8 +137,25 @@ impl Accounts {
     }
 
     /// One generic failure for an unknown email and a wrong password, each after one bcrypt
-    /// verification, so neither the answer nor its timing tells which it was.
-    pub async fn login(&self, email: &str, password: String) -> Result<AuthTokens, AuthError> {
+    /// verification, so neither the answer nor its timing tells which it was. Failures count
+    /// against the email and the client's address; past either cap every attempt is 429, the
+    /// right password included, until the window moves on.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: String,
+        client: IpAddr,
+    ) -> Result<AuthTokens, AuthError> {
+        let subjects = [Subject::Address(client), Subject::Email(email)];
+        self.inner.limits.check_failures(&subjects).await?;
+        let result = self.sign_in(email, password).await;
+        if matches!(result, Err(AuthError::InvalidCredentials)) {
+            self.inner.limits.record_failure(&subjects).await;
+        }
+        result
+    }
+
+    async fn sign_in(&self, email: &str, password: String) -> Result<AuthTokens, AuthError> {
         let email = email.trim().to_lowercase();
         let row: Option<(String, String, i64)> =
             sqlx::query_as("SELECT id, password_hash, token_version FROM users WHERE email = $1")
@@ -136,33 +182,57 @@ impl Accounts {
 
     /// Rotates a refresh token. The token is marked used by a conditional `UPDATE`, so of two
     /// concurrent presentations only one succeeds. Presenting a token that was already used
-    /// revokes every token of its family, including the one issued in its place.
-    pub async fn refresh(&self, presented: &str) -> Result<AuthTokens, AuthError> {
+    /// revokes every token of its family, including the one issued in its place, and ends the
+    /// user's access tokens.
+    ///
+    /// Refresh, logout and reuse detection each start by locking the user's row, so they run
+    /// one after the other: a refresh racing a logout either finishes first (and logout revokes
+    /// the token it issued) or finds its token revoked. Without the lock, logout's `UPDATE`
+    /// could miss the row a concurrent refresh was inserting.
+    pub async fn refresh(&self, presented: &str, client: IpAddr) -> Result<AuthTokens, AuthError> {
+        let subjects = [Subject::Address(client)];
+        self.inner.limits.check_failures(&subjects).await?;
+        let result = self.rotate(presented).await;
+        if matches!(
+            result,
+            Err(AuthError::InvalidRefreshToken | AuthError::RefreshTokenReused)
+        ) {
+            self.inner.limits.record_failure(&subjects).await;
+        }
+        result
+    }
+
+    async fn rotate(&self, presented: &str) -> Result<AuthTokens, AuthError> {
         if !refresh::well_formed(presented) {
             return Err(AuthError::InvalidRefreshToken);
         }
         let token_hash = refresh::hash(presented);
+        // The owner of a token never changes: reading it before the lock is safe.
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT user_id FROM refresh_tokens WHERE token_hash = $1")
+                .bind(&token_hash)
+                .fetch_optional(self.inner.db.pool())
+                .await?;
+        let Some(user_id) = owner else {
+            return Err(AuthError::InvalidRefreshToken);
+        };
         let now = now_ms();
         let mut tx = self.inner.db.pool().begin().await?;
-        let rotated: Option<(String, String)> = sqlx::query_as(
+        let Some(token_version) = lock_user(&mut tx, &user_id).await? else {
+            return Err(AuthError::InvalidRefreshToken);
+        };
+        let rotated: Option<String> = sqlx::query_scalar(
             "UPDATE refresh_tokens SET used_at = $2 \
              WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
-             RETURNING user_id, family_id",
+             RETURNING family_id",
         )
         .bind(&token_hash)
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-
-        let Some((user_id, family_id)) = rotated else {
-            drop(tx);
-            return Err(self.reject_refresh(&token_hash, now).await?);
+        let Some(family_id) = rotated else {
+            return Err(self.reject_refresh(tx, &token_hash, now).await?);
         };
-        let token_version: i64 =
-            sqlx::query_scalar("SELECT token_version FROM users WHERE id = $1")
-                .bind(&user_id)
-                .fetch_one(&mut *tx)
-                .await?;
         let tokens = self
             .issue_tokens(&mut tx, &user_id, token_version, &family_id, now)
             .await?;
@@ -170,48 +240,63 @@ impl Accounts {
         Ok(tokens)
     }
 
-    /// Explains why a refresh token was not accepted, revoking its family when it was reused.
-    async fn reject_refresh(&self, token_hash: &str, now: i64) -> Result<AuthError, AuthError> {
+    /// Explains why a refresh token was not accepted, inside the transaction that holds the
+    /// user's row. A reused token revokes its family and ends the user's access tokens (the
+    /// token version moves on; other devices refresh with their own refresh tokens).
+    async fn reject_refresh(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Any>,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<AuthError, AuthError> {
         let known: Option<(String, String, Option<i64>)> = sqlx::query_as(
             "SELECT user_id, family_id, used_at FROM refresh_tokens WHERE token_hash = $1",
         )
         .bind(token_hash)
-        .fetch_optional(self.inner.db.pool())
+        .fetch_optional(&mut *tx)
         .await?;
-        match known {
-            Some((user_id, family_id, Some(_used_at))) => {
-                let revoked = sqlx::query(
-                    "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
-                )
-                .bind(&family_id)
-                .bind(now)
-                .execute(self.inner.db.pool())
-                .await?;
-                tracing::warn!(
-                    user_id,
-                    family_id,
-                    revoked = revoked.rows_affected(),
-                    "refresh token reuse detected; token family revoked"
-                );
-                Ok(AuthError::RefreshTokenReused)
-            }
-            _ => Ok(AuthError::InvalidRefreshToken),
-        }
+        let Some((user_id, family_id, Some(_used_at))) = known else {
+            return Ok(AuthError::InvalidRefreshToken);
+        };
+        let revoked = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(&family_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE users SET token_version = token_version + 1, updated_at = $2 WHERE id = $1",
+        )
+        .bind(&user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::warn!(
+            user_id,
+            family_id,
+            revoked = revoked.rows_affected(),
+            "refresh token reuse detected; token family revoked and access tokens ended"
+        );
+        Ok(AuthError::RefreshTokenReused)
     }
 
-    /// Revokes every refresh token of the user and ends their access tokens.
+    /// Revokes every refresh token of the user and ends their access tokens. The user's row is
+    /// locked first (by the version bump), as refresh does, so a concurrent refresh cannot
+    /// leave a token behind (see [`Accounts::refresh`]).
     pub async fn logout(&self, user_id: &str) -> Result<(), AuthError> {
         let now = now_ms();
         let mut tx = self.inner.db.pool().begin().await?;
         sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+            "UPDATE users SET token_version = token_version + 1, updated_at = $2 WHERE id = $1",
         )
         .bind(user_id)
         .bind(now)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE users SET token_version = token_version + 1, updated_at = $2 WHERE id = $1",
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
         )
         .bind(user_id)
         .bind(now)
@@ -222,60 +307,88 @@ impl Accounts {
         Ok(())
     }
 
-    /// Checks a signed-in user's password again, before a destructive action.
-    pub async fn verify_password(&self, user_id: &str, password: String) -> Result<(), AuthError> {
+    /// Checks a signed-in user's password again, before a destructive action. Failures count
+    /// like login's.
+    pub async fn verify_password(
+        &self,
+        caller: &Caller,
+        password: String,
+        client: IpAddr,
+    ) -> Result<(), AuthError> {
+        let subjects = [Subject::Address(client), Subject::Email(&caller.email)];
+        self.inner.limits.check_failures(&subjects).await?;
         let hash: Option<String> =
             sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
-                .bind(user_id)
+                .bind(&caller.id)
                 .fetch_optional(self.inner.db.pool())
                 .await?;
         let hash = hash.ok_or(AuthError::InvalidToken)?;
         if password::verify(password, hash).await? {
             Ok(())
         } else {
+            self.inner.limits.record_failure(&subjects).await;
             Err(AuthError::InvalidCredentials)
         }
     }
 
-    /// Deletes the user and, through foreign keys, every row of theirs, on the caller's
-    /// connection so that it joins the caller's transaction.
-    pub async fn delete_user(conn: &mut AnyConnection, user_id: &str) -> Result<bool, AuthError> {
-        let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(user_id)
-            .execute(conn)
-            .await?;
-        Ok(deleted.rows_affected() == 1)
+    /// Verifies an access token and loads the caller with their live tier, in one query.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        let claims = self.verify_token(token)?;
+        self.caller(&claims.sub, claims.ver).await
     }
 
-    /// Verifies an access token and loads the caller with their live tier, in one query.
-    pub async fn authenticate(&self, token: &str) -> Result<AuthUser, AuthError> {
-        let claims = self.inner.jwt.verify(token)?;
+    /// Checks an access token's signature, algorithm, issuer, audience and expiry, without
+    /// touching the database.
+    pub fn verify_token(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        self.inner.jwt.verify(token)
+    }
+
+    /// The caller `user_id` with their live tier and role, if the account still exists and its
+    /// token version is still `token_version` (logout and account deletion end it).
+    pub async fn caller(&self, user_id: &str, token_version: i64) -> Result<Caller, AuthError> {
         let caller: Option<CallerRow> = sqlx::query_as(
             "SELECT u.email, u.role, u.token_version, s.tier, s.status \
              FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id WHERE u.id = $1",
         )
-        .bind(&claims.sub)
+        .bind(user_id)
         .fetch_optional(self.inner.db.pool())
         .await?;
         let Some(CallerRow {
             email,
             role,
-            token_version,
+            token_version: version,
             tier,
             status,
         }) = caller
         else {
             return Err(AuthError::InvalidToken);
         };
-        if token_version != claims.ver {
+        if token_version != version {
             return Err(AuthError::InvalidToken);
         }
-        Ok(AuthUser {
-            id: claims.sub,
+        Ok(Caller {
+            id: user_id.to_owned(),
             email,
             tier: live_tier(tier.as_deref(), status.as_deref()),
             role: Role::parse(&role),
         })
+    }
+
+    /// Grants or revokes a role by email (the `adiuva-local admin` command). Takes effect on the
+    /// user's next request: roles are read live, like tiers.
+    pub async fn set_role(&self, email: &str, role: Role) -> Result<String, AuthError> {
+        let email = email.trim().to_lowercase();
+        let user_id: Option<String> = sqlx::query_scalar(
+            "UPDATE users SET role = $2, updated_at = $3 WHERE email = $1 RETURNING id",
+        )
+        .bind(&email)
+        .bind(role.as_str())
+        .bind(now_ms())
+        .fetch_optional(self.inner.db.pool())
+        .await?;
+        let user_id = user_id.ok_or(AuthError::UnknownEmail)?;
+        tracing::info!(user_id, role = role.as_str(), "role changed");
+        Ok(user_id)
     }
 
     async fn issue_tokens(
@@ -306,6 +419,18 @@ impl Accounts {
             expires_at,
         })
     }
+}
+
+/// Locks the user's row for the rest of the transaction (a no-op write: portable, where
+/// `SELECT ... FOR UPDATE` is not) and returns its token version; `None` when the account is
+/// gone.
+async fn lock_user(conn: &mut AnyConnection, user_id: &str) -> Result<Option<i64>, AuthError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE users SET token_version = token_version WHERE id = $1 RETURNING token_version",
+    )
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// The caller's row with their subscription, if any.

@@ -1,6 +1,4 @@
-use adiuva_http::ApiError;
-
-use crate::tiers::TierError;
+use adiuva_error::{DomainError, ErrorKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -20,10 +18,10 @@ pub enum AuthError {
     InvalidRefreshToken,
     #[error("refresh token was already used; all sessions of this login were revoked")]
     RefreshTokenReused,
-    #[error("this action needs the admin role")]
-    NotAdmin,
+    #[error("no account has this email")]
+    UnknownEmail,
     #[error(transparent)]
-    Tier(#[from] TierError),
+    Limited(#[from] adiuva_limits::LimitError),
     #[error("database query failed")]
     Database(#[from] sqlx::Error),
     #[error("password hashing failed")]
@@ -36,36 +34,50 @@ pub enum AuthError {
     Task(#[from] tokio::task::JoinError),
 }
 
-impl From<AuthError> for ApiError {
-    fn from(err: AuthError) -> Self {
-        let detail = err.to_string();
-        match err {
-            AuthError::InvalidEmail(_) => ApiError::unprocessable("invalid_email", detail),
-            AuthError::InvalidPassword => ApiError::unprocessable("invalid_password", detail),
-            AuthError::EmailTaken => ApiError::conflict("email_taken", detail),
-            AuthError::InvalidCredentials => ApiError::unauthorized("invalid_credentials", detail),
-            AuthError::MissingToken => ApiError::unauthorized("missing_token", detail),
-            AuthError::InvalidToken => ApiError::unauthorized("invalid_token", detail),
-            AuthError::InvalidRefreshToken => {
-                ApiError::unauthorized("invalid_refresh_token", detail)
+impl DomainError for AuthError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidEmail(_) | Self::InvalidPassword => ErrorKind::Invalid,
+            Self::EmailTaken => ErrorKind::Conflict,
+            Self::InvalidCredentials
+            | Self::MissingToken
+            | Self::InvalidToken
+            | Self::InvalidRefreshToken
+            | Self::RefreshTokenReused => ErrorKind::Unauthenticated,
+            Self::UnknownEmail => ErrorKind::NotFound,
+            Self::Limited(err) => err.kind(),
+            Self::Database(err) => adiuva_db::kind_of(err),
+            Self::Hashing(_) | Self::Signing(_) | Self::Random(_) | Self::Task(_) => {
+                ErrorKind::Internal
             }
-            AuthError::RefreshTokenReused => ApiError::unauthorized("refresh_token_reused", detail),
-            AuthError::NotAdmin => ApiError::forbidden("admin_required", detail),
-            AuthError::Tier(tier) => tier.into(),
-            AuthError::Database(db) => database_error(db),
-            AuthError::Hashing(_)
-            | AuthError::Signing(_)
-            | AuthError::Random(_)
-            | AuthError::Task(_) => ApiError::internal(err),
         }
     }
-}
 
-/// A database error as the client sees it: 503 when the database is unreachable, else 500.
-pub fn database_error(err: sqlx::Error) -> ApiError {
-    if adiuva_db::is_unavailable(&err) {
-        ApiError::unavailable("the database", err)
-    } else {
-        ApiError::internal(err)
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidEmail(_) => "invalid_email",
+            Self::InvalidPassword => "invalid_password",
+            Self::EmailTaken => "email_taken",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken => "invalid_token",
+            Self::InvalidRefreshToken => "invalid_refresh_token",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::UnknownEmail => "not_found",
+            Self::Limited(err) => err.code(),
+            Self::Database(err) if adiuva_db::is_unavailable(err) => "dependency_unavailable",
+            _ => "internal_error",
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::Limited(err) => err.retry_after_secs(),
+            _ => None,
+        }
+    }
+
+    fn public_detail(&self) -> Option<std::borrow::Cow<'static, str>> {
+        (self.kind() == ErrorKind::Unavailable).then(|| adiuva_error::unavailable("the database"))
     }
 }

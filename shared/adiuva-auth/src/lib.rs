@@ -1,20 +1,18 @@
-//! Accounts and everything that decides who a caller is and what their tier allows: password
-//! hashing, access tokens (JWT), single-use refresh tokens with family revocation, the tier
-//! feature matrix with its quota helpers, and the `AuthUser` extractor that does the live tier
-//! lookup on every request.
+//! Accounts and everything that decides who a caller is: registration and login, password
+//! hashing (bcrypt), access tokens (JWT), single-use refresh tokens with family revocation, and
+//! [`Accounts::authenticate`], which turns an access token into the [`Caller`] with the live
+//! tier. Nothing here knows HTTP; the HTTP layer calls `authenticate` once per request.
 
 mod accounts;
 mod error;
-mod extract;
 mod password;
-pub mod quota;
 mod refresh;
-pub mod tiers;
+mod settings;
 mod tokens;
 
 pub use accounts::{Accounts, AuthTokens, UserProfile};
-pub use error::{AuthError, database_error};
-pub use extract::{AuthUser, Role};
+pub use adiuva_access::{Caller, Role, Tier};
+pub use error::AuthError;
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
-pub use tiers::{Feature, Tier};
+pub use settings::{AuthSettings, DEFAULT_JWT_SECRET, MIN_PROD_SECRET_BYTES};
 pub use tokens::{AccessClaims, JwtKeys};

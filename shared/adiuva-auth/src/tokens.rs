@@ -2,7 +2,7 @@
 //! version `ver`. Verification accepts exactly the configured algorithm, so `alg: none` and
 //! algorithm-confusion tokens fail like any bad signature.
 
-use adiuva_config::Config;
+use crate::AuthSettings;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
 
@@ -43,17 +43,13 @@ impl std::fmt::Debug for JwtKeys {
 }
 
 impl JwtKeys {
-    pub fn from_config(config: &Config) -> Self {
-        let algorithm = match config.jwt_algorithm.as_str() {
-            "HS384" => Algorithm::HS384,
-            "HS512" => Algorithm::HS512,
-            _ => Algorithm::HS256,
-        };
-        let secret = config.jwt_secret.expose().as_bytes();
+    pub fn new(settings: &AuthSettings) -> Self {
+        let algorithm = settings.jwt_algorithm;
+        let secret = settings.jwt_secret.expose().as_bytes();
         let mut validation = Validation::new(algorithm);
         validation.algorithms = vec![algorithm];
-        validation.set_issuer(&[&config.jwt_issuer]);
-        validation.set_audience(&[&config.jwt_audience]);
+        validation.set_issuer(&[&settings.jwt_issuer]);
+        validation.set_audience(&[&settings.jwt_audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = 5;
         Self {
@@ -61,9 +57,9 @@ impl JwtKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
-            issuer: config.jwt_issuer.clone(),
-            audience: config.jwt_audience.clone(),
-            ttl_secs: config.jwt_access_token_expire_minutes * 60,
+            issuer: settings.jwt_issuer.clone(),
+            audience: settings.jwt_audience.clone(),
+            ttl_secs: settings.access_token_ttl.as_secs(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use adiuva_config::{Secret, Source};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
@@ -22,19 +23,45 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(25);
 /// Attempts per operation (the first one included), with the SDK's standard backoff.
 pub const MAX_ATTEMPTS: u32 = 3;
 
+/// The credentials Lambda hands the process (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`) and `AWS_REGION` (default: `S3_REGION`, else `us-east-1`).
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+    /// Region of the AWS services other than S3 (DynamoDB, the Management API).
+    pub region: String,
+}
+
+impl AwsSettings {
+    pub fn from_source(source: &Source) -> Self {
+        Self {
+            access_key_id: source.optional("AWS_ACCESS_KEY_ID"),
+            secret_access_key: source.secret("AWS_SECRET_ACCESS_KEY"),
+            session_token: source.secret("AWS_SESSION_TOKEN"),
+            region: source
+                .optional("AWS_REGION")
+                .unwrap_or_else(|| source.string("S3_REGION", "us-east-1")),
+        }
+    }
+}
+
 /// The shared SDK configuration in `region`, or why it cannot be built (missing credentials).
 /// Each client sets `BehaviorVersion::latest()` on its own builder (aws-types does not export it).
-pub fn sdk_config(config: &adiuva_config::Config, region: &str) -> Result<SdkConfig, &'static str> {
-    if config.aws_access_key_id.is_empty() || config.aws_secret_access_key.is_empty() {
+pub fn sdk_config(settings: &AwsSettings, region: &str) -> Result<SdkConfig, &'static str> {
+    let (Some(access_key_id), Some(secret_access_key)) =
+        (&settings.access_key_id, &settings.secret_access_key)
+    else {
         return Err("AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is empty");
-    }
-    let session_token = Some(config.aws_session_token.expose())
-        .filter(|token| !token.is_empty())
-        .map(str::to_owned);
+    };
     let credentials = Credentials::new(
-        config.aws_access_key_id.clone(),
-        config.aws_secret_access_key.expose(),
-        session_token,
+        access_key_id.clone(),
+        secret_access_key.expose(),
+        settings
+            .session_token
+            .as_ref()
+            .map(|token| token.expose().to_owned()),
         None,
         "adiuva-config",
     );
@@ -53,4 +80,26 @@ pub fn sdk_config(config: &adiuva_config::Config, region: &str) -> Result<SdkCon
                 .build(),
         )
         .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_region_defaults_to_the_s3_region() {
+        let s3_only =
+            AwsSettings::from_source(&Source::from_pairs([("S3_REGION", "eu-central-1")]));
+        assert_eq!(s3_only.region, "eu-central-1");
+        let both = AwsSettings::from_source(&Source::from_pairs([
+            ("S3_REGION", "eu-central-1"),
+            ("AWS_REGION", "eu-west-1"),
+        ]));
+        assert_eq!(both.region, "eu-west-1");
+        assert_eq!(
+            AwsSettings::from_source(&Source::default()).region,
+            "us-east-1"
+        );
+        assert!(sdk_config(&both, "eu-west-1").is_err(), "no credentials");
+    }
 }

@@ -22,7 +22,11 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use adiuva_aws::AwsSettings;
+use adiuva_config::{Component, ConfigError, Context, Secret, Source};
 
 use bytes::Bytes;
 
@@ -92,18 +96,78 @@ pub enum BlobStore {
     Faulty(FaultyStore),
 }
 
+/// `S3_BUCKET` (unset: a folder under `ADIUVA_DATA_DIR`), `S3_REGION`, `S3_ENDPOINT_URL`, the
+/// AWS credentials, `UPLOAD_URL_EXPIRE_MINUTES`; for the folder, `PUBLIC_BASE_URL` (its upload
+/// URLs start with it) and `JWT_SECRET` (signs them).
+#[derive(Debug, Clone)]
+pub struct BlobSettings {
+    pub s3: Option<S3Settings>,
+    pub data_dir: PathBuf,
+    pub public_base_url: String,
+    /// Signs the local upload URLs; `None`: a random key of this process.
+    pub signing_secret: Option<Secret>,
+    /// How long an upload URL stays valid.
+    pub upload_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub region: String,
+    /// Custom endpoint (MinIO, moto_server); path-style addressing is used when set.
+    pub endpoint_url: Option<String>,
+    pub aws: AwsSettings,
+}
+
+impl BlobSettings {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let minutes: u64 = source.number_in("UPLOAD_URL_EXPIRE_MINUTES", 15, 1..=7 * 24 * 60)?;
+        Ok(Self {
+            s3: source.optional("S3_BUCKET").map(|bucket| S3Settings {
+                bucket,
+                region: source.string("S3_REGION", "us-east-1"),
+                endpoint_url: source.url("S3_ENDPOINT_URL"),
+                aws: AwsSettings::from_source(source),
+            }),
+            data_dir: source.data_dir(),
+            public_base_url: source.public_base_url(),
+            signing_secret: source
+                .raw("JWT_SECRET")
+                .filter(|s| !s.is_empty())
+                .map(Secret::new),
+            upload_ttl: Duration::from_secs(minutes * 60),
+        })
+    }
+}
+
+impl Component for BlobStore {
+    fn build(context: &Context) -> Result<Self, ConfigError> {
+        let settings = BlobSettings::from_source(context.source())?;
+        Self::from_settings(&settings).map_err(|err| ConfigError::unusable("the blob store", err))
+    }
+}
+
 impl BlobStore {
-    /// S3 when `config.s3_bucket` is set, else the local folder. No network I/O here (Lambda cold start).
-    pub fn from_config(config: &adiuva_config::Config) -> Result<Self, BlobError> {
-        if config.s3_bucket.is_empty() {
-            Ok(Self::Local(LocalStore::new(
-                config.data_dir.join("blobs"),
-                config.public_base_url.clone(),
-                config.jwt_secret.expose().as_bytes(),
-                upload_ttl(config),
-            )))
-        } else {
-            Ok(Self::S3(S3Store::from_config(config)?))
+    /// S3 when a bucket is set, else the local folder. No network I/O here (Lambda cold start).
+    pub fn from_settings(settings: &BlobSettings) -> Result<Self, BlobError> {
+        match &settings.s3 {
+            None => {
+                let secret = match &settings.signing_secret {
+                    Some(secret) => secret.expose().as_bytes().to_vec(),
+                    None => {
+                        let mut key = vec![0u8; 32];
+                        getrandom::fill(&mut key).map_err(|err| BlobError::Failed(err.into()))?;
+                        key
+                    }
+                };
+                Ok(Self::Local(LocalStore::new(
+                    settings.data_dir.join("blobs"),
+                    settings.public_base_url.clone(),
+                    &secret,
+                    settings.upload_ttl,
+                )))
+            }
+            Some(s3) => Ok(Self::S3(S3Store::new(s3, settings.upload_ttl)?)),
         }
     }
 
@@ -245,10 +309,6 @@ fn validate_prefix(prefix: &str) -> Result<(), BlobError> {
 
 fn valid_segment(segment: &str) -> bool {
     !segment.is_empty() && !segment.starts_with('.')
-}
-
-fn upload_ttl(config: &adiuva_config::Config) -> Duration {
-    Duration::from_secs(config.upload_url_expire_minutes.saturating_mul(60))
 }
 
 fn now_ms() -> i64 {

@@ -42,21 +42,21 @@ pub struct S3Store {
 
 impl S3Store {
     /// Builds the client without touching the network: connections open on first use.
-    pub fn from_config(config: &adiuva_config::Config) -> Result<Self, BlobError> {
-        let sdk = adiuva_aws::sdk_config(config, &config.s3_region)
+    pub fn new(settings: &crate::S3Settings, upload_ttl: Duration) -> Result<Self, BlobError> {
+        let sdk = adiuva_aws::sdk_config(&settings.aws, &settings.region)
             .map_err(|reason| BlobError::failed(format!("S3_BUCKET is set but {reason}")))?;
         let mut builder =
             aws_sdk_s3::config::Builder::from(&sdk).behavior_version(BehaviorVersion::latest());
-        if !config.s3_endpoint_url.is_empty() {
+        if let Some(endpoint) = &settings.endpoint_url {
             // MinIO and moto_server serve every bucket on one host: no virtual-host addressing.
             builder = builder
-                .endpoint_url(config.s3_endpoint_url.clone())
+                .endpoint_url(endpoint.clone())
                 .force_path_style(true);
         }
         Ok(Self {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
-            bucket: config.s3_bucket.clone(),
-            upload_ttl: crate::upload_ttl(config),
+            bucket: settings.bucket.clone(),
+            upload_ttl,
         })
     }
 

@@ -1,7 +1,7 @@
 //! Test support (cargo feature `testing`): a real S3-compatible server on loopback.
 //!
 //! [`moto`] starts one moto_server per test process, on a port the server picks itself (port 0,
-//! so parallel test processes never race for a port), and [`s3_config`] / [`s3_store`] give each
+//! so parallel test processes never race for a port), and [`s3_settings`] / [`s3_store`] give each
 //! test a bucket of its own, so tests share the server but not their data.
 //!
 //! Stopping: the server runs under a small Python wrapper that blocks reading its stdin, a pipe
@@ -117,12 +117,12 @@ pub async fn moto() -> &'static MotoServer {
     }
 }
 
-/// A configuration pointing at a fresh bucket on the moto server.
+/// Settings pointing at a fresh bucket on the moto server, as environment-style pairs.
 ///
-/// `overrides` are environment-style pairs (`("UPLOAD_URL_EXPIRE_MINUTES", "1")`) applied over
-/// the test defaults: the moto endpoint, region `us-east-1`, dummy credentials and a unique
-/// `S3_BUCKET`, which is created before this returns.
-pub async fn s3_config(overrides: &[(&str, &str)]) -> adiuva_config::Config {
+/// `overrides` (`("UPLOAD_URL_EXPIRE_MINUTES", "1")`) are applied over the test defaults: the
+/// moto endpoint, region `us-east-1`, dummy credentials and a unique `S3_BUCKET`, which is
+/// created before this returns.
+pub async fn s3_settings(overrides: &[(&str, &str)]) -> Vec<(String, String)> {
     static BUCKETS: AtomicU64 = AtomicU64::new(0);
     let server = moto().await;
     let bucket = format!(
@@ -145,15 +145,16 @@ pub async fn s3_config(overrides: &[(&str, &str)]) -> adiuva_config::Config {
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
     );
-    let config = adiuva_config::Config::from_lookup(|key| values.get(key).cloned())
-        .expect("test configuration is valid");
-
-    let store = S3Store::from_config(&config).expect("S3 store for the test bucket");
+    let settings =
+        crate::BlobSettings::from_source(&adiuva_config::Source::from_pairs(values.clone()))
+            .expect("test settings are valid");
+    let s3 = settings.s3.as_ref().expect("S3_BUCKET is set");
+    let store = S3Store::new(s3, settings.upload_ttl).expect("S3 store for the test bucket");
     let mut create = store.client().create_bucket().bucket(store.bucket());
-    if config.s3_region != "us-east-1" {
+    if s3.region != "us-east-1" {
         create = create.create_bucket_configuration(
             CreateBucketConfiguration::builder()
-                .location_constraint(BucketLocationConstraint::from(config.s3_region.as_str()))
+                .location_constraint(BucketLocationConstraint::from(s3.region.as_str()))
                 .build(),
         );
     }
@@ -165,12 +166,16 @@ pub async fn s3_config(overrides: &[(&str, &str)]) -> adiuva_config::Config {
             aws_sdk_s3::error::DisplayErrorContext(&err)
         );
     }
-    config
+    let mut pairs: Vec<(String, String)> = values.into_iter().collect();
+    pairs.sort();
+    pairs
 }
 
-/// An S3 [`BlobStore`] on a fresh bucket of the moto server (see [`s3_config`]).
+/// An S3 [`BlobStore`] on a fresh bucket of the moto server (see [`s3_settings`]).
 pub async fn s3_store(overrides: &[(&str, &str)]) -> BlobStore {
-    BlobStore::from_config(&s3_config(overrides).await).expect("S3 store for the test bucket")
+    let source = adiuva_config::Source::from_pairs(s3_settings(overrides).await);
+    let settings = crate::BlobSettings::from_source(&source).expect("test settings are valid");
+    BlobStore::from_settings(&settings).expect("S3 store for the test bucket")
 }
 
 fn start_moto() -> Result<MotoServer, String> {

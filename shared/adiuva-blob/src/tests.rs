@@ -2,7 +2,7 @@
 //! then what only one backend has: upload tokens and streaming for local, presigned URLs,
 //! encryption and connection failures for S3, and the fault-injection decorator.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::error::Error as _;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::testing::{s3_config, s3_store};
+use crate::testing::{s3_settings, s3_store};
 use crate::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -41,12 +41,11 @@ impl Drop for TempDir {
     }
 }
 
-fn config(pairs: &[(&str, &str)]) -> adiuva_config::Config {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    adiuva_config::Config::from_lookup(|key| map.get(key).cloned()).unwrap()
+fn from_pairs<K: Into<String>, V: Into<String>>(
+    pairs: impl IntoIterator<Item = (K, V)>,
+) -> Result<BlobStore, BlobError> {
+    let source = adiuva_config::Source::from_pairs(pairs);
+    BlobStore::from_settings(&crate::BlobSettings::from_source(&source).unwrap())
 }
 
 fn local_store(dir: &TempDir) -> LocalStore {
@@ -268,7 +267,7 @@ fn futures_are_send(store: &BlobStore, local: &LocalStore) {
 async fn from_config_picks_the_local_folder_without_a_bucket() {
     let dir = TempDir::new();
     let data_dir = dir.0.to_str().unwrap();
-    let store = BlobStore::from_config(&config(&[("ADIUVA_DATA_DIR", data_dir)])).unwrap();
+    let store = from_pairs([("ADIUVA_DATA_DIR", data_dir)]).unwrap();
     assert!(matches!(store, BlobStore::Local(_)));
     store
         .put("u1/backups/b1", Bytes::from_static(b"x"), "ab")
@@ -568,12 +567,12 @@ async fn s3_presigned_put_accepts_a_plain_http_upload() {
 
 #[tokio::test]
 async fn s3_unreachable_endpoint_is_unavailable_and_fast() {
-    let store = BlobStore::from_config(&config(&[
+    let store = from_pairs([
         ("S3_BUCKET", "adiuva-unreachable"),
         ("S3_ENDPOINT_URL", "http://127.0.0.1:1"),
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ]))
+    ])
     .unwrap();
     let started = Instant::now();
     let err = store.get("u1/records/r1/1").await.unwrap_err();
@@ -594,9 +593,14 @@ async fn s3_unreachable_endpoint_is_unavailable_and_fast() {
 
 #[tokio::test]
 async fn s3_missing_bucket_is_failed_not_unavailable() {
-    let mut config = s3_config(&[]).await;
-    config.s3_bucket = "adiuva-no-such-bucket".to_owned();
-    let store = BlobStore::from_config(&config).unwrap();
+    let store = from_pairs(
+        s3_settings(&[])
+            .await
+            .into_iter()
+            .filter(|(key, _)| key != "S3_BUCKET")
+            .chain([("S3_BUCKET".to_owned(), "adiuva-no-such-bucket".to_owned())]),
+    )
+    .unwrap();
     let err = store
         .put("u1/records/r1/1", Bytes::from_static(b"x"), "00")
         .await
@@ -606,7 +610,7 @@ async fn s3_missing_bucket_is_failed_not_unavailable() {
 
 #[tokio::test]
 async fn s3_needs_credentials() {
-    let result = BlobStore::from_config(&config(&[("S3_BUCKET", "adiuva")]));
+    let result = from_pairs([("S3_BUCKET", "adiuva")]);
     assert!(matches!(result, Err(BlobError::Failed(_))), "{result:?}");
 }
 

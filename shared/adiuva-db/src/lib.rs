@@ -5,7 +5,10 @@
 //! ARCHITECTURE.md explains the dialect rules (TEXT ids, BIGINT millisecond timestamps, `$N`
 //! placeholders, enums as CHECKed TEXT).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use adiuva_config::{Component, ConfigError, Context, Secret, Source};
+use adiuva_error::ErrorKind;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
@@ -46,6 +49,49 @@ pub enum DbError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
+/// `DATABASE_URL` (unset: the embedded SQLite file), `DATABASE_MAX_CONNECTIONS` and
+/// `ADIUVA_DATA_DIR`.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: Option<Secret>,
+    pub max_connections: u32,
+    pub data_dir: PathBuf,
+}
+
+impl DatabaseSettings {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: source
+                .optional("DATABASE_URL")
+                .map(|url| Secret::new(normalize_url(&url))),
+            max_connections: source.number_in("DATABASE_MAX_CONNECTIONS", 5, 1..=1000)?,
+            data_dir: source.data_dir(),
+        })
+    }
+}
+
+impl Component for Database {
+    fn build(context: &Context) -> Result<Self, ConfigError> {
+        let settings = DatabaseSettings::from_source(context.source())?;
+        Self::from_settings(&settings).map_err(|err| ConfigError::unusable("the database", err))
+    }
+}
+
+/// The Python deployment used SQLAlchemy URLs (`postgresql+asyncpg://`); sqlx wants
+/// `postgres://`. Accepting both lets an existing `.env` keep working.
+fn normalize_url(url: &str) -> String {
+    for prefix in [
+        "postgresql+asyncpg://",
+        "postgresql+psycopg2://",
+        "postgresql+psycopg://",
+    ] {
+        if let Some(rest) = url.strip_prefix(prefix) {
+            return format!("postgres://{rest}");
+        }
+    }
+    url.to_owned()
+}
+
 /// A cheaply cloneable handle to the connection pool.
 #[derive(Debug, Clone)]
 pub struct Database {
@@ -64,12 +110,12 @@ impl Database {
         Ok(Self { pool, backend })
     }
 
-    /// The database the configuration names: `DATABASE_URL` when set, else the embedded SQLite
-    /// file under `ADIUVA_DATA_DIR` (available only where the `sqlite` feature is on).
-    pub fn from_config(config: &adiuva_config::Config) -> Result<Self, DbError> {
-        match &config.database_url {
-            Some(url) => Self::connect_lazy(url.expose(), config.database_max_connections),
-            None => Self::embedded(&config.data_dir, config.database_max_connections),
+    /// The database the settings name: `DATABASE_URL` when set, else the embedded SQLite file
+    /// under `ADIUVA_DATA_DIR` (available only where the `sqlite` feature is on).
+    pub fn from_settings(settings: &DatabaseSettings) -> Result<Self, DbError> {
+        match &settings.url {
+            Some(url) => Self::connect_lazy(url.expose(), settings.max_connections),
+            None => Self::embedded(&settings.data_dir, settings.max_connections),
         }
     }
 
@@ -169,6 +215,15 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// The kind of a database failure: unavailable (retry later) or internal (a bug).
+pub fn kind_of(err: &sqlx::Error) -> ErrorKind {
+    if is_unavailable(err) {
+        ErrorKind::Unavailable
+    } else {
+        ErrorKind::Internal
+    }
+}
+
 /// True when the error is a unique-constraint violation, in either engine.
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
@@ -185,4 +240,25 @@ pub fn now_ms() -> i64 {
 /// A new random identifier (UUID v4, hyphenated, lowercase), the form every `id` column uses.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlalchemy_urls_are_accepted() {
+        let settings = DatabaseSettings::from_source(&Source::from_pairs([(
+            "DATABASE_URL",
+            "postgresql+asyncpg://postgres:pw@localhost:5432/adiuva",
+        )]))
+        .unwrap();
+        assert_eq!(
+            settings.url.unwrap().expose(),
+            "postgres://postgres:pw@localhost:5432/adiuva"
+        );
+        let embedded = DatabaseSettings::from_source(&Source::default()).unwrap();
+        assert!(embedded.url.is_none());
+        assert_eq!(embedded.max_connections, 5);
+    }
 }

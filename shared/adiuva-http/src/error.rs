@@ -1,10 +1,10 @@
-//! One error type for every handler. Client errors carry a message and a machine code; server
-//! errors are logged with their cause chain and answered with a generic message.
+//! The one error type of every handler: what the client is told ([`Public`], whose kind gives
+//! the status) plus the server-side cause, which is logged and never shown.
 
 use std::borrow::Cow;
 use std::error::Error as StdError;
-use std::fmt::Write as _;
 
+use adiuva_error::{DomainError, ErrorKind, Public, cause_chain};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -28,157 +28,123 @@ pub struct ErrorBody {
 
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    detail: Cow<'static, str>,
-    retry_after_secs: Option<u64>,
+    public: Public,
     /// Server-side cause, logged and never shown to the client.
     source: Option<Source>,
 }
 
+/// Every domain error becomes an `ApiError` through its kind and code; this is the only
+/// conversion, so statuses are decided in one table ([`ErrorKind::status`]).
+impl<E: DomainError> From<E> for ApiError {
+    fn from(err: E) -> Self {
+        let public = Public::of(&err);
+        let source = public
+            .kind
+            .is_server_side()
+            .then(|| Box::new(err) as Source);
+        Self { public, source }
+    }
+}
+
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        detail: impl Into<Cow<'static, str>>,
-    ) -> Self {
+    /// An error the HTTP layer itself finds (a missing header, a malformed body, ...).
+    pub fn new(kind: ErrorKind, code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
         Self {
-            status,
-            code,
-            detail: detail.into(),
-            retry_after_secs: None,
+            public: Public::new(kind, code, detail),
             source: None,
         }
     }
 
     pub fn bad_request(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, detail)
+        Self::new(ErrorKind::BadRequest, code, detail)
     }
 
-    pub fn unauthorized(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, code, detail)
-    }
-
-    /// Quota exceeded (402).
-    pub fn payment_required(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::PAYMENT_REQUIRED, code, detail)
-    }
-
-    /// Tier or role does not allow this (403).
-    pub fn forbidden(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, code, detail)
+    pub fn unprocessable(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::Invalid, code, detail)
     }
 
     /// Not found, or not yours: the two are indistinguishable on purpose.
     pub fn not_found(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
-    }
-
-    pub fn conflict(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, detail)
-    }
-
-    pub fn precondition_failed(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::PRECONDITION_FAILED, code, detail)
+        Self::new(ErrorKind::NotFound, "not_found", detail)
     }
 
     pub fn payload_too_large(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", detail)
-    }
-
-    pub fn unprocessable(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
-    }
-
-    pub fn too_many_requests(retry_after_secs: u64) -> Self {
-        let mut err = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests, retry later",
-        );
-        err.retry_after_secs = Some(retry_after_secs);
-        err
-    }
-
-    /// A dependency (database, S3, LLM, ...) is down: 503, with the cause logged.
-    pub fn unavailable(what: &'static str, source: impl Into<Source>) -> Self {
-        let mut err = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "dependency_unavailable",
-            format!("{what} is temporarily unavailable, retry later"),
-        );
-        err.retry_after_secs = Some(1);
-        err.source = Some(source.into());
-        err
+        Self::new(ErrorKind::TooLarge, "payload_too_large", detail)
     }
 
     /// A bug or an unexpected failure: 500, with the cause logged and hidden from the client.
     pub fn internal(source: impl Into<Source>) -> Self {
-        let mut err = Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal server error",
-        );
-        err.source = Some(source.into());
-        err
+        Self {
+            public: Public::new(
+                ErrorKind::Internal,
+                "internal_error",
+                "internal server error",
+            ),
+            source: Some(source.into()),
+        }
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        StatusCode::from_u16(self.public.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.public.kind
     }
 
     pub fn code(&self) -> &'static str {
-        self.code
+        self.public.code
     }
 
     /// The message shown to the client.
     pub fn detail(&self) -> &str {
-        &self.detail
+        &self.public.detail
+    }
+
+    /// What the client is told.
+    pub fn public(&self) -> &Public {
+        &self.public
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
+        write!(
+            f,
+            "{} {}: {}",
+            self.public.status(),
+            self.public.code,
+            self.public.detail
+        )
     }
-}
-
-/// `outer: inner: innermost`, the whole cause chain on one line for the logs.
-fn cause_chain(err: &(dyn StdError + 'static)) -> String {
-    let mut chain = err.to_string();
-    let mut current = err.source();
-    while let Some(cause) = current {
-        let _ = write!(chain, ": {cause}");
-        current = cause.source();
-    }
-    chain
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let request_id = current_request_id();
-        if self.status.is_server_error() {
+        let status = self.status();
+        let code = self.public.code;
+        if self.public.kind.is_server_side() {
             let cause = self
                 .source
                 .as_deref()
                 .map(|s| cause_chain(s))
                 .unwrap_or_default();
-            tracing::error!(%request_id, status = self.status.as_u16(), code = self.code, cause, "request failed");
+            tracing::error!(status = status.as_u16(), code, cause, "request failed");
         } else {
-            tracing::info!(%request_id, status = self.status.as_u16(), code = self.code, detail = %self.detail, "request rejected");
+            tracing::info!(status = status.as_u16(), code, detail = %self.public.detail, "request rejected");
         }
         let body = ErrorBody {
-            detail: self.detail.into_owned(),
-            code: self.code.to_owned(),
-            request_id,
+            detail: self.public.detail.into_owned(),
+            code: code.to_owned(),
+            request_id: current_request_id(),
         };
-        let mut response = (self.status, axum::Json(body)).into_response();
-        if let Some(secs) = self.retry_after_secs {
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(secs) = self.public.retry_after_secs {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use adiuva_error::ErrorKind;
+
 use crate::ApiError;
 
 /// JSON body extractor and response. Syntax errors are 400, type and field errors 422,
@@ -38,7 +40,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(_) => ApiError::unprocessable("validation_error", detail),
         JsonRejection::JsonSyntaxError(_) => ApiError::bad_request("invalid_json", detail),
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::UnsupportedMediaType,
             "unsupported_media_type",
             "expected a request with `content-type: application/json`",
         ),

@@ -1,19 +1,41 @@
-//! Request ids: the API Gateway request id when running in Lambda, else a well-formed client
-//! `x-request-id`, else a new UUID. The id is echoed as `x-request-id`, put in error bodies and
-//! logged once per request with its status and latency.
+//! Request ids and the request's span: the API Gateway request id when running in Lambda, else
+//! a well-formed client `x-request-id`, else a new UUID. The id is echoed as `x-request-id`, put
+//! in error bodies, and carried by the `request` span, so every log line of the request (domain
+//! lines included) carries it; one line per request logs its status and latency.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Instrument as _;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Set as a request extension by the Lambda adapter with the gateway's request id.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
+
+/// The client's address: the TCP peer in the local server, API Gateway's `sourceIp` in Lambda.
+/// Never `X-Forwarded-For`, which any client can write. As an extractor, an unknown address
+/// (a router called without a connection, in tests) is `0.0.0.0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ClientAddr>()
+            .copied()
+            .unwrap_or(ClientAddr(IpAddr::V4(Ipv4Addr::UNSPECIFIED))))
+    }
+}
 
 tokio::task_local! {
     static CURRENT: String;
@@ -47,6 +69,12 @@ pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
         })
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     request.extensions_mut().insert(RequestId(id.clone()));
+    if request.extensions().get::<ClientAddr>().is_none()
+        && let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
+    {
+        let peer = ClientAddr(peer.ip());
+        request.extensions_mut().insert(peer);
+    }
 
     let method = request.method().clone();
     let route = request
@@ -54,13 +82,24 @@ pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| request.uri().path().to_owned());
+    // `user_id` is recorded by the authentication stage once the caller is known.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        %method,
+        route,
+        user_id = tracing::field::Empty
+    );
     let started = Instant::now();
 
-    let mut response = CURRENT.scope(id.clone(), next.run(request)).await;
+    let mut response = CURRENT
+        .scope(id.clone(), next.run(request))
+        .instrument(span.clone())
+        .await;
 
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    tracing::info!(request_id = %id, %method, route, status, latency_ms, "request completed");
+    span.in_scope(|| tracing::info!(status, latency_ms, "request completed"));
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }

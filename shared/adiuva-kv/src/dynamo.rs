@@ -15,10 +15,10 @@ use std::time::Duration;
 use aws_sdk_dynamodb::config::BehaviorVersion;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde_json::Value;
 
-use crate::{KvError, now_epoch_secs};
+use crate::{Counted, KvError, now_epoch_secs};
 
 /// A connection that is not up in this time will not come up: fail over to a retry.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,6 +43,8 @@ pub(crate) const PK: &str = "pk";
 pub(crate) const SK: &str = "sk";
 pub(crate) const VALUE: &str = "value";
 pub(crate) const EXPIRES_AT: &str = "expires_at";
+/// The number of a counter ([`crate::KvStore::increment`]); counters have no `value`.
+pub(crate) const COUNT: &str = "count";
 
 /// The DynamoDB backend. Cheap to clone: the SDK client is reference-counted.
 #[derive(Clone, Debug)]
@@ -53,8 +55,8 @@ pub struct DynamoStore {
 
 impl DynamoStore {
     /// Builds the client without touching the network: connections open on first use.
-    pub fn from_config(config: &adiuva_config::Config) -> Result<Self, KvError> {
-        let sdk = adiuva_aws::sdk_config(config, &config.aws_region)
+    pub fn new(settings: &crate::DynamoSettings) -> Result<Self, KvError> {
+        let sdk = adiuva_aws::sdk_config(&settings.aws, &settings.aws.region)
             .map_err(|reason| KvError::failed(format!("DYNAMODB_TABLE is set but {reason}")))?;
         // Shorter than the shared defaults: this store sits on hot request paths.
         let mut builder = aws_sdk_dynamodb::config::Builder::from(&sdk)
@@ -65,12 +67,12 @@ impl DynamoStore {
                     .operation_timeout(OPERATION_TIMEOUT)
                     .build(),
             );
-        if !config.dynamodb_endpoint_url.is_empty() {
-            builder = builder.endpoint_url(config.dynamodb_endpoint_url.clone());
+        if let Some(endpoint) = &settings.endpoint_url {
+            builder = builder.endpoint_url(endpoint.clone());
         }
         Ok(Self {
             client: aws_sdk_dynamodb::Client::from_conf(builder.build()),
-            table: config.dynamodb_table.clone(),
+            table: settings.table.clone(),
         })
     }
 
@@ -127,6 +129,132 @@ impl DynamoStore {
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
                 Ok(false)
+            }
+            Err(err) => Err(classify(err)),
+        }
+    }
+
+    /// One conditional `UpdateItem`: `count + 1` unless that passes `max`, on a live item. An
+    /// item whose TTL has passed (DynamoDB deletes lazily) is removed and the increment retried.
+    pub(crate) async fn increment(
+        &self,
+        namespace: &str,
+        key: &str,
+        max: u64,
+        ttl: Duration,
+    ) -> Result<Counted, KvError> {
+        if max == 0 {
+            // The condition below lets a new item through whatever the maximum.
+            return Ok(Counted::Full(self.count(namespace, key).await?));
+        }
+        for _ in 0..2 {
+            let now = now_epoch_secs();
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, AttributeValue::S(namespace.to_owned()))
+                .key(SK, AttributeValue::S(key.to_owned()))
+                .update_expression(
+                    "SET #count = if_not_exists(#count, :zero) + :one, \
+                     #expires_at = if_not_exists(#expires_at, :expires_at)",
+                )
+                .condition_expression(
+                    "(attribute_not_exists(#count) OR #count < :max) \
+                     AND (attribute_not_exists(#expires_at) OR #expires_at > :now)",
+                )
+                .expression_attribute_names("#count", COUNT)
+                .expression_attribute_names("#expires_at", EXPIRES_AT)
+                .expression_attribute_values(":zero", number(0))
+                .expression_attribute_values(":one", number(1))
+                .expression_attribute_values(":max", number(max))
+                .expression_attribute_values(":now", number(now))
+                .expression_attribute_values(":expires_at", number(expiry(now, ttl)))
+                .return_values(ReturnValue::UpdatedNew)
+                .send()
+                .await;
+            match result {
+                Ok(output) => {
+                    let count = output
+                        .attributes
+                        .as_ref()
+                        .and_then(|attributes| attributes.get(COUNT))
+                        .and_then(as_u64)
+                        .ok_or_else(|| KvError::failed("UpdateItem returned no count"))?;
+                    return Ok(Counted::Added(count));
+                }
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    let item = self.item(namespace, key).await?;
+                    match item {
+                        Some(item) if is_live(&item, now_epoch_secs()) => {
+                            return Ok(Counted::Full(
+                                item.get(COUNT).and_then(as_u64).unwrap_or(0),
+                            ));
+                        }
+                        // Expired but not yet swept: remove it (only if still expired) and retry.
+                        Some(_) => self.delete_expired(namespace, key).await?,
+                        None => {}
+                    }
+                }
+                Err(err) => return Err(classify(err)),
+            }
+        }
+        Err(KvError::failed(
+            "counter kept changing under a conditional update",
+        ))
+    }
+
+    pub(crate) async fn count(&self, namespace: &str, key: &str) -> Result<u64, KvError> {
+        Ok(match self.item(namespace, key).await? {
+            Some(item) if is_live(&item, now_epoch_secs()) => {
+                item.get(COUNT).and_then(as_u64).unwrap_or(0)
+            }
+            _ => 0,
+        })
+    }
+
+    async fn item(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, KvError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(namespace.to_owned()))
+            .key(SK, AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output.item)
+    }
+
+    async fn delete_expired(&self, namespace: &str, key: &str) -> Result<(), KvError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(namespace.to_owned()))
+            .key(SK, AttributeValue::S(key.to_owned()))
+            .condition_expression("#expires_at <= :now")
+            .expression_attribute_names("#expires_at", EXPIRES_AT)
+            .expression_attribute_values(":now", number(now_epoch_secs()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
             }
             Err(err) => Err(classify(err)),
         }
@@ -220,14 +348,22 @@ fn item(
         (VALUE.to_owned(), AttributeValue::S(value.to_string())),
     ]);
     if let Some(ttl) = ttl {
-        // Rounded up: an item may outlive its TTL by under a second, never expire early.
-        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-        item.insert(
-            EXPIRES_AT.to_owned(),
-            number(now_epoch_secs().saturating_add(secs)),
-        );
+        item.insert(EXPIRES_AT.to_owned(), number(expiry(now_epoch_secs(), ttl)));
     }
     item
+}
+
+/// Epoch seconds at which an item written at `now` with `ttl` expires, rounded up: an item may
+/// outlive its TTL by under a second, never expire early.
+fn expiry(now: u64, ttl: Duration) -> u64 {
+    now.saturating_add(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0))
+}
+
+fn as_u64(value: &AttributeValue) -> Option<u64> {
+    match value {
+        AttributeValue::N(number) => number.parse().ok(),
+        _ => None,
+    }
 }
 
 /// False once `expires_at` has passed (DynamoDB may not have deleted the item yet).

@@ -26,6 +26,8 @@ mod tests;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use adiuva_config::{Component, ConfigError, Context, Source};
+use adiuva_error::ErrorKind;
 use serde_json::Value;
 
 pub use dynamo::DynamoStore;
@@ -42,6 +44,74 @@ pub enum KvError {
     /// Anything else (bad request, permission, a stored value that is not JSON ...).
     #[error("short-lived store operation failed")]
     Failed(#[source] BoxError),
+}
+
+impl adiuva_error::DomainError for KvError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unavailable(_) => ErrorKind::Unavailable,
+            Self::Failed(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "dependency_unavailable",
+            Self::Failed(_) => "internal_error",
+        }
+    }
+
+    fn public_detail(&self) -> Option<std::borrow::Cow<'static, str>> {
+        matches!(self, Self::Unavailable(_))
+            .then(|| adiuva_error::unavailable("the short-lived store"))
+    }
+}
+
+/// What [`KvStore::increment`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// The counter was raised; this is its new value.
+    Added(u64),
+    /// Raising it would have passed the maximum; this is its unchanged value.
+    Full(u64),
+}
+
+/// `DYNAMODB_TABLE` (unset: process memory), `DYNAMODB_ENDPOINT_URL` and the AWS credentials.
+#[derive(Debug, Clone)]
+pub struct KvSettings {
+    pub dynamodb: Option<DynamoSettings>,
+    /// Set when running in AWS Lambda (`AWS_LAMBDA_FUNCTION_NAME`), where memory is per instance.
+    pub in_lambda: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DynamoSettings {
+    pub table: String,
+    /// Custom endpoint (moto_server, DynamoDB Local).
+    pub endpoint_url: Option<String>,
+    pub aws: adiuva_aws::AwsSettings,
+}
+
+impl KvSettings {
+    pub fn from_source(source: &Source) -> Self {
+        Self {
+            dynamodb: source
+                .optional("DYNAMODB_TABLE")
+                .map(|table| DynamoSettings {
+                    table,
+                    endpoint_url: source.url("DYNAMODB_ENDPOINT_URL"),
+                    aws: adiuva_aws::AwsSettings::from_source(source),
+                }),
+            in_lambda: source.optional("AWS_LAMBDA_FUNCTION_NAME").is_some(),
+        }
+    }
+}
+
+impl Component for KvStore {
+    fn build(context: &Context) -> Result<Self, ConfigError> {
+        Self::from_settings(&KvSettings::from_source(context.source()))
+            .map_err(|err| ConfigError::unusable("the short-lived store", err))
+    }
 }
 
 impl KvError {
@@ -65,13 +135,45 @@ pub enum KvStore {
 }
 
 impl KvStore {
-    /// DynamoDB when `DYNAMODB_TABLE` is set, else process memory. No network I/O here (Lambda
-    /// cold start).
-    pub fn from_config(config: &adiuva_config::Config) -> Result<Self, KvError> {
-        if config.dynamodb_table.is_empty() {
-            Ok(Self::Memory(MemoryStore::new()))
-        } else {
-            Ok(Self::Dynamo(DynamoStore::from_config(config)?))
+    /// DynamoDB when a table is set, else process memory. No network I/O here (Lambda cold
+    /// start).
+    pub fn from_settings(settings: &KvSettings) -> Result<Self, KvError> {
+        match &settings.dynamodb {
+            Some(dynamodb) => Ok(Self::Dynamo(DynamoStore::new(dynamodb)?)),
+            None => {
+                if settings.in_lambda {
+                    tracing::warn!(
+                        "DYNAMODB_TABLE is not set: rate limits, idempotency records and \
+                         WebSocket connections live in this instance's memory only"
+                    );
+                }
+                Ok(Self::Memory(MemoryStore::new()))
+            }
+        }
+    }
+
+    /// Raises the counter under `(namespace, key)` by one unless that would take it above
+    /// `max`. Atomic across processes: of concurrent callers with room for n more, exactly n
+    /// get [`Counted::Added`]. A new (or expired) counter starts at 0 and lives for `ttl` from
+    /// its first increment; later increments do not extend it.
+    pub async fn increment(
+        &self,
+        namespace: &str,
+        key: &str,
+        max: u64,
+        ttl: Duration,
+    ) -> Result<Counted, KvError> {
+        match self {
+            Self::Dynamo(store) => store.increment(namespace, key, max, ttl).await,
+            Self::Memory(store) => Ok(store.increment(namespace, key, max, ttl).await),
+        }
+    }
+
+    /// The live value of a counter; 0 when there is none.
+    pub async fn count(&self, namespace: &str, key: &str) -> Result<u64, KvError> {
+        match self {
+            Self::Dynamo(store) => store.count(namespace, key).await,
+            Self::Memory(store) => Ok(store.count(namespace, key).await),
         }
     }
 

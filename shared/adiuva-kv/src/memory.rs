@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::RwLock;
 
-use crate::KvError;
+use crate::{Counted, KvError};
 
 #[derive(Debug)]
 struct Entry {
@@ -70,6 +70,42 @@ impl MemoryStore {
         }
         items.insert(key.to_owned(), entry(value, ttl, now));
         Ok(true)
+    }
+
+    pub(crate) async fn increment(
+        &self,
+        namespace: &str,
+        key: &str,
+        max: u64,
+        ttl: Duration,
+    ) -> Counted {
+        let mut entries = self.entries.write().await;
+        let items = entries.entry(namespace.to_owned()).or_default();
+        let now = Instant::now();
+        items.retain(|_, entry| entry.is_live(now));
+        let current = items
+            .get(key)
+            .and_then(|entry| entry.value.as_u64())
+            .unwrap_or(0);
+        if current >= max {
+            return Counted::Full(current);
+        }
+        match items.get_mut(key) {
+            Some(entry) => entry.value = Value::from(current + 1),
+            None => {
+                items.insert(key.to_owned(), entry(&Value::from(1u64), Some(ttl), now));
+            }
+        }
+        Counted::Added(current + 1)
+    }
+
+    pub(crate) async fn count(&self, namespace: &str, key: &str) -> u64 {
+        self.get(namespace, key)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|value| value.as_u64())
+            .unwrap_or(0)
     }
 
     pub(crate) async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, KvError> {

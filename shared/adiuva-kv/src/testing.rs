@@ -11,7 +11,9 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::dynamo::{EXPIRES_AT, PK, SK};
-use crate::{DynamoStore, KvStore};
+use adiuva_config::Source;
+
+use crate::{DynamoStore, KvSettings, KvStore};
 
 /// Environment-style settings naming a fresh table on the moto server, which is created (with
 /// the production key schema and TTL attribute) before this returns: `DYNAMODB_TABLE`,
@@ -35,30 +37,29 @@ pub async fn dynamo_settings() -> Vec<(String, String)> {
     .into_iter()
     .map(|(key, value)| (key.to_owned(), value.to_owned()))
     .collect();
-    let values: HashMap<String, String> = settings.iter().cloned().collect();
-    let config = adiuva_config::Config::from_lookup(|key| values.get(key).cloned())
-        .expect("test configuration is valid");
-    create_table(&DynamoStore::from_config(&config).expect("DynamoDB store for the test table"))
-        .await;
+    let store = store_of(settings.clone());
+    let KvStore::Dynamo(dynamo) = &store else {
+        unreachable!("DYNAMODB_TABLE is set");
+    };
+    create_table(dynamo).await;
     settings
 }
 
-/// A configuration pointing at a fresh table (see [`dynamo_settings`]), with `overrides`
-/// (environment-style pairs) applied over it.
-pub async fn dynamo_config(overrides: &[(&str, &str)]) -> adiuva_config::Config {
+fn store_of(pairs: impl IntoIterator<Item = (String, String)>) -> KvStore {
+    let settings = KvSettings::from_source(&Source::from_pairs(pairs));
+    KvStore::from_settings(&settings).expect("DynamoDB store for the test table")
+}
+
+/// A DynamoDB [`KvStore`] on a fresh table of the moto server, with `overrides`
+/// (environment-style pairs) applied over its settings.
+pub async fn dynamo_store(overrides: &[(&str, &str)]) -> KvStore {
     let mut values: HashMap<String, String> = dynamo_settings().await.into_iter().collect();
     values.extend(
         overrides
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
     );
-    adiuva_config::Config::from_lookup(|key| values.get(key).cloned())
-        .expect("test configuration is valid")
-}
-
-/// A DynamoDB [`KvStore`] on a fresh table of the moto server.
-pub async fn dynamo_store(overrides: &[(&str, &str)]) -> KvStore {
-    KvStore::from_config(&dynamo_config(overrides).await).expect("DynamoDB store for the test")
+    store_of(values)
 }
 
 /// Creates the table the way `infra/template.yaml` declares `ShortLivedTable`.

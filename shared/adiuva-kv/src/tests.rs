@@ -7,7 +7,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::json;
 
 use crate::dynamo::{EXPIRES_AT, PK, SK, VALUE};
-use crate::{KvError, KvStore, MemoryStore, now_epoch_secs, testing};
+use adiuva_config::Source;
+
+use crate::{Counted, KvError, KvSettings, KvStore, MemoryStore, now_epoch_secs, testing};
 
 async fn memory() -> KvStore {
     KvStore::Memory(MemoryStore::new())
@@ -45,7 +47,90 @@ kv_tests!(
     list_is_one_namespace_sorted_by_key,
     put_if_absent_lets_exactly_one_concurrent_writer_win,
     expired_values_are_invisible,
+    counters_stop_at_their_maximum,
+    concurrent_increments_let_exactly_the_room_through,
+    expired_counters_start_again,
 );
+
+async fn counters_stop_at_their_maximum(store: KvStore) {
+    let ttl = Duration::from_secs(60);
+    assert_eq!(store.count("rate", "u1").await.unwrap(), 0);
+    for expected in 1..=3 {
+        assert_eq!(
+            store.increment("rate", "u1", 3, ttl).await.unwrap(),
+            Counted::Added(expected)
+        );
+    }
+    assert_eq!(
+        store.increment("rate", "u1", 3, ttl).await.unwrap(),
+        Counted::Full(3)
+    );
+    assert_eq!(store.count("rate", "u1").await.unwrap(), 3);
+    // A higher maximum (a tier upgrade) has room again at once; other keys are untouched.
+    assert_eq!(
+        store.increment("rate", "u1", 5, ttl).await.unwrap(),
+        Counted::Added(4)
+    );
+    assert_eq!(store.count("rate", "u2").await.unwrap(), 0);
+    assert_eq!(
+        store.increment("rate", "u2", 0, ttl).await.unwrap(),
+        Counted::Full(0)
+    );
+}
+
+async fn concurrent_increments_let_exactly_the_room_through(store: KvStore) {
+    let ttl = Duration::from_secs(60);
+    for _ in 0..10 {
+        store.increment("rate", "busy", 20, ttl).await.unwrap();
+    }
+    let attempts = (0..30).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.increment("rate", "busy", 20, ttl).await.unwrap() })
+    });
+    let mut added = 0;
+    for attempt in attempts {
+        if matches!(attempt.await.unwrap(), Counted::Added(_)) {
+            added += 1;
+        }
+    }
+    assert_eq!(added, 10);
+    assert_eq!(store.count("rate", "busy").await.unwrap(), 20);
+}
+
+async fn expired_counters_start_again(store: KvStore) {
+    match &store {
+        KvStore::Memory(_) => {
+            store
+                .increment("rate", "old", 1, Duration::from_millis(100))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        KvStore::Dynamo(dynamo) => {
+            // A full counter whose TTL passed but that DynamoDB has not deleted yet.
+            let past = (now_epoch_secs() - 60).to_string();
+            dynamo
+                .client()
+                .put_item()
+                .table_name(dynamo.table())
+                .item(PK, AttributeValue::S("rate".to_owned()))
+                .item(SK, AttributeValue::S("old".to_owned()))
+                .item("count", AttributeValue::N("1".to_owned()))
+                .item(EXPIRES_AT, AttributeValue::N(past))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(store.count("rate", "old").await.unwrap(), 0);
+    assert_eq!(
+        store
+            .increment("rate", "old", 1, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Counted::Added(1)
+    );
+}
 
 async fn put_get_overwrite_delete(store: KvStore) {
     assert_eq!(store.get("plans", "a").await.unwrap(), None);
@@ -202,9 +287,7 @@ async fn an_unreachable_dynamodb_is_unavailable_quickly() {
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
     ]);
-    let config =
-        adiuva_config::Config::from_lookup(|key| values.get(key).map(|v| (*v).to_owned())).unwrap();
-    let store = KvStore::from_config(&config).unwrap();
+    let store = store_of(values);
     assert!(matches!(store, KvStore::Dynamo(_)));
 
     let started = Instant::now();
@@ -215,6 +298,11 @@ async fn an_unreachable_dynamodb_is_unavailable_quickly() {
         .await
         .unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
+    let err = store
+        .increment("rate", "a", 5, Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "took {:?}",
@@ -222,19 +310,16 @@ async fn an_unreachable_dynamodb_is_unavailable_quickly() {
     );
 }
 
+fn store_of<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> KvStore {
+    KvStore::from_settings(&KvSettings::from_source(&Source::from_pairs(pairs))).unwrap()
+}
+
 #[test]
 fn memory_is_the_default_and_dynamo_needs_credentials() {
-    let config = adiuva_config::Config::from_lookup(|_| None).unwrap();
+    assert!(matches!(store_of([]), KvStore::Memory(_)));
+    let settings = KvSettings::from_source(&Source::from_pairs([("DYNAMODB_TABLE", "table")]));
     assert!(matches!(
-        KvStore::from_config(&config).unwrap(),
-        KvStore::Memory(_)
-    ));
-    let config = adiuva_config::Config::from_lookup(|key| {
-        (key == "DYNAMODB_TABLE").then(|| "table".to_owned())
-    })
-    .unwrap();
-    assert!(matches!(
-        KvStore::from_config(&config),
+        KvStore::from_settings(&settings),
         Err(KvError::Failed(_))
     ));
 }

@@ -1,6 +1,6 @@
 //! The LLM client: chat completions against any OpenAI-compatible endpoint through async-openai.
 //!
-//! [`Llm::from_config`] resolves `LLM_MODEL` (the agents' model) and `LLM_ROUTER_MODEL` (intent
+//! [`Llm::new`] resolves `LLM_MODEL` (the agents' model) and `LLM_ROUTER_MODEL` (intent
 //! classification) with their LiteLLM-style provider prefixes ([`provider`]). Each call runs at
 //! temperature 0 with a cap on output tokens, a timeout, and retries with exponential backoff on
 //! 429, 5xx and connection failures; each logs its model, token usage and latency. A streamed
@@ -15,7 +15,7 @@ pub mod provider;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use adiuva_config::Config;
+use adiuva_config::{ConfigError, Secret, Source};
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
@@ -240,19 +240,65 @@ pub struct Llm {
     router: Model,
 }
 
+/// The chat's models and endpoints: `LLM_MODEL`, `LLM_ROUTER_MODEL`, `LLM_BASE_URL` (or the
+/// OpenAI SDKs' `OPENAI_BASE_URL`), the provider keys, `OLLAMA_BASE_URL` (or LiteLLM's
+/// `OLLAMA_API_BASE`), `LLM_TIMEOUT_SECONDS`, `LLM_MAX_RETRIES` and `LLM_MAX_OUTPUT_TOKENS`.
+#[derive(Debug, Clone)]
+pub struct LlmSettings {
+    /// LiteLLM-style `provider/model` names (`gpt-4o`, `ollama/llama3`, ...).
+    pub model: String,
+    pub router_model: String,
+    /// An OpenAI-compatible endpoint for `openai/` and unprefixed models; `None`: OpenAI's own.
+    pub base_url: Option<String>,
+    pub openai_api_key: Option<Secret>,
+    pub openrouter_api_key: Option<Secret>,
+    pub anthropic_api_key: Option<Secret>,
+    pub gemini_api_key: Option<Secret>,
+    pub ollama_base_url: String,
+    /// Per model call, including a streamed answer.
+    pub timeout: Duration,
+    /// Retries of a call that failed with 429, 5xx or a connection error.
+    pub max_retries: u32,
+    /// Cap on the tokens a call may generate.
+    pub max_output_tokens: u32,
+}
+
+impl LlmSettings {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            model: source.string("LLM_MODEL", "gpt-4o"),
+            router_model: source.string("LLM_ROUTER_MODEL", "gpt-4o-mini"),
+            base_url: source
+                .url("LLM_BASE_URL")
+                .or_else(|| source.url("OPENAI_BASE_URL")),
+            openai_api_key: source.secret("OPENAI_API_KEY"),
+            openrouter_api_key: source.secret("OPENROUTER_API_KEY"),
+            anthropic_api_key: source.secret("ANTHROPIC_API_KEY"),
+            gemini_api_key: source.secret("GEMINI_API_KEY"),
+            ollama_base_url: source
+                .url("OLLAMA_BASE_URL")
+                .or_else(|| source.url("OLLAMA_API_BASE"))
+                .unwrap_or_else(|| "http://localhost:11434".to_owned()),
+            timeout: Duration::from_secs(source.number_in("LLM_TIMEOUT_SECONDS", 60, 1..=900)?),
+            max_retries: source.number_in("LLM_MAX_RETRIES", 2, 0..=10)?,
+            max_output_tokens: source.number_in("LLM_MAX_OUTPUT_TOKENS", 1024, 1..=1_000_000)?,
+        })
+    }
+}
+
 impl Llm {
-    /// The models `LLM_MODEL` and `LLM_ROUTER_MODEL` name. `Err` says why chat is unavailable
-    /// (no provider configured, or a name we cannot serve); nothing else depends on it.
-    pub fn from_config(config: &Config) -> Result<Self, String> {
+    /// The models the settings name. `Err` says why chat is unavailable (no provider
+    /// configured, or a name we cannot serve); nothing else depends on it.
+    pub fn new(settings: &LlmSettings) -> Result<Self, String> {
         let limits = Limits {
-            timeout: Duration::from_secs(config.llm_timeout_seconds.max(1)),
-            max_retries: config.llm_max_retries,
-            max_output_tokens: config.llm_max_output_tokens.max(1),
+            timeout: settings.timeout,
+            max_retries: settings.max_retries,
+            max_output_tokens: settings.max_output_tokens,
         };
         let http = http_client().map_err(|err| format!("cannot build the HTTP client: {err}"))?;
-        let agent = provider::resolve(&config.llm_model, config)
+        let agent = provider::resolve(&settings.model, settings)
             .map_err(|reason| format!("LLM_MODEL: {reason}"))?;
-        let router = provider::resolve(&config.llm_router_model, config)
+        let router = provider::resolve(&settings.router_model, settings)
             .map_err(|reason| format!("LLM_ROUTER_MODEL: {reason}"))?;
         Ok(Self {
             agent: Model::new(agent, http.clone(), limits),

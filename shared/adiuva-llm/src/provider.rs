@@ -9,7 +9,9 @@
 //! | `gemini/gemini-1.5-flash` | Gemini's OpenAI compatibility API | `GEMINI_API_KEY` |
 //! | any other `prefix/model` | `LLM_BASE_URL` (a LiteLLM proxy), name sent whole | `OPENAI_API_KEY` |
 
-use adiuva_config::Config;
+use adiuva_config::Secret;
+
+use crate::LlmSettings;
 
 pub(crate) const OPENAI_BASE: &str = "https://api.openai.com/v1";
 pub(crate) const OPENROUTER_BASE: &str = "https://openrouter.ai/api/v1";
@@ -29,7 +31,8 @@ pub struct Endpoint {
 }
 
 /// Resolves a configured model name; `Err` says why the model cannot be used.
-pub fn resolve(name: &str, config: &Config) -> Result<Endpoint, String> {
+pub fn resolve(name: &str, settings: &LlmSettings) -> Result<Endpoint, String> {
+    let key = |secret: &Option<Secret>| secret.as_ref().map_or("", Secret::expose).to_owned();
     let name = name.trim();
     if name.is_empty() {
         return Err("the model name is empty".to_owned());
@@ -47,53 +50,49 @@ pub fn resolve(name: &str, config: &Config) -> Result<Endpoint, String> {
     };
     match prefix.map(str::to_ascii_lowercase).as_deref() {
         None | Some("openai") => {
-            let key = config.openai_api_key.expose();
-            if config.llm_base_url.is_empty() {
-                keyed(
+            let openai_key = key(&settings.openai_api_key);
+            match &settings.base_url {
+                None => keyed(
                     OPENAI_BASE,
-                    key,
+                    &openai_key,
                     "OPENAI_API_KEY (or LLM_BASE_URL for a local server)",
-                )
-            } else {
-                Ok(endpoint(name, rest, &config.llm_base_url, key))
+                ),
+                Some(base_url) => Ok(endpoint(name, rest, base_url, &openai_key)),
             }
         }
         Some("ollama" | "ollama_chat") => Ok(endpoint(
             name,
             rest,
-            &format!("{}/v1", config.ollama_base_url.trim_end_matches("/v1")),
+            &format!("{}/v1", settings.ollama_base_url.trim_end_matches("/v1")),
             "",
         )),
         Some("openrouter") => keyed(
             OPENROUTER_BASE,
-            config.openrouter_api_key.expose(),
+            &key(&settings.openrouter_api_key),
             "OPENROUTER_API_KEY",
         ),
         Some("anthropic") => keyed(
             ANTHROPIC_BASE,
-            config.anthropic_api_key.expose(),
+            &key(&settings.anthropic_api_key),
             "ANTHROPIC_API_KEY",
         ),
         Some("gemini") => keyed(
             GEMINI_BASE,
-            config.gemini_api_key.expose(),
+            &key(&settings.gemini_api_key),
             "GEMINI_API_KEY",
         ),
-        Some(other) => {
-            if config.llm_base_url.is_empty() {
-                Err(format!(
-                    "provider {other:?} has no OpenAI-compatible API we know; point LLM_BASE_URL \
+        Some(other) => match &settings.base_url {
+            None => Err(format!(
+                "provider {other:?} has no OpenAI-compatible API we know; point LLM_BASE_URL \
                      at an OpenAI-compatible proxy (LiteLLM) that serves {name}"
-                ))
-            } else {
-                Ok(endpoint(
-                    name,
-                    name,
-                    &config.llm_base_url,
-                    config.openai_api_key.expose(),
-                ))
-            }
-        }
+            )),
+            Some(base_url) => Ok(endpoint(
+                name,
+                name,
+                base_url,
+                &key(&settings.openai_api_key),
+            )),
+        },
     }
 }
 
@@ -110,13 +109,8 @@ fn endpoint(configured: &str, model: &str, base_url: &str, api_key: &str) -> End
 mod tests {
     use super::*;
 
-    fn config(pairs: &[(&str, &str)]) -> Config {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::from_lookup(|key| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
-            .unwrap()
+    fn config(pairs: &[(&str, &str)]) -> LlmSettings {
+        LlmSettings::from_source(&adiuva_config::Source::from_pairs(pairs.iter().copied())).unwrap()
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Encrypted backups: upload, latest, history and delete, within the tier's backup quota.
 
-use adiuva_auth::AuthUser;
-use adiuva_auth::quota::reserve;
-use adiuva_auth::tiers::{Quota, TierError, quota_bytes};
+use adiuva_access::Caller;
+use adiuva_access::quota::reserve;
+use adiuva_access::tiers::{AccessError, Quota, quota_bytes};
 use adiuva_db::{new_id, now_ms};
 use bytes::Bytes;
 use serde::Serialize;
@@ -48,13 +48,10 @@ macro_rules! backup_columns {
 }
 
 /// The backup quota of a tier in bytes, refusing tiers that have none.
-pub(crate) fn backup_limit(
-    storage: &Storage,
-    user: &AuthUser,
-) -> Result<Option<u64>, StorageError> {
+pub(crate) fn backup_limit(storage: &Storage, user: &Caller) -> Result<Option<u64>, StorageError> {
     let limit = quota_bytes(user.tier, Quota::Backup, storage.inner.quota_unit_bytes);
     if limit == Some(0) {
-        return Err(TierError::QuotaExceeded {
+        return Err(AccessError::QuotaExceeded {
             quota: Quota::Backup,
             tier: user.tier,
         }
@@ -66,7 +63,7 @@ pub(crate) fn backup_limit(
 impl Storage {
     pub async fn put_backup(
         &self,
-        user: &AuthUser,
+        user: &Caller,
         backup: NewBackup,
         bytes: Bytes,
     ) -> Result<BackupMeta, StorageError> {
@@ -90,7 +87,7 @@ impl Storage {
 
     pub(crate) async fn finish_backup(
         &self,
-        user: &AuthUser,
+        user: &Caller,
         backup_id: &str,
         key: &str,
         size: i64,
@@ -172,7 +169,7 @@ impl Storage {
         reserve(
             &mut tx,
             user_id,
-            adiuva_auth::Tier::Free,
+            adiuva_access::Tier::Free,
             Quota::Backup,
             -size,
             None,

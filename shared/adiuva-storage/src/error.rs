@@ -1,8 +1,10 @@
-use adiuva_auth::quota::QuotaError;
-use adiuva_auth::tiers::TierError;
+use adiuva_access::quota::QuotaError;
+use adiuva_access::tiers::AccessError;
 use adiuva_blob::BlobError;
 use adiuva_checksum::ChecksumError;
-use adiuva_http::{ApiError, StatusCode};
+use std::borrow::Cow;
+
+use adiuva_error::{DomainError, ErrorKind, unavailable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -25,7 +27,7 @@ pub enum StorageError {
     #[error("blob is larger than {limit} bytes")]
     TooLarge { limit: u64 },
     #[error(transparent)]
-    Tier(#[from] TierError),
+    Access(#[from] AccessError),
     #[error("the stored blob of a record is missing")]
     BlobMissing { key: String },
     #[error("blob store operation failed")]
@@ -37,41 +39,57 @@ pub enum StorageError {
 impl From<QuotaError> for StorageError {
     fn from(err: QuotaError) -> Self {
         match err {
-            QuotaError::Exceeded(tier) => StorageError::Tier(tier),
+            QuotaError::Exceeded(err) => StorageError::Access(err),
             QuotaError::Database(db) => StorageError::Database(db),
         }
     }
 }
 
-impl From<StorageError> for ApiError {
-    fn from(err: StorageError) -> Self {
-        let detail = err.to_string();
-        match err {
-            StorageError::Invalid(_) => ApiError::unprocessable("validation_error", detail),
-            StorageError::Checksum(ChecksumError::Malformed) => {
-                ApiError::unprocessable("invalid_checksum", detail)
+impl DomainError for StorageError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Invalid(_) | Self::Checksum(ChecksumError::Malformed) => ErrorKind::Invalid,
+            Self::Checksum(ChecksumError::Mismatch) | Self::UploadSize { .. } => {
+                ErrorKind::BadRequest
             }
-            StorageError::Checksum(ChecksumError::Mismatch) => {
-                ApiError::bad_request("checksum_mismatch", detail)
+            Self::RecordNotFound | Self::BackupNotFound | Self::UploadNotFound => {
+                ErrorKind::NotFound
             }
-            StorageError::RecordNotFound
-            | StorageError::BackupNotFound
-            | StorageError::UploadNotFound => ApiError::not_found(detail),
-            StorageError::UploadIncomplete => ApiError::conflict("upload_incomplete", detail),
-            StorageError::UploadSize { .. } => ApiError::bad_request("size_mismatch", detail),
-            StorageError::VersionConflict { .. } => {
-                ApiError::precondition_failed("version_conflict", detail)
-            }
-            StorageError::TooLarge { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", detail)
-            }
-            StorageError::Tier(tier) => tier.into(),
-            StorageError::BlobMissing { .. } => ApiError::internal(err),
-            StorageError::Blob(BlobError::Unavailable(_)) => {
-                ApiError::unavailable("the blob store", err)
-            }
-            StorageError::Blob(_) => ApiError::internal(err),
-            StorageError::Database(db) => adiuva_auth::database_error(db),
+            Self::UploadIncomplete => ErrorKind::Conflict,
+            Self::VersionConflict { .. } => ErrorKind::PreconditionFailed,
+            Self::TooLarge { .. } => ErrorKind::TooLarge,
+            Self::Access(err) => err.kind(),
+            Self::BlobMissing { .. } => ErrorKind::Internal,
+            Self::Blob(err) if err.is_unavailable() => ErrorKind::Unavailable,
+            Self::Blob(_) => ErrorKind::Internal,
+            Self::Database(err) => adiuva_db::kind_of(err),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "validation_error",
+            Self::Checksum(ChecksumError::Malformed) => "invalid_checksum",
+            Self::Checksum(ChecksumError::Mismatch) => "checksum_mismatch",
+            Self::RecordNotFound | Self::BackupNotFound | Self::UploadNotFound => "not_found",
+            Self::UploadIncomplete => "upload_incomplete",
+            Self::UploadSize { .. } => "size_mismatch",
+            Self::VersionConflict { .. } => "version_conflict",
+            Self::TooLarge { .. } => "payload_too_large",
+            Self::Access(err) => err.code(),
+            Self::BlobMissing { .. } => "internal_error",
+            Self::Blob(_) | Self::Database(_) => match self.kind() {
+                ErrorKind::Unavailable => "dependency_unavailable",
+                _ => "internal_error",
+            },
+        }
+    }
+
+    fn public_detail(&self) -> Option<Cow<'static, str>> {
+        match (self, self.kind()) {
+            (Self::Blob(_), ErrorKind::Unavailable) => Some(unavailable("the blob store")),
+            (Self::Database(_), ErrorKind::Unavailable) => Some(unavailable("the database")),
+            _ => None,
         }
     }
 }

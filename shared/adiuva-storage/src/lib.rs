@@ -16,7 +16,7 @@ mod uploads;
 use std::sync::Arc;
 
 use adiuva_blob::BlobStore;
-use adiuva_config::Config;
+use adiuva_config::{Component, ConfigError, Context, Source};
 use adiuva_db::Database;
 
 pub use backups::{BackupMeta, NewBackup};
@@ -39,16 +39,44 @@ struct Inner {
     orphan_grace_ms: i64,
 }
 
+/// `QUOTA_UNIT_BYTES` (one "GB" of the tier matrix; tests shrink it) and
+/// `ORPHAN_GRACE_MINUTES` (how old an unreferenced blob must be before the janitor removes it).
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    pub quota_unit_bytes: u64,
+    pub orphan_grace_minutes: u64,
+}
+
+impl StorageSettings {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            quota_unit_bytes: source.number_in("QUOTA_UNIT_BYTES", 1 << 30, 1..=1 << 50)?,
+            orphan_grace_minutes: source.number_in(
+                "ORPHAN_GRACE_MINUTES",
+                60,
+                0..=60 * 24 * 365,
+            )?,
+        })
+    }
+}
+
+impl Component for Storage {
+    fn build(context: &Context) -> Result<Self, ConfigError> {
+        let settings = StorageSettings::from_source(context.source())?;
+        Ok(Self::new(context.get()?, context.get()?, &settings))
+    }
+}
+
 impl Storage {
-    pub fn new(db: Database, blobs: BlobStore, config: &Config) -> Self {
-        let grace_ms = i64::try_from(config.orphan_grace_minutes)
+    pub fn new(db: Database, blobs: BlobStore, settings: &StorageSettings) -> Self {
+        let grace_ms = i64::try_from(settings.orphan_grace_minutes)
             .unwrap_or(i64::MAX / 60_000)
             .saturating_mul(60_000);
         Self {
             inner: Arc::new(Inner {
                 db,
                 blobs,
-                quota_unit_bytes: config.quota_unit_bytes,
+                quota_unit_bytes: settings.quota_unit_bytes,
                 orphan_grace_ms: grace_ms,
             }),
         }

@@ -1,8 +1,8 @@
 //! Encrypted records: create, list, read, update (with optimistic versions) and delete.
 
-use adiuva_auth::quota::reserve;
-use adiuva_auth::tiers::{Quota, quota_bytes};
-use adiuva_auth::{AuthUser, Tier};
+use adiuva_access::quota::reserve;
+use adiuva_access::tiers::{Quota, quota_bytes};
+use adiuva_access::{Caller, Tier};
 use adiuva_db::{new_id, now_ms};
 use bytes::Bytes;
 use serde::Serialize;
@@ -60,7 +60,7 @@ pub fn validate_table(table: &str) -> Result<(), StorageError> {
 fn storage_limit(storage: &Storage, tier: Tier) -> Result<Option<u64>, StorageError> {
     let limit = quota_bytes(tier, Quota::CloudStorage, storage.inner.quota_unit_bytes);
     if limit == Some(0) {
-        return Err(adiuva_auth::tiers::TierError::QuotaExceeded {
+        return Err(adiuva_access::tiers::AccessError::QuotaExceeded {
             quota: Quota::CloudStorage,
             tier,
         }
@@ -76,7 +76,7 @@ fn size_of(bytes: usize) -> i64 {
 impl Storage {
     pub async fn create_record(
         &self,
-        user: &AuthUser,
+        user: &Caller,
         table: &str,
         blob: Bytes,
         checksum: &str,
@@ -104,7 +104,7 @@ impl Storage {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn finish_create(
         &self,
-        user: &AuthUser,
+        user: &Caller,
         table: &str,
         record_id: &str,
         key: &str,
@@ -209,7 +209,7 @@ impl Storage {
     /// Replaces a record's blob. With `if_match`, a record that moved on is `VersionConflict`.
     pub async fn update_record(
         &self,
-        user: &AuthUser,
+        user: &Caller,
         record_id: &str,
         blob: Bytes,
         checksum: &str,
@@ -245,7 +245,7 @@ impl Storage {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn finish_update(
         &self,
-        user: &AuthUser,
+        user: &Caller,
         record_id: &str,
         key: &str,
         size: i64,

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use adiuva_auth::AuthUser;
-use adiuva_auth::quota::used_bytes;
-use adiuva_auth::tiers::{Quota, TierError};
+use adiuva_access::Caller;
+use adiuva_access::quota::used_bytes;
+use adiuva_access::tiers::{AccessError, Quota};
 use adiuva_db::{new_id, now_ms};
 use serde::{Deserialize, Serialize};
 
@@ -86,7 +86,7 @@ impl Storage {
     /// Refuses early what the commit would refuse for quota, so no bytes travel in vain.
     async fn quota_precheck(
         &self,
-        user: &AuthUser,
+        user: &Caller,
         quota: Quota,
         limit: Option<u64>,
         size: u64,
@@ -95,7 +95,7 @@ impl Storage {
         let mut conn = self.inner.db.pool().acquire().await?;
         let used = u64::try_from(used_bytes(&mut conn, &user.id, quota).await?).unwrap_or(0);
         if used.saturating_add(size) > limit {
-            return Err(TierError::QuotaExceeded {
+            return Err(AccessError::QuotaExceeded {
                 quota,
                 tier: user.tier,
             }
@@ -106,7 +106,7 @@ impl Storage {
 
     pub async fn start_upload(
         &self,
-        user: &AuthUser,
+        user: &Caller,
         request: UploadRequest,
     ) -> Result<UploadTicket, StorageError> {
         let (size, checksum) = match &request {
@@ -154,7 +154,7 @@ impl Storage {
                         current: current.version,
                     });
                 }
-                let limit = adiuva_auth::tiers::quota_bytes(
+                let limit = adiuva_access::tiers::quota_bytes(
                     user.tier,
                     Quota::CloudStorage,
                     self.inner.quota_unit_bytes,
@@ -177,13 +177,13 @@ impl Storage {
                     "a new record needs `table`; an update needs `record_id`",
                 ))?;
                 validate_table(&table)?;
-                let limit = adiuva_auth::tiers::quota_bytes(
+                let limit = adiuva_access::tiers::quota_bytes(
                     user.tier,
                     Quota::CloudStorage,
                     self.inner.quota_unit_bytes,
                 );
                 if limit == Some(0) {
-                    return Err(TierError::QuotaExceeded {
+                    return Err(AccessError::QuotaExceeded {
                         quota: Quota::CloudStorage,
                         tier: user.tier,
                     }
@@ -259,7 +259,7 @@ impl Storage {
     /// Verifies what was uploaded and makes it a record or a backup.
     pub async fn commit_upload(
         &self,
-        user: &AuthUser,
+        user: &Caller,
         upload_id: &str,
     ) -> Result<Committed, StorageError> {
         let pending: Option<PendingUpload> = sqlx::query_as(

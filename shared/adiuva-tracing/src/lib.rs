@@ -1,7 +1,7 @@
 //! Langfuse for the chat: request traces over OTLP/HTTP JSON and managed prompts, both over plain
 //! HTTP, and nothing at all without keys.
 //!
-//! [`Langfuse::from_config`] returns `None` unless both `LANGFUSE_PUBLIC_KEY` and
+//! [`Langfuse::from_source`] returns `None` unless both `LANGFUSE_PUBLIC_KEY` and
 //! `LANGFUSE_SECRET_KEY` are set; callers then use [`Trace::disabled`], which records nothing and
 //! sends nothing, and their built-in prompts.
 //!
@@ -32,7 +32,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use adiuva_config::Config;
+use adiuva_config::Source;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -92,18 +92,20 @@ impl fmt::Debug for Langfuse {
 }
 
 impl Langfuse {
-    /// None unless both keys are set: then tracing does nothing and costs nothing.
-    pub fn from_config(config: &Config) -> Option<Self> {
-        let public = config.langfuse_public_key.trim();
-        let secret = config.langfuse_secret_key.expose().trim();
-        if public.is_empty() || secret.is_empty() {
-            return None;
-        }
-        let host = match parse_host(&config.langfuse_host) {
+    /// `LANGFUSE_PUBLIC_KEY`, `LANGFUSE_SECRET_KEY` and `LANGFUSE_HOST` (default Langfuse
+    /// Cloud). None unless both keys are set: then tracing does nothing and costs nothing.
+    pub fn from_source(source: &Source) -> Option<Self> {
+        let public = source.optional("LANGFUSE_PUBLIC_KEY")?;
+        let secret = source.secret("LANGFUSE_SECRET_KEY")?;
+        let secret = secret.expose();
+        let configured_host = source
+            .url("LANGFUSE_HOST")
+            .unwrap_or_else(|| "https://cloud.langfuse.com".to_owned());
+        let host = match parse_host(&configured_host) {
             Ok(host) => host,
             Err(reason) => {
                 tracing::warn!(
-                    host = %config.langfuse_host,
+                    host = %configured_host,
                     %reason,
                     "LANGFUSE_HOST is not a valid URL; Langfuse is disabled"
                 );

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use adiuva_config::Config;
+use adiuva_config::Source;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -129,16 +129,12 @@ async fn handle(
     StatusCode::NOT_FOUND.into_response()
 }
 
-fn config(vars: &[(&str, &str)]) -> Config {
-    let vars: HashMap<String, String> = vars
-        .iter()
-        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-        .collect();
-    Config::from_lookup(|key| vars.get(key).cloned()).unwrap()
+fn config(vars: &[(&str, &str)]) -> Source {
+    Source::from_pairs(vars.iter().copied())
 }
 
 fn langfuse_at(host: &str) -> Langfuse {
-    Langfuse::from_config(&config(&[
+    Langfuse::from_source(&config(&[
         ("LANGFUSE_PUBLIC_KEY", PUBLIC),
         ("LANGFUSE_SECRET_KEY", SECRET),
         ("LANGFUSE_HOST", host),
@@ -189,18 +185,18 @@ fn nanos(span: &Value, field: &str) -> u64 {
 }
 
 #[test]
-fn from_config_needs_both_keys() {
-    assert!(Langfuse::from_config(&config(&[])).is_none());
-    assert!(Langfuse::from_config(&config(&[("LANGFUSE_PUBLIC_KEY", PUBLIC)])).is_none());
-    assert!(Langfuse::from_config(&config(&[("LANGFUSE_SECRET_KEY", SECRET)])).is_none());
+fn from_source_needs_both_keys() {
+    assert!(Langfuse::from_source(&config(&[])).is_none());
+    assert!(Langfuse::from_source(&config(&[("LANGFUSE_PUBLIC_KEY", PUBLIC)])).is_none());
+    assert!(Langfuse::from_source(&config(&[("LANGFUSE_SECRET_KEY", SECRET)])).is_none());
     assert!(
-        Langfuse::from_config(&config(&[
+        Langfuse::from_source(&config(&[
             ("LANGFUSE_PUBLIC_KEY", "  "),
             ("LANGFUSE_SECRET_KEY", SECRET)
         ]))
         .is_none()
     );
-    let langfuse = Langfuse::from_config(&config(&[
+    let langfuse = Langfuse::from_source(&config(&[
         ("LANGFUSE_PUBLIC_KEY", PUBLIC),
         ("LANGFUSE_SECRET_KEY", SECRET),
     ]))
@@ -512,7 +508,7 @@ async fn prompt_is_none_for_a_chat_prompt() {
 #[tokio::test]
 async fn prompt_is_none_on_bad_credentials() {
     let fake = Fake::start(None).await;
-    let langfuse = Langfuse::from_config(&config(&[
+    let langfuse = Langfuse::from_source(&config(&[
         ("LANGFUSE_PUBLIC_KEY", PUBLIC),
         ("LANGFUSE_SECRET_KEY", "wrong"),
         ("LANGFUSE_HOST", &fake.host),

@@ -17,6 +17,10 @@
 mod embedded;
 mod qdrant;
 
+use std::path::PathBuf;
+
+use adiuva_config::{Component, ConfigError, Context, Secret, Source};
+use adiuva_error::ErrorKind;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -117,20 +121,80 @@ pub enum VectorStore {
     Embedded(EmbeddedStore),
 }
 
+impl adiuva_error::DomainError for VectorError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::DimensionMismatch { .. } | Self::InvalidDimensions { .. } | Self::NotFinite => {
+                ErrorKind::Invalid
+            }
+            Self::Unavailable(_) => ErrorKind::Unavailable,
+            Self::Failed(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::DimensionMismatch { .. } | Self::InvalidDimensions { .. } | Self::NotFinite => {
+                "invalid_vector"
+            }
+            Self::Unavailable(_) => "dependency_unavailable",
+            Self::Failed(_) => "internal_error",
+        }
+    }
+
+    fn public_detail(&self) -> Option<std::borrow::Cow<'static, str>> {
+        matches!(self, Self::Unavailable(_)).then(|| adiuva_error::unavailable("the vector store"))
+    }
+}
+
+/// `QDRANT_URL` (unset: exact in-process search under `ADIUVA_DATA_DIR`), `QDRANT_API_KEY` and
+/// `QDRANT_COLLECTION` (the prefix of the collection names).
+#[derive(Debug, Clone)]
+pub struct VectorSettings {
+    pub qdrant: Option<QdrantSettings>,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct QdrantSettings {
+    pub url: String,
+    pub api_key: Option<Secret>,
+    pub collection: String,
+}
+
+impl VectorSettings {
+    pub fn from_source(source: &Source) -> Self {
+        Self {
+            qdrant: source.optional("QDRANT_URL").map(|url| QdrantSettings {
+                url,
+                api_key: source.secret("QDRANT_API_KEY"),
+                collection: source.string("QDRANT_COLLECTION", "adiuva_vectors"),
+            }),
+            data_dir: source.data_dir(),
+        }
+    }
+}
+
+impl Component for VectorStore {
+    fn build(context: &Context) -> Result<Self, ConfigError> {
+        Self::from_settings(&VectorSettings::from_source(context.source()))
+            .map_err(|err| ConfigError::unusable("the vector store", err))
+    }
+}
+
 impl VectorStore {
-    /// Qdrant when qdrant_url is set, else embedded. No network I/O here (Lambda cold start):
-    /// the Qdrant client connects lazily and collections are created on first use.
-    pub fn from_config(config: &adiuva_config::Config) -> Result<Self, VectorError> {
-        if config.qdrant_url.is_empty() {
-            Ok(Self::Embedded(EmbeddedStore::new(
-                config.data_dir.join("vectors"),
-            )))
-        } else {
-            Ok(Self::Qdrant(QdrantStore::new(
-                &config.qdrant_url,
-                config.qdrant_api_key.expose(),
-                &config.qdrant_collection,
-            )?))
+    /// Qdrant when a URL is set, else embedded. No network I/O here (Lambda cold start): the
+    /// Qdrant client connects lazily and collections are created on first use.
+    pub fn from_settings(settings: &VectorSettings) -> Result<Self, VectorError> {
+        match &settings.qdrant {
+            None => Ok(Self::Embedded(EmbeddedStore::new(
+                settings.data_dir.join("vectors"),
+            ))),
+            Some(qdrant) => Ok(Self::Qdrant(QdrantStore::new(
+                &qdrant.url,
+                qdrant.api_key.as_ref().map_or("", Secret::expose),
+                &qdrant.collection,
+            )?)),
         }
     }
 

@@ -10,14 +10,13 @@
 //! Every test uses fresh random user ids, so runs against one Qdrant server do not interfere;
 //! the collections are `adiuva_test_vectors_{size}`.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use adiuva_config::Config;
-use adiuva_vectors::{SearchHit, VectorError, VectorPoint, VectorStore};
+use adiuva_config::Source;
+use adiuva_vectors::{SearchHit, VectorError, VectorPoint, VectorSettings, VectorStore};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -63,17 +62,13 @@ impl Drop for TempDir {
     }
 }
 
-fn config(pairs: &[(&str, &str)]) -> Config {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(key, value)| (key.to_string(), value.to_string()))
-        .collect();
-    Config::from_lookup(|key| map.get(key).cloned()).unwrap()
+fn from_pairs(pairs: &[(&str, &str)]) -> Result<VectorStore, VectorError> {
+    let source = Source::from_pairs(pairs.iter().copied());
+    VectorStore::from_settings(&VectorSettings::from_source(&source))
 }
 
 fn embedded_store(dir: &Path) -> VectorStore {
-    let store =
-        VectorStore::from_config(&config(&[("ADIUVA_DATA_DIR", dir.to_str().unwrap())])).unwrap();
+    let store = from_pairs(&[("ADIUVA_DATA_DIR", dir.to_str().unwrap())]).unwrap();
     assert!(matches!(store, VectorStore::Embedded(_)));
     store
 }
@@ -105,11 +100,11 @@ fn qdrant() -> Option<Backend> {
         return None;
     };
     let api_key = std::env::var("QDRANT_API_KEY").unwrap_or_default();
-    let store = VectorStore::from_config(&config(&[
+    let store = from_pairs(&[
         ("QDRANT_URL", &url),
         ("QDRANT_API_KEY", &api_key),
         ("QDRANT_COLLECTION", "adiuva_test_vectors"),
-    ]))
+    ])
     .unwrap();
     assert!(matches!(store, VectorStore::Qdrant(_)));
     Some(Backend {
@@ -665,7 +660,7 @@ async fn embedded_store_fails_cleanly_when_its_directory_breaks() {
 
 #[tokio::test]
 async fn unreachable_qdrant_is_unavailable_quickly() {
-    let store = VectorStore::from_config(&config(&[("QDRANT_URL", "http://127.0.0.1:1")])).unwrap();
+    let store = from_pairs(&[("QDRANT_URL", "http://127.0.0.1:1")]).unwrap();
     assert!(matches!(store, VectorStore::Qdrant(_)));
     let started = Instant::now();
     let result = store.upsert("alice", vec![point("a", &[1.0, 0.0])]).await;
@@ -700,6 +695,6 @@ async fn unreachable_qdrant_is_unavailable_quickly() {
 
 #[test]
 fn an_invalid_qdrant_url_is_refused_at_start_up() {
-    let result = VectorStore::from_config(&config(&[("QDRANT_URL", "not a url")]));
+    let result = from_pairs(&[("QDRANT_URL", "not a url")]);
     assert!(matches!(result, Err(VectorError::Failed(_))), "{result:?}");
 }

@@ -4,12 +4,12 @@
 
 use sqlx::AnyConnection;
 
-use crate::tiers::{Quota, Tier, TierError};
+use crate::tiers::{AccessError, Quota, Tier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuotaError {
     #[error(transparent)]
-    Exceeded(#[from] TierError),
+    Exceeded(#[from] AccessError),
     #[error("database query failed")]
     Database(#[from] sqlx::Error),
 }
@@ -48,7 +48,7 @@ pub async fn reserve(
     if result.rows_affected() == 1 {
         Ok(())
     } else {
-        Err(TierError::QuotaExceeded { quota, tier }.into())
+        Err(AccessError::QuotaExceeded { quota, tier }.into())
     }
 }
 

@@ -1,7 +1,7 @@
 //! The billing-tier feature matrix of the reference design, in one place, with the checks the
 //! other functions use: `check_feature`, `require_feature` (403) and the quota limits (402).
 
-use adiuva_http::ApiError;
+use adiuva_error::{DomainError, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -158,11 +158,11 @@ pub fn check_feature(tier: Tier, feature: Feature) -> bool {
 }
 
 /// `check_feature` as a guard: 403 `tier_required` when the tier lacks the feature.
-pub fn require_feature(tier: Tier, feature: Feature) -> Result<(), TierError> {
+pub fn require_feature(tier: Tier, feature: Feature) -> Result<(), AccessError> {
     if check_feature(tier, feature) {
         Ok(())
     } else {
-        Err(TierError::FeatureNotInTier { feature, tier })
+        Err(AccessError::FeatureNotInTier { feature, tier })
     }
 }
 
@@ -187,11 +187,13 @@ pub fn quota_bytes(tier: Tier, quota: Quota, unit_bytes: u64) -> Option<u64> {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TierError {
+pub enum AccessError {
     #[error("the {} feature is not included in the {} tier", .feature.name(), .tier.as_str())]
     FeatureNotInTier { feature: Feature, tier: Tier },
     #[error("this would exceed the {} quota of the {} tier", quota_name(*.quota), .tier.as_str())]
     QuotaExceeded { quota: Quota, tier: Tier },
+    #[error("this action needs the admin role")]
+    AdminRequired,
 }
 
 fn quota_name(quota: Quota) -> &'static str {
@@ -201,15 +203,19 @@ fn quota_name(quota: Quota) -> &'static str {
     }
 }
 
-impl From<TierError> for ApiError {
-    fn from(err: TierError) -> Self {
-        match err {
-            TierError::FeatureNotInTier { .. } => {
-                ApiError::forbidden("tier_required", err.to_string())
-            }
-            TierError::QuotaExceeded { .. } => {
-                ApiError::payment_required("quota_exceeded", err.to_string())
-            }
+impl DomainError for AccessError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::FeatureNotInTier { .. } | Self::AdminRequired => ErrorKind::Forbidden,
+            Self::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::FeatureNotInTier { .. } => "tier_required",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::AdminRequired => "admin_required",
         }
     }
 }
@@ -254,9 +260,8 @@ mod tests {
     #[test]
     fn require_feature_is_a_403() {
         let err = require_feature(Tier::Pro, Feature::PluginMarketplace).unwrap_err();
-        let api: ApiError = err.into();
-        assert_eq!(api.status().as_u16(), 403);
-        assert_eq!(api.code(), "tier_required");
+        assert_eq!(err.kind(), ErrorKind::Forbidden);
+        assert_eq!(err.code(), "tier_required");
         assert!(require_feature(Tier::Team, Feature::Sso).is_ok());
     }
 
@@ -272,12 +277,11 @@ mod tests {
         );
         assert_eq!(quota_bytes(Tier::Power, Quota::Backup, 10), Some(250));
         assert_eq!(quota_bytes(Tier::Team, Quota::Backup, 10), None);
-        let api: ApiError = TierError::QuotaExceeded {
+        let err = AccessError::QuotaExceeded {
             quota: Quota::Backup,
             tier: Tier::Pro,
-        }
-        .into();
-        assert_eq!(api.status().as_u16(), 402);
+        };
+        assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
     }
 
     #[test]

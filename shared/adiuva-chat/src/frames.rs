@@ -1,0 +1,38 @@
+//! The JSON frames that end a chat stream, the same on the local WebSocket and the `chat-ws`
+//! Lambda. Text chunks before them are sent as they are.
+
+use adiuva_agents::Answer;
+use adiuva_error::Public;
+use serde_json::json;
+
+/// `{"done": true, "response": ..., "actions": [...]}`; in plan mode the response is empty and
+/// the plan is under `plan`.
+pub fn done(answer: &Answer) -> String {
+    match answer {
+        Answer::Response(response) => json!({
+            "done": true,
+            "response": response.response,
+            "actions": response.actions,
+        }),
+        Answer::Plan(plan) => json!({
+            "done": true,
+            "response": "",
+            "actions": [],
+            "plan": plan,
+        }),
+    }
+    .to_string()
+}
+
+/// `{"done": true, "error": {"status", "code", "detail"}}`.
+pub fn error(public: &Public) -> String {
+    json!({
+        "done": true,
+        "error": {
+            "status": public.status(),
+            "code": public.code,
+            "detail": public.detail,
+        }
+    })
+    .to_string()
+}

@@ -1,0 +1,257 @@
+//! The chat service, shared by `POST /api/v1/chat`, the local server's WebSocket and the
+//! `chat-ws` Lambda: the orchestrator over the configured models (or why chat is unavailable),
+//! the per-user limit of chats in flight, and [`Chat::stream`], the one loop that streams an
+//! answer to any [`Outlet`] and ends it with the final frame ([`frames`]).
+
+pub mod frames;
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adiuva_access::Caller;
+use adiuva_agents::schema::RequestError;
+use adiuva_agents::{Answer, ChatError, ChatRequest, Orchestrator};
+use adiuva_config::{Component, ConfigError, Context, Source};
+use adiuva_error::{DomainError, ErrorKind, Public};
+use adiuva_limits::{LimitError, Limits};
+use adiuva_llm::{Llm, LlmSettings};
+use adiuva_tracing::Langfuse;
+use tokio::sync::mpsc;
+
+/// `CHAT_TIMEOUT_SECONDS` (28: one whole request, under API Gateway's 30 s) and
+/// `WS_HEARTBEAT_SECONDS` (30: pings of the local WebSocket).
+#[derive(Debug, Clone, Copy)]
+pub struct ChatSettings {
+    pub timeout: Duration,
+    pub heartbeat: Duration,
+}
+
+impl ChatSettings {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            timeout: Duration::from_secs(source.number_in("CHAT_TIMEOUT_SECONDS", 28, 1..=900)?),
+            heartbeat: Duration::from_secs(source.number_in(
+                "WS_HEARTBEAT_SECONDS",
+                30,
+                1..=3600,
+            )?),
+        })
+    }
+}
+
+/// Why a chat request was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatFailure {
+    #[error("the message is not JSON: {0}")]
+    NotJson(String),
+    #[error("invalid ChatRequest: {0}")]
+    NotChatRequest(String),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("chat is not available: no LLM provider is configured on this server")]
+    NotConfigured,
+    #[error(transparent)]
+    Limited(#[from] LimitError),
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+}
+
+impl DomainError for ChatFailure {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotJson(_) => ErrorKind::BadRequest,
+            Self::NotChatRequest(_) => ErrorKind::Invalid,
+            Self::Request(err) => err.kind(),
+            Self::NotConfigured => ErrorKind::Unavailable,
+            Self::Limited(err) => err.kind(),
+            Self::Chat(err) => err.kind(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotJson(_) => "invalid_json",
+            Self::NotChatRequest(_) => "invalid_chat_request",
+            Self::Request(err) => err.code(),
+            Self::NotConfigured => "llm_not_configured",
+            Self::Limited(err) => err.code(),
+            Self::Chat(err) => err.code(),
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::Limited(err) => err.retry_after_secs(),
+            _ => None,
+        }
+    }
+
+    fn public_detail(&self) -> Option<Cow<'static, str>> {
+        match self {
+            Self::NotConfigured => Some(self.to_string().into()),
+            Self::Chat(err) => err.public_detail(),
+            _ => None,
+        }
+    }
+}
+
+/// The client of a stream is gone: stop generating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+/// Where a streamed answer goes: the local WebSocket, or API Gateway's Management API.
+pub trait Outlet: Send {
+    /// Sends one text chunk as the model produces it (sanitized).
+    fn text(&mut self, chunk: &str) -> impl Future<Output = Result<(), Gone>> + Send;
+
+    /// Sends the final frame and ends the stream.
+    fn finish(&mut self, frame: &str) -> impl Future<Output = ()> + Send;
+
+    /// Resolves once the client is gone. The local socket reads (and pings) here while the
+    /// model works; an outlet that learns of departures only when sending never resolves.
+    fn watch(&mut self) -> impl Future<Output = Gone> + Send {
+        std::future::pending()
+    }
+}
+
+/// The chat service. Cheap to clone; built once per process.
+#[derive(Debug, Clone)]
+pub struct Chat {
+    /// The orchestrator, or why chat is unavailable.
+    orchestrator: Arc<Result<Orchestrator, String>>,
+    limits: Limits,
+    settings: ChatSettings,
+}
+
+impl Component for Chat {
+    /// Invalid chat settings stop only what builds a `Chat`; a missing or unusable provider
+    /// is logged once here and chat answers 503 `llm_not_configured`.
+    fn build(context: &Context) -> Result<Self, ConfigError> {
+        let source = context.source();
+        let settings = ChatSettings::from_source(source)?;
+        let llm = LlmSettings::from_source(source)?;
+        let orchestrator = Llm::new(&llm)
+            .map(|llm| Orchestrator::new(llm, settings.timeout, Langfuse::from_source(source)));
+        if let Err(reason) = &orchestrator {
+            tracing::warn!(reason, "chat is unavailable: no usable LLM provider");
+        }
+        Ok(Self {
+            orchestrator: Arc::new(orchestrator),
+            limits: context.get()?,
+            settings,
+        })
+    }
+}
+
+impl Chat {
+    pub fn settings(&self) -> &ChatSettings {
+        &self.settings
+    }
+
+    fn orchestrator(&self) -> Result<&Orchestrator, ChatFailure> {
+        self.orchestrator
+            .as_ref()
+            .as_ref()
+            .map_err(|_| ChatFailure::NotConfigured)
+    }
+
+    /// A chat slot lives as long as a chat may, plus a margin, in case its process dies.
+    fn slot_ttl(&self) -> Duration {
+        self.settings.timeout + Duration::from_secs(30)
+    }
+
+    /// Answers one request (`POST /api/v1/chat`).
+    pub async fn answer(
+        &self,
+        caller: &Caller,
+        request: &ChatRequest,
+    ) -> Result<Answer, ChatFailure> {
+        request.validate()?;
+        let orchestrator = self.orchestrator()?;
+        let slot = self
+            .limits
+            .acquire_chat(&caller.id, self.slot_ttl())
+            .await?;
+        tracing::info!("chat request");
+        let answer = orchestrator.orchestrate(request, None, &caller.id).await;
+        slot.release().await;
+        Ok(answer?)
+    }
+
+    /// Streams the answer to a request sent as text (a WebSocket message) to `outlet`: text
+    /// frames as the model writes, then the final frame `{"done": true, ...}`, or an error
+    /// frame. Returns without a final frame when the client is gone, which cancels the model
+    /// call in flight.
+    pub async fn stream<O: Outlet>(&self, caller: &Caller, text: &str, outlet: &mut O) {
+        let frame = match self.run_stream(caller, text, outlet).await {
+            Ok(Some(answer)) => frames::done(&answer),
+            Ok(None) => {
+                tracing::info!("chat stream client gone; generation stopped");
+                return;
+            }
+            Err(err) => {
+                let public = Public::of(&err);
+                if public.kind.is_server_side() {
+                    tracing::warn!(code = public.code, error = %adiuva_error::cause_chain(&err), "chat stream failed");
+                } else {
+                    tracing::info!(code = public.code, detail = %public.detail, "chat stream request rejected");
+                }
+                frames::error(&public)
+            }
+        };
+        outlet.finish(&frame).await;
+    }
+
+    async fn run_stream<O: Outlet>(
+        &self,
+        caller: &Caller,
+        text: &str,
+        outlet: &mut O,
+    ) -> Result<Option<Answer>, ChatFailure> {
+        let request = parse_request(text)?;
+        request.validate()?;
+        let orchestrator = self.orchestrator()?;
+        let slot = self
+            .limits
+            .acquire_chat(&caller.id, self.slot_ttl())
+            .await?;
+        tracing::info!("chat stream request");
+
+        let (tx, mut rx) = mpsc::channel::<String>(64);
+        let work = orchestrator.orchestrate(&request, Some(&tx), &caller.id);
+        tokio::pin!(work);
+        let result = loop {
+            tokio::select! {
+                biased;
+                Some(chunk) = rx.recv() => {
+                    if outlet.text(&chunk).await.is_err() {
+                        return Ok(None);
+                    }
+                }
+                result = &mut work => break result,
+                Gone = outlet.watch() => return Ok(None),
+            }
+        };
+        while let Ok(chunk) = rx.try_recv() {
+            if outlet.text(&chunk).await.is_err() {
+                return Ok(None);
+            }
+        }
+        slot.release().await;
+        Ok(Some(result?))
+    }
+}
+
+/// A streamed `ChatRequest`: 400 when it is not JSON, 422 when it is not a `ChatRequest`.
+/// `POST /api/v1/chat` gets the same answers from the `Json` extractor.
+pub fn parse_request(text: &str) -> Result<ChatRequest, ChatFailure> {
+    serde_json::from_str(text).map_err(|err| {
+        if err.is_data() {
+            ChatFailure::NotChatRequest(err.to_string())
+        } else {
+            ChatFailure::NotJson(err.to_string())
+        }
+    })
+}

@@ -1,0 +1,246 @@
+//! What kind of failure an error is, and what a client is told about it.
+//!
+//! Domain and adapter crates know nothing of HTTP. Their error enums implement [`DomainError`]:
+//! a transport-neutral [`ErrorKind`] (not found, invalid, conflict, quota, ...) and a stable
+//! machine `code` (`email_taken`, `version_conflict`, ...). [`Public::of`] is the one place that
+//! turns an error into what a client may see: the status of its kind (the table in
+//! [`ErrorKind::status`]), its code, and a message that for server-side kinds never contains
+//! internal detail. The HTTP layer renders a [`Public`] as the JSON error body; the chat
+//! WebSocket renders it as its error frame.
+
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+
+/// What went wrong, from the caller's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is malformed (syntax, a missing header, a checksum that does not match).
+    BadRequest,
+    /// No or an invalid credential.
+    Unauthenticated,
+    /// Over a quota the tier pays for.
+    QuotaExceeded,
+    /// The tier or role does not allow this.
+    Forbidden,
+    /// Missing, or someone else's: the two are indistinguishable on purpose.
+    NotFound,
+    /// The method does not apply to this resource.
+    MethodNotAllowed,
+    /// The state of the resource forbids this now (a duplicate, a request still in flight).
+    Conflict,
+    /// The resource was deleted for good and will not come back (an expired cursor).
+    Gone,
+    /// A precondition the client sent (`If-Match`) does not hold.
+    PreconditionFailed,
+    /// The body or a part of it is larger than allowed.
+    TooLarge,
+    /// The body is not in a media type the route reads.
+    UnsupportedMediaType,
+    /// Well-formed but semantically invalid input.
+    Invalid,
+    /// Too many requests or failures; retry after the given time.
+    RateLimited,
+    /// A bug or an unexpected failure: logged, answered opaquely.
+    Internal,
+    /// An upstream service answered badly (the model provider).
+    BadGateway,
+    /// A dependency is down or busy: retry later, nothing was lost.
+    Unavailable,
+    /// A dependency did not answer in time.
+    Timeout,
+}
+
+impl ErrorKind {
+    /// The HTTP status of the kind: the one table of the whole service (SPEC section 4).
+    pub fn status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::Unauthenticated => 401,
+            Self::QuotaExceeded => 402,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::Conflict => 409,
+            Self::Gone => 410,
+            Self::PreconditionFailed => 412,
+            Self::TooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::Invalid => 422,
+            Self::RateLimited => 429,
+            Self::Internal => 500,
+            Self::BadGateway => 502,
+            Self::Unavailable => 503,
+            Self::Timeout => 504,
+        }
+    }
+
+    /// Server-side kinds (5xx): logged with their cause chain; unless the error supplies a
+    /// public message of its own, the client gets a generic one.
+    pub fn is_server_side(self) -> bool {
+        self.status() >= 500
+    }
+
+    fn generic_detail(self) -> &'static str {
+        match self {
+            Self::Unavailable => {
+                "a service this request needs is temporarily unavailable, retry later"
+            }
+            Self::BadGateway => "a service this request needs failed to answer, retry later",
+            Self::Timeout => "a service this request needs did not answer in time, retry later",
+            _ => "internal server error",
+        }
+    }
+}
+
+/// An error that knows its kind and machine code. Its `Display` is the message a client sees
+/// for client-side kinds; for server-side kinds (5xx) the client gets [`Self::public_detail`]
+/// or a generic message, and the `Display` and `source` chain go to the logs only.
+pub trait DomainError: StdError + Send + Sync + 'static {
+    fn kind(&self) -> ErrorKind;
+
+    /// A stable machine-readable code, e.g. `version_conflict`.
+    fn code(&self) -> &'static str;
+
+    /// Whole seconds after which a retry can succeed (429, 503).
+    fn retry_after_secs(&self) -> Option<u64> {
+        None
+    }
+
+    /// A message for the client that replaces `Display` (which may carry internal detail,
+    /// such as a provider's own words).
+    fn public_detail(&self) -> Option<Cow<'static, str>> {
+        None
+    }
+}
+
+/// What a client is told about an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Public {
+    pub kind: ErrorKind,
+    pub code: &'static str,
+    pub detail: Cow<'static, str>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Public {
+    /// A dependency that is down (503) is worth retrying after a second.
+    pub fn new(kind: ErrorKind, code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            code,
+            detail: detail.into(),
+            retry_after_secs: (kind == ErrorKind::Unavailable).then_some(1),
+        }
+    }
+
+    /// The public view of a domain error. Server-side kinds get their public message or a
+    /// generic one (and a 1 s `Retry-After` when a dependency is down); their own text stays
+    /// in the logs.
+    pub fn of(err: &dyn DomainError) -> Self {
+        let kind = err.kind();
+        let detail = err.public_detail().unwrap_or_else(|| {
+            if kind.is_server_side() {
+                kind.generic_detail().into()
+            } else {
+                err.to_string().into()
+            }
+        });
+        let retry_after_secs = err
+            .retry_after_secs()
+            .or((kind == ErrorKind::Unavailable).then_some(1));
+        Self {
+            kind,
+            code: err.code(),
+            detail,
+            retry_after_secs,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+}
+
+/// The public message of a dependency that is down, naming it: "the blob store is temporarily
+/// unavailable, retry later".
+pub fn unavailable(what: &str) -> Cow<'static, str> {
+    format!("{what} is temporarily unavailable, retry later").into()
+}
+
+/// `outer: inner: innermost`, the whole cause chain on one line for the logs.
+pub fn cause_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut chain = err.to_string();
+    let mut current = err.source();
+    while let Some(cause) = current {
+        let _ = write!(chain, ": {cause}");
+        current = cause.source();
+    }
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Failure(ErrorKind);
+
+    impl std::fmt::Display for Failure {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("connection to 10.0.0.7:5432 refused")
+        }
+    }
+
+    impl StdError for Failure {}
+
+    impl DomainError for Failure {
+        fn kind(&self) -> ErrorKind {
+            self.0
+        }
+        fn code(&self) -> &'static str {
+            "test_failure"
+        }
+    }
+
+    #[test]
+    fn server_side_text_never_reaches_the_client() {
+        for kind in [
+            ErrorKind::Internal,
+            ErrorKind::Unavailable,
+            ErrorKind::BadGateway,
+            ErrorKind::Timeout,
+        ] {
+            let public = Public::of(&Failure(kind));
+            assert!(!public.detail.contains("10.0.0.7"), "{public:?}");
+            assert_eq!(public.code, "test_failure");
+        }
+        assert_eq!(
+            Public::of(&Failure(ErrorKind::Unavailable)).retry_after_secs,
+            Some(1)
+        );
+        let client_side = Public::of(&Failure(ErrorKind::Conflict));
+        assert_eq!(client_side.detail, "connection to 10.0.0.7:5432 refused");
+        assert_eq!(client_side.status(), 409);
+    }
+
+    #[test]
+    fn statuses_follow_the_spec() {
+        let table = [
+            (ErrorKind::BadRequest, 400),
+            (ErrorKind::Unauthenticated, 401),
+            (ErrorKind::QuotaExceeded, 402),
+            (ErrorKind::Forbidden, 403),
+            (ErrorKind::NotFound, 404),
+            (ErrorKind::Conflict, 409),
+            (ErrorKind::PreconditionFailed, 412),
+            (ErrorKind::TooLarge, 413),
+            (ErrorKind::Invalid, 422),
+            (ErrorKind::RateLimited, 429),
+            (ErrorKind::Unavailable, 503),
+        ];
+        for (kind, status) in table {
+            assert_eq!(kind.status(), status, "{kind:?}");
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! One function's routes with the request pipeline around them. Outermost first: request id
+//! and span, CORS, body limit, then the caller-aware stages when the function has them
+//! (authentication, rate limiting, idempotency; see adiuva-pipeline), then the routes.
+//!
+//! A function crate builds its [`Function`] once, from the context; its Lambda `main`, the
+//! local server (which merges every function) and the tests all call that constructor.
+
+use std::sync::Arc;
+
+use adiuva_config::{Component, ConfigError, Context};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::ApiError;
+use crate::{cors, request_id};
+use adiuva_error::ErrorKind;
+
+/// `CORS_ORIGINS` (a JSON or comma-separated list; the Electron app and the Vite dev servers by
+/// default) and `MAX_BODY_BYTES` (4 MiB: Lambda takes 6 MB per invocation and binary bodies
+/// arrive base64-encoded).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub cors_origins: Vec<String>,
+    pub max_body_bytes: usize,
+}
+
+impl Component for HttpSettings {
+    fn build(context: &Context) -> Result<Self, ConfigError> {
+        let source = context.source();
+        Ok(Self {
+            cors_origins: source.list(
+                "CORS_ORIGINS",
+                r#"["app://.", "http://localhost:3000", "http://localhost:5173"]"#,
+            ),
+            max_body_bytes: source.number_in("MAX_BODY_BYTES", 4 * 1024 * 1024, 1..=1 << 30)?,
+        })
+    }
+}
+
+/// The stages that need to know the caller, as route layers; provided by adiuva-pipeline so
+/// that this crate (and the health function) links no authentication or store.
+pub type Stages = Arc<dyn Fn(Router) -> Router + Send + Sync>;
+
+/// A function's documented routes and its pipeline.
+pub struct Function {
+    routes: OpenApiRouter,
+    settings: HttpSettings,
+    stages: Option<Stages>,
+}
+
+impl std::fmt::Debug for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Function")
+            .field("settings", &self.settings)
+            .field("caller_aware", &self.stages.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Function {
+    /// A function whose routes are all public: the pipeline without the caller and the store.
+    pub fn public(routes: OpenApiRouter, context: &Context) -> Result<Self, ConfigError> {
+        Ok(Self {
+            routes,
+            settings: context.get()?,
+            stages: None,
+        })
+    }
+
+    /// A function with caller-aware stages between the body limit and the routes.
+    pub fn with_stages(
+        routes: OpenApiRouter,
+        context: &Context,
+        stages: Stages,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            routes,
+            settings: context.get()?,
+            stages: Some(stages),
+        })
+    }
+
+    /// Both functions' routes behind one pipeline (the local server). The caller-aware stages
+    /// come from whichever function has them; they are built from the same context.
+    pub fn merge(self, other: Function) -> Function {
+        Function {
+            routes: self.routes.merge(other.routes),
+            settings: self.settings,
+            stages: self.stages.or(other.stages),
+        }
+    }
+
+    /// Adds routes served by this function's pipeline (the local server's extras).
+    pub fn with_routes(mut self, routes: OpenApiRouter) -> Self {
+        self.routes = self.routes.merge(routes);
+        self
+    }
+
+    /// The OpenAPI document of the routes.
+    pub fn openapi(&self) -> OpenApi {
+        self.routes.get_openapi().clone()
+    }
+
+    /// The service Lambda and the local server run.
+    pub fn into_router(self) -> Router {
+        let (router, _openapi) = self.routes.split_for_parts();
+        let router = router
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed);
+        let router = match &self.stages {
+            Some(stages) => stages(router),
+            None => router,
+        };
+        router
+            .layer(DefaultBodyLimit::max(self.settings.max_body_bytes))
+            .layer(cors::layer(&self.settings.cors_origins))
+            .layer(axum::middleware::from_fn(request_id::middleware))
+    }
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,50 @@
+//! The policy of every route, in one place: which routes are public (served without a caller,
+//! never rate limited by tier) and which POSTs create something and so honour an
+//! `Idempotency-Key`. Every other route needs a bearer token. A test checks that each entry
+//! names a real route, that the OpenAPI document marks exactly the others as authenticated, and
+//! that no path mixes public and authenticated methods (so a wrong method on a public path is
+//! a 405, not a 401).
+
+use axum::http::Method;
+
+/// Routes served without a caller: they authenticate otherwise (passwords, refresh tokens,
+/// signed URLs, Stripe signatures) or need nothing (health, the OpenAPI document).
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/health"),
+    ("GET", "/api/v1/health/ready"),
+    ("POST", "/api/v1/auth/register"),
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/refresh"),
+    ("GET", "/api/v1/openapi.json"),
+    // adiuva-local's stand-in for S3 presigned PUTs: the signed token in the path is the
+    // credential.
+    ("PUT", "/api/v1/storage/blobs/{token}"),
+];
+
+/// POSTs that create something: the same `Idempotency-Key` replays their first answer.
+pub const IDEMPOTENT_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/storage/records"),
+    ("POST", "/api/v1/storage/uploads"),
+    ("POST", "/api/v1/storage/uploads/{upload_id}/commit"),
+];
+
+fn listed(list: &[(&str, &str)], method: &Method, route: &str) -> bool {
+    list.iter()
+        .any(|(m, r)| *r == route && method.as_str() == *m)
+}
+
+/// Whether `route` (the matched path template) is served without a caller.
+pub fn is_public(method: &Method, route: &str) -> bool {
+    listed(PUBLIC_ROUTES, method, route)
+}
+
+/// Whether `route` is a public path: every method on it is served without a caller (and a
+/// method it does not serve is answered 405 without one).
+pub fn is_public_path(route: &str) -> bool {
+    PUBLIC_ROUTES.iter().any(|(_, r)| *r == route)
+}
+
+/// Whether `route` honours `Idempotency-Key`.
+pub fn is_idempotent(method: &Method, route: &str) -> bool {
+    listed(IDEMPOTENT_ROUTES, method, route)
+}
