@@ -389,11 +389,17 @@ async fn refresh_rotates_once_and_reuse_revokes_the_family(backend: Backend) {
         "invalid_refresh_token",
     )
     .await;
-    // Another login is another family, untouched.
+    // The access tokens end with it: the one the stolen token may have bought is useless.
     assert_eq!(
-        app.refresh(&other_session.refresh_token).await.status(),
-        StatusCode::OK
+        app.me(&rotated.access_token).await.status(),
+        StatusCode::UNAUTHORIZED
     );
+    // Another login is another family: its refresh token still works and gives a fresh
+    // access token.
+    let other = app.refresh(&other_session.refresh_token).await;
+    assert_eq!(other.status(), StatusCode::OK);
+    let other: Tokens = other.json().await.unwrap();
+    assert_eq!(app.me(&other.access_token).await.status(), StatusCode::OK);
 }
 
 async fn concurrent_refreshes_let_exactly_one_through(backend: Backend) {
@@ -534,4 +540,104 @@ async fn deleted_users_tokens_stop_working(backend: Backend) {
         "invalid_refresh_token",
     )
     .await;
+}
+
+/// Backends waiting for a row lock in the test's database.
+async fn lock_waiters(app: &crate::harness::TestApp) -> i64 {
+    adiuva_db::sqlx::query_scalar(
+        "SELECT CAST(count(*) AS BIGINT) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(app.database.db.pool())
+    .await
+    .unwrap()
+}
+
+async fn until_waiters(app: &crate::harness::TestApp, count: i64) {
+    for _ in 0..200 {
+        if lock_waiters(app).await >= count {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{count} requests never waited for the user's row");
+}
+
+/// Refresh and logout of one user, run while the test holds the user's row, in a chosen order;
+/// then the row is released. Whatever the order, no refresh token and no access token of the
+/// user is left live.
+async fn race_refresh_and_logout(refresh_first: bool) {
+    let app = spawn_app(Backend::Postgres).await;
+    let user = app.register_user().await;
+    let mut hold = app.database.db.pool().begin().await.unwrap();
+    adiuva_db::sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+        .bind(&user.id)
+        .fetch_one(&mut *hold)
+        .await
+        .unwrap();
+
+    let refresh = {
+        let request = app
+            .request(reqwest::Method::POST, "/api/v1/auth/refresh")
+            .json(&json!({"refresh_token": user.tokens.refresh_token}));
+        async move { request.send().await.unwrap() }
+    };
+    let logout = {
+        let request = app
+            .request(reqwest::Method::POST, "/api/v1/auth/logout")
+            .bearer_auth(&user.tokens.access_token);
+        async move { request.send().await.unwrap() }
+    };
+    let (refresh, logout) = if refresh_first {
+        let refresh = tokio::spawn(refresh);
+        until_waiters(&app, 1).await;
+        let logout = tokio::spawn(logout);
+        until_waiters(&app, 2).await;
+        (refresh, logout)
+    } else {
+        let logout = tokio::spawn(logout);
+        until_waiters(&app, 1).await;
+        let refresh = tokio::spawn(refresh);
+        until_waiters(&app, 2).await;
+        (refresh, logout)
+    };
+    hold.commit().await.unwrap();
+    let (refresh, logout) = (refresh.await.unwrap(), logout.await.unwrap());
+    assert_eq!(logout.status(), StatusCode::OK);
+
+    if refresh_first {
+        // The refresh went first and succeeded; logout then ended what it issued.
+        assert_eq!(refresh.status(), StatusCode::OK);
+        let issued: Tokens = refresh.json().await.unwrap();
+        assert_eq!(
+            app.me(&issued.access_token).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            app.refresh(&issued.refresh_token).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    } else {
+        // Logout went first: the token was revoked by the time the refresh saw it.
+        error_body(refresh, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    }
+    let live: i64 = adiuva_db::sqlx::query_scalar(
+        "SELECT CAST(count(*) AS BIGINT) FROM refresh_tokens \
+         WHERE user_id = $1 AND revoked_at IS NULL AND used_at IS NULL",
+    )
+    .bind(&user.id)
+    .fetch_one(app.database.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(live, 0, "a refresh token survived the logout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_just_before_a_logout_leaves_no_live_token() {
+    race_refresh_and_logout(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_just_after_a_logout_is_refused() {
+    race_refresh_and_logout(false).await;
 }

@@ -1055,3 +1055,43 @@ async fn with_langfuse_keys_each_request_is_one_trace_and_managed_prompts_are_us
     let sent = trace.to_string();
     assert!(!sent.contains("my secret plans") && !sent.contains("tuned in Langfuse"));
 }
+
+#[tokio::test]
+async fn a_user_has_at_most_the_configured_chats_in_flight() {
+    let llm = ScriptedLlm::start().await;
+    let app = chat_app(Backend::Sqlite, &llm, &[("CHAT_MAX_IN_FLIGHT", "2")]).await;
+    let user = app.register_user().await;
+    // Two chats whose routing takes a while, then their answers.
+    let slow = |reply: Reply| Reply::Slow {
+        delay: Duration::from_millis(800),
+        reply: Box::new(reply),
+    };
+    llm.push_all([
+        slow(text("task_agent")),
+        slow(text("task_agent")),
+        text("First answer."),
+        text("Second answer."),
+    ]);
+    let body = json!({"message": "What is due?", "context": {"recent_tasks": []}});
+    let chats = (0..3).map(|_| post_chat(&app, &user.tokens.access_token, &body));
+    let responses = futures::future::join_all(chats).await;
+    let mut statuses: Vec<StatusCode> = responses.iter().map(Response::status).collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let refused = responses
+        .into_iter()
+        .find(|response| response.status() == StatusCode::TOO_MANY_REQUESTS)
+        .unwrap();
+    error_body(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_chats").await;
+    // The refused chat never reached the model; finished chats give their slots back.
+    assert_eq!(llm.requests().len(), 4);
+    llm.push_all([text("task_agent"), text("Third answer.")]);
+    chat_ok(&app, &user.tokens.access_token, &body).await;
+}

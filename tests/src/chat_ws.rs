@@ -238,3 +238,118 @@ async fn a_gone_connection_ends_the_generation() {
     // 8 words) is refused, and the generation stops there.
     assert!(took < Duration::from_millis(2_000), "took {took:?}");
 }
+
+/// Connects `token` and returns the connection id.
+async fn connected(deployment: &Deployment, token: &str) -> String {
+    let id = connection_id();
+    let answer = deployment
+        .function
+        .handle(event("connect", &id, token))
+        .await;
+    assert_eq!(answer.status_code, 200);
+    id
+}
+
+/// The error frame a message on `id` gets now.
+async fn error_frame(deployment: &Deployment, id: &str) -> Value {
+    let answer = deployment.function.handle(event("message", id, "")).await;
+    assert_eq!(answer.status_code, 200);
+    let frames = deployment.frames(id).await;
+    assert_eq!(frames.len(), 1, "one error frame, no text: {frames:?}");
+    let frame: Value = serde_json::from_str(&frames[0]).unwrap();
+    assert_eq!(frame["done"], true);
+    frame["error"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_and_account_deletion_end_a_connected_stream() {
+    let llm = ScriptedLlm::start().await;
+    let deployment = deployment(Some(&llm)).await;
+    let app = &deployment.app;
+
+    let user = app.register_user().await;
+    let id = connected(&deployment, &user.tokens.access_token).await;
+    let logout = app
+        .request(reqwest::Method::POST, "/api/v1/auth/logout")
+        .bearer_auth(&user.tokens.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), reqwest::StatusCode::OK);
+    let error = error_frame(&deployment, &id).await;
+    assert_eq!(
+        (error["status"].as_u64(), error["code"].as_str()),
+        (Some(401), Some("invalid_token"))
+    );
+
+    let doomed = app.register_user().await;
+    let id = connected(&deployment, &doomed.tokens.access_token).await;
+    let deleted = app
+        .request(reqwest::Method::DELETE, "/api/v1/auth/me")
+        .bearer_auth(&doomed.tokens.access_token)
+        .json(&json!({"password": doomed.password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), reqwest::StatusCode::OK);
+    assert_eq!(error_frame(&deployment, &id).await["status"], 401);
+
+    // Neither message reached the model.
+    assert!(llm.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_ends_a_connected_stream() {
+    let llm = ScriptedLlm::start().await;
+    let deployment = deployment(Some(&llm)).await;
+    let user = deployment.app.register_user().await;
+    let id = connected(&deployment, &user.tokens.access_token).await;
+    // The token expired since: the connection remembers its expiry.
+    let mut record = deployment.connection(&id).await.unwrap();
+    record["expires_at"] = json!(1);
+    deployment
+        .app
+        .backends
+        .kv
+        .put(CONNECTIONS, &id, &record, None)
+        .await
+        .unwrap();
+    assert_eq!(error_frame(&deployment, &id).await["code"], "invalid_token");
+    assert!(llm.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_count_against_the_tier_rate_limit() {
+    let llm = ScriptedLlm::start().await;
+    let moto = adiuva_blob::testing::moto().await;
+    let base = llm.base_url();
+    let app = spawn_app_with(
+        Backend::Postgres,
+        &[
+            ("WS_MANAGEMENT_ENDPOINT_URL", moto.endpoint.as_str()),
+            ("LLM_BASE_URL", base.as_str()),
+            ("RATE_LIMIT_ENABLED", "true"),
+        ],
+    )
+    .await;
+    let deployment = Deployment {
+        function: ChatWs::new(&app.context).unwrap(),
+        app,
+        frames: moto.frames_endpoint.clone(),
+    };
+    let user = deployment.app.register_user().await;
+    let id = connected(&deployment, &user.tokens.access_token).await;
+    // The same allowance as HTTP requests: register_user read the profile once, 19 more.
+    for _ in 0..19 {
+        assert_eq!(
+            deployment.app.me(&user.tokens.access_token).await.status(),
+            reqwest::StatusCode::OK
+        );
+    }
+    let error = error_frame(&deployment, &id).await;
+    assert_eq!(
+        (error["status"].as_u64(), error["code"].as_str()),
+        (Some(429), Some("rate_limited"))
+    );
+    assert!(llm.requests().is_empty());
+}

@@ -279,3 +279,110 @@ fn watch_paths_normalize() {
         "/api/v1/storage/records/{id}"
     );
 }
+
+/// The route policy table of adiuva-http is the one place public routes are declared: the
+/// OpenAPI document marks exactly the other operations as authenticated, every entry names a
+/// real route, and no path mixes public and authenticated methods.
+#[tokio::test]
+async fn public_and_idempotent_routes_are_declared_in_one_place() {
+    use adiuva_http::routes::{IDEMPOTENT_ROUTES, PUBLIC_ROUTES, is_public, is_public_path};
+    use reqwest::Method;
+
+    let dir = crate::harness::TempDir::new();
+    let context = test_context(
+        "postgres://postgres@127.0.0.1:5432/unused",
+        &[("ADIUVA_DATA_DIR", &dir.0.display().to_string())],
+    );
+    let document = serde_json::to_value(local::openapi(&context).unwrap()).unwrap();
+    let routes = operations(&document);
+    for (method, path) in &routes {
+        let operation = &document["paths"][path][method.to_lowercase()];
+        let authenticated = operation["security"]
+            .as_array()
+            .is_some_and(|list| !list.is_empty());
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        assert_eq!(
+            is_public(&method, path),
+            !authenticated,
+            "{method} {path}: the policy table and the document disagree"
+        );
+        assert_eq!(
+            is_public_path(path),
+            !authenticated,
+            "{path} mixes public and authenticated methods"
+        );
+    }
+    // The local server's own routes (the document itself, signed uploads) are not in the API's
+    // document; every other entry is.
+    let local_only = [
+        ("GET", local::OPENAPI_PATH),
+        ("PUT", "/api/v1/storage/blobs/{token}"),
+    ];
+    for (method, path) in PUBLIC_ROUTES {
+        let route = ((*method).to_owned(), (*path).to_owned());
+        assert!(
+            routes.contains(&route) || local_only.contains(&(*method, *path)),
+            "public route {method} {path} does not exist"
+        );
+    }
+    for (method, path) in IDEMPOTENT_ROUTES {
+        assert_eq!(*method, "POST");
+        assert!(
+            routes.contains(&((*method).to_owned(), (*path).to_owned())),
+            "idempotent route {method} {path} does not exist"
+        );
+    }
+}
+
+/// CORS comes from one list: API Gateway's configuration in infra/ equals the code's, and it
+/// allows every header parameter the API documents.
+#[test]
+fn cors_is_the_same_list_in_code_and_infra() {
+    use adiuva_http::cors::{ALLOWED_HEADERS, ALLOWED_METHODS, EXPOSED_HEADERS, MAX_AGE};
+
+    let text = std::fs::read_to_string(workspace_root().join("infra/template.yaml")).unwrap();
+    let template: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
+    let cors = &template["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"];
+    let list = |key: &str| -> BTreeSet<String> {
+        cors[key]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("CorsConfiguration.{key} is not a list"))
+            .iter()
+            .map(|item| item.as_str().unwrap().to_lowercase())
+            .collect()
+    };
+    let code = |items: &[&str]| -> BTreeSet<String> {
+        items.iter().map(|item| item.to_lowercase()).collect()
+    };
+    assert_eq!(list("AllowHeaders"), code(ALLOWED_HEADERS));
+    assert_eq!(list("ExposeHeaders"), code(EXPOSED_HEADERS));
+    assert_eq!(list("AllowMethods"), code(ALLOWED_METHODS));
+    assert_eq!(cors["MaxAge"].as_u64(), Some(MAX_AGE.as_secs()));
+}
+
+#[tokio::test]
+async fn every_documented_header_parameter_is_allowed_by_cors() {
+    let dir = crate::harness::TempDir::new();
+    let context = test_context(
+        "postgres://postgres@127.0.0.1:5432/unused",
+        &[("ADIUVA_DATA_DIR", &dir.0.display().to_string())],
+    );
+    let document = serde_json::to_value(local::openapi(&context).unwrap()).unwrap();
+    let mut headers = BTreeSet::new();
+    for item in document["paths"].as_object().unwrap().values() {
+        for method in HTTP_METHODS {
+            for parameter in item[method]["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] == "header" {
+                    headers.insert(parameter["name"].as_str().unwrap().to_lowercase());
+                }
+            }
+        }
+    }
+    assert!(headers.contains("x-backup-chunk-count"), "{headers:?}");
+    for header in headers {
+        assert!(
+            adiuva_http::cors::ALLOWED_HEADERS.contains(&header.as_str()),
+            "{header} is read but not allowed by CORS"
+        );
+    }
+}

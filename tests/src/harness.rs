@@ -302,6 +302,16 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// An HTTP client whose connections leave from `address` (Linux routes all of 127.0.0.0/8 to
+/// the loopback interface), to play clients behind different addresses.
+pub fn http_client_from(address: &str) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .local_address(address.parse::<std::net::IpAddr>().expect("an IP address"))
+        .build()
+        .expect("HTTP client")
+}
+
 /// What register, login and refresh answer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Tokens {

@@ -157,7 +157,19 @@ fn shape(value: &Value) -> Value {
     }
 }
 
-/// Sends the request an event describes to the local server; returns status and body bytes.
+/// Response headers a browser reads without CORS exposing them, or that only the browser or
+/// the transport use.
+const NOT_FOR_EXPOSURE: &[&str] = &[
+    "content-type",
+    "content-length",
+    "date",
+    "vary",
+    "access-control-allow-origin",
+    "access-control-expose-headers",
+];
+
+/// Sends the request an event describes to the local server; returns status and body bytes,
+/// after checking that CORS exposes every header of the answer.
 async fn send_locally(app: &TestApp, event: &Value) -> (u16, Vec<u8>) {
     let method = Method::from_bytes(
         event["requestContext"]["http"]["method"]
@@ -191,6 +203,13 @@ async fn send_locally(app: &TestApp, event: &Value) -> (u16, Vec<u8>) {
         request = request.body(bytes);
     }
     let response = request.send().await.unwrap();
+    for name in response.headers().keys() {
+        assert!(
+            adiuva_http::cors::EXPOSED_HEADERS.contains(&name.as_str())
+                || NOT_FOR_EXPOSURE.contains(&name.as_str()),
+            "{path} answers {name}, which CORS does not expose"
+        );
+    }
     (
         response.status().as_u16(),
         response.bytes().await.unwrap().to_vec(),
@@ -239,7 +258,11 @@ async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
         Reply::Text(vec!["Send the invoice is due today.".into()]),
     ]);
     let llm_url = llm.base_url();
-    let settings = [("LLM_BASE_URL", llm_url.as_str())];
+    // The whole pipeline, rate limits included (their headers must be exposed too).
+    let settings = [
+        ("LLM_BASE_URL", llm_url.as_str()),
+        ("RATE_LIMIT_ENABLED", "true"),
+    ];
     let lambda_side = spawn_app_with(backend, &settings).await;
     let local_side = spawn_app_with(backend, &settings).await;
     // Each function's router as its `main.rs` builds it: the same constructor, the same

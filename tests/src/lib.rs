@@ -8,6 +8,10 @@ pub mod llm;
 #[cfg(test)]
 mod account;
 #[cfg(test)]
+mod admin;
+#[cfg(test)]
+mod architecture;
+#[cfg(test)]
 mod auth;
 #[cfg(test)]
 mod backup;
@@ -24,9 +28,15 @@ mod health;
 #[cfg(test)]
 mod http;
 #[cfg(test)]
+mod idempotency;
+#[cfg(test)]
 mod isolation;
 #[cfg(test)]
 mod lambda;
+#[cfg(test)]
+mod limits;
+#[cfg(test)]
+mod pipeline;
 #[cfg(test)]
 mod plans;
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `Idempotency-Key` records, with the semantics of the IETF httpapi idempotency-key draft and
 //! Stripe's API: a key is scoped to its user and route; the first request with it is processed
-//! and its answer stored for 24 hours; the same key with the same request replays that answer;
+//! and its answer stored for 24 hours (`IDEMPOTENCY_TTL_SECONDS`); the same key with the same request replays that answer;
 //! with another request it is 422; while the first is still being processed, 409. An answer
 //! with a server error (5xx) is not stored, so the request can be retried with the same key.
 //!
@@ -19,8 +19,6 @@ use sha2::{Digest, Sha256};
 use crate::Limits;
 
 const NAMESPACE: &str = "idempotency";
-/// How long a stored answer is replayed.
-pub const RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long a claim blocks its key if the process handling it dies before answering.
 pub const IN_FLIGHT: Duration = Duration::from_secs(120);
 /// Longest accepted key (the draft suggests UUIDs; Stripe allows 255 characters).
@@ -147,8 +145,8 @@ impl Limits {
         Ok(Claim::InFlight)
     }
 
-    /// Stores the answer of a claimed request for [`RETENTION`]; a 5xx is not stored and frees
-    /// the key instead.
+    /// Stores the answer of a claimed request for the configured time; a 5xx is not stored and
+    /// frees the key instead.
     pub async fn complete(&self, ticket: Ticket, response: &StoredResponse) {
         if response.status >= 500 {
             return self.abandon(ticket).await;
@@ -162,7 +160,12 @@ impl Limits {
         });
         if let Err(err) = self
             .kv()
-            .put(NAMESPACE, &ticket.key, &record, Some(RETENTION))
+            .put(
+                NAMESPACE,
+                &ticket.key,
+                &record,
+                Some(self.settings().idempotency_ttl),
+            )
             .await
         {
             // The request was processed; only its replay is lost. A retry with the key is 409

@@ -35,12 +35,14 @@ const RATE: &str = "rate";
 const FAILURES: &str = "failures";
 
 /// `RATE_LIMIT_ENABLED` (default true; off for load tests and local experiments),
-/// `CHAT_MAX_IN_FLIGHT` (2), and the brute-force limits `AUTH_FAILURE_WINDOW_SECONDS` (900),
-/// `AUTH_FAILURES_PER_EMAIL` (10) and `AUTH_FAILURES_PER_ADDRESS` (30).
+/// `CHAT_MAX_IN_FLIGHT` (2), `IDEMPOTENCY_TTL_SECONDS` (86400: how long an answer is replayed),
+/// and the brute-force limits `AUTH_FAILURE_WINDOW_SECONDS` (900), `AUTH_FAILURES_PER_EMAIL`
+/// (10) and `AUTH_FAILURES_PER_ADDRESS` (30).
 #[derive(Debug, Clone)]
 pub struct LimitSettings {
     pub rate_limit_enabled: bool,
     pub chat_max_in_flight: u32,
+    pub idempotency_ttl: Duration,
     pub failures: Failures,
 }
 
@@ -68,6 +70,11 @@ impl LimitSettings {
         Ok(Self {
             rate_limit_enabled: source.flag("RATE_LIMIT_ENABLED", true)?,
             chat_max_in_flight: source.number_in("CHAT_MAX_IN_FLIGHT", 2, 1..=100)?,
+            idempotency_ttl: Duration::from_secs(source.number_in(
+                "IDEMPOTENCY_TTL_SECONDS",
+                24 * 60 * 60,
+                1..=7 * 24 * 60 * 60,
+            )?),
             failures: Failures {
                 window: Duration::from_secs(source.number_in(
                     "AUTH_FAILURE_WINDOW_SECONDS",

@@ -1,0 +1,87 @@
+//! The admin role: the route guard (403 for everyone else) and the `adiuva-local admin`
+//! command that grants and revokes it, on both databases.
+
+use adiuva_pipeline::{CurrentUser, admin_only};
+use axum::body::Body;
+use axum::http::Request;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::backend_tests;
+use crate::harness::{Backend, TestApp, spawn_app};
+
+backend_tests!(the_admin_guard_answers_403_to_everyone_else_and_the_command_grants_the_role);
+
+/// A guarded route behind the whole pipeline of `app`'s context.
+fn guarded(app: &TestApp) -> axum::Router {
+    let routes = admin_only(OpenApiRouter::new().route(
+        "/api/v1/admin/whoami",
+        axum::routing::get(|CurrentUser(caller): CurrentUser| async move {
+            axum::Json(json!({"email": caller.email}))
+        }),
+    ));
+    adiuva_pipeline::authenticated(routes, &app.context)
+        .unwrap()
+        .into_router()
+}
+
+async fn call(router: &axum::Router, token: Option<&str>) -> (StatusCode, Value) {
+    let mut request = Request::get("/api/v1/admin/whoami");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+async fn admin(app: &TestApp, action: &str, email: &str) -> Result<(), local::cli::Error> {
+    let args = ["admin", action, email].map(str::to_owned);
+    local::cli::run(&args, &app.context).await
+}
+
+async fn the_admin_guard_answers_403_to_everyone_else_and_the_command_grants_the_role(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let router = guarded(&app);
+    let user = app.register_user().await;
+    let token = &user.tokens.access_token;
+
+    let (status, body) = call(&router, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("missing_token"))
+    );
+    let (status, body) = call(&router, Some(token)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("admin_required"))
+    );
+
+    // Granted by email (any case): the same token is an admin's on its next request.
+    admin(&app, "grant", &user.email.to_uppercase())
+        .await
+        .unwrap();
+    let (status, body) = call(&router, Some(token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["email"], user.email.as_str());
+
+    admin(&app, "revoke", &user.email).await.unwrap();
+    assert_eq!(call(&router, Some(token)).await.0, StatusCode::FORBIDDEN);
+
+    let unknown = admin(&app, "grant", "nobody@example.com")
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("no account"), "{unknown}");
+    assert!(admin(&app, "promote", &user.email).await.is_err());
+}

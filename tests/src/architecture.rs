@@ -1,0 +1,220 @@
+//! The dependency rules of ARCHITECTURE.md, checked on the real graph (`cargo metadata`):
+//! functions -> HTTP layer -> domain -> adapters, and nothing the other way.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::contract::workspace_root;
+
+/// The HTTP layer: the only shared crates that know axum, tower-http or lambda_http.
+const HTTP_LAYER: &[&str] = &["adiuva-http", "adiuva-pipeline", "adiuva-lambda"];
+/// What only the HTTP layer and the HTTP functions may depend on.
+const HTTP_CRATES: &[&str] = &[
+    "axum",
+    "tower-http",
+    "lambda_http",
+    "adiuva-http",
+    "adiuva-pipeline",
+    "adiuva-lambda",
+];
+
+/// The workspace's crates and their normal (linked) dependencies, by package name.
+struct Graph {
+    /// Package name -> where it lives (`functions`, `shared`, `tests`) for workspace members.
+    members: BTreeMap<String, String>,
+    /// Package name -> names of its normal dependencies.
+    deps: BTreeMap<String, BTreeSet<String>>,
+}
+
+fn graph() -> Graph {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--filter-platform",
+            "x86_64-unknown-linux-gnu",
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(output.status.success(), "cargo metadata failed");
+    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let name_of: BTreeMap<String, String> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|package| {
+            (
+                package["id"].as_str().unwrap().to_owned(),
+                package["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let root = workspace_root();
+    let members = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|package| {
+            metadata["workspace_members"]
+                .as_array()
+                .unwrap()
+                .contains(&package["id"])
+        })
+        .map(|package| {
+            let manifest = std::path::PathBuf::from(package["manifest_path"].as_str().unwrap());
+            let folder = manifest
+                .strip_prefix(&root)
+                .unwrap()
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_string_lossy()
+                .into_owned();
+            (package["name"].as_str().unwrap().to_owned(), folder)
+        })
+        .collect();
+    let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for node in metadata["resolve"]["nodes"].as_array().unwrap() {
+        let name = &name_of[node["id"].as_str().unwrap()];
+        let linked = node["deps"].as_array().unwrap().iter().filter(|dep| {
+            dep["dep_kinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|kind| kind["kind"].is_null())
+        });
+        deps.entry(name.clone())
+            .or_default()
+            .extend(linked.map(|dep| name_of[dep["pkg"].as_str().unwrap()].clone()));
+    }
+    Graph { members, deps }
+}
+
+impl Graph {
+    fn in_folder(&self, folder: &str) -> Vec<&str> {
+        self.members
+            .iter()
+            .filter(|(_, f)| *f == folder)
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    fn direct(&self, package: &str) -> &BTreeSet<String> {
+        &self.deps[package]
+    }
+
+    /// Everything `package` links, following normal dependencies, without going through
+    /// `skip`.
+    fn closure(&self, package: &str, skip: &[&str]) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut queue = VecDeque::from([package.to_owned()]);
+        while let Some(next) = queue.pop_front() {
+            for dep in self.deps.get(&next).into_iter().flatten() {
+                if !skip.contains(&dep.as_str()) && seen.insert(dep.clone()) {
+                    queue.push_back(dep.clone());
+                }
+            }
+        }
+        seen
+    }
+}
+
+#[test]
+fn domain_and_adapter_crates_know_nothing_of_http() {
+    let graph = graph();
+    for package in graph.in_folder("shared") {
+        if HTTP_LAYER.contains(&package) {
+            continue;
+        }
+        let http: Vec<&String> = graph
+            .direct(package)
+            .iter()
+            .filter(|dep| HTTP_CRATES.contains(&dep.as_str()))
+            .collect();
+        assert!(http.is_empty(), "{package} depends on {http:?}");
+    }
+}
+
+#[test]
+fn the_http_layer_depends_on_no_function() {
+    let graph = graph();
+    let functions = graph.in_folder("functions");
+    for package in HTTP_LAYER {
+        let wrong: Vec<&String> = graph
+            .direct(package)
+            .iter()
+            .filter(|dep| functions.contains(&dep.as_str()))
+            .collect();
+        assert!(wrong.is_empty(), "{package} depends on {wrong:?}");
+    }
+}
+
+#[test]
+fn no_function_depends_on_another() {
+    let graph = graph();
+    let functions = graph.in_folder("functions");
+    assert!(functions.len() >= 10, "{functions:?}");
+    for package in &functions {
+        // The local server is every function in one process, not a Lambda.
+        if *package == "local" {
+            continue;
+        }
+        let wrong: Vec<&String> = graph
+            .direct(package)
+            .iter()
+            .filter(|dep| functions.contains(&dep.as_str()))
+            .collect();
+        assert!(wrong.is_empty(), "{package} depends on {wrong:?}");
+    }
+}
+
+#[test]
+fn janitor_and_chat_ws_link_no_http_framework() {
+    let graph = graph();
+    for package in ["janitor", "chat-ws"] {
+        // qdrant-client's gRPC stack (tonic) lists axum for its server side, which the
+        // janitor never uses; nothing of ours may bring it.
+        let linked = graph.closure(package, &["tonic"]);
+        for forbidden in [
+            "axum",
+            "lambda_http",
+            "adiuva-http",
+            "adiuva-pipeline",
+            "adiuva-lambda",
+        ] {
+            assert!(!linked.contains(forbidden), "{package} links {forbidden}");
+        }
+        assert!(
+            !graph.closure(package, &[]).contains("lambda_http"),
+            "{package} links lambda_http"
+        );
+    }
+}
+
+#[test]
+fn health_links_no_caller_store_or_client() {
+    let graph = graph();
+    let linked = graph.closure("health", &[]);
+    for forbidden in [
+        "adiuva-auth",
+        "adiuva-pipeline",
+        "adiuva-kv",
+        "bcrypt",
+        "jsonwebtoken",
+        "async-openai",
+        "reqwest",
+        "qdrant-client",
+        "aws-sdk-s3",
+        "aws-sdk-dynamodb",
+        "aws-sdk-apigatewaymanagement",
+    ] {
+        assert!(!linked.contains(forbidden), "health links {forbidden}");
+    }
+    assert!(linked.contains("adiuva-http") && linked.contains("lambda_http"));
+}
