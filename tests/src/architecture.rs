@@ -105,8 +105,12 @@ impl Graph {
             .collect()
     }
 
-    fn direct(&self, package: &str) -> &BTreeSet<String> {
-        &self.deps[package]
+    /// The direct dependencies of `package` among `names`.
+    fn direct_among(&self, package: &str, names: &[&str]) -> Vec<&String> {
+        self.deps[package]
+            .iter()
+            .filter(|dep| names.contains(&dep.as_str()))
+            .collect()
     }
 
     /// Everything `package` links, following normal dependencies, without going through
@@ -132,11 +136,7 @@ fn domain_and_adapter_crates_know_nothing_of_http() {
         if HTTP_LAYER.contains(&package) {
             continue;
         }
-        let http: Vec<&String> = graph
-            .direct(package)
-            .iter()
-            .filter(|dep| HTTP_CRATES.contains(&dep.as_str()))
-            .collect();
+        let http = graph.direct_among(package, HTTP_CRATES);
         assert!(http.is_empty(), "{package} depends on {http:?}");
     }
 }
@@ -146,11 +146,7 @@ fn the_http_layer_depends_on_no_function() {
     let graph = graph();
     let functions = graph.in_folder("functions");
     for package in HTTP_LAYER {
-        let wrong: Vec<&String> = graph
-            .direct(package)
-            .iter()
-            .filter(|dep| functions.contains(&dep.as_str()))
-            .collect();
+        let wrong = graph.direct_among(package, &functions);
         assert!(wrong.is_empty(), "{package} depends on {wrong:?}");
     }
 }
@@ -165,11 +161,7 @@ fn no_function_depends_on_another() {
         if *package == "local" {
             continue;
         }
-        let wrong: Vec<&String> = graph
-            .direct(package)
-            .iter()
-            .filter(|dep| functions.contains(&dep.as_str()))
-            .collect();
+        let wrong = graph.direct_among(package, &functions);
         assert!(wrong.is_empty(), "{package} depends on {wrong:?}");
     }
 }

@@ -37,12 +37,20 @@ fn operations(document: &Value) -> BTreeSet<Route> {
     routes
 }
 
+/// A context to build the functions from without serving them: nothing is connected.
+fn code_context() -> (adiuva_config::Context, crate::harness::TempDir) {
+    let dir = crate::harness::TempDir::new();
+    let context = test_context(
+        "postgres://postgres@127.0.0.1:5432/unused",
+        &[("ADIUVA_DATA_DIR", &dir.0.display().to_string())],
+    );
+    (context, dir)
+}
+
 /// Each function's routes, from its router (the code). Needs a runtime: the pool is lazy but
 /// lives on tokio.
 pub fn code_routes() -> BTreeMap<String, BTreeSet<Route>> {
-    let url = "postgres://postgres@127.0.0.1:5432/unused";
-    let dir = crate::harness::TempDir::new();
-    let context = test_context(url, &[("ADIUVA_DATA_DIR", &dir.0.display().to_string())]);
+    let (context, _dir) = code_context();
     local::functions(&context)
         .unwrap()
         .into_iter()
@@ -288,11 +296,7 @@ async fn public_and_idempotent_routes_are_declared_in_one_place() {
     use adiuva_http::routes::{IDEMPOTENT_ROUTES, PUBLIC_ROUTES, is_public, is_public_path};
     use reqwest::Method;
 
-    let dir = crate::harness::TempDir::new();
-    let context = test_context(
-        "postgres://postgres@127.0.0.1:5432/unused",
-        &[("ADIUVA_DATA_DIR", &dir.0.display().to_string())],
-    );
+    let (context, _dir) = code_context();
     let document = serde_json::to_value(local::openapi(&context).unwrap()).unwrap();
     let routes = operations(&document);
     for (method, path) in &routes {
@@ -362,11 +366,7 @@ fn cors_is_the_same_list_in_code_and_infra() {
 
 #[tokio::test]
 async fn every_documented_header_parameter_is_allowed_by_cors() {
-    let dir = crate::harness::TempDir::new();
-    let context = test_context(
-        "postgres://postgres@127.0.0.1:5432/unused",
-        &[("ADIUVA_DATA_DIR", &dir.0.display().to_string())],
-    );
+    let (context, _dir) = code_context();
     let document = serde_json::to_value(local::openapi(&context).unwrap()).unwrap();
     let mut headers = BTreeSet::new();
     for item in document["paths"].as_object().unwrap().values() {

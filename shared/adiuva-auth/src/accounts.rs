@@ -98,11 +98,28 @@ impl Accounts {
         password: String,
         client: IpAddr,
     ) -> Result<AuthTokens, AuthError> {
-        let subjects = [Subject::Address(client)];
-        self.inner.limits.check_failures(&subjects).await?;
-        let result = self.create_account(email, password).await;
-        if matches!(result, Err(AuthError::EmailTaken)) {
-            self.inner.limits.record_failure(&subjects).await;
+        self.limited(
+            &[Subject::Address(client)],
+            |err| matches!(err, AuthError::EmailTaken),
+            self.create_account(email, password),
+        )
+        .await
+    }
+
+    /// Runs `attempt` behind the brute-force limits of `subjects`: refused (429) while any of
+    /// them is at its cap, and a failure that `counts` is counted against each.
+    async fn limited<T>(
+        &self,
+        subjects: &[Subject<'_>],
+        counts: impl Fn(&AuthError) -> bool,
+        attempt: impl std::future::Future<Output = Result<T, AuthError>>,
+    ) -> Result<T, AuthError> {
+        self.inner.limits.check_failures(subjects).await?;
+        let result = attempt.await;
+        if let Err(err) = &result
+            && counts(err)
+        {
+            self.inner.limits.record_failure(subjects).await;
         }
         result
     }
@@ -146,13 +163,12 @@ impl Accounts {
         password: String,
         client: IpAddr,
     ) -> Result<AuthTokens, AuthError> {
-        let subjects = [Subject::Address(client), Subject::Email(email)];
-        self.inner.limits.check_failures(&subjects).await?;
-        let result = self.sign_in(email, password).await;
-        if matches!(result, Err(AuthError::InvalidCredentials)) {
-            self.inner.limits.record_failure(&subjects).await;
-        }
-        result
+        self.limited(
+            &[Subject::Address(client), Subject::Email(email)],
+            |err| matches!(err, AuthError::InvalidCredentials),
+            self.sign_in(email, password),
+        )
+        .await
     }
 
     async fn sign_in(&self, email: &str, password: String) -> Result<AuthTokens, AuthError> {
@@ -190,16 +206,17 @@ impl Accounts {
     /// the token it issued) or finds its token revoked. Without the lock, logout's `UPDATE`
     /// could miss the row a concurrent refresh was inserting.
     pub async fn refresh(&self, presented: &str, client: IpAddr) -> Result<AuthTokens, AuthError> {
-        let subjects = [Subject::Address(client)];
-        self.inner.limits.check_failures(&subjects).await?;
-        let result = self.rotate(presented).await;
-        if matches!(
-            result,
-            Err(AuthError::InvalidRefreshToken | AuthError::RefreshTokenReused)
-        ) {
-            self.inner.limits.record_failure(&subjects).await;
-        }
-        result
+        self.limited(
+            &[Subject::Address(client)],
+            |err| {
+                matches!(
+                    err,
+                    AuthError::InvalidRefreshToken | AuthError::RefreshTokenReused
+                )
+            },
+            self.rotate(presented),
+        )
+        .await
     }
 
     async fn rotate(&self, presented: &str) -> Result<AuthTokens, AuthError> {
@@ -315,20 +332,25 @@ impl Accounts {
         password: String,
         client: IpAddr,
     ) -> Result<(), AuthError> {
-        let subjects = [Subject::Address(client), Subject::Email(&caller.email)];
-        self.inner.limits.check_failures(&subjects).await?;
-        let hash: Option<String> =
-            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
-                .bind(&caller.id)
-                .fetch_optional(self.inner.db.pool())
-                .await?;
-        let hash = hash.ok_or(AuthError::InvalidToken)?;
-        if password::verify(password, hash).await? {
-            Ok(())
-        } else {
-            self.inner.limits.record_failure(&subjects).await;
-            Err(AuthError::InvalidCredentials)
-        }
+        let check = async {
+            let hash: Option<String> =
+                sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+                    .bind(&caller.id)
+                    .fetch_optional(self.inner.db.pool())
+                    .await?;
+            let hash = hash.ok_or(AuthError::InvalidToken)?;
+            if password::verify(password, hash).await? {
+                Ok(())
+            } else {
+                Err(AuthError::InvalidCredentials)
+            }
+        };
+        self.limited(
+            &[Subject::Address(client), Subject::Email(&caller.email)],
+            |err| matches!(err, AuthError::InvalidCredentials),
+            check,
+        )
+        .await
     }
 
     /// Verifies an access token and loads the caller with their live tier, in one query.

@@ -15,7 +15,7 @@ use adiuva_agents::schema::RequestError;
 use adiuva_agents::{Answer, ChatError, ChatRequest, Orchestrator};
 use adiuva_config::{Component, ConfigError, Context, Source};
 use adiuva_error::{DomainError, ErrorKind, Public};
-use adiuva_limits::{LimitError, Limits};
+use adiuva_limits::{ChatSlot, LimitError, Limits};
 use adiuva_llm::{Llm, LlmSettings};
 use adiuva_tracing::Langfuse;
 use tokio::sync::mpsc;
@@ -162,18 +162,29 @@ impl Chat {
         self.settings.timeout + Duration::from_secs(30)
     }
 
-    /// Answers one request (`POST /api/v1/chat`).
-    pub async fn answer(
+    /// What every chat starts with: the request checked, a model configured, a chat slot of
+    /// the caller's.
+    async fn begin(
         &self,
         caller: &Caller,
         request: &ChatRequest,
-    ) -> Result<Answer, ChatFailure> {
+    ) -> Result<(&Orchestrator, ChatSlot), ChatFailure> {
         request.validate()?;
         let orchestrator = self.orchestrator()?;
         let slot = self
             .limits
             .acquire_chat(&caller.id, self.slot_ttl())
             .await?;
+        Ok((orchestrator, slot))
+    }
+
+    /// Answers one request (`POST /api/v1/chat`).
+    pub async fn answer(
+        &self,
+        caller: &Caller,
+        request: &ChatRequest,
+    ) -> Result<Answer, ChatFailure> {
+        let (orchestrator, slot) = self.begin(caller, request).await?;
         tracing::info!("chat request");
         let answer = orchestrator.orchestrate(request, None, &caller.id).await;
         slot.release().await;
@@ -211,12 +222,7 @@ impl Chat {
         outlet: &mut O,
     ) -> Result<Option<Answer>, ChatFailure> {
         let request = parse_request(text)?;
-        request.validate()?;
-        let orchestrator = self.orchestrator()?;
-        let slot = self
-            .limits
-            .acquire_chat(&caller.id, self.slot_ttl())
-            .await?;
+        let (orchestrator, slot) = self.begin(caller, &request).await?;
         tracing::info!("chat stream request");
 
         let (tx, mut rx) = mpsc::channel::<String>(64);

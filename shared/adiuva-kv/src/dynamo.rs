@@ -217,6 +217,8 @@ impl DynamoStore {
         })
     }
 
+    /// The stored item, live or not, read consistently: a value written by another instance a
+    /// moment ago must be seen.
     async fn item(
         &self,
         namespace: &str,
@@ -261,20 +263,8 @@ impl DynamoStore {
     }
 
     pub(crate) async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, KvError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(namespace.to_owned()))
-            .key(SK, AttributeValue::S(key.to_owned()))
-            // A value written by another instance a moment ago must be seen.
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        let now = now_epoch_secs();
-        match output.item {
-            Some(item) if is_live(&item, now) => Ok(Some(decode_value(&item)?)),
+        match self.item(namespace, key).await? {
+            Some(item) if is_live(&item, now_epoch_secs()) => Ok(Some(decode_value(&item)?)),
             _ => Ok(None),
         }
     }

@@ -4,13 +4,12 @@
 //! request is 422, and one still running is 409. Requests without the header work as before.
 
 use adiuva_access::Caller;
-use adiuva_error::ErrorKind;
 use adiuva_http::ApiError;
 use adiuva_http::routes::is_idempotent;
 use adiuva_limits::idempotency::{IdempotencyError, fingerprint};
 use adiuva_limits::{Claim, Limits, StoredResponse};
 use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -22,14 +21,15 @@ pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent
 const MAX_STORED_BODY: usize = 256 * 1024;
 
 pub(crate) async fn stage(
-    State((limits, max_body_bytes)): State<(Limits, usize)>,
+    limits: &Limits,
+    max_body_bytes: usize,
     request: Request,
     next: Next,
 ) -> Response {
     let Some(key) = request.headers().get(&IDEMPOTENCY_KEY).cloned() else {
         return next.run(request).await;
     };
-    let route = super::route_of(&request);
+    let route = super::route_of(&request).map(str::to_owned);
     let (Some(route), Some(caller)) = (route, request.extensions().get::<Caller>().cloned()) else {
         return next.run(request).await;
     };
@@ -63,17 +63,19 @@ pub(crate) async fn stage(
 
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     let (parts, body) = response.into_parts();
-    let body = match to_bytes(body, MAX_STORED_BODY).await {
+    let body = match to_bytes(body, usize::MAX).await {
         Ok(body) => body,
-        Err(_) => {
+        Err(err) => {
             limits.abandon(ticket).await;
-            return super::refusal(
-                ErrorKind::Internal,
-                "internal_error",
-                "the answer could not be recorded for replay",
-            );
+            return ApiError::internal(err).into_response();
         }
     };
+    if body.len() > MAX_STORED_BODY {
+        // Processed, but too large to keep: the key is freed and the answer goes out as is.
+        tracing::warn!(bytes = body.len(), "answer too large to store for replay");
+        limits.abandon(ticket).await;
+        return Response::from_parts(parts, Body::from(body));
+    }
     let stored = StoredResponse {
         status: parts.status.as_u16(),
         headers: parts

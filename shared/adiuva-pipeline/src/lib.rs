@@ -18,7 +18,6 @@ mod idempotency;
 use adiuva_access::{Caller, Role};
 use adiuva_auth::{Accounts, AuthError};
 use adiuva_config::{ConfigError, Context};
-use adiuva_error::ErrorKind;
 use adiuva_http::routes::is_public_path;
 use adiuva_http::{ApiError, Function, HttpSettings};
 use adiuva_limits::{LimitError, Limits, RateDecision};
@@ -30,29 +29,59 @@ use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 
-pub use adiuva_access::Caller as AuthenticatedCaller;
-
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+/// What the caller-aware stages need, built once per process.
+#[derive(Debug, Clone)]
+struct Stages {
+    accounts: Accounts,
+    limits: Limits,
+    max_body_bytes: usize,
+}
 
 /// `routes` behind the whole pipeline: the function constructor of every function with
 /// authenticated routes.
 pub fn authenticated(routes: OpenApiRouter, context: &Context) -> Result<Function, ConfigError> {
-    let accounts: Accounts = context.get()?;
-    let limits: Limits = context.get()?;
-    let settings: HttpSettings = context.get()?;
-    let stages = std::sync::Arc::new(move |router: axum::Router| {
-        // Route layers, so unknown paths are 404 without a caller; they wrap every method of a
-        // known path, which is why public routes are public by path. Innermost first.
-        router
-            .route_layer(from_fn_with_state(
-                (limits.clone(), settings.max_body_bytes),
-                idempotency::stage,
-            ))
-            .route_layer(from_fn_with_state(limits.clone(), rate_limit))
-            .route_layer(from_fn_with_state(accounts.clone(), authenticate))
+    let stages = Stages {
+        accounts: context.get()?,
+        limits: context.get()?,
+        max_body_bytes: context.get::<HttpSettings>()?.max_body_bytes,
+    };
+    let layer = std::sync::Arc::new(move |router: axum::Router| {
+        // A route layer, so unknown paths are 404 without a caller; it wraps every method of a
+        // known path, which is why public routes are public by path. The three stages run in
+        // one layer: one middleware call per request, not three.
+        router.route_layer(from_fn_with_state(stages.clone(), caller_stages))
     });
-    Function::with_stages(routes, context, stages)
+    Function::with_stages(routes, context, layer)
+}
+
+/// Authentication, then the rate limit, then idempotency, then the route.
+async fn caller_stages(State(stages): State<Stages>, request: Request, next: Next) -> Response {
+    let request = match authenticate(&stages.accounts, request).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let Some(caller) = request.extensions().get::<Caller>() else {
+        // Public routes have brute-force limits of their own instead of tier limits.
+        return next.run(request).await;
+    };
+    let Some(decision) = stages.limits.check_rate(&caller.id, caller.tier).await else {
+        return idempotency::stage(&stages.limits, stages.max_body_bytes, request, next).await;
+    };
+    let policy = caller.tier.as_str();
+    let mut response = if decision.allowed {
+        idempotency::stage(&stages.limits, stages.max_body_bytes, request, next).await
+    } else {
+        tracing::info!(limit = decision.limit, "rate limit reached");
+        ApiError::from(LimitError::RateLimited {
+            retry_after_secs: decision.retry_after_secs,
+        })
+        .into_response()
+    };
+    rate_limit_headers(response.headers_mut(), policy, &decision);
+    response
 }
 
 /// The caller of an authenticated route.
@@ -93,11 +122,11 @@ async fn require_admin(request: Request, next: Next) -> Response {
     }
 }
 
-fn route_of(request: &Request) -> Option<String> {
+fn route_of(request: &Request) -> Option<&str> {
     request
         .extensions()
         .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
+        .map(MatchedPath::as_str)
 }
 
 /// The access token: `Authorization: Bearer <token>` (scheme case-insensitive), or on a
@@ -127,49 +156,24 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-async fn authenticate(
-    State(accounts): State<Accounts>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    // Unknown paths (404) and public paths pass; a wrong method on a public path is then 405.
-    let public = route_of(&request).is_none_or(|route| is_public_path(&route));
+/// The caller of a route that needs one, in the request extensions; public routes (and unknown
+/// paths, which the router answers 404) pass without. A wrong method on a public path is 405.
+async fn authenticate(accounts: &Accounts, mut request: Request) -> Result<Request, Response> {
+    let public = route_of(&request).is_none_or(is_public_path);
     if public {
-        return next.run(request).await;
+        return Ok(request);
     }
     let Some(token) = token(&request) else {
-        return ApiError::from(AuthError::MissingToken).into_response();
+        return Err(ApiError::from(AuthError::MissingToken).into_response());
     };
     match accounts.authenticate(&token).await {
         Ok(caller) => {
             tracing::Span::current().record("user_id", caller.id.as_str());
             request.extensions_mut().insert(caller);
-            next.run(request).await
+            Ok(request)
         }
-        Err(err) => ApiError::from(err).into_response(),
+        Err(err) => Err(ApiError::from(err).into_response()),
     }
-}
-
-async fn rate_limit(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    let Some(caller) = request.extensions().get::<Caller>() else {
-        // Public routes have brute-force limits of their own instead.
-        return next.run(request).await;
-    };
-    let Some(decision) = limits.check_rate(&caller.id, caller.tier).await else {
-        return next.run(request).await;
-    };
-    let policy = caller.tier.as_str();
-    let mut response = if decision.allowed {
-        next.run(request).await
-    } else {
-        tracing::info!(limit = decision.limit, "rate limit reached");
-        ApiError::from(LimitError::RateLimited {
-            retry_after_secs: decision.retry_after_secs,
-        })
-        .into_response()
-    };
-    rate_limit_headers(response.headers_mut(), policy, &decision);
-    response
 }
 
 /// The IETF httpapi `RateLimit-Policy` (the tier's quota `q` per window `w` in seconds) and
@@ -199,9 +203,4 @@ pub fn rate_limit_headers(headers: &mut HeaderMap, policy: &str, decision: &Rate
             headers.insert(name.clone(), value);
         }
     }
-}
-
-/// A kind for the idempotency stage's own refusals.
-pub(crate) fn refusal(kind: ErrorKind, code: &'static str, detail: &'static str) -> Response {
-    ApiError::new(kind, code, detail).into_response()
 }
