@@ -6,7 +6,9 @@
 //!
 //! `cargo bench -p tests --bench pipeline` (embedded SQLite and the in-memory store; set
 //! `BENCH_BACKEND=postgres` for PostgreSQL and DynamoDB on moto_server). `BENCH_REQUESTS`
-//! (default 4000) sets the measured requests per run.
+//! (default 4000) sets the measured requests per run; `BENCH_RATE_LIMIT=false` measures the
+//! pipeline without the rate-limit stage, to see what that stage costs; `BENCH_PATH` measures
+//! another GET route instead (`/api/v1/health`: the pipeline without a caller).
 //!
 //! Team users (200 requests a minute each), signed in before the measured window, take turns
 //! so that no request is refused: every measured request pays for the rate-limit check.
@@ -99,18 +101,20 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let app = spawn_app_with(backend(), &[("RATE_LIMIT_ENABLED", "true")]).await;
+        let rate_limit = std::env::var("BENCH_RATE_LIMIT").unwrap_or_else(|_| "true".to_owned());
+        let app = spawn_app_with(backend(), &[("RATE_LIMIT_ENABLED", rate_limit.as_str())]).await;
         let mut tokens = Vec::with_capacity(USERS);
         for _ in 0..USERS {
             let user = app.register_user().await;
             app.set_subscription(&user.id, "team", "active").await;
             tokens.push(user.tokens.access_token);
         }
-        let pipeline_url = app.url("/api/v1/auth/me");
+        let path = std::env::var("BENCH_PATH").unwrap_or_else(|_| "/api/v1/auth/me".to_owned());
+        let pipeline_url = app.url(&path);
         let bare_url = bare_server().await;
         let total = requests();
         println!(
-            "pipeline bench: {total} requests per run, {USERS} team users, backend {:?}",
+            "pipeline bench: {total} requests per run, {USERS} team users, backend {:?}, rate limit {rate_limit}",
             backend()
         );
         println!("| concurrency | bare p50 | bare p99 | pipeline p50 | pipeline p99 | p50 ratio | p99 ratio |");
