@@ -210,3 +210,20 @@ fn health_links_no_caller_store_or_client() {
     }
     assert!(linked.contains("adiuva-http") && linked.contains("lambda_http"));
 }
+
+#[test]
+fn only_billing_links_stripe() {
+    let graph = graph();
+    // The marketplace's function will join billing here.
+    const STRIPE_USERS: &[&str] = &["billing", "local"];
+    for package in graph.in_folder("functions") {
+        if STRIPE_USERS.contains(&package) {
+            continue;
+        }
+        assert!(
+            !graph.closure(package, &[]).contains("async-stripe"),
+            "{package} links async-stripe"
+        );
+    }
+    assert!(graph.closure("billing", &[]).contains("async-stripe"));
+}

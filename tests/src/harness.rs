@@ -234,6 +234,10 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 /// (a fresh bucket and table on a moto_server on loopback), and SQLite with the embedded blob
 /// folder and the in-memory short-lived store.
 pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    // `TEST_LOG=1` shows the app's logs (with `--nocapture`), for finding why a test failed.
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = adiuva_config::logging::init(&Source::from_pairs([("LOG_FORMAT", "pretty")]));
+    }
     let database = TestDatabase::create(backend).await;
     let data_dir = TempDir::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -12,12 +12,13 @@ use crate::backend_tests;
 use crate::contract::{Route, event_files};
 use crate::harness::{Backend, TestApp, spawn_app_with};
 use crate::llm::{Reply, ScriptedLlm};
+use crate::stripe::FakeStripe;
 
 backend_tests!(lambda_handlers_answer_like_the_local_server);
 
-/// The order that lets one user go through every route: sign up, read playbooks, chat, store,
-/// back up, search, rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 25] = [
+/// The order that lets one user go through every route: sign up, read playbooks, chat, pay for
+/// a tier, store, back up, search, rotate, sign out, and delete the account.
+const SEQUENCE: [(&str, &str, &str); 30] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
@@ -26,6 +27,11 @@ const SEQUENCE: [(&str, &str, &str); 25] = [
     ("plans", "GET", "/api/v1/plans/playbook"),
     ("plans", "GET", "/api/v1/plans/playbook/{plan_id}"),
     ("chat", "POST", "/api/v1/chat"),
+    ("billing", "POST", "/api/v1/billing/checkout"),
+    ("billing", "POST", "/api/v1/billing/webhook"),
+    ("billing", "GET", "/api/v1/billing/subscription"),
+    ("billing", "POST", "/api/v1/billing/portal"),
+    ("billing", "DELETE", "/api/v1/billing/subscription"),
     ("storage", "POST", "/api/v1/storage/records"),
     ("storage", "GET", "/api/v1/storage/records"),
     ("storage", "GET", "/api/v1/storage/records/{id}"),
@@ -56,23 +62,39 @@ const EVENTS_USER: (&str, &str) = ("events-user@example.com", "correct-horse-bat
 /// One side of the comparison and what it has been handed so far, to fill the placeholders.
 struct Session<'a> {
     app: &'a TestApp,
+    stripe: &'a FakeStripe,
     values: BTreeMap<&'static str, String>,
 }
 
 impl<'a> Session<'a> {
-    fn new(app: &'a TestApp) -> Self {
+    fn new(app: &'a TestApp, stripe: &'a FakeStripe) -> Self {
         Self {
             app,
+            stripe,
             values: BTreeMap::new(),
         }
     }
 
+    /// The event with the values so far; a Stripe webhook's body is then signed now, as Stripe
+    /// would sign it.
     fn fill(&self, event: &str) -> String {
-        self.values
+        let filled = self
+            .values
             .iter()
             .fold(event.to_owned(), |event, (name, value)| {
                 event.replace(&format!("{{{{{name}}}}}"), value)
-            })
+            });
+        if !filled.contains("{{stripe_signature}}") {
+            return filled;
+        }
+        let parsed: Value = serde_json::from_str(&filled).unwrap();
+        let body = parsed["body"].as_str().unwrap();
+        let signed = crate::stripe::signature(
+            crate::stripe::WEBHOOK_SECRET,
+            body,
+            crate::stripe::now_secs(),
+        );
+        filled.replace("{{stripe_signature}}", &signed)
     }
 
     /// Keeps what later requests need, and plays the parts no event covers: the billing
@@ -88,9 +110,23 @@ impl<'a> Session<'a> {
         }
         match (method, path) {
             ("GET", "/api/v1/auth/me") => {
-                self.app
-                    .set_subscription(body["id"].as_str().unwrap(), "pro", "active")
-                    .await
+                let user_id = body["id"].as_str().unwrap();
+                self.values.insert("user_id", user_id.to_owned());
+                self.app.set_subscription(user_id, "pro", "active").await
+            }
+            ("POST", "/api/v1/billing/checkout") => {
+                // The user pays on Stripe's page; Stripe then sends the events.
+                let (_, subscription) = self
+                    .stripe
+                    .complete_checkout(body["checkout_url"].as_str().unwrap());
+                let customer = self.stripe.subscription(&subscription)["customer"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                self.values.insert("subscription_id", subscription);
+                self.values.insert("customer_id", customer);
+                self.values
+                    .insert("event_id", format!("evt_{}", uuid::Uuid::new_v4().simple()));
             }
             ("GET", "/api/v1/plans/playbook") => {
                 let plan_id = body
@@ -187,6 +223,7 @@ async fn send_locally(app: &TestApp, event: &Value) -> (u16, Vec<u8>) {
         if name == "authorization"
             || name == "content-type"
             || name == "if-match"
+            || name == "stripe-signature"
             || name.starts_with("x-backup-")
         {
             request = request.header(name, value.as_str().unwrap());
@@ -258,11 +295,14 @@ async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
         Reply::Text(vec!["Send the invoice is due today.".into()]),
     ]);
     let llm_url = llm.base_url();
+    let stripe = FakeStripe::start().await;
     // The whole pipeline, rate limits included (their headers must be exposed too).
-    let settings = [
-        ("LLM_BASE_URL", llm_url.as_str()),
-        ("RATE_LIMIT_ENABLED", "true"),
+    let mut settings = vec![
+        ("LLM_BASE_URL", llm_url.clone()),
+        ("RATE_LIMIT_ENABLED", "true".to_owned()),
     ];
+    settings.extend(stripe.settings());
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let lambda_side = spawn_app_with(backend, &settings).await;
     let local_side = spawn_app_with(backend, &settings).await;
     // Each function's router as its `main.rs` builds it: the same constructor, the same
@@ -272,8 +312,10 @@ async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
         .into_iter()
         .map(|(name, function)| (name, function.into_router()))
         .collect();
-    let (mut lambda_session, mut local_session) =
-        (Session::new(&lambda_side), Session::new(&local_side));
+    let (mut lambda_session, mut local_session) = (
+        Session::new(&lambda_side, &stripe),
+        Session::new(&local_side, &stripe),
+    );
 
     for (function, method, path) in SEQUENCE {
         let file = &events[function][&(method.to_owned(), path.to_owned())];

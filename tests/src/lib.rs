@@ -4,6 +4,7 @@
 
 pub mod harness;
 pub mod llm;
+pub mod stripe;
 
 #[cfg(test)]
 mod account;
@@ -15,6 +16,8 @@ mod architecture;
 mod auth;
 #[cfg(test)]
 mod backup;
+#[cfg(test)]
+mod billing;
 #[cfg(test)]
 mod chat;
 #[cfg(test)]

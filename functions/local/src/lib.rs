@@ -34,6 +34,7 @@ pub fn functions(context: &Context) -> Result<Vec<(&'static str, Function)>, Con
         ("vectors", vectors::function(context)?),
         ("plans", plans::function(context)?),
         ("chat", chat::function(context)?),
+        ("billing", billing::function(context)?),
     ])
 }
 
@@ -52,7 +53,8 @@ pub fn openapi(context: &Context) -> Result<OpenApi, ConfigError> {
 }
 
 /// The local app: all routes, the OpenAPI document, the streaming chat, the embedded blob
-/// store's upload URL, and the shared pipeline around all of it.
+/// store's upload URL, the stub checkout page (outside production), and the shared pipeline
+/// around all of it.
 pub fn app(context: &Context) -> Result<Router, ConfigError> {
     let api = merged(context)?;
     let document = api.openapi();
@@ -62,6 +64,10 @@ pub fn app(context: &Context) -> Result<Router, ConfigError> {
             get(move || std::future::ready(axum::Json(document.clone()))),
         )
         .merge(OpenApiRouter::from(chat_stream::router(context)?));
+    // The stub checkout page, for trying tiers without Stripe; never in production.
+    if !context.is_prod() {
+        extras = extras.merge(OpenApiRouter::from(billing::stub_router(context)?));
+    }
     let blobs: BlobStore = context.get()?;
     if blobs.local().is_some() {
         let storage: Storage = context.get()?;

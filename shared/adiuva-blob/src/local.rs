@@ -13,14 +13,11 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use adiuva_checksum::Signer;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -44,7 +41,8 @@ pub struct LocalStore {
     /// Where clients reach this API, so upload URLs work from the desktop app.
     public_base_url: String,
     /// HMAC key for upload tokens.
-    signing_secret: Arc<[u8]>,
+    /// Signs the upload URLs (the secret is redacted in its `Debug`).
+    signer: Signer,
     /// How long an upload token stays valid.
     upload_ttl: Duration,
 }
@@ -54,7 +52,7 @@ impl fmt::Debug for LocalStore {
         f.debug_struct("LocalStore")
             .field("dir", &self.dir)
             .field("public_base_url", &self.public_base_url)
-            .field("signing_secret", &"<redacted>")
+            .field("signer", &self.signer)
             .field("upload_ttl", &self.upload_ttl)
             .finish()
     }
@@ -105,7 +103,7 @@ impl LocalStore {
         Self {
             dir,
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
-            signing_secret: signing_secret.into(),
+            signer: Signer::new(signing_secret, TOKEN_DOMAIN),
             upload_ttl,
         }
     }
@@ -113,17 +111,10 @@ impl LocalStore {
     /// Verifies an upload token from presign_put and returns the key it allows
     /// (InvalidUploadToken otherwise, e.g. expired/tampered).
     pub fn verify_upload_token(&self, token: &str) -> Result<String, BlobError> {
-        let (payload_b64, mac_b64) = token.split_once('.').ok_or(BlobError::InvalidUploadToken)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload_b64)
-            .map_err(|_| BlobError::InvalidUploadToken)?;
-        let mac = URL_SAFE_NO_PAD
-            .decode(mac_b64)
-            .map_err(|_| BlobError::InvalidUploadToken)?;
-        // Constant-time comparison, before anything in the payload is trusted.
-        self.mac(&payload)
-            .verify_slice(&mac)
-            .map_err(|_| BlobError::InvalidUploadToken)?;
+        let payload = self
+            .signer
+            .verify(token)
+            .ok_or(BlobError::InvalidUploadToken)?;
         let payload = String::from_utf8(payload).map_err(|_| BlobError::InvalidUploadToken)?;
         let (expires_at_ms, key) = payload
             .split_once('\n')
@@ -336,21 +327,8 @@ impl LocalStore {
     /// `base64url(payload).base64url(hmac)` with payload `{expires_at_ms}\n{key}`: the key may
     /// hold any character but a newline never starts a number, so the split is unambiguous.
     fn upload_token(&self, key: &str, expires_at_ms: i64) -> String {
-        let payload = format!("{expires_at_ms}\n{key}");
-        let mac = self.mac(payload.as_bytes()).finalize().into_bytes();
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(payload),
-            URL_SAFE_NO_PAD.encode(mac)
-        )
-    }
-
-    fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.signing_secret)
-            .expect("HMAC accepts keys of any length");
-        mac.update(TOKEN_DOMAIN);
-        mac.update(payload);
-        mac
+        self.signer
+            .sign(format!("{expires_at_ms}\n{key}").as_bytes())
     }
 
     /// The file of a key that [`validate_key`] accepted: always inside `dir`.

@@ -19,6 +19,10 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     // adiuva-local's stand-in for S3 presigned PUTs: the signed token in the path is the
     // credential.
     ("PUT", "/api/v1/storage/blobs/{token}"),
+    // Stripe signs its deliveries.
+    ("POST", "/api/v1/billing/webhook"),
+    // adiuva-local's stub checkout page: the signed one-time link is the credential.
+    ("GET", "/api/v1/billing/stub/checkout/{token}"),
 ];
 
 /// POSTs that create something: the same `Idempotency-Key` replays their first answer.
@@ -26,6 +30,8 @@ pub const IDEMPOTENT_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/storage/records"),
     ("POST", "/api/v1/storage/uploads"),
     ("POST", "/api/v1/storage/uploads/{upload_id}/commit"),
+    ("POST", "/api/v1/billing/checkout"),
+    ("POST", "/api/v1/billing/portal"),
 ];
 
 fn listed(list: &[(&str, &str)], method: &Method, route: &str) -> bool {

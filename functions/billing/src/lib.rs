@@ -1,0 +1,163 @@
+//! Billing function: `POST /api/v1/billing/checkout`, `POST /api/v1/billing/webhook` (public:
+//! Stripe signs it), `GET` and `DELETE /api/v1/billing/subscription`, and
+//! `POST /api/v1/billing/portal`. The local server also mounts [`stub_router`], the page that
+//! completes a stub checkout.
+
+use adiuva_billing::{Billing, Checkout, SubscriptionView};
+use adiuva_config::{ConfigError, Context};
+use adiuva_http::{ErrorBody, Function, Json, Path, Query, RawBody, Result, api_doc};
+use adiuva_pipeline::CurrentUser;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Html;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn function(context: &Context) -> Result<Function, ConfigError> {
+    let billing: Billing = context.get()?;
+    let routes = OpenApiRouter::with_openapi(api_doc())
+        .routes(routes!(checkout))
+        .routes(routes!(webhook))
+        .routes(routes!(subscription, cancel))
+        .routes(routes!(portal))
+        .with_state(billing);
+    adiuva_pipeline::authenticated(routes, context)
+}
+
+/// The page a stub checkout link opens (local server only, never in production): it activates
+/// the tier without Stripe. Public: the signed one-time link is the credential.
+pub fn stub_router(context: &Context) -> Result<axum::Router, ConfigError> {
+    let billing: Billing = context.get()?;
+    Ok(axum::Router::new()
+        .route(
+            adiuva_billing::STUB_CHECKOUT_PATH,
+            axum::routing::get(complete_stub_checkout),
+        )
+        .with_state(billing))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct CheckoutRequest {
+    /// `pro`, `power` or `team`.
+    pub tier: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Received {
+    pub ok: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Portal {
+    /// Stripe's Billing Portal, where the user manages cards and invoices.
+    pub portal_url: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CancelQuery {
+    /// `true` (default): at the end of the paid period; `false`: now, back to free at once.
+    pub at_period_end: Option<bool>,
+}
+
+/// Starts a Stripe Checkout of a paid tier; open `checkout_url` in a browser.
+#[utoipa::path(post, path = "/api/v1/billing/checkout", tag = "billing", security(("bearer" = [])),
+    request_body = CheckoutRequest,
+    responses(
+        (status = 200, description = "Where to pay", body = Checkout),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 409, description = "The caller already has this tier", body = ErrorBody),
+        (status = 422, description = "Not a paid tier", body = ErrorBody),
+        (status = 503, description = "Stripe is unavailable; nothing was charged", body = ErrorBody),
+    ))]
+async fn checkout(
+    State(billing): State<Billing>,
+    CurrentUser(caller): CurrentUser,
+    Json(body): Json<CheckoutRequest>,
+) -> Result<Json<Checkout>> {
+    Ok(Json(billing.checkout(&caller, &body.tier).await?))
+}
+
+/// Stripe's events (checkout completed, subscription created, updated and deleted, invoice
+/// paid and payment failed), signed with the endpoint's secret.
+#[utoipa::path(post, path = "/api/v1/billing/webhook", tag = "billing",
+    params(("Stripe-Signature" = String, Header, description = "t=<unix time>,v1=<HMAC-SHA256>")),
+    request_body(content = String, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Received (applied, already applied, or ignored)", body = Received),
+        (status = 400, description = "Missing, invalid or stale signature; nothing changed", body = ErrorBody),
+        (status = 503, description = "Webhooks not configured, or Stripe unavailable: Stripe retries", body = ErrorBody),
+    ))]
+async fn webhook(
+    State(billing): State<Billing>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Json<Received>> {
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|value| value.to_str().ok());
+    billing.webhook(&body, signature).await?;
+    Ok(Json(Received { ok: true }))
+}
+
+/// The caller's subscription; `free` without one.
+#[utoipa::path(get, path = "/api/v1/billing/subscription", tag = "billing", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The subscription", body = SubscriptionView),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+    ))]
+async fn subscription(
+    State(billing): State<Billing>,
+    CurrentUser(caller): CurrentUser,
+) -> Result<Json<SubscriptionView>> {
+    Ok(Json(billing.subscription(&caller).await?))
+}
+
+/// Cancels the subscription: at the end of the paid period by default (the tier stays until
+/// then), or with `at_period_end=false` now (free at once).
+#[utoipa::path(delete, path = "/api/v1/billing/subscription", tag = "billing", security(("bearer" = [])),
+    params(CancelQuery),
+    responses(
+        (status = 200, description = "The subscription after cancelling", body = SubscriptionView),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No subscription to cancel", body = ErrorBody),
+        (status = 503, description = "Stripe is unavailable; nothing changed", body = ErrorBody),
+    ))]
+async fn cancel(
+    State(billing): State<Billing>,
+    CurrentUser(caller): CurrentUser,
+    Query(query): Query<CancelQuery>,
+) -> Result<Json<SubscriptionView>> {
+    let at_period_end = query.at_period_end.unwrap_or(true);
+    Ok(Json(billing.cancel(&caller, at_period_end).await?))
+}
+
+/// A Stripe Billing Portal session: cards, invoices, plan.
+#[utoipa::path(post, path = "/api/v1/billing/portal", tag = "billing", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Where to manage billing", body = Portal),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No billing account yet", body = ErrorBody),
+        (status = 503, description = "Stub mode, or Stripe unavailable", body = ErrorBody),
+    ))]
+async fn portal(
+    State(billing): State<Billing>,
+    CurrentUser(caller): CurrentUser,
+) -> Result<Json<Portal>> {
+    Ok(Json(Portal {
+        portal_url: billing.portal(&caller).await?,
+    }))
+}
+
+async fn complete_stub_checkout(
+    State(billing): State<Billing>,
+    Path(token): Path<String>,
+) -> Result<Html<String>> {
+    let tier = billing.complete_stub_checkout(&token).await?;
+    Ok(Html(format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>Adiuva</title>\
+         <p>Your Adiuva <b>{}</b> plan is active (stub checkout, no payment). \
+         You can close this window.</p>",
+        tier.as_str()
+    )))
+}

@@ -1,0 +1,261 @@
+//! Stripe's webhook deliveries.
+//!
+//! The signature is checked here with HMAC-SHA256 rather than with async-stripe's webhook
+//! crate. Its typed parser rejects a whole event when any required field of the object's type
+//! (as of the crate's pinned API version) is missing, so an endpoint set to another API version
+//! would have its events refused; and it adds chrono and about fifteen crates to a build that
+//! needs none of them. We need only the event's id, type and the ids in its object: the state
+//! applied is the subscription fetched again from Stripe (whose answers match the client's API
+//! version), so deliveries in any order end in the current state.
+//!
+//! Outcomes: a bad, missing or stale signature is 400 and changes nothing; a signature-valid
+//! event we cannot read is logged and acknowledged (a retry would not help, and Stripe would
+//! retry it for three days); an event type we do not handle is acknowledged; Stripe being down
+//! while we fetch is 503 and nothing is recorded, so Stripe delivers it again.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use adiuva_checksum::{hmac_sha256_hex, same_secret};
+use adiuva_db::Database;
+use serde_json::Value;
+
+use crate::BillingError;
+use crate::settings::Prices;
+use crate::state::{self, Applied};
+use crate::stripe::{StripeApi, StripeFailure};
+
+/// Stripe's default tolerance between the signature's timestamp and now, both ways.
+pub const TOLERANCE_SECS: i64 = 300;
+
+/// What a delivery did (the answer is 200 in every case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// A subscription's state was recorded.
+    Applied,
+    /// This event was applied before.
+    Duplicate,
+    /// Acknowledged and left alone, with the reason.
+    Ignored(&'static str),
+}
+
+/// Checks `Stripe-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "{t}.{payload}">[,v1=...]`
+/// (several `v1` while a secret is rolled; `v0` and unknown parts are ignored).
+pub(crate) fn verify(
+    secret: &str,
+    payload: &[u8],
+    header: Option<&str>,
+    now_secs: i64,
+) -> Result<(), BillingError> {
+    let header = header.ok_or(BillingError::BadSignature)?;
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
+            Some(("v1", value)) => signatures.push(value),
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or(BillingError::BadSignature)?;
+    let mut signed = format!("{timestamp}.").into_bytes();
+    signed.extend_from_slice(payload);
+    let expected = hmac_sha256_hex(secret.as_bytes(), &signed);
+    if !signatures.iter().any(|given| same_secret(&expected, given)) {
+        return Err(BillingError::BadSignature);
+    }
+    if (now_secs - timestamp).abs() > TOLERANCE_SECS {
+        tracing::warn!(
+            timestamp,
+            now_secs,
+            "webhook signature outside the tolerance"
+        );
+        return Err(BillingError::BadSignature);
+    }
+    Ok(())
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+/// An id field that Stripe sends as a string, or as the expanded object.
+fn id_of(value: &Value) -> Option<&str> {
+    value.as_str().or_else(|| value["id"].as_str())
+}
+
+/// What an event is about: a subscription, its customer, and the user we put in its metadata.
+struct Target<'a> {
+    subscription: &'a str,
+    customer: Option<&'a str>,
+    user_hint: Option<&'a str>,
+}
+
+fn target<'a>(kind: &str, object: &'a Value) -> Option<Target<'a>> {
+    let user_hint = object["metadata"]["user_id"].as_str();
+    match kind {
+        "checkout.session.completed" if object["mode"] == "subscription" => Some(Target {
+            subscription: id_of(&object["subscription"])?,
+            customer: id_of(&object["customer"]),
+            user_hint: object["client_reference_id"].as_str().or(user_hint),
+        }),
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted" => Some(Target {
+            subscription: object["id"].as_str()?,
+            customer: id_of(&object["customer"]),
+            user_hint,
+        }),
+        "invoice.paid" | "invoice.payment_failed" => Some(Target {
+            // Older API versions name it on the invoice, newer ones under parent.
+            subscription: id_of(&object["subscription"])
+                .or_else(|| id_of(&object["parent"]["subscription_details"]["subscription"]))?,
+            customer: id_of(&object["customer"]),
+            user_hint: object["parent"]["subscription_details"]["metadata"]["user_id"].as_str(),
+        }),
+        _ => None,
+    }
+}
+
+pub(crate) async fn handle(
+    db: &Database,
+    stripe: &StripeApi,
+    prices: &Prices,
+    secret: &str,
+    payload: &[u8],
+    signature: Option<&str>,
+) -> Result<WebhookOutcome, BillingError> {
+    verify(secret, payload, signature, now_secs())?;
+    let event: Value = match serde_json::from_slice(payload) {
+        Ok(event) => event,
+        Err(err) => {
+            tracing::error!(error = %err, "signed webhook is not JSON; acknowledged");
+            return Ok(WebhookOutcome::Ignored("not JSON"));
+        }
+    };
+    let (Some(id), Some(kind), Some(_)) = (
+        event["id"].as_str(),
+        event["type"].as_str(),
+        event["data"]["object"].as_object(),
+    ) else {
+        tracing::error!("signed webhook without an id, a type or an object; acknowledged");
+        return Ok(WebhookOutcome::Ignored("unreadable event"));
+    };
+    let span = tracing::info_span!("stripe_event", event_id = id, event_type = kind);
+    let _entered = span.enter();
+    let Some(target) = target(kind, &event["data"]["object"]) else {
+        tracing::info!("webhook event acknowledged and ignored");
+        return Ok(WebhookOutcome::Ignored("event type not handled"));
+    };
+    if state::seen(db, id).await? {
+        tracing::info!("webhook event delivered again; nothing to do");
+        return Ok(WebhookOutcome::Duplicate);
+    }
+
+    let mut user = state::user_for(db, target.user_hint, target.customer).await?;
+    if user.is_none() {
+        // The subscription's own metadata may name the user the event does not.
+        match stripe.subscription(target.subscription).await {
+            Ok(remote) => {
+                user = state::user_for(
+                    db,
+                    remote.metadata.get("user_id").map(String::as_str),
+                    Some(&remote.customer),
+                )
+                .await?;
+            }
+            Err(StripeFailure::NotFound) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let Some(user_id) = user else {
+        tracing::warn!(
+            subscription = target.subscription,
+            "webhook event for no user of ours; acknowledged"
+        );
+        let mut conn = db.pool().acquire().await?;
+        state::first_time(&mut conn, id, kind).await?;
+        return Ok(WebhookOutcome::Ignored("unknown user"));
+    };
+
+    // One transaction: the event id, the user's row locked, the subscription as Stripe has
+    // it now, the row written. A duplicate delivery running at the same moment finds the id.
+    let mut tx = db.pool().begin().await?;
+    if !state::first_time(&mut tx, id, kind).await? {
+        return Ok(WebhookOutcome::Duplicate);
+    }
+    if !state::lock_user(&mut tx, &user_id).await? {
+        tx.commit().await?;
+        return Ok(WebhookOutcome::Ignored("account deleted"));
+    }
+    let remote = match stripe.subscription(target.subscription).await {
+        Ok(remote) => remote,
+        Err(StripeFailure::NotFound) => {
+            tracing::warn!(
+                subscription = target.subscription,
+                "Stripe has no such subscription; acknowledged"
+            );
+            tx.commit().await?;
+            return Ok(WebhookOutcome::Ignored("unknown subscription"));
+        }
+        // Nothing recorded: Stripe delivers the event again.
+        Err(err) => return Err(err.into()),
+    };
+    let applied = state::apply(&mut tx, &user_id, &remote, prices).await?;
+    tx.commit().await?;
+    match applied {
+        Applied::Recorded => Ok(WebhookOutcome::Applied),
+        Applied::Replaced { previous } => {
+            // Switching tiers made a second subscription; the old one ends now, so the user
+            // pays for one. If this fails, its own events keep the row right (it is older).
+            if let Err(err) = stripe.cancel_now(&previous).await {
+                tracing::error!(previous, error = %adiuva_error::cause_chain(&err), "could not end a replaced subscription; end it in the Stripe dashboard");
+            }
+            Ok(WebhookOutcome::Applied)
+        }
+        Applied::Ignored(reason) => {
+            tracing::info!(reason, "subscription state left alone");
+            Ok(WebhookOutcome::Ignored(reason))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_test";
+
+    fn header(payload: &[u8], t: i64) -> String {
+        let mut signed = format!("{t}.").into_bytes();
+        signed.extend_from_slice(payload);
+        format!("t={t},v1={}", hmac_sha256_hex(SECRET.as_bytes(), &signed))
+    }
+
+    #[test]
+    fn signatures_are_checked_with_a_tolerance_both_ways() {
+        let payload = br#"{"id":"evt_1"}"#;
+        let now = 1_700_000_000;
+        assert!(verify(SECRET, payload, Some(&header(payload, now)), now).is_ok());
+        // Rolled secrets: any v1 may match; v0 is ignored.
+        let rolled = format!("t={now},v0=abc,v1=00,{}", &header(payload, now)[13..]);
+        assert!(verify(SECRET, payload, Some(&rolled), now).is_ok());
+        for bad in [
+            None,
+            Some(String::new()),
+            Some(format!("t={now}")),
+            Some(header(b"tampered", now)),
+            Some(header(payload, now - TOLERANCE_SECS - 1)),
+            Some(header(payload, now + TOLERANCE_SECS + 1)),
+        ] {
+            assert!(
+                verify(SECRET, payload, bad.as_deref(), now).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+        assert!(verify("whsec_other", payload, Some(&header(payload, now)), now).is_err());
+    }
+}

@@ -1,0 +1,411 @@
+//! A fake Stripe API for the tests, speaking Stripe's wire format: form-encoded requests
+//! (recorded, with their idempotency keys, so tests check the fields sent), JSON objects built
+//! from Stripe's own example objects (`tests/fixtures/stripe/`, from the public stripe/openapi
+//! fixtures, which async-stripe's types parse), Stripe's error bodies, idempotent replays, and
+//! webhook deliveries signed with the real `t=...,v1=...` HMAC-SHA256 scheme.
+//!
+//! It keeps the customers, checkout sessions and subscriptions it made; tests play the part of
+//! the user paying ([`FakeStripe::complete_checkout`]) and of Stripe changing a subscription
+//! ([`FakeStripe::set_status`]), then deliver the events Stripe would send.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::harness::TestApp;
+
+pub const SECRET_KEY: &str = "sk_test_adiuva_fake";
+pub const WEBHOOK_SECRET: &str = "whsec_adiuva_fake";
+
+/// One of Stripe's example objects, by its fixture name (`subscription`, `checkout.session`).
+pub fn fixture(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/stripe")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path:?}: {err}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A request the fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// The form fields, in order (`line_items[0][price]`, ...).
+    pub form: Vec<(String, String)>,
+    pub idempotency_key: Option<String>,
+}
+
+impl Recorded {
+    /// The value of a form field.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// A request's form fields, in order.
+type Form = Vec<(String, String)>;
+
+/// What answered a POST with an idempotency key: its form, status and body.
+type Replay = (Form, u16, Value);
+
+#[derive(Debug, Default)]
+struct Ledger {
+    requests: Vec<Recorded>,
+    /// Idempotency key -> (the request's form, the answer), as Stripe keeps them for 24 h.
+    replays: HashMap<String, Replay>,
+    customers: HashMap<String, Value>,
+    sessions: HashMap<String, (Value, Form)>,
+    subscriptions: HashMap<String, Value>,
+    down: bool,
+    next: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct FakeStripe {
+    pub base_url: String,
+    state: Arc<Mutex<Ledger>>,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn stripe_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"type": kind, "message": message}})),
+    )
+        .into_response()
+}
+
+impl FakeStripe {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(Ledger::default()));
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            base_url: format!("http://{address}"),
+            state,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
+        self.state.lock().unwrap()
+    }
+
+    /// The settings that point billing at this fake.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("STRIPE_SECRET_KEY", SECRET_KEY.to_owned()),
+            ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+            ("STRIPE_API_BASE", self.base_url.clone()),
+        ]
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.lock().requests.clone()
+    }
+
+    /// The requests to `method path`.
+    pub fn requests_to(&self, method: &str, path: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|request| request.method == method && request.path == path)
+            .collect()
+    }
+
+    /// Every request answers 500 while down.
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
+    }
+
+    pub fn subscription(&self, id: &str) -> Value {
+        self.lock().subscriptions[id].clone()
+    }
+
+    /// Stripe changes a subscription's status (a payment failed, the retries ran out, ...).
+    pub fn set_status(&self, id: &str, status: &str) {
+        let mut state = self.lock();
+        let subscription = state
+            .subscriptions
+            .get_mut(id)
+            .expect("no such subscription");
+        subscription["status"] = json!(status);
+        if status == "canceled" {
+            subscription["canceled_at"] = json!(now());
+            subscription["ended_at"] = json!(now());
+        }
+    }
+
+    /// The user pays on the hosted page: the session completes and its subscription starts.
+    /// Returns the session (as the `checkout.session.completed` event carries it) and the
+    /// subscription id.
+    pub fn complete_checkout(&self, checkout_url: &str) -> (Value, String) {
+        let mut state = self.lock();
+        let session_id = checkout_url.rsplit('/').next().unwrap().to_owned();
+        let (mut session, form) = state.sessions[&session_id].clone();
+        state.next += 1;
+        let subscription_id = format!("sub_fake{:05}", state.next);
+        let field = |name: &str| {
+            form.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        let metadata: serde_json::Map<String, Value> = form
+            .iter()
+            .filter_map(|(key, value)| {
+                key.strip_prefix("subscription_data[metadata][")
+                    .and_then(|key| key.strip_suffix(']'))
+                    .map(|key| (key.to_owned(), json!(value)))
+            })
+            .collect();
+        let mut subscription = fixture("subscription");
+        let period_end = now() + 30 * 24 * 60 * 60;
+        subscription["id"] = json!(subscription_id);
+        subscription["customer"] = json!(field("customer"));
+        subscription["status"] = json!("active");
+        subscription["created"] = json!(now() + state.next as i64);
+        subscription["cancel_at_period_end"] = json!(false);
+        subscription["cancel_at"] = Value::Null;
+        subscription["canceled_at"] = Value::Null;
+        subscription["ended_at"] = Value::Null;
+        subscription["metadata"] = Value::Object(metadata);
+        let item = &mut subscription["items"]["data"][0];
+        item["price"]["id"] = json!(field("line_items[0][price]"));
+        item["current_period_end"] = json!(period_end);
+        item["subscription"] = json!(subscription_id);
+        state
+            .subscriptions
+            .insert(subscription_id.clone(), subscription);
+        session["status"] = json!("complete");
+        session["payment_status"] = json!("paid");
+        session["subscription"] = json!(subscription_id);
+        state.sessions.insert(session_id, (session.clone(), form));
+        (session, subscription_id)
+    }
+
+    /// A Stripe event of `kind` about `object`, and its `Stripe-Signature` made at `at`
+    /// (unix seconds) with `secret`.
+    pub fn event(&self, kind: &str, object: &Value) -> Value {
+        let mut state = self.lock();
+        state.next += 1;
+        let mut event = fixture("event");
+        event["id"] = json!(format!("evt_fake{:05}", state.next));
+        event["type"] = json!(kind);
+        event["created"] = json!(now());
+        event["data"] = json!({"object": object});
+        event
+    }
+
+    /// Delivers `payload` to the app's webhook, signed now with the webhook secret.
+    pub async fn deliver_raw(
+        app: &TestApp,
+        payload: &str,
+        signature: Option<String>,
+    ) -> reqwest::Response {
+        let mut request = app
+            .request(reqwest::Method::POST, "/api/v1/billing/webhook")
+            .header("content-type", "application/json")
+            .body(payload.to_owned());
+        if let Some(signature) = signature {
+            request = request.header("stripe-signature", signature);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Delivers an event, correctly signed.
+    pub async fn deliver(app: &TestApp, event: &Value) -> reqwest::Response {
+        let payload = event.to_string();
+        Self::deliver_raw(
+            app,
+            &payload,
+            Some(signature(WEBHOOK_SECRET, &payload, now())),
+        )
+        .await
+    }
+}
+
+/// `t=<at>,v1=<hex HMAC-SHA256 of "{at}.{payload}">`, Stripe's scheme.
+pub fn signature(secret: &str, payload: &str, at: i64) -> String {
+    let mac =
+        adiuva_checksum::hmac_sha256_hex(secret.as_bytes(), format!("{at}.{payload}").as_bytes());
+    format!("t={at},v1={mac}")
+}
+
+pub fn now_secs() -> i64 {
+    now()
+}
+
+async fn handle(
+    State(state): State<Arc<Mutex<Ledger>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body)
+        .chain(form_urlencoded::parse(
+            uri.query().unwrap_or_default().as_bytes(),
+        ))
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect();
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let mut state = state.lock().unwrap();
+    state.requests.push(Recorded {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        form: form.clone(),
+        idempotency_key: key.clone(),
+    });
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {SECRET_KEY}"))
+    {
+        return stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Invalid API Key provided",
+        );
+    }
+    if state.down {
+        return stripe_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "the fake is down",
+        );
+    }
+    if let Some(key) = &key
+        && let Some((sent, status, answer)) = state.replays.get(key)
+    {
+        if *sent != form {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "idempotency_error",
+                "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+            );
+        }
+        return (
+            StatusCode::from_u16(*status).unwrap(),
+            axum::Json(answer.clone()),
+        )
+            .into_response();
+    }
+    let field = |name: &str| {
+        form.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let metadata = |prefix: &str| -> Value {
+        Value::Object(
+            form.iter()
+                .filter_map(|(key, value)| {
+                    key.strip_prefix(prefix)
+                        .and_then(|key| key.strip_suffix(']'))
+                        .map(|key| (key.to_owned(), json!(value)))
+                })
+                .collect(),
+        )
+    };
+    let path: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    let (status, answer) = match (method.as_str(), path.as_slice()) {
+        ("POST", ["v1", "customers"]) => {
+            state.next += 1;
+            let id = format!("cus_fake{:05}", state.next);
+            let mut customer = fixture("customer");
+            customer["id"] = json!(id);
+            customer["email"] = json!(field("email"));
+            customer["metadata"] = metadata("metadata[");
+            customer["created"] = json!(now());
+            state.customers.insert(id, customer.clone());
+            (200, customer)
+        }
+        ("POST", ["v1", "checkout", "sessions"]) => {
+            state.next += 1;
+            let id = format!("cs_test_fake{:05}", state.next);
+            let mut session = fixture("checkout.session");
+            session["id"] = json!(id);
+            session["mode"] = json!(field("mode"));
+            session["customer"] = json!(field("customer"));
+            session["client_reference_id"] = json!(field("client_reference_id"));
+            session["metadata"] = metadata("metadata[");
+            session["success_url"] = json!(field("success_url"));
+            session["cancel_url"] = json!(field("cancel_url"));
+            session["status"] = json!("open");
+            session["payment_status"] = json!("unpaid");
+            session["subscription"] = Value::Null;
+            session["url"] = json!(format!("https://checkout.stripe.test/c/pay/{id}"));
+            state.sessions.insert(id, (session.clone(), form.clone()));
+            (200, session)
+        }
+        ("GET", ["v1", "subscriptions", id]) => match state.subscriptions.get(*id) {
+            Some(subscription) => (200, subscription.clone()),
+            None => (
+                404,
+                json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such subscription"}}),
+            ),
+        },
+        ("POST", ["v1", "subscriptions", id]) => match state.subscriptions.get_mut(*id) {
+            Some(subscription) => {
+                if let Some(flag) = field("cancel_at_period_end") {
+                    subscription["cancel_at_period_end"] = json!(flag == "true");
+                }
+                (200, subscription.clone())
+            }
+            None => (
+                404,
+                json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such subscription"}}),
+            ),
+        },
+        ("DELETE", ["v1", "subscriptions", id]) => match state.subscriptions.get_mut(*id) {
+            Some(subscription) => {
+                subscription["status"] = json!("canceled");
+                subscription["canceled_at"] = json!(now());
+                subscription["ended_at"] = json!(now());
+                (200, subscription.clone())
+            }
+            None => (
+                404,
+                json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such subscription"}}),
+            ),
+        },
+        ("POST", ["v1", "billing_portal", "sessions"]) => {
+            state.next += 1;
+            let id = format!("bps_fake{:05}", state.next);
+            let mut session = fixture("billing_portal.session");
+            session["id"] = json!(id);
+            session["customer"] = json!(field("customer"));
+            session["return_url"] = json!(field("return_url"));
+            session["url"] = json!(format!("https://billing.stripe.test/p/session/{id}"));
+            (200, session)
+        }
+        _ => (
+            404,
+            json!({"error": {"type": "invalid_request_error", "message": format!("Unrecognized request URL ({method}: {})", uri.path())}}),
+        ),
+    };
+    if let Some(key) = key
+        && method == Method::POST
+    {
+        state.replays.insert(key, (form, status, answer.clone()));
+    }
+    (StatusCode::from_u16(status).unwrap(), axum::Json(answer)).into_response()
+}
