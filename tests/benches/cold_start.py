@@ -43,6 +43,7 @@ TABLE = {"DYNAMODB_TABLE": "adiuva-short-lived"}
 BUCKET = {"S3_BUCKET": "adiuva-blobs", "S3_REGION": "eu-central-1"}
 QDRANT = {"QDRANT_URL": "https://qdrant.example:6334", "QDRANT_API_KEY": "example"}
 LLM = {"OPENAI_API_KEY": "sk-example", "LLM_MODEL": "gpt-4o", "LLM_ROUTER_MODEL": "gpt-4o-mini"}
+STRIPE = {"STRIPE_SECRET_KEY": "sk_test_example", "STRIPE_WEBHOOK_SECRET": "whsec_example"}
 
 FUNCTIONS = {
     "health": {},
@@ -54,6 +55,8 @@ FUNCTIONS = {
     "plans": {**JWT, **TABLE},
     "chat": {**JWT, **TABLE, **LLM},
     "chat-ws": {**JWT, **TABLE, **LLM},
+    "billing": {**JWT, **TABLE, **STRIPE},
+    "plugins": {**JWT, **TABLE, **BUCKET, **STRIPE},
     "janitor": {**BUCKET, **QDRANT},
 }
 

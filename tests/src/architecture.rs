@@ -212,10 +212,9 @@ fn health_links_no_caller_store_or_client() {
 }
 
 #[test]
-fn only_billing_links_stripe() {
+fn only_billing_and_plugins_link_stripe() {
     let graph = graph();
-    // The marketplace's function will join billing here.
-    const STRIPE_USERS: &[&str] = &["billing", "local"];
+    const STRIPE_USERS: &[&str] = &["billing", "plugins", "local"];
     for package in graph.in_folder("functions") {
         if STRIPE_USERS.contains(&package) {
             continue;
@@ -226,4 +225,5 @@ fn only_billing_links_stripe() {
         );
     }
     assert!(graph.closure("billing", &[]).contains("async-stripe"));
+    assert!(graph.closure("plugins", &[]).contains("async-stripe"));
 }

@@ -316,12 +316,13 @@ async fn public_and_idempotent_routes_are_declared_in_one_place() {
             "{path} mixes public and authenticated methods"
         );
     }
-    // The local server's own routes (the document itself, signed uploads) are not in the API's
-    // document; every other entry is.
+    // The local server's own routes (the document itself, signed uploads and downloads, the
+    // stub page) are not in the API's document; every other entry is.
     let local_only = [
         ("GET", local::OPENAPI_PATH),
         ("PUT", "/api/v1/storage/blobs/{token}"),
-        ("GET", adiuva_billing::STUB_CHECKOUT_PATH),
+        ("GET", "/api/v1/storage/blobs/{token}"),
+        ("GET", adiuva_billing::STUB_PATH),
     ];
     for (method, path) in PUBLIC_ROUTES {
         let route = ((*method).to_owned(), (*path).to_owned());

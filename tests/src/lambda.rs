@@ -17,8 +17,9 @@ use crate::stripe::FakeStripe;
 backend_tests!(lambda_handlers_answer_like_the_local_server);
 
 /// The order that lets one user go through every route: sign up, read playbooks, chat, pay for
-/// a tier, store, back up, search, rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 30] = [
+/// a tier, use the marketplace (browse, install, rate; as a developer submit; as an admin
+/// review), store, back up, search, rotate, sign out, and delete the account.
+const SEQUENCE: [(&str, &str, &str); 43] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
@@ -32,6 +33,19 @@ const SEQUENCE: [(&str, &str, &str); 30] = [
     ("billing", "GET", "/api/v1/billing/subscription"),
     ("billing", "POST", "/api/v1/billing/portal"),
     ("billing", "DELETE", "/api/v1/billing/subscription"),
+    ("plugins", "GET", "/api/v1/plugins"),
+    ("plugins", "GET", "/api/v1/plugins/{id}"),
+    ("plugins", "POST", "/api/v1/plugins/{id}/install"),
+    ("plugins", "PUT", "/api/v1/plugins/{id}/rating"),
+    ("plugins", "DELETE", "/api/v1/plugins/{id}/install"),
+    ("plugins", "POST", "/api/v1/developer/connect"),
+    ("plugins", "GET", "/api/v1/developer/account"),
+    ("plugins", "POST", "/api/v1/plugins"),
+    ("plugins", "GET", "/api/v1/developer/plugins"),
+    ("plugins", "GET", "/api/v1/admin/plugins/queue"),
+    ("plugins", "POST", "/api/v1/admin/plugins/{id}/review"),
+    ("plugins", "POST", "/api/v1/admin/plugins/{id}/block"),
+    ("plugins", "GET", "/api/v1/developer/earnings"),
     ("storage", "POST", "/api/v1/storage/records"),
     ("storage", "GET", "/api/v1/storage/records"),
     ("storage", "GET", "/api/v1/storage/records/{id}"),
@@ -57,6 +71,8 @@ const SEQUENCE: [(&str, &str, &str); 30] = [
 
 /// The bytes `events/storage/start_upload.json` announces (20 bytes, their SHA-256).
 const UPLOADED: &[u8] = b"large-encrypted-note";
+/// The package `events/plugins/submit.json` names by its SHA-256.
+const PACKAGE: &[u8] = b"events-plugin-package";
 const EVENTS_USER: (&str, &str) = ("events-user@example.com", "correct-horse-battery");
 
 /// One side of the comparison and what it has been handed so far, to fill the placeholders.
@@ -157,6 +173,19 @@ impl<'a> Session<'a> {
                     put.send().await.unwrap().status().is_success(),
                     "upload to the presigned URL failed"
                 );
+            }
+            ("GET", "/api/v1/developer/account") => {
+                // The developer uploads the package the submission names, and the user becomes
+                // an admin for the review routes.
+                let token = &self.values["access_token"];
+                let package_id = crate::marketplace::upload_package(self.app, token, PACKAGE).await;
+                self.values.insert("package_id", package_id);
+                let user_id = &self.values["user_id"];
+                adiuva_db::sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1")
+                    .bind(user_id)
+                    .execute(self.app.database.db.pool())
+                    .await
+                    .unwrap();
             }
             ("PUT", "/api/v1/backup") => {
                 self.values

@@ -39,6 +39,8 @@ mod lambda;
 #[cfg(test)]
 mod limits;
 #[cfg(test)]
+pub(crate) mod marketplace;
+#[cfg(test)]
 mod pipeline;
 #[cfg(test)]
 mod plans;

@@ -4,9 +4,12 @@
 //! fixtures, which async-stripe's types parse), Stripe's error bodies, idempotent replays, and
 //! webhook deliveries signed with the real `t=...,v1=...` HMAC-SHA256 scheme.
 //!
-//! It keeps the customers, checkout sessions and subscriptions it made; tests play the part of
-//! the user paying ([`FakeStripe::complete_checkout`]) and of Stripe changing a subscription
-//! ([`FakeStripe::set_status`]), then deliver the events Stripe would send.
+//! It keeps the customers, checkout sessions, subscriptions, payment intents, charges, transfers
+//! and Connect accounts it made; tests play the part of the user paying
+//! ([`FakeStripe::complete_checkout`], [`FakeStripe::complete_payment`]), of Stripe changing a
+//! subscription ([`FakeStripe::set_status`]), of an admin refunding a charge
+//! ([`FakeStripe::refund`]) and of a developer finishing onboarding
+//! ([`FakeStripe::enable_payouts`]), then deliver the events Stripe would send.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,6 +69,10 @@ struct Ledger {
     customers: HashMap<String, Value>,
     sessions: HashMap<String, (Value, Form)>,
     subscriptions: HashMap<String, Value>,
+    payment_intents: HashMap<String, Value>,
+    charges: HashMap<String, Value>,
+    transfers: HashMap<String, Value>,
+    accounts: HashMap<String, Value>,
     down: bool,
     next: u64,
 }
@@ -201,6 +208,83 @@ impl FakeStripe {
         (session, subscription_id)
     }
 
+    /// The buyer pays a payment-mode session: its payment intent and charge are made, and the
+    /// session is complete and paid. Returns the session (as `checkout.session.completed`
+    /// carries it) and the charge id.
+    pub fn complete_payment(&self, checkout_url: &str) -> (Value, String) {
+        let mut state = self.lock();
+        let session_id = checkout_url.rsplit('/').next().unwrap().to_owned();
+        let (mut session, form) = state.sessions[&session_id].clone();
+        assert_eq!(session["mode"], "payment", "not a payment session");
+        state.next += 1;
+        let n = state.next;
+        let amount = session["amount_total"].as_i64().unwrap();
+        let charge_id = format!("ch_fake{n:05}");
+        let intent_id = format!("pi_fake{n:05}");
+        let mut charge = fixture("charge");
+        charge["id"] = json!(charge_id);
+        charge["amount"] = json!(amount);
+        charge["amount_captured"] = json!(amount);
+        charge["currency"] = json!("eur");
+        charge["paid"] = json!(true);
+        charge["captured"] = json!(true);
+        charge["payment_intent"] = json!(intent_id);
+        charge["transfer_group"] = session["__transfer_group"].clone();
+        let mut intent = fixture("payment_intent");
+        intent["id"] = json!(intent_id);
+        intent["amount"] = json!(amount);
+        intent["currency"] = json!("eur");
+        intent["status"] = json!("succeeded");
+        intent["latest_charge"] = json!(charge_id);
+        intent["metadata"] = session["__intent_metadata"].clone();
+        intent["transfer_group"] = session["__transfer_group"].clone();
+        state.charges.insert(charge_id.clone(), charge);
+        state.payment_intents.insert(intent_id.clone(), intent);
+        session["status"] = json!("complete");
+        session["payment_status"] = json!("paid");
+        session["payment_intent"] = json!(intent_id);
+        state.sessions.insert(session_id, (session.clone(), form));
+        (public(&session), charge_id)
+    }
+
+    /// A session as Stripe would send it now.
+    pub fn session(&self, id: &str) -> Value {
+        public(&self.lock().sessions[id].0)
+    }
+
+    pub fn charge(&self, id: &str) -> Value {
+        self.lock().charges[id].clone()
+    }
+
+    pub fn transfer(&self, id: &str) -> Value {
+        self.lock().transfers[id].clone()
+    }
+
+    pub fn account(&self, id: &str) -> Value {
+        self.lock().accounts[id].clone()
+    }
+
+    /// Refunds a charge (all of it, or `amount` cents); returns the charge.
+    pub fn refund(&self, charge_id: &str, amount: Option<i64>) -> Value {
+        let mut state = self.lock();
+        let charge = state.charges.get_mut(charge_id).expect("no such charge");
+        let total = charge["amount"].as_i64().unwrap();
+        let refunded = amount.unwrap_or(total);
+        charge["amount_refunded"] = json!(refunded);
+        charge["refunded"] = json!(refunded == total);
+        charge.clone()
+    }
+
+    /// The developer finishes onboarding: payouts are enabled. Returns the account.
+    pub fn enable_payouts(&self, account_id: &str) -> Value {
+        let mut state = self.lock();
+        let account = state.accounts.get_mut(account_id).expect("no such account");
+        account["payouts_enabled"] = json!(true);
+        account["details_submitted"] = json!(true);
+        account["charges_enabled"] = json!(true);
+        account.clone()
+    }
+
     /// A Stripe event of `kind` about `object`, and its `Stripe-Signature` made at `at`
     /// (unix seconds) with `secret`.
     pub fn event(&self, kind: &str, object: &Value) -> Value {
@@ -251,6 +335,22 @@ pub fn signature(secret: &str, payload: &str, at: i64) -> String {
 
 pub fn now_secs() -> i64 {
     now()
+}
+
+/// A stored object without the fake's own bookkeeping fields (`__...`).
+fn public(object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(fields) = object.as_object_mut() {
+        fields.retain(|key, _| !key.starts_with("__"));
+    }
+    object
+}
+
+fn missing(what: &str) -> (u16, Value) {
+    (
+        404,
+        json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": format!("No such {what}")}}),
+    )
 }
 
 async fn handle(
@@ -352,9 +452,114 @@ async fn handle(
             session["status"] = json!("open");
             session["payment_status"] = json!("unpaid");
             session["subscription"] = Value::Null;
+            session["payment_intent"] = Value::Null;
             session["url"] = json!(format!("https://checkout.stripe.test/c/pay/{id}"));
+            if field("mode").as_deref() == Some("payment") {
+                let unit: i64 = field("line_items[0][price_data][unit_amount]")
+                    .and_then(|amount| amount.parse().ok())
+                    .unwrap_or_default();
+                let quantity: i64 = field("line_items[0][quantity]")
+                    .and_then(|quantity| quantity.parse().ok())
+                    .unwrap_or(1);
+                session["amount_total"] = json!(unit * quantity);
+                session["amount_subtotal"] = json!(unit * quantity);
+                session["currency"] = json!(field("line_items[0][price_data][currency]"));
+                session["__intent_metadata"] = metadata("payment_intent_data[metadata][");
+                session["__transfer_group"] = json!(field("payment_intent_data[transfer_group]"));
+            }
             state.sessions.insert(id, (session.clone(), form.clone()));
-            (200, session)
+            (200, public(&session))
+        }
+        ("GET", ["v1", "checkout", "sessions", id]) => match state.sessions.get(*id) {
+            Some((session, _)) => (200, public(session)),
+            None => missing("checkout session"),
+        },
+        ("GET", ["v1", "payment_intents", id]) => match state.payment_intents.get(*id) {
+            Some(intent) => (200, intent.clone()),
+            None => missing("payment intent"),
+        },
+        ("GET", ["v1", "charges", id]) => match state.charges.get(*id) {
+            Some(charge) => (200, charge.clone()),
+            None => missing("charge"),
+        },
+        ("POST", ["v1", "transfers"]) => {
+            let source = field("source_transaction");
+            if source
+                .as_ref()
+                .is_some_and(|charge| !state.charges.contains_key(charge))
+            {
+                missing("charge")
+            } else if !field("destination")
+                .is_some_and(|account| state.accounts.contains_key(&account))
+            {
+                missing("destination account")
+            } else {
+                state.next += 1;
+                let id = format!("tr_fake{:05}", state.next);
+                let mut transfer = fixture("transfer");
+                transfer["id"] = json!(id);
+                transfer["amount"] = json!(field("amount").and_then(|a| a.parse::<i64>().ok()));
+                transfer["currency"] = json!(field("currency"));
+                transfer["destination"] = json!(field("destination"));
+                transfer["source_transaction"] = json!(source);
+                transfer["transfer_group"] = json!(field("transfer_group"));
+                transfer["metadata"] = metadata("metadata[");
+                transfer["reversals"]["url"] = json!(format!("/v1/transfers/{id}/reversals"));
+                state.transfers.insert(id, transfer.clone());
+                (200, transfer)
+            }
+        }
+        ("POST", ["v1", "transfers", id, "reversals"]) => {
+            let id = (*id).to_owned();
+            let amount: i64 = field("amount")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_default();
+            state.next += 1;
+            let reversal_id = format!("trr_fake{:05}", state.next);
+            match state.transfers.get_mut(&id) {
+                Some(transfer) => {
+                    let mut reversal = fixture("transfer_reversal");
+                    reversal["id"] = json!(reversal_id);
+                    reversal["amount"] = json!(amount);
+                    reversal["currency"] = transfer["currency"].clone();
+                    reversal["transfer"] = json!(id);
+                    reversal["metadata"] = metadata("metadata[");
+                    transfer["amount_reversed"] = json!(amount);
+                    transfer["reversed"] = json!(amount == transfer["amount"].as_i64().unwrap());
+                    (200, reversal)
+                }
+                None => missing("transfer"),
+            }
+        }
+        ("POST", ["v1", "accounts"]) => {
+            state.next += 1;
+            let id = format!("acct_fake{:05}", state.next);
+            let mut account = fixture("account");
+            account["id"] = json!(id);
+            account["type"] = json!(field("type"));
+            account["email"] = json!(field("email"));
+            account["metadata"] = metadata("metadata[");
+            account["payouts_enabled"] = json!(false);
+            account["details_submitted"] = json!(false);
+            account["charges_enabled"] = json!(false);
+            state.accounts.insert(id, account.clone());
+            (200, account)
+        }
+        ("GET", ["v1", "accounts", id]) => match state.accounts.get(*id) {
+            Some(account) => (200, account.clone()),
+            None => missing("account"),
+        },
+        ("POST", ["v1", "account_links"]) => {
+            let account = field("account").unwrap_or_default();
+            let mut link = fixture("account_link");
+            state.next += 1;
+            link["url"] = json!(format!(
+                "https://connect.stripe.test/setup/e/{account}/link{:05}",
+                state.next
+            ));
+            link["created"] = json!(now());
+            link["expires_at"] = json!(now() + 300);
+            (200, link)
         }
         ("GET", ["v1", "subscriptions", id]) => match state.subscriptions.get(*id) {
             Some(subscription) => (200, subscription.clone()),

@@ -1,40 +1,61 @@
 //! Billing function: `POST /api/v1/billing/checkout`, `POST /api/v1/billing/webhook` (public:
 //! Stripe signs it), `GET` and `DELETE /api/v1/billing/subscription`, and
-//! `POST /api/v1/billing/portal`. The local server also mounts [`stub_router`], the page that
-//! completes a stub checkout.
+//! `POST /api/v1/billing/portal`. The webhook is Stripe's one endpoint: the marketplace's
+//! events (plugin purchases, refunds, developers' accounts) go to its [`Purchases`], the
+//! subscription events to billing. The local server also mounts [`stub_router`], the page
+//! that completes stub links (tiers, plugin purchases, payout onboarding).
 
-use adiuva_billing::{Billing, Checkout, SubscriptionView};
+use adiuva_billing::{Billing, Checkout, Delivery, StubItem, SubscriptionView};
 use adiuva_config::{ConfigError, Context};
 use adiuva_http::{ErrorBody, Function, Json, Path, Query, RawBody, Result, api_doc};
+use adiuva_marketplace::Purchases;
+use adiuva_marketplace::purchases::StubCompleted;
 use adiuva_pipeline::CurrentUser;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::HeaderMap;
 use axum::response::Html;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+/// What the routes share.
+#[derive(Debug, Clone)]
+struct Services {
+    billing: Billing,
+    purchases: Purchases,
+}
+
+impl FromRef<Services> for Billing {
+    fn from_ref(services: &Services) -> Self {
+        services.billing.clone()
+    }
+}
+
+fn services(context: &Context) -> Result<Services, ConfigError> {
+    Ok(Services {
+        billing: context.get()?,
+        purchases: context.get()?,
+    })
+}
+
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
-    let billing: Billing = context.get()?;
     let routes = OpenApiRouter::with_openapi(api_doc())
         .routes(routes!(checkout))
         .routes(routes!(webhook))
         .routes(routes!(subscription, cancel))
         .routes(routes!(portal))
-        .with_state(billing);
+        .with_state(services(context)?);
     adiuva_pipeline::authenticated(routes, context)
 }
 
-/// The page a stub checkout link opens (local server only, never in production): it activates
-/// the tier without Stripe. Public: the signed one-time link is the credential.
+/// The page a stub link opens (local server only, never in production): it completes what
+/// Stripe's page would have, without Stripe. Public: the signed one-time link is the
+/// credential.
 pub fn stub_router(context: &Context) -> Result<axum::Router, ConfigError> {
-    let billing: Billing = context.get()?;
     Ok(axum::Router::new()
-        .route(
-            adiuva_billing::STUB_CHECKOUT_PATH,
-            axum::routing::get(complete_stub_checkout),
-        )
-        .with_state(billing))
+        .route(adiuva_billing::STUB_PATH, axum::routing::get(complete_stub))
+        .with_state(services(context)?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -52,6 +73,14 @@ pub struct Received {
 pub struct Portal {
     /// Stripe's Billing Portal, where the user manages cards and invoices.
     pub portal_url: String,
+}
+
+/// The reference's `{"ok": true}`, with the subscription as it is after cancelling.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Cancelled {
+    pub ok: bool,
+    #[serde(flatten)]
+    pub subscription: SubscriptionView,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -89,14 +118,33 @@ async fn checkout(
         (status = 503, description = "Webhooks not configured, or Stripe unavailable: Stripe retries", body = ErrorBody),
     ))]
 async fn webhook(
-    State(billing): State<Billing>,
+    State(services): State<Services>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Json<Received>> {
     let signature = headers
         .get("stripe-signature")
         .and_then(|value| value.to_str().ok());
-    billing.webhook(&body, signature).await?;
+    if let Delivery::Event(event) = services.billing.read_webhook(&body, signature)? {
+        let span =
+            tracing::info_span!("stripe_event", event_id = event.id, event_type = event.kind);
+        let mut outcome = services
+            .purchases
+            .apply(&event)
+            .instrument(span.clone())
+            .await?;
+        if outcome.is_none() {
+            outcome = services
+                .billing
+                .apply(&event)
+                .instrument(span.clone())
+                .await?;
+        }
+        span.in_scope(|| match outcome {
+            Some(outcome) => tracing::info!(outcome = ?outcome, "webhook event handled"),
+            None => tracing::info!("webhook event acknowledged and ignored"),
+        });
+    }
     Ok(Json(Received { ok: true }))
 }
 
@@ -118,7 +166,7 @@ async fn subscription(
 #[utoipa::path(delete, path = "/api/v1/billing/subscription", tag = "billing", security(("bearer" = [])),
     params(CancelQuery),
     responses(
-        (status = 200, description = "The subscription after cancelling", body = SubscriptionView),
+        (status = 200, description = "The subscription after cancelling", body = Cancelled),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No subscription to cancel", body = ErrorBody),
         (status = 503, description = "Stripe is unavailable; nothing changed", body = ErrorBody),
@@ -127,9 +175,12 @@ async fn cancel(
     State(billing): State<Billing>,
     CurrentUser(caller): CurrentUser,
     Query(query): Query<CancelQuery>,
-) -> Result<Json<SubscriptionView>> {
+) -> Result<Json<Cancelled>> {
     let at_period_end = query.at_period_end.unwrap_or(true);
-    Ok(Json(billing.cancel(&caller, at_period_end).await?))
+    Ok(Json(Cancelled {
+        ok: true,
+        subscription: billing.cancel(&caller, at_period_end).await?,
+    }))
 }
 
 /// A Stripe Billing Portal session: cards, invoices, plan.
@@ -149,15 +200,32 @@ async fn portal(
     }))
 }
 
-async fn complete_stub_checkout(
-    State(billing): State<Billing>,
+async fn complete_stub(
+    State(services): State<Services>,
     Path(token): Path<String>,
 ) -> Result<Html<String>> {
-    let tier = billing.complete_stub_checkout(&token).await?;
+    let link = services.billing.open_stub_link(&token)?;
+    let done = match &link.item {
+        StubItem::Tier(tier) => {
+            services
+                .billing
+                .complete_stub_checkout(&link, *tier)
+                .await?;
+            format!("Your Adiuva <b>{}</b> plan is active", tier.as_str())
+        }
+        StubItem::Purchase(_) | StubItem::Onboarding => {
+            match services.purchases.complete_stub(&link).await? {
+                StubCompleted::Purchase { plugin_id } => {
+                    format!("The plugin <b>{plugin_id}</b> is bought and installed")
+                }
+                StubCompleted::Onboarding => {
+                    "Payouts are enabled on your developer account".to_owned()
+                }
+            }
+        }
+    };
     Ok(Html(format!(
         "<!doctype html><meta charset=\"utf-8\"><title>Adiuva</title>\
-         <p>Your Adiuva <b>{}</b> plan is active (stub checkout, no payment). \
-         You can close this window.</p>",
-        tier.as_str()
+         <p>{done} (stub mode, no payment). You can close this window.</p>"
     )))
 }

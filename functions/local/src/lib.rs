@@ -35,6 +35,7 @@ pub fn functions(context: &Context) -> Result<Vec<(&'static str, Function)>, Con
         ("plans", plans::function(context)?),
         ("chat", chat::function(context)?),
         ("billing", billing::function(context)?),
+        ("plugins", plugins::function(context)?),
     ])
 }
 
@@ -53,7 +54,7 @@ pub fn openapi(context: &Context) -> Result<OpenApi, ConfigError> {
 }
 
 /// The local app: all routes, the OpenAPI document, the streaming chat, the embedded blob
-/// store's upload URL, the stub checkout page (outside production), and the shared pipeline
+/// store's upload and download URLs, the stub page (outside production), and the shared pipeline
 /// around all of it.
 pub fn app(context: &Context) -> Result<Router, ConfigError> {
     let api = merged(context)?;
@@ -64,7 +65,8 @@ pub fn app(context: &Context) -> Result<Router, ConfigError> {
             get(move || std::future::ready(axum::Json(document.clone()))),
         )
         .merge(OpenApiRouter::from(chat_stream::router(context)?));
-    // The stub checkout page, for trying tiers without Stripe; never in production.
+    // The stub page, for trying tiers, plugin purchases and payouts without Stripe; never in
+    // production.
     if !context.is_prod() {
         extras = extras.merge(OpenApiRouter::from(billing::stub_router(context)?));
     }

@@ -269,10 +269,39 @@ pub fn local_upload_router(storage: Storage, max_bytes: u64) -> axum::Router {
     axum::Router::new()
         .route(
             "/api/v1/storage/blobs/{token}",
-            axum::routing::put(receive_local_upload),
+            axum::routing::put(receive_local_upload).get(serve_local_download),
         )
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state((storage, max_bytes))
+}
+
+/// The embedded store's stand-in for a presigned S3 GET (plugin packages).
+async fn serve_local_download(
+    State((storage, _)): State<(Storage, u64)>,
+    Path(token): Path<String>,
+) -> Result<Response> {
+    let Some(local) = storage.blobs().local() else {
+        return Err(ApiError::not_found(
+            "downloads come from the presigned S3 URL",
+        ));
+    };
+    let key = local.verify_download_token(&token).map_err(|_| {
+        ApiError::new(
+            ErrorKind::Forbidden,
+            "invalid_download_token",
+            "the download URL is invalid or expired",
+        )
+    })?;
+    let bytes = local
+        .get(&key)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("the blob is gone"))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
 }
 
 async fn receive_local_upload(

@@ -35,10 +35,9 @@ use serde::Serialize;
 
 pub use settings::{BillingSettings, Prices, StripeSettings};
 pub use state::SubscriptionView;
-pub use stub::STUB_CHECKOUT_PATH;
-pub use webhook::WebhookOutcome;
-
-use crate::stripe::{StripeApi, StripeFailure};
+pub use stripe::{ChargeState, PaymentSession, Purchase, Remote, StripeApi, StripeFailure};
+pub use stub::{STUB_PATH, StubItem, StubLink};
+pub use webhook::{Delivery, Event, WebhookOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BillingError {
@@ -170,8 +169,7 @@ impl Billing {
             return Err(BillingError::AlreadySubscribed(tier.as_str()));
         }
         let Some(stripe) = &self.inner.stripe else {
-            let checkout_url =
-                stub::checkout_url(&self.inner.settings, &self.inner.stub, caller, tier);
+            let checkout_url = self.stub_url(&caller.id, &StubItem::Tier(tier));
             tracing::info!(tier = tier.as_str(), "stub checkout started");
             return Ok(Checkout { checkout_url });
         };
@@ -247,30 +245,81 @@ impl Billing {
             .await?)
     }
 
-    /// Applies one webhook delivery (see [`webhook`]).
-    pub async fn webhook(
+    /// Checks a webhook delivery's signature and reads its event (see [`webhook`]). Other
+    /// domains (the marketplace's purchases) apply the events that are theirs; billing applies
+    /// the subscription events with [`Billing::apply`].
+    pub fn read_webhook(
         &self,
         payload: &[u8],
         signature: Option<&str>,
-    ) -> Result<WebhookOutcome, BillingError> {
-        let (Some(stripe), Some(secret)) =
-            (&self.inner.stripe, &self.inner.settings.webhook_secret)
+    ) -> Result<Delivery, BillingError> {
+        let (Some(_), Some(secret)) = (&self.inner.stripe, &self.inner.settings.webhook_secret)
         else {
             return Err(BillingError::WebhookNotConfigured);
         };
-        webhook::handle(
-            &self.inner.db,
-            stripe,
-            &self.inner.settings.prices,
-            secret.expose(),
-            payload,
-            signature,
-        )
-        .await
+        webhook::read(secret.expose(), payload, signature)
     }
 
-    /// Completes a stub checkout from its one-time link; the tier it activated.
-    pub async fn complete_stub_checkout(&self, token: &str) -> Result<Tier, BillingError> {
-        stub::complete(&self.inner.db, &self.inner.stub, token).await
+    /// Applies a subscription event; `None` for an event about something else.
+    pub async fn apply(&self, event: &Event) -> Result<Option<WebhookOutcome>, BillingError> {
+        let Some(stripe) = &self.inner.stripe else {
+            return Err(BillingError::WebhookNotConfigured);
+        };
+        webhook::apply(&self.inner.db, stripe, &self.inner.settings.prices, event).await
+    }
+
+    /// The Stripe client, `None` in stub mode (for the marketplace's payments).
+    pub fn stripe(&self) -> Option<&StripeApi> {
+        self.inner.stripe.as_ref()
+    }
+
+    /// The caller's Stripe customer, created on first need (for the marketplace's payments).
+    pub async fn customer_of(&self, caller: &Caller) -> Result<String, BillingError> {
+        let Some(stripe) = &self.inner.stripe else {
+            return Err(BillingError::StubMode);
+        };
+        self.customer(stripe, caller).await
+    }
+
+    /// Records an event (or a stub token) as applied in the caller's transaction; `false` when
+    /// it already was (the marketplace's deliveries share billing's record).
+    pub async fn first_time(
+        conn: &mut sqlx::AnyConnection,
+        id: &str,
+        kind: &str,
+    ) -> Result<bool, sqlx::Error> {
+        state::first_time(conn, id, kind).await
+    }
+
+    pub fn settings(&self) -> &BillingSettings {
+        &self.inner.settings
+    }
+
+    /// A signed one-time link of the local stub page that completes `item` (stub mode).
+    pub fn stub_url(&self, user_id: &str, item: &StubItem) -> String {
+        stub::url(&self.inner.settings, &self.inner.stub, user_id, item)
+    }
+
+    /// Checks a stub link's signature and expiry; what it completes is up to its domain
+    /// (each records the link as used with [`Billing::use_stub_link`]).
+    pub fn open_stub_link(&self, token: &str) -> Result<StubLink, BillingError> {
+        stub::open(&self.inner.stub, token)
+    }
+
+    /// Records a stub link as used in the transaction of what it completes.
+    pub async fn use_stub_link(
+        conn: &mut sqlx::AnyConnection,
+        link: &StubLink,
+    ) -> Result<(), BillingError> {
+        stub::use_once(conn, link).await
+    }
+
+    /// Completes a stub checkout of a tier.
+    pub async fn complete_stub_checkout(
+        &self,
+        link: &StubLink,
+        tier: Tier,
+    ) -> Result<(), BillingError> {
+        stub::complete_tier(&self.inner.db, link, tier).await
     }
 }

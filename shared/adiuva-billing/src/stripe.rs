@@ -21,9 +21,21 @@ use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::subscription::{CancelSubscription, RetrieveSubscription, UpdateSubscription};
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
+    CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionSubscriptionData, ProductData,
+    RetrieveCheckoutSession,
 };
+use stripe_connect::account::{
+    CreateAccount, CreateAccountCapabilities, CreateAccountCapabilitiesTransfers,
+    CreateAccountType, RetrieveAccount,
+};
+use stripe_connect::account_link::{CreateAccountLink, CreateAccountLinkType};
+use stripe_connect::transfer::CreateTransfer;
+use stripe_connect::transfer_reversal::CreateIdTransferReversal;
+use stripe_core::charge::RetrieveCharge;
 use stripe_core::customer::CreateCustomer;
+use stripe_core::payment_intent::RetrievePaymentIntent;
+use stripe_types::Currency;
 
 use crate::settings::StripeSettings;
 
@@ -75,7 +87,7 @@ impl DomainError for StripeFailure {
 
 /// A subscription as Stripe has it, in the terms we store.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Remote {
+pub struct Remote {
     pub id: String,
     pub customer: String,
     /// Stripe's status: `active`, `past_due`, `canceled`, ...
@@ -110,7 +122,7 @@ impl From<stripe_billing::Subscription> for Remote {
 
 /// The Stripe client. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct StripeApi {
+pub struct StripeApi {
     client: Client,
 }
 
@@ -201,6 +213,26 @@ impl StripeApi {
         }
     }
 
+    /// Sends `request` with [`StripeApi::retrying`].
+    async fn call<R>(
+        &self,
+        what: &'static str,
+        key: Option<String>,
+        request: &R,
+    ) -> Result<R::Output, StripeFailure>
+    where
+        R: StripeRequest,
+        R::Output: miniserde::Deserialize,
+    {
+        self.retrying(what, key, |strategy| {
+            request
+                .customize()
+                .request_strategy(strategy)
+                .send(&self.client)
+        })
+        .await
+    }
+
     pub(crate) async fn create_customer(
         &self,
         user_id: &str,
@@ -210,15 +242,10 @@ impl StripeApi {
             .email(email)
             .metadata(metadata(&[("user_id", user_id)]));
         let customer = self
-            .retrying(
+            .call(
                 "create a customer",
                 Some(format!("customer:{user_id}")),
-                |strategy| {
-                    request
-                        .customize()
-                        .request_strategy(strategy)
-                        .send(&self.client)
-                },
+                &request,
             )
             .await?;
         Ok(customer.id.to_string())
@@ -251,12 +278,7 @@ impl StripeApi {
             .subscription_data(subscription);
         let key = format!("checkout:{user_id}:{}", adiuva_db::new_id());
         let session = self
-            .retrying("create a checkout session", Some(key), |strategy| {
-                request
-                    .customize()
-                    .request_strategy(strategy)
-                    .send(&self.client)
-            })
+            .call("create a checkout session", Some(key), &request)
             .await?;
         session.url.ok_or_else(|| {
             StripeFailure::Malformed(StripeError::JSONDeserialize(
@@ -267,14 +289,7 @@ impl StripeApi {
 
     pub(crate) async fn subscription(&self, id: &str) -> Result<Remote, StripeFailure> {
         let request = RetrieveSubscription::new(id);
-        let subscription = self
-            .retrying("read a subscription", None, |strategy| {
-                request
-                    .customize()
-                    .request_strategy(strategy)
-                    .send(&self.client)
-            })
-            .await?;
+        let subscription = self.call("read a subscription", None, &request).await?;
         Ok(subscription.into())
     }
 
@@ -282,30 +297,14 @@ impl StripeApi {
         let request = UpdateSubscription::new(id).cancel_at_period_end(true);
         let key = format!("cancel-at-period-end:{id}:{}", adiuva_db::new_id());
         let subscription = self
-            .retrying(
-                "cancel a subscription at period end",
-                Some(key),
-                |strategy| {
-                    request
-                        .customize()
-                        .request_strategy(strategy)
-                        .send(&self.client)
-                },
-            )
+            .call("cancel a subscription at period end", Some(key), &request)
             .await?;
         Ok(subscription.into())
     }
 
     pub(crate) async fn cancel_now(&self, id: &str) -> Result<Remote, StripeFailure> {
         let request = CancelSubscription::new(id);
-        let subscription = self
-            .retrying("cancel a subscription", None, |strategy| {
-                request
-                    .customize()
-                    .request_strategy(strategy)
-                    .send(&self.client)
-            })
-            .await?;
+        let subscription = self.call("cancel a subscription", None, &request).await?;
         Ok(subscription.into())
     }
 
@@ -319,13 +318,222 @@ impl StripeApi {
             .return_url(return_url);
         let key = format!("portal:{customer}:{}", adiuva_db::new_id());
         let session = self
-            .retrying("create a billing portal session", Some(key), |strategy| {
-                request
-                    .customize()
-                    .request_strategy(strategy)
-                    .send(&self.client)
-            })
+            .call("create a billing portal session", Some(key), &request)
             .await?;
         Ok(session.url)
     }
+
+    /// A Checkout Session in payment mode for one paid plugin: the price as an inline line
+    /// item, the purchase id in the metadata of the session and of its payment intent, which
+    /// joins the purchase's transfer group (separate charges and transfers).
+    pub async fn payment_checkout(
+        &self,
+        purchase: &Purchase<'_>,
+        customer: &str,
+        success_url: &str,
+        cancel_url: &str,
+    ) -> Result<(String, String), StripeFailure> {
+        let mut product = ProductData::new(purchase.product_name);
+        product.metadata = Some(metadata(&[("plugin_id", purchase.plugin_id)]));
+        let mut price = CreateCheckoutSessionLineItemsPriceData::new(Currency::EUR);
+        price.unit_amount = Some(purchase.amount_cents);
+        price.product_data = Some(product);
+        let mut item = CreateCheckoutSessionLineItems::new();
+        item.price_data = Some(price);
+        item.quantity = Some(1);
+        let tags = metadata(&[
+            ("purchase_id", purchase.id),
+            ("plugin_id", purchase.plugin_id),
+            ("user_id", purchase.user_id),
+        ]);
+        let mut intent = CreateCheckoutSessionPaymentIntentData::new();
+        intent.metadata = Some(tags.clone());
+        intent.transfer_group = Some(transfer_group(purchase.id));
+        let request = CreateCheckoutSession::new()
+            .mode(CheckoutSessionMode::Payment)
+            .customer(customer)
+            .line_items(vec![item])
+            .success_url(success_url)
+            .cancel_url(cancel_url)
+            .client_reference_id(purchase.user_id)
+            .metadata(tags)
+            .payment_intent_data(intent);
+        let key = format!("plugin-checkout:{}:{}", purchase.id, adiuva_db::new_id());
+        let session = self
+            .call("create a plugin checkout session", Some(key), &request)
+            .await?;
+        let url = session.url.ok_or_else(|| {
+            StripeFailure::Malformed(StripeError::JSONDeserialize(
+                "a checkout session without a url".to_owned(),
+            ))
+        })?;
+        Ok((session.id.to_string(), url))
+    }
+
+    /// A plugin checkout as Stripe has it now.
+    pub async fn payment_session(&self, id: &str) -> Result<PaymentSession, StripeFailure> {
+        let request = RetrieveCheckoutSession::new(id);
+        let session = self.call("read a checkout session", None, &request).await?;
+        Ok(PaymentSession {
+            id: session.id.to_string(),
+            purchase_id: session
+                .metadata
+                .as_ref()
+                .and_then(|metadata| metadata.get("purchase_id").cloned()),
+            paid: session.payment_status.as_str() == "paid",
+            amount_total: session.amount_total,
+            payment_intent: session.payment_intent.map(|intent| intent.id().to_string()),
+        })
+    }
+
+    /// A charge as Stripe has it now.
+    pub async fn charge(&self, id: &str) -> Result<ChargeState, StripeFailure> {
+        let request = RetrieveCharge::new(id);
+        let charge = self.call("read a charge", None, &request).await?;
+        Ok(ChargeState {
+            id: charge.id.to_string(),
+            amount: charge.amount,
+            amount_refunded: charge.amount_refunded,
+            refunded: charge.refunded,
+        })
+    }
+
+    /// The charge of a payment intent (the source of the developer's transfer).
+    pub async fn charge_of(&self, payment_intent: &str) -> Result<Option<String>, StripeFailure> {
+        let request = RetrievePaymentIntent::new(payment_intent);
+        let intent = self.call("read a payment intent", None, &request).await?;
+        Ok(intent.latest_charge.map(|charge| charge.id().to_string()))
+    }
+
+    /// The developer's share of a purchase, to their Connect account, from the purchase's
+    /// charge (`source_transaction`: the transfer waits for the funds). Exactly one per
+    /// purchase: the key is the purchase's id.
+    pub async fn transfer(
+        &self,
+        purchase_id: &str,
+        amount_cents: i64,
+        destination: &str,
+        charge: &str,
+    ) -> Result<String, StripeFailure> {
+        let request = CreateTransfer::new(Currency::EUR, destination)
+            .amount(amount_cents)
+            .source_transaction(charge)
+            .transfer_group(transfer_group(purchase_id))
+            .metadata(metadata(&[("purchase_id", purchase_id)]));
+        let transfer = self
+            .call(
+                "transfer a developer's share",
+                Some(format!("transfer:{purchase_id}")),
+                &request,
+            )
+            .await?;
+        Ok(transfer.id.to_string())
+    }
+
+    /// Takes a purchase's transfer back (after a refund); one per purchase.
+    pub async fn reverse_transfer(
+        &self,
+        purchase_id: &str,
+        transfer: &str,
+        amount_cents: i64,
+    ) -> Result<String, StripeFailure> {
+        let request = CreateIdTransferReversal::new(transfer)
+            .amount(amount_cents)
+            .metadata(metadata(&[("purchase_id", purchase_id)]));
+        let reversal = self
+            .call(
+                "reverse a developer's transfer",
+                Some(format!("reversal:{purchase_id}")),
+                &request,
+            )
+            .await?;
+        Ok(reversal.id.to_string())
+    }
+
+    /// A Connect Express account for a developer; one per developer (the key is their id).
+    pub async fn create_express_account(
+        &self,
+        user_id: &str,
+        email: &str,
+    ) -> Result<String, StripeFailure> {
+        let mut transfers = CreateAccountCapabilitiesTransfers::new();
+        transfers.requested = Some(true);
+        let mut capabilities = CreateAccountCapabilities::new();
+        capabilities.transfers = Some(transfers);
+        let request = CreateAccount::new()
+            .type_(CreateAccountType::Express)
+            .email(email)
+            .capabilities(capabilities)
+            .metadata(metadata(&[("user_id", user_id)]));
+        let account = self
+            .call(
+                "create a Connect account",
+                Some(format!("connect-account:{user_id}")),
+                &request,
+            )
+            .await?;
+        Ok(account.id.to_string())
+    }
+
+    /// A one-time onboarding link of a Connect account.
+    pub async fn account_link(
+        &self,
+        account: &str,
+        refresh_url: &str,
+        return_url: &str,
+    ) -> Result<String, StripeFailure> {
+        let request = CreateAccountLink::new(account, CreateAccountLinkType::AccountOnboarding)
+            .refresh_url(refresh_url)
+            .return_url(return_url);
+        let key = format!("account-link:{account}:{}", adiuva_db::new_id());
+        let link = self
+            .call("create an account link", Some(key), &request)
+            .await?;
+        Ok(link.url)
+    }
+
+    /// Whether a Connect account can receive payouts, and has finished onboarding.
+    pub async fn account_status(&self, account: &str) -> Result<(bool, bool), StripeFailure> {
+        let request = RetrieveAccount::new(account);
+        let account = self.call("read a Connect account", None, &request).await?;
+        Ok((
+            account.payouts_enabled.unwrap_or(false),
+            account.details_submitted.unwrap_or(false),
+        ))
+    }
+}
+
+/// A payment-mode Checkout Session, in the terms the marketplace uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentSession {
+    pub id: String,
+    pub purchase_id: Option<String>,
+    pub paid: bool,
+    pub amount_total: Option<i64>,
+    pub payment_intent: Option<String>,
+}
+
+/// A charge, as far as refunds go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeState {
+    pub id: String,
+    pub amount: i64,
+    pub amount_refunded: i64,
+    /// Fully refunded.
+    pub refunded: bool,
+}
+
+/// What a plugin checkout sells.
+#[derive(Debug, Clone, Copy)]
+pub struct Purchase<'a> {
+    pub id: &'a str,
+    pub plugin_id: &'a str,
+    pub user_id: &'a str,
+    pub product_name: &'a str,
+    pub amount_cents: i64,
+}
+
+/// The transfer group of a purchase: its charge and its transfer share it.
+fn transfer_group(purchase_id: &str) -> String {
+    format!("purchase:{purchase_id}")
 }

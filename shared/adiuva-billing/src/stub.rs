@@ -1,8 +1,10 @@
-//! Stub mode (no `STRIPE_SECRET_KEY`, the reference's behaviour): checkout answers a signed,
-//! one-time URL of the local server; opening it activates the tier for 30 days. The local
-//! server serves it only outside production; a Lambda never does.
+//! Stub mode (no `STRIPE_SECRET_KEY`, the reference's behaviour): where Stripe would show a
+//! page (a subscription checkout, a plugin purchase, a developer's payout onboarding), the API
+//! answers a signed, one-time URL of the local server; opening it completes what the page
+//! would have: a tier active for 30 days, a purchase paid, payouts enabled. The local server
+//! serves it only outside production; a Lambda never does.
 
-use adiuva_access::{Caller, Tier};
+use adiuva_access::Tier;
 use adiuva_checksum::Signer;
 use adiuva_config::ConfigError;
 use adiuva_db::{Database, now_ms};
@@ -10,14 +12,33 @@ use adiuva_db::{Database, now_ms};
 use crate::settings::BillingSettings;
 use crate::{BillingError, state};
 
-/// The route of the stub checkout page (public: the link is the credential).
-pub const STUB_CHECKOUT_PATH: &str = "/api/v1/billing/stub/checkout/{token}";
+/// The route of the stub page (public: the signed one-time link is the credential).
+pub const STUB_PATH: &str = "/api/v1/billing/stub/{token}";
 
 /// Domain separation from the other uses of `JWT_SECRET`.
-const DOMAIN: &[u8] = b"adiuva-billing/stub-checkout/v1\0";
+const DOMAIN: &[u8] = b"adiuva-billing/stub-link/v1\0";
 
 /// How long a stub link works.
 const LINK_TTL_MS: i64 = 60 * 60 * 1000;
+
+/// What opening a stub link completes, in place of a Stripe page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StubItem {
+    /// A subscription checkout of a tier.
+    Tier(Tier),
+    /// A marketplace purchase (its id).
+    Purchase(String),
+    /// A developer's payout onboarding (Connect).
+    Onboarding,
+}
+
+/// An opened stub link: whose, what for, and its nonce (recorded once used).
+#[derive(Debug, Clone)]
+pub struct StubLink {
+    pub user_id: String,
+    pub item: StubItem,
+    pub nonce: String,
+}
 
 pub(crate) fn signer(settings: &BillingSettings) -> Result<Signer, ConfigError> {
     let key = match &settings.stub_signing_secret {
@@ -25,57 +46,92 @@ pub(crate) fn signer(settings: &BillingSettings) -> Result<Signer, ConfigError> 
         None => {
             let mut key = vec![0u8; 32];
             getrandom::fill(&mut key)
-                .map_err(|err| ConfigError::unusable("the stub checkout signer", err))?;
+                .map_err(|err| ConfigError::unusable("the stub link signer", err))?;
             key
         }
     };
     Ok(Signer::new(&key, DOMAIN))
 }
 
-pub(crate) fn checkout_url(
+pub(crate) fn url(
     settings: &BillingSettings,
     signer: &Signer,
-    caller: &Caller,
-    tier: Tier,
+    user_id: &str,
+    item: &StubItem,
 ) -> String {
+    let (kind, value) = match item {
+        StubItem::Tier(tier) => ("tier", tier.as_str()),
+        StubItem::Purchase(id) => ("purchase", id.as_str()),
+        StubItem::Onboarding => ("onboarding", ""),
+    };
     let nonce = adiuva_db::new_id();
     let expires_at = now_ms() + LINK_TTL_MS;
     let token =
-        signer.sign(format!("{}\n{}\n{expires_at}\n{nonce}", caller.id, tier.as_str()).as_bytes());
+        signer.sign(format!("{user_id}\n{kind}\n{value}\n{expires_at}\n{nonce}").as_bytes());
     format!(
         "{}{}",
         settings.public_base_url,
-        STUB_CHECKOUT_PATH.replace("{token}", &token)
+        STUB_PATH.replace("{token}", &token)
     )
 }
 
-pub(crate) async fn complete(
-    db: &Database,
-    signer: &Signer,
-    token: &str,
-) -> Result<Tier, BillingError> {
+/// Checks a link's signature and expiry.
+pub(crate) fn open(signer: &Signer, token: &str) -> Result<StubLink, BillingError> {
     let payload = signer.verify(token).ok_or(BillingError::InvalidStubToken)?;
     let payload = String::from_utf8(payload).map_err(|_| BillingError::InvalidStubToken)?;
     let parts: Vec<&str> = payload.split('\n').collect();
-    let [user_id, tier, expires_at, nonce] = parts.as_slice() else {
+    let [user_id, kind, value, expires_at, nonce] = parts.as_slice() else {
         return Err(BillingError::InvalidStubToken);
     };
-    let tier = Tier::parse(tier).ok_or(BillingError::InvalidStubToken)?;
+    let item = match *kind {
+        "tier" => StubItem::Tier(Tier::parse(value).ok_or(BillingError::InvalidStubToken)?),
+        "purchase" => StubItem::Purchase((*value).to_owned()),
+        "onboarding" => StubItem::Onboarding,
+        _ => return Err(BillingError::InvalidStubToken),
+    };
     let expires_at: i64 = expires_at
         .parse()
         .map_err(|_| BillingError::InvalidStubToken)?;
     if now_ms() >= expires_at {
         return Err(BillingError::InvalidStubToken);
     }
-    let mut tx = db.pool().begin().await?;
-    if !state::first_time(&mut tx, &format!("stub:{nonce}"), "stub.checkout").await? {
-        return Err(BillingError::StubTokenUsed);
+    Ok(StubLink {
+        user_id: (*user_id).to_owned(),
+        item,
+        nonce: (*nonce).to_owned(),
+    })
+}
+
+/// Records a link as used, in the transaction of what it completes; `StubTokenUsed` the
+/// second time.
+pub(crate) async fn use_once(
+    conn: &mut sqlx::AnyConnection,
+    link: &StubLink,
+) -> Result<(), BillingError> {
+    if state::first_time(conn, &format!("stub:{}", link.nonce), "stub.link").await? {
+        Ok(())
+    } else {
+        Err(BillingError::StubTokenUsed)
     }
-    if !state::lock_user(&mut tx, user_id).await? {
+}
+
+/// Activates the tier of a stub checkout link.
+pub(crate) async fn complete_tier(
+    db: &Database,
+    link: &StubLink,
+    tier: Tier,
+) -> Result<(), BillingError> {
+    let mut tx = db.pool().begin().await?;
+    use_once(&mut tx, link).await?;
+    if !state::lock_user(&mut tx, &link.user_id).await? {
         return Err(BillingError::InvalidStubToken);
     }
-    state::activate_stub(&mut tx, user_id, tier).await?;
+    state::activate_stub(&mut tx, &link.user_id, tier).await?;
     tx.commit().await?;
-    tracing::info!(user_id, tier = tier.as_str(), "stub checkout completed");
-    Ok(tier)
+    tracing::info!(
+        user_id = link.user_id,
+        tier = tier.as_str(),
+        "stub checkout completed"
+    );
+    Ok(())
 }

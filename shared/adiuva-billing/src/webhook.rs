@@ -120,20 +120,35 @@ fn target<'a>(kind: &str, object: &'a Value) -> Option<Target<'a>> {
     }
 }
 
-pub(crate) async fn handle(
-    db: &Database,
-    stripe: &StripeApi,
-    prices: &Prices,
+/// A delivery whose signature checked out, read as far as we need it.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// An event: its id, type and `data.object`.
+    Event(Event),
+    /// Signed, but not an event we can read: logged, acknowledged (a retry would not help).
+    Unreadable,
+}
+
+/// The parts of a Stripe event we use.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub kind: String,
+    pub object: Value,
+}
+
+/// Checks the signature and reads the event.
+pub(crate) fn read(
     secret: &str,
     payload: &[u8],
     signature: Option<&str>,
-) -> Result<WebhookOutcome, BillingError> {
+) -> Result<Delivery, BillingError> {
     verify(secret, payload, signature, now_secs())?;
     let event: Value = match serde_json::from_slice(payload) {
         Ok(event) => event,
         Err(err) => {
             tracing::error!(error = %err, "signed webhook is not JSON; acknowledged");
-            return Ok(WebhookOutcome::Ignored("not JSON"));
+            return Ok(Delivery::Unreadable);
         }
     };
     let (Some(id), Some(kind), Some(_)) = (
@@ -142,17 +157,29 @@ pub(crate) async fn handle(
         event["data"]["object"].as_object(),
     ) else {
         tracing::error!("signed webhook without an id, a type or an object; acknowledged");
-        return Ok(WebhookOutcome::Ignored("unreadable event"));
+        return Ok(Delivery::Unreadable);
     };
-    let span = tracing::info_span!("stripe_event", event_id = id, event_type = kind);
-    let _entered = span.enter();
-    let Some(target) = target(kind, &event["data"]["object"]) else {
-        tracing::info!("webhook event acknowledged and ignored");
-        return Ok(WebhookOutcome::Ignored("event type not handled"));
+    Ok(Delivery::Event(Event {
+        id: id.to_owned(),
+        kind: kind.to_owned(),
+        object: event["data"]["object"].clone(),
+    }))
+}
+
+/// Applies a subscription event; `None` when the event is not about a subscription.
+pub(crate) async fn apply(
+    db: &Database,
+    stripe: &StripeApi,
+    prices: &Prices,
+    event: &Event,
+) -> Result<Option<WebhookOutcome>, BillingError> {
+    let Some(target) = target(&event.kind, &event.object) else {
+        return Ok(None);
     };
+    let (id, kind) = (event.id.as_str(), event.kind.as_str());
     if state::seen(db, id).await? {
         tracing::info!("webhook event delivered again; nothing to do");
-        return Ok(WebhookOutcome::Duplicate);
+        return Ok(Some(WebhookOutcome::Duplicate));
     }
 
     let mut user = state::user_for(db, target.user_hint, target.customer).await?;
@@ -178,18 +205,18 @@ pub(crate) async fn handle(
         );
         let mut conn = db.pool().acquire().await?;
         state::first_time(&mut conn, id, kind).await?;
-        return Ok(WebhookOutcome::Ignored("unknown user"));
+        return Ok(Some(WebhookOutcome::Ignored("unknown user")));
     };
 
     // One transaction: the event id, the user's row locked, the subscription as Stripe has
     // it now, the row written. A duplicate delivery running at the same moment finds the id.
     let mut tx = db.pool().begin().await?;
     if !state::first_time(&mut tx, id, kind).await? {
-        return Ok(WebhookOutcome::Duplicate);
+        return Ok(Some(WebhookOutcome::Duplicate));
     }
     if !state::lock_user(&mut tx, &user_id).await? {
         tx.commit().await?;
-        return Ok(WebhookOutcome::Ignored("account deleted"));
+        return Ok(Some(WebhookOutcome::Ignored("account deleted")));
     }
     let remote = match stripe.subscription(target.subscription).await {
         Ok(remote) => remote,
@@ -199,28 +226,28 @@ pub(crate) async fn handle(
                 "Stripe has no such subscription; acknowledged"
             );
             tx.commit().await?;
-            return Ok(WebhookOutcome::Ignored("unknown subscription"));
+            return Ok(Some(WebhookOutcome::Ignored("unknown subscription")));
         }
         // Nothing recorded: Stripe delivers the event again.
         Err(err) => return Err(err.into()),
     };
     let applied = state::apply(&mut tx, &user_id, &remote, prices).await?;
     tx.commit().await?;
-    match applied {
-        Applied::Recorded => Ok(WebhookOutcome::Applied),
+    Ok(Some(match applied {
+        Applied::Recorded => WebhookOutcome::Applied,
         Applied::Replaced { previous } => {
             // Switching tiers made a second subscription; the old one ends now, so the user
             // pays for one. If this fails, its own events keep the row right (it is older).
             if let Err(err) = stripe.cancel_now(&previous).await {
                 tracing::error!(previous, error = %adiuva_error::cause_chain(&err), "could not end a replaced subscription; end it in the Stripe dashboard");
             }
-            Ok(WebhookOutcome::Applied)
+            WebhookOutcome::Applied
         }
         Applied::Ignored(reason) => {
             tracing::info!(reason, "subscription state left alone");
-            Ok(WebhookOutcome::Ignored(reason))
+            WebhookOutcome::Ignored(reason)
         }
-    }
+    }))
 }
 
 #[cfg(test)]

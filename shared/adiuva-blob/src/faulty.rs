@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-use crate::{BlobError, BlobInfo, BlobStore, PresignedUpload};
+use crate::{BlobError, BlobInfo, BlobStore, PresignedDownload, PresignedUpload};
 
 /// The operations of [`BlobStore`] a fault can be injected into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -171,6 +171,17 @@ impl FaultyStore {
         Box::pin(async move {
             self.faults.check(Op::Presign)?;
             self.inner.presign_put(key).await
+        })
+    }
+
+    pub(crate) fn presign_get<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'a, PresignedDownload> {
+        Box::pin(async move {
+            self.faults.check(Op::Presign)?;
+            self.inner.presign_get(key, ttl).await
         })
     }
 }

@@ -63,6 +63,14 @@ pub struct PresignedUpload {
     pub expires_at_ms: i64,
 }
 
+/// A short-lived URL to GET a blob from, so large bodies never pass through a Lambda.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedDownload {
+    pub url: String,
+    /// When the URL stops working, in milliseconds since the Unix epoch.
+    pub expires_at_ms: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     /// The store cannot be reached or answered 5xx/throttling: callers answer 503 and keep state.
@@ -252,6 +260,21 @@ impl BlobStore {
             Self::S3(store) => store.presign_put(key).await,
             Self::Local(store) => store.presign_put(key),
             Self::Faulty(store) => store.presign_put(key).await,
+        }
+    }
+
+    /// A URL that serves the blob at `key` for `ttl`: a presigned S3 GET, or a signed URL of
+    /// the local server. No network I/O.
+    pub async fn presign_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<PresignedDownload, BlobError> {
+        validate_key(key)?;
+        match self {
+            Self::S3(store) => store.presign_get(key, ttl).await,
+            Self::Local(store) => Ok(store.presign_get(key, ttl)),
+            Self::Faulty(store) => store.presign_get(key, ttl).await,
         }
     }
 

@@ -21,11 +21,13 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::{BlobError, BlobInfo, BoxError, PresignedUpload, validate_key};
+use crate::{BlobError, BlobInfo, BoxError, PresignedDownload, PresignedUpload, validate_key};
 
 /// Domain separation: the signing secret is the JWT secret, so an upload token's MAC must never
 /// be valid as any other MAC made with it (or the other way round).
 const TOKEN_DOMAIN: &[u8] = b"adiuva-blob/upload-token/v1\0";
+/// The same for download tokens.
+const DOWNLOAD_DOMAIN: &[u8] = b"adiuva-blob/download-token/v1\0";
 
 /// Read and hash in chunks of this size, so a digest never holds a whole blob in memory.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -40,9 +42,10 @@ pub struct LocalStore {
     dir: PathBuf,
     /// Where clients reach this API, so upload URLs work from the desktop app.
     public_base_url: String,
-    /// HMAC key for upload tokens.
     /// Signs the upload URLs (the secret is redacted in its `Debug`).
     signer: Signer,
+    /// Signs the download URLs: another domain, so an upload token never opens a download.
+    download_signer: Signer,
     /// How long an upload token stays valid.
     upload_ttl: Duration,
 }
@@ -56,6 +59,22 @@ impl fmt::Debug for LocalStore {
             .field("upload_ttl", &self.upload_ttl)
             .finish()
     }
+}
+
+/// The key of a verified token's payload `{expires_at_ms}\n{key}`, unless it has expired.
+fn parse_token(payload: &[u8]) -> Result<String, BlobError> {
+    let payload = std::str::from_utf8(payload).map_err(|_| BlobError::InvalidUploadToken)?;
+    let (expires_at_ms, key) = payload
+        .split_once('\n')
+        .ok_or(BlobError::InvalidUploadToken)?;
+    let expires_at_ms: i64 = expires_at_ms
+        .parse()
+        .map_err(|_| BlobError::InvalidUploadToken)?;
+    if crate::now_ms() >= expires_at_ms {
+        return Err(BlobError::InvalidUploadToken);
+    }
+    validate_key(key).map_err(|_| BlobError::InvalidUploadToken)?;
+    Ok(key.to_owned())
 }
 
 /// The cause inside [`BlobError::Failed`] when [`LocalStore::put_stream`] receives more than
@@ -104,6 +123,7 @@ impl LocalStore {
             dir,
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
             signer: Signer::new(signing_secret, TOKEN_DOMAIN),
+            download_signer: Signer::new(signing_secret, DOWNLOAD_DOMAIN),
             upload_ttl,
         }
     }
@@ -115,18 +135,7 @@ impl LocalStore {
             .signer
             .verify(token)
             .ok_or(BlobError::InvalidUploadToken)?;
-        let payload = String::from_utf8(payload).map_err(|_| BlobError::InvalidUploadToken)?;
-        let (expires_at_ms, key) = payload
-            .split_once('\n')
-            .ok_or(BlobError::InvalidUploadToken)?;
-        let expires_at_ms: i64 = expires_at_ms
-            .parse()
-            .map_err(|_| BlobError::InvalidUploadToken)?;
-        if crate::now_ms() >= expires_at_ms {
-            return Err(BlobError::InvalidUploadToken);
-        }
-        validate_key(key).map_err(|_| BlobError::InvalidUploadToken)?;
-        Ok(key.to_owned())
+        parse_token(&payload)
     }
 
     /// Streams a body into key (atomically: temp + rename), refusing more than max_bytes.
@@ -191,7 +200,7 @@ impl LocalStore {
         .await
     }
 
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>, BlobError> {
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, BlobError> {
         let path = self.path(key);
         blocking(move || match fs::read(&path) {
             Ok(bytes) => Ok(Some(Bytes::from(bytes))),
@@ -322,6 +331,27 @@ impl LocalStore {
             headers: Vec::new(),
             expires_at_ms,
         })
+    }
+
+    /// A signed URL of the local server that serves `key` until `ttl` has passed.
+    pub(crate) fn presign_get(&self, key: &str, ttl: Duration) -> PresignedDownload {
+        let expires_at_ms = crate::now_ms().saturating_add(crate::duration_ms(ttl));
+        let token = self
+            .download_signer
+            .sign(format!("{expires_at_ms}\n{key}").as_bytes());
+        PresignedDownload {
+            url: format!("{}/api/v1/storage/blobs/{token}", self.public_base_url),
+            expires_at_ms,
+        }
+    }
+
+    /// Verifies a download token from [`LocalStore::presign_get`] and returns its key.
+    pub fn verify_download_token(&self, token: &str) -> Result<String, BlobError> {
+        let payload = self
+            .download_signer
+            .verify(token)
+            .ok_or(BlobError::InvalidUploadToken)?;
+        parse_token(&payload)
     }
 
     /// `base64url(payload).base64url(hmac)` with payload `{expires_at_ms}\n{key}`: the key may

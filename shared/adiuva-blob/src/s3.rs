@@ -11,7 +11,7 @@ use aws_sdk_s3::types::ServerSideEncryption;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::{BlobError, BlobInfo, PresignedUpload};
+use crate::{BlobError, BlobInfo, PresignedDownload, PresignedUpload};
 
 /// Error codes S3 uses for "slow down" and transient server trouble.
 const TRANSIENT_CODES: &[&str] = &[
@@ -220,6 +220,29 @@ impl S3Store {
                 .map(|(name, value)| (name.to_owned(), value.to_owned()))
                 .collect(),
             expires_at_ms,
+        })
+    }
+}
+
+impl S3Store {
+    pub(crate) async fn presign_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<PresignedDownload, BlobError> {
+        let presigning =
+            PresigningConfig::expires_in(ttl).map_err(|err| BlobError::Failed(Box::new(err)))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(presigning)
+            .await
+            .map_err(classify)?;
+        Ok(PresignedDownload {
+            url: request.uri().to_owned(),
+            expires_at_ms: crate::now_ms().saturating_add(crate::duration_ms(ttl)),
         })
     }
 }

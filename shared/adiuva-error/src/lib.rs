@@ -112,6 +112,19 @@ pub trait DomainError: StdError + Send + Sync + 'static {
     fn public_detail(&self) -> Option<Cow<'static, str>> {
         None
     }
+
+    /// Every reason of a client-side error that has several (each failed check of a
+    /// submission), so the client can fix them all at once. Never shown for server-side kinds.
+    fn reasons(&self) -> Vec<Reason> {
+        Vec::new()
+    }
+}
+
+/// One of several reasons of an error: what failed (a check's or a field's name) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub name: Cow<'static, str>,
+    pub detail: String,
 }
 
 /// What a client is told about an error.
@@ -121,6 +134,7 @@ pub struct Public {
     pub code: &'static str,
     pub detail: Cow<'static, str>,
     pub retry_after_secs: Option<u64>,
+    pub reasons: Vec<Reason>,
 }
 
 impl Public {
@@ -131,6 +145,7 @@ impl Public {
             code,
             detail: detail.into(),
             retry_after_secs: (kind == ErrorKind::Unavailable).then_some(1),
+            reasons: Vec::new(),
         }
     }
 
@@ -149,11 +164,17 @@ impl Public {
         let retry_after_secs = err
             .retry_after_secs()
             .or((kind == ErrorKind::Unavailable).then_some(1));
+        let reasons = if kind.is_server_side() {
+            Vec::new()
+        } else {
+            err.reasons()
+        };
         Self {
             kind,
             code: err.code(),
             detail,
             retry_after_secs,
+            reasons,
         }
     }
 

@@ -36,6 +36,7 @@ pub const EXPOSED_HEADERS: &[&str] = &[
     "x-backup-version",
     "x-checksum",
     "x-request-id",
+    "x-total-count",
 ];
 
 pub const ALLOWED_METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "OPTIONS"];

@@ -24,6 +24,17 @@ pub struct ErrorBody {
     pub code: String,
     /// The id of the request, also sent as the `x-request-id` header.
     pub request_id: String,
+    /// Every reason, when there are several (each failed check of a plugin submission).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<ReasonBody>,
+}
+
+/// One reason of an error that has several.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReasonBody {
+    /// What failed: a check's or a field's name.
+    pub name: String,
+    pub detail: String,
 }
 
 #[derive(Debug)]
@@ -137,6 +148,15 @@ impl IntoResponse for ApiError {
             detail: self.public.detail.into_owned(),
             code: code.to_owned(),
             request_id: current_request_id(),
+            reasons: self
+                .public
+                .reasons
+                .into_iter()
+                .map(|reason| ReasonBody {
+                    name: reason.name.into_owned(),
+                    detail: reason.detail,
+                })
+                .collect(),
         };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(secs) = self.public.retry_after_secs {

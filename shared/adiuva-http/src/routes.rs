@@ -16,13 +16,15 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/refresh"),
     ("GET", "/api/v1/openapi.json"),
-    // adiuva-local's stand-in for S3 presigned PUTs: the signed token in the path is the
-    // credential.
+    // adiuva-local's stand-in for S3 presigned PUTs and GETs: the signed token in the path is
+    // the credential.
     ("PUT", "/api/v1/storage/blobs/{token}"),
+    ("GET", "/api/v1/storage/blobs/{token}"),
     // Stripe signs its deliveries.
     ("POST", "/api/v1/billing/webhook"),
-    // adiuva-local's stub checkout page: the signed one-time link is the credential.
-    ("GET", "/api/v1/billing/stub/checkout/{token}"),
+    // adiuva-local's stub page (checkouts, plugin purchases, payout onboarding): the signed
+    // one-time link is the credential.
+    ("GET", "/api/v1/billing/stub/{token}"),
 ];
 
 /// POSTs that create something: the same `Idempotency-Key` replays their first answer.
@@ -32,6 +34,10 @@ pub const IDEMPOTENT_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/storage/uploads/{upload_id}/commit"),
     ("POST", "/api/v1/billing/checkout"),
     ("POST", "/api/v1/billing/portal"),
+    ("POST", "/api/v1/plugins"),
+    ("POST", "/api/v1/plugins/{id}/install"),
+    ("POST", "/api/v1/developer/connect"),
+    ("POST", "/api/v1/admin/plugins/{id}/review"),
 ];
 
 fn listed(list: &[(&str, &str)], method: &Method, route: &str) -> bool {

@@ -8,19 +8,25 @@ use serde::Serialize;
 
 use crate::{Storage, StorageError};
 
+/// How long a committed plugin package may wait for a submission that uses it.
+const UNUSED_PACKAGE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
 /// What one sweep did, for the logs and the tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
     pub blobs_checked: u64,
     pub expired_uploads: u64,
+    /// Plugin packages uploaded but never submitted.
+    pub unused_packages: u64,
     pub orphans_deleted: u64,
     /// Unreferenced blobs younger than the grace period: possibly a write still in flight.
     pub orphans_kept: u64,
 }
 
 impl Storage {
-    /// Deletes expired pending uploads, then every blob no row refers to that is older than the
-    /// grace period. A blob is referenced by a record, a backup or a pending upload.
+    /// Deletes expired pending uploads and plugin packages no submission used within a week,
+    /// then every blob no row refers to that is older than the grace period. A blob is
+    /// referenced by a record, a backup, a pending upload or a plugin package.
     pub async fn sweep(&self) -> Result<SweepReport, StorageError> {
         let now = now_ms();
         let expired_uploads = sqlx::query("DELETE FROM pending_uploads WHERE expires_at < $1")
@@ -28,8 +34,17 @@ impl Storage {
             .execute(self.inner.db.pool())
             .await?
             .rows_affected();
+        let unused_packages = sqlx::query(
+            "DELETE FROM plugin_packages WHERE created_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM plugin_versions WHERE plugin_versions.package_id = plugin_packages.id)",
+        )
+        .bind(now - UNUSED_PACKAGE_MS)
+        .execute(self.inner.db.pool())
+        .await?
+        .rows_affected();
         let mut report = SweepReport {
             expired_uploads,
+            unused_packages,
             ..SweepReport::default()
         };
 
@@ -42,7 +57,8 @@ impl Storage {
             let referenced: HashSet<String> = sqlx::query_scalar(
                 "SELECT s3_key FROM storage_records WHERE user_id = $1 \
                  UNION ALL SELECT s3_key FROM backup_metadata WHERE user_id = $1 \
-                 UNION ALL SELECT s3_key FROM pending_uploads WHERE user_id = $1",
+                 UNION ALL SELECT s3_key FROM pending_uploads WHERE user_id = $1 \
+                 UNION ALL SELECT s3_key FROM plugin_packages WHERE user_id = $1",
             )
             .bind(&user_id)
             .fetch_all(self.inner.db.pool())

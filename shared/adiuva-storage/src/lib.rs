@@ -23,7 +23,9 @@ pub use backups::{BackupMeta, NewBackup};
 pub use error::StorageError;
 pub use janitor::SweepReport;
 pub use records::{RecordMeta, validate_table};
-pub use uploads::{Committed, MAX_UPLOAD_BYTES, UploadRequest, UploadTicket};
+pub use uploads::{
+    Committed, MAX_PACKAGE_BYTES, MAX_UPLOAD_BYTES, PackageMeta, UploadRequest, UploadTicket,
+};
 
 /// The storage service: cheap to clone, built once per process.
 #[derive(Debug, Clone)]
@@ -117,4 +119,9 @@ fn record_key(user_id: &str, table: &str, record_id: &str) -> String {
 /// Key of a backup. Tables start with a letter, so `_backups` can never clash with a record key.
 fn backup_key(user_id: &str, backup_id: &str) -> String {
     format!("{user_id}/_backups/{backup_id}")
+}
+
+/// Key of a plugin package, under its developer (so account deletion removes it).
+fn package_key(user_id: &str, package_id: &str) -> String {
+    format!("{user_id}/_plugins/{package_id}")
 }

@@ -334,16 +334,21 @@ impl Storage {
     }
 }
 
-/// Removes the pending-upload row a commit consumed, inside the commit's transaction.
+/// Removes the pending-upload row a commit consumed, inside the commit's transaction; when it
+/// is already gone, a concurrent commit of the same upload won and this one must not apply.
 pub(crate) async fn forget_upload(
     conn: &mut AnyConnection,
     pending_upload: Option<&str>,
 ) -> Result<(), StorageError> {
     if let Some(upload_id) = pending_upload {
-        sqlx::query("DELETE FROM pending_uploads WHERE id = $1")
+        let removed = sqlx::query("DELETE FROM pending_uploads WHERE id = $1")
             .bind(upload_id)
             .execute(&mut *conn)
-            .await?;
+            .await?
+            .rows_affected();
+        if removed == 0 {
+            return Err(StorageError::UploadNotFound);
+        }
     }
     Ok(())
 }

@@ -11,11 +11,14 @@ use adiuva_db::{new_id, now_ms};
 use serde::{Deserialize, Serialize};
 
 use crate::backups::{BackupMeta, NewBackup, backup_limit};
-use crate::records::{RecordMeta, validate_table};
-use crate::{Storage, StorageError, backup_key, record_key};
+use crate::records::{RecordMeta, forget_upload, validate_table};
+use crate::{Storage, StorageError, backup_key, package_key, record_key};
 
 /// The largest blob one upload may carry: S3's limit for a single PUT.
 pub const MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// The largest plugin package.
+pub const MAX_PACKAGE_BYTES: u64 = 20 * 1024 * 1024;
 
 /// What the client is about to upload.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -39,6 +42,9 @@ pub enum UploadRequest {
         size_bytes: u64,
         checksum: String,
     },
+    /// A plugin package (an opaque archive, at most 20 MiB) for a marketplace submission; it
+    /// counts against no quota.
+    PluginPackage { size_bytes: u64, checksum: String },
 }
 
 fn one() -> i64 {
@@ -65,6 +71,19 @@ pub struct UploadTicket {
 pub enum Committed {
     Record { record: RecordMeta },
     Backup { backup: BackupMeta },
+    PluginPackage { package: PackageMeta },
+}
+
+/// A committed plugin package: name `package_id` in a submission.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct PackageMeta {
+    pub package_id: String,
+    pub size_bytes: i64,
+    /// `sha256:<hex>`, verified against the stored bytes.
+    pub checksum: String,
+    #[serde(skip)]
+    pub s3_key: String,
+    pub created_at: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -119,13 +138,19 @@ impl Storage {
                 size_bytes,
                 checksum,
                 ..
+            }
+            | UploadRequest::PluginPackage {
+                size_bytes,
+                checksum,
             } => (*size_bytes, checksum.clone()),
         };
         adiuva_checksum::parse(&checksum)?;
-        if size > MAX_UPLOAD_BYTES {
-            return Err(StorageError::TooLarge {
-                limit: MAX_UPLOAD_BYTES,
-            });
+        let limit = match request {
+            UploadRequest::PluginPackage { .. } => MAX_PACKAGE_BYTES,
+            _ => MAX_UPLOAD_BYTES,
+        };
+        if size > limit {
+            return Err(StorageError::TooLarge { limit });
         }
         let mut pending = PendingUpload {
             purpose: String::new(),
@@ -213,6 +238,12 @@ impl Storage {
                 pending.backup_timestamp = Some(timestamp);
                 pending.chunk_count = Some(chunk_count);
                 pending.target_id = backup_id;
+            }
+            UploadRequest::PluginPackage { .. } => {
+                let package_id = new_id();
+                pending.purpose = "plugin_package".into();
+                pending.s3_key = package_key(&user.id, &package_id);
+                pending.target_id = package_id;
             }
         }
 
@@ -323,6 +354,19 @@ impl Storage {
                     .await?;
                 Committed::Record { record }
             }
+            ("plugin_package", _) => {
+                let package = self
+                    .finish_package(
+                        user,
+                        &pending.target_id,
+                        key,
+                        pending.size_bytes,
+                        &pending.checksum,
+                        upload_id,
+                    )
+                    .await?;
+                Committed::PluginPackage { package }
+            }
             _ => {
                 let backup = NewBackup {
                     version: pending.backup_version.unwrap_or_default(),
@@ -345,5 +389,58 @@ impl Storage {
         };
         tracing::info!(user_id = user.id, upload_id, "upload committed");
         Ok(committed)
+    }
+}
+
+impl Storage {
+    /// Records a verified package and ends its upload, in one transaction.
+    async fn finish_package(
+        &self,
+        user: &Caller,
+        package_id: &str,
+        key: &str,
+        size_bytes: i64,
+        checksum: &str,
+        upload_id: &str,
+    ) -> Result<PackageMeta, StorageError> {
+        let created_at = now_ms();
+        let mut tx = self.inner.db.pool().begin().await?;
+        forget_upload(&mut tx, Some(upload_id)).await?;
+        sqlx::query(
+            "INSERT INTO plugin_packages (id, user_id, s3_key, size_bytes, checksum, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(package_id)
+        .bind(&user.id)
+        .bind(key)
+        .bind(size_bytes)
+        .bind(checksum)
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(PackageMeta {
+            package_id: package_id.to_owned(),
+            size_bytes,
+            checksum: checksum.to_owned(),
+            s3_key: key.to_owned(),
+            created_at,
+        })
+    }
+
+    /// One of `user_id`'s committed packages.
+    pub async fn package(
+        &self,
+        user_id: &str,
+        package_id: &str,
+    ) -> Result<Option<PackageMeta>, StorageError> {
+        Ok(sqlx::query_as(
+            "SELECT id AS package_id, size_bytes, checksum, s3_key, created_at FROM plugin_packages \
+             WHERE id = $1 AND user_id = $2",
+        )
+        .bind(package_id)
+        .bind(user_id)
+        .fetch_optional(self.inner.db.pool())
+        .await?)
     }
 }

@@ -1,0 +1,6 @@
+//! The plugins Lambda function.
+
+#[tokio::main]
+async fn main() -> Result<(), adiuva_lambda::Error> {
+    adiuva_lambda::serve(plugins::function).await
+}
