@@ -230,9 +230,10 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// `spawn_app` with configuration overrides (`("MAX_BODY_BYTES", "1024")`, ...).
 ///
-/// The backends come in the two pairings the service runs in: PostgreSQL with S3 and DynamoDB
-/// (a fresh bucket and table on a moto_server on loopback), and SQLite with the embedded blob
-/// folder and the in-memory short-lived store.
+/// The backends come in the two pairings the service runs in: PostgreSQL with S3, DynamoDB (a
+/// fresh bucket and table on a moto_server on loopback) and Qdrant (collections of its own on a
+/// Qdrant server on loopback), and SQLite with the embedded blob folder, the embedded vector
+/// store and the in-memory short-lived store.
 pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     // `TEST_LOG=1` shows the app's logs (with `--nocapture`), for finding why a test failed.
     if std::env::var_os("TEST_LOG").is_some() {
@@ -255,8 +256,10 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
     settings.extend_from_slice(overrides);
     let context = match backend {
         Backend::Postgres => {
-            // The table's settings first, so that the test's own overrides win.
+            // The table's and the vector store's settings first, so that the test's own
+            // overrides win.
             let mut pairs = adiuva_kv::testing::dynamo_settings().await;
+            pairs.extend(adiuva_vectors::testing::qdrant_settings().await);
             pairs.extend(test_settings(&database.url, &settings));
             let pairs: Vec<(&str, &str)> = pairs
                 .iter()

@@ -23,6 +23,8 @@ mod chat;
 #[cfg(test)]
 mod chat_ws;
 #[cfg(test)]
+mod commits;
+#[cfg(test)]
 mod contract;
 #[cfg(test)]
 mod faults;

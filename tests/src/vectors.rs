@@ -1,5 +1,5 @@
-//! The vector store: derived and client vectors, ranking, bounds and errors. The embedded
-//! backend always; Qdrant's own tests run in adiuva-vectors whenever QDRANT_URL is set.
+//! The vector store: derived and client vectors, ranking, bounds and errors, on Qdrant (the
+//! PostgreSQL pairing) and on the embedded store (the SQLite pairing).
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -203,14 +203,17 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
             // PostgreSQL: too_many_connections, cannot_connect_now, admin/crash shutdown.
-            // SQLite: SQLITE_BUSY and SQLITE_LOCKED after the busy timeout.
-            matches!(
-                db.code().as_deref(),
-                Some("53300" | "57P03" | "57P01" | "57P02" | "5" | "6")
-            )
-        }
+            Some("53300" | "57P03" | "57P01" | "57P02") => true,
+            // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) and their extended codes
+            // (BUSY_SNAPSHOT, BUSY_TIMEOUT, LOCKED_SHAREDCACHE, ...), whose low byte is the
+            // primary code. SQLite codes are short numbers; SQLSTATEs are five characters.
+            Some(code) if code.len() < 5 => {
+                code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+            }
+            _ => false,
+        },
         _ => false,
     }
 }

@@ -7,7 +7,7 @@ use adiuva_db::{new_id, now_ms};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::records::forget_upload;
+use crate::records::{commit, forget_upload};
 use crate::{Storage, StorageError, backup_key};
 
 /// The reference's `BackupMetadata`, plus the `id` that delete takes and the stored size.
@@ -41,6 +41,37 @@ pub struct NewBackup {
     pub chunk_count: i64,
 }
 
+/// The latest time a backup may claim: 9999-12-31T23:59:59.999Z, the last an HTTP date (its
+/// `Last-Modified`) can say.
+pub const MAX_BACKUP_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+/// The most chunks a backup may announce.
+pub const MAX_CHUNK_COUNT: i64 = 100_000;
+
+/// Checks what the client says of a backup: a timestamp between 1970 and 9999, a version and
+/// a chunk count in range.
+pub(crate) fn validate_backup(
+    version: i64,
+    timestamp: i64,
+    chunk_count: i64,
+) -> Result<(), StorageError> {
+    if !(0..=MAX_BACKUP_TIMESTAMP_MS).contains(&timestamp) {
+        return Err(StorageError::Invalid(
+            "X-Backup-Timestamp must be ms since 1970 and before the year 10000",
+        ));
+    }
+    if version < 0 {
+        return Err(StorageError::Invalid(
+            "X-Backup-Version must not be negative",
+        ));
+    }
+    if !(1..=MAX_CHUNK_COUNT).contains(&chunk_count) {
+        return Err(StorageError::Invalid(
+            "X-Backup-Chunk-Count must be 1 to 100000",
+        ));
+    }
+    Ok(())
+}
+
 macro_rules! backup_columns {
     () => {
         r#"id, version, "timestamp", checksum, chunk_count, size_bytes, created_at"#
@@ -67,6 +98,7 @@ impl Storage {
         backup: NewBackup,
         bytes: Bytes,
     ) -> Result<BackupMeta, StorageError> {
+        validate_backup(backup.version, backup.timestamp, backup.chunk_count)?;
         adiuva_checksum::verify(&bytes, &backup.checksum)?;
         backup_limit(self, user)?;
         let backup_id = new_id();
@@ -79,7 +111,7 @@ impl Storage {
         {
             Ok(meta) => Ok(meta),
             Err(err) => {
-                self.discard(&key).await;
+                self.discard_unless_uncertain(&key, &err).await;
                 Err(err)
             }
         }
@@ -96,6 +128,7 @@ impl Storage {
     ) -> Result<BackupMeta, StorageError> {
         let limit = backup_limit(self, user)?;
         let mut tx = self.inner.db.pool().begin().await?;
+        forget_upload(&mut tx, pending_upload).await?;
         reserve(&mut tx, &user.id, user.tier, Quota::Backup, size, limit).await?;
         let meta: BackupMeta = sqlx::query_as(concat!(
             r#"INSERT INTO backup_metadata (id, user_id, s3_key, version, "timestamp", checksum, size_bytes, chunk_count, created_at)
@@ -113,8 +146,7 @@ impl Storage {
         .bind(now_ms())
         .fetch_one(&mut *tx)
         .await?;
-        forget_upload(&mut tx, pending_upload).await?;
-        tx.commit().await?;
+        commit(tx).await?;
         tracing::info!(user_id = user.id, backup_id, size, "backup stored");
         Ok(meta)
     }

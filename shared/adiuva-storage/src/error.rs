@@ -18,6 +18,11 @@ pub enum StorageError {
     BackupNotFound,
     #[error("upload not found or expired")]
     UploadNotFound,
+    #[error("this upload was committed by another request")]
+    UploadCommitted,
+    /// `COMMIT` failed and may or may not have been applied.
+    #[error("the database did not confirm the commit")]
+    CommitUncertain(#[source] sqlx::Error),
     #[error("nothing has been uploaded to the upload URL yet")]
     UploadIncomplete,
     #[error("the uploaded blob is {actual} bytes but {announced} were announced")]
@@ -55,7 +60,9 @@ impl DomainError for StorageError {
             Self::RecordNotFound | Self::BackupNotFound | Self::UploadNotFound => {
                 ErrorKind::NotFound
             }
-            Self::UploadIncomplete => ErrorKind::Conflict,
+            Self::UploadIncomplete | Self::UploadCommitted => ErrorKind::Conflict,
+            // The write may have happened: retrying later shows which.
+            Self::CommitUncertain(_) => ErrorKind::Unavailable,
             Self::VersionConflict { .. } => ErrorKind::PreconditionFailed,
             Self::TooLarge { .. } => ErrorKind::TooLarge,
             Self::Access(err) => err.kind(),
@@ -73,12 +80,13 @@ impl DomainError for StorageError {
             Self::Checksum(ChecksumError::Mismatch) => "checksum_mismatch",
             Self::RecordNotFound | Self::BackupNotFound | Self::UploadNotFound => "not_found",
             Self::UploadIncomplete => "upload_incomplete",
+            Self::UploadCommitted => "upload_committed",
             Self::UploadSize { .. } => "size_mismatch",
             Self::VersionConflict { .. } => "version_conflict",
             Self::TooLarge { .. } => "payload_too_large",
             Self::Access(err) => err.code(),
             Self::BlobMissing { .. } => "internal_error",
-            Self::Blob(_) | Self::Database(_) => match self.kind() {
+            Self::Blob(_) | Self::Database(_) | Self::CommitUncertain(_) => match self.kind() {
                 ErrorKind::Unavailable => "dependency_unavailable",
                 _ => "internal_error",
             },
@@ -89,6 +97,9 @@ impl DomainError for StorageError {
         match (self, self.kind()) {
             (Self::Blob(_), ErrorKind::Unavailable) => Some(unavailable("the blob store")),
             (Self::Database(_), ErrorKind::Unavailable) => Some(unavailable("the database")),
+            (Self::CommitUncertain(_), _) => Some(
+                "the database did not confirm the write; read the resource to see whether it happened".into(),
+            ),
             _ => None,
         }
     }

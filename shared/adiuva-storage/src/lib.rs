@@ -101,6 +101,16 @@ impl Storage {
         Ok(blobs.len())
     }
 
+    /// Deletes the new blob of a write that failed, unless the failure was a `COMMIT` whose
+    /// outcome is unknown: then a committed row may point at it, and the janitor decides.
+    async fn discard_unless_uncertain(&self, key: &str, err: &StorageError) {
+        if matches!(err, StorageError::CommitUncertain(_)) {
+            tracing::warn!(key, "the commit's outcome is unknown; the new blob is kept");
+        } else {
+            self.discard(key).await;
+        }
+    }
+
     /// Deletes a blob that no row refers to any more. A failure is logged, not returned: the
     /// operation that made the blob unnecessary has succeeded, and the janitor will retry.
     async fn discard(&self, key: &str) {

@@ -94,7 +94,7 @@ impl Storage {
         {
             Ok(meta) => Ok(meta),
             Err(err) => {
-                self.discard(&key).await;
+                self.discard_unless_uncertain(&key, &err).await;
                 Err(err)
             }
         }
@@ -115,6 +115,7 @@ impl Storage {
         let limit = storage_limit(self, user.tier)?;
         let now = now_ms();
         let mut tx = self.inner.db.pool().begin().await?;
+        forget_upload(&mut tx, pending_upload).await?;
         reserve(
             &mut tx,
             &user.id,
@@ -138,8 +139,7 @@ impl Storage {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        forget_upload(&mut tx, pending_upload).await?;
-        tx.commit().await?;
+        commit(tx).await?;
         tracing::info!(user_id = user.id, record_id, table, size, "record created");
         Ok(meta)
     }
@@ -234,7 +234,7 @@ impl Storage {
         {
             Ok(meta) => Ok(meta),
             Err(err) => {
-                self.discard(&key).await;
+                self.discard_unless_uncertain(&key, &err).await;
                 Err(err)
             }
         }
@@ -256,6 +256,7 @@ impl Storage {
         let limit = quota_bytes(user.tier, Quota::CloudStorage, self.inner.quota_unit_bytes);
         let now = now_ms();
         let mut tx = self.inner.db.pool().begin().await?;
+        forget_upload(&mut tx, pending_upload).await?;
         let old: Option<(i64, i64, String)> =
             sqlx::query_as("SELECT version, size_bytes, s3_key FROM storage_records WHERE id = $1 AND user_id = $2")
                 .bind(record_id)
@@ -293,8 +294,7 @@ impl Storage {
         let meta = meta.ok_or(StorageError::VersionConflict {
             current: expected_version + 1,
         })?;
-        forget_upload(&mut tx, pending_upload).await?;
-        tx.commit().await?;
+        commit(tx).await?;
         tracing::info!(
             user_id = user.id,
             record_id,
@@ -334,8 +334,9 @@ impl Storage {
     }
 }
 
-/// Removes the pending-upload row a commit consumed, inside the commit's transaction; when it
-/// is already gone, a concurrent commit of the same upload won and this one must not apply.
+/// Removes the pending-upload row a commit consumes: the first statement of the commit's
+/// transaction, so of two concurrent commits of one upload the second waits here and then
+/// finds it gone (409), before writing anything.
 pub(crate) async fn forget_upload(
     conn: &mut AnyConnection,
     pending_upload: Option<&str>,
@@ -347,10 +348,18 @@ pub(crate) async fn forget_upload(
             .await?
             .rows_affected();
         if removed == 0 {
-            return Err(StorageError::UploadNotFound);
+            return Err(StorageError::UploadCommitted);
         }
     }
     Ok(())
+}
+
+/// Commits a transaction that makes a row point at a new blob. A failing `COMMIT` may have
+/// been applied (the connection broke after the server committed), so its error says the
+/// outcome is unknown and the new blob must be kept: the janitor removes it if no row refers
+/// to it.
+pub(crate) async fn commit(tx: sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StorageError> {
+    tx.commit().await.map_err(StorageError::CommitUncertain)
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use adiuva_access::tiers::{AccessError, Quota};
 use adiuva_db::{new_id, now_ms};
 use serde::{Deserialize, Serialize};
 
-use crate::backups::{BackupMeta, NewBackup, backup_limit};
-use crate::records::{RecordMeta, forget_upload, validate_table};
+use crate::backups::{BackupMeta, NewBackup, backup_limit, validate_backup};
+use crate::records::{RecordMeta, commit, forget_upload, validate_table};
 use crate::{Storage, StorageError, backup_key, package_key, record_key};
 
 /// The largest blob one upload may carry: S3's limit for a single PUT.
@@ -228,6 +228,7 @@ impl Storage {
                 chunk_count,
                 ..
             } => {
+                validate_backup(version, timestamp, chunk_count)?;
                 let limit = backup_limit(self, user)?;
                 self.quota_precheck(user, Quota::Backup, limit, size)
                     .await?;
@@ -418,7 +419,7 @@ impl Storage {
         .bind(created_at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        commit(tx).await?;
         Ok(PackageMeta {
             package_id: package_id.to_owned(),
             size_bytes,

@@ -16,6 +16,8 @@
 
 mod embedded;
 mod qdrant;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::path::PathBuf;
 

@@ -1,18 +1,12 @@
 //! Behaviour of `VectorStore`, the same test bodies run against each backend:
 //! - `embedded::*` always, each test on a fresh directory;
-//! - `qdrant::*` against the Qdrant server at `QDRANT_URL` (gRPC, e.g. `http://127.0.0.1:6334`,
-//!   with `QDRANT_API_KEY` if the server wants one) whenever that variable is set. Without it
-//!   they pass after saying, once, on stderr that the Qdrant path was not exercised: the
-//!   documented exception for this backend ("the Qdrant path whenever a server is reachable").
-//!   Start one with `docker run -p 6334:6334 qdrant/qdrant` and run
-//!   `QDRANT_URL=http://127.0.0.1:6334 cargo test -p adiuva-vectors`.
+//! - `qdrant::*` always, against a real Qdrant server: the one `adiuva_vectors::testing` starts
+//!   (`../shared/bin/qdrant`, or `QDRANT_BIN`), or the one at `QDRANT_URL` (with
+//!   `QDRANT_API_KEY` if it wants one). Without either they fail and say how to provide one.
 //!
-//! Every test uses fresh random user ids, so runs against one Qdrant server do not interfere;
-//! the collections are `adiuva_test_vectors_{size}`.
+//! Every test uses fresh random user ids and collections of its own.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use adiuva_config::Source;
@@ -83,36 +77,24 @@ fn embedded() -> Backend {
     }
 }
 
-fn qdrant() -> Option<Backend> {
-    let Some(url) = std::env::var("QDRANT_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    else {
-        static SAID: Once = Once::new();
-        SAID.call_once(|| {
-            // Written past the test harness's capture, so that it shows in every run.
-            let _ = writeln!(
-                std::io::stderr(),
-                "adiuva-vectors: QDRANT_URL is not set, so the Qdrant path was NOT exercised \
-                 (qdrant::* tests pass without running)"
-            );
-        });
-        return None;
-    };
-    let api_key = std::env::var("QDRANT_API_KEY").unwrap_or_default();
-    let store = from_pairs(&[
-        ("QDRANT_URL", &url),
-        ("QDRANT_API_KEY", &api_key),
-        ("QDRANT_COLLECTION", "adiuva_test_vectors"),
-    ])
-    .unwrap();
+async fn qdrant() -> Backend {
+    let mut settings = adiuva_vectors::testing::qdrant_settings().await;
+    settings.push((
+        "QDRANT_API_KEY".to_owned(),
+        std::env::var("QDRANT_API_KEY").unwrap_or_default(),
+    ));
+    let pairs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    let store = from_pairs(&pairs).unwrap();
     assert!(matches!(store, VectorStore::Qdrant(_)));
-    Some(Backend {
+    Backend {
         store,
         counts_deletes: false,
         users: Default::default(),
         _dir: None,
-    })
+    }
 }
 
 macro_rules! shared_tests {
@@ -132,9 +114,7 @@ macro_rules! shared_tests {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let Some(backend) = super::qdrant() else {
-                        return;
-                    };
+                    let backend = super::qdrant().await;
                     super::$name(&backend).await;
                     backend.cleanup().await;
                 }
