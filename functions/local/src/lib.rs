@@ -76,7 +76,66 @@ pub fn app(context: &Context) -> Result<Router, ConfigError> {
         let uploads = storage::local_upload_router(storage, adiuva_storage::MAX_UPLOAD_BYTES);
         extras = extras.merge(OpenApiRouter::from(uploads));
     }
-    Ok(api.with_routes(extras).into_router())
+    Ok(api
+        .with_routes(extras)
+        .into_router()
+        .layer(axum::middleware::from_fn(drain_refused_bodies)))
+}
+
+/// How much of a refused request body the local server still reads, so that its client can
+/// read the answer.
+const DRAIN_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Lets a client whose body is refused before it is read (413 over the body limit, 401, ...)
+/// read the answer. Without this the server answers and closes while the client is still
+/// sending, and the client (one that does not send `Expect: 100-continue`) gets a broken pipe
+/// instead of the 413. The body is passed to the routes through a channel; what they leave
+/// unread is read and dropped (up to 64 MiB). API Gateway reads whole bodies itself, so only
+/// the local server needs this.
+async fn drain_refused_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let headers = request.headers();
+    let has_body = headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|length| length != "0");
+    if !has_body {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(forward_body(body, sender));
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from_stream(stream));
+    next.run(request).await
+}
+
+async fn forward_body(
+    body: axum::body::Body,
+    sender: tokio::sync::mpsc::Sender<Result<axum::body::Bytes, axum::Error>>,
+) {
+    use futures_util::StreamExt as _;
+    let mut chunks = body.into_data_stream();
+    let mut dropped = 0usize;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(err) => {
+                let _ = sender.send(Err(err)).await;
+                return;
+            }
+        };
+        if sender.is_closed() || sender.send(Ok(chunk.clone())).await.is_err() {
+            dropped += chunk.len();
+            if dropped > DRAIN_LIMIT_BYTES {
+                return;
+            }
+        }
+    }
 }
 
 /// Serves `app` on `listener` until ctrl-c, with each connection's peer address (the client
