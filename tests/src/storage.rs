@@ -17,6 +17,7 @@ backend_tests!(
     over_quota_deletes_and_shrinking_writes_still_work,
     large_blobs_take_the_upload_flow,
     uploads_are_verified_before_they_count,
+    open_uploads_are_capped_and_count_against_the_quota,
 );
 
 async fn records_round_trip_with_versions(backend: Backend) {
@@ -569,23 +570,25 @@ async fn uploads_are_verified_before_they_count(backend: Backend) {
         "upload_incomplete",
     )
     .await;
-    // Other bytes of the same size: the checksum catches them.
-    let tampered = b"the bytes the client ANNOUNCED".to_vec();
-    assert!(upload_to(&app, &ticket, &tampered).await.is_success());
-    error_body(
-        commit(&ticket).await.unwrap(),
-        StatusCode::BAD_REQUEST,
-        "checksum_mismatch",
-    )
-    .await;
-    // Fewer bytes: the size catches them.
-    assert!(upload_to(&app, &ticket, b"short").await.is_success());
-    error_body(
-        commit(&ticket).await.unwrap(),
-        StatusCode::BAD_REQUEST,
-        "size_mismatch",
-    )
-    .await;
+    // The URL takes only the announced bytes. Locally, other bytes of the same size and fewer
+    // bytes are refused as they stream in; on S3 the URL signs length and SHA-256 and S3
+    // refuses them (moto checks neither: the signing is shown in adiuva-blob's tests).
+    if backend == Backend::Sqlite {
+        let tampered = b"the bytes the client ANNOUNCED".to_vec();
+        assert_eq!(
+            upload_to(&app, &ticket, &tampered).await,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            upload_to(&app, &ticket, b"short").await,
+            StatusCode::BAD_REQUEST
+        );
+        let longer = [expected.as_slice(), b"!"].concat();
+        assert_eq!(
+            upload_to(&app, &ticket, &longer).await,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
     // None of it became a record.
     let listed: Value = app
         .get_authed("/api/v1/storage/records", token)
@@ -595,9 +598,18 @@ async fn uploads_are_verified_before_they_count(backend: Backend) {
         .unwrap();
     assert_eq!(listed, json!([]));
     assert_eq!(app.usage(&user.id).await.0, 0);
-    // The right bytes, finally.
+    // The right bytes, once: the URL writes once, so nothing can replace them before or
+    // after the commit.
     assert!(upload_to(&app, &ticket, &expected).await.is_success());
+    assert_eq!(
+        upload_to(&app, &ticket, &expected).await,
+        StatusCode::PRECONDITION_FAILED
+    );
     assert_eq!(commit(&ticket).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        upload_to(&app, &ticket, &expected).await,
+        StatusCode::PRECONDITION_FAILED
+    );
 
     // Bad tickets are refused before any URL is handed out.
     error_body(
@@ -620,6 +632,57 @@ async fn uploads_are_verified_before_they_count(backend: Backend) {
         response,
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_error",
+    )
+    .await;
+}
+
+async fn open_uploads_are_capped_and_count_against_the_quota(backend: Backend) {
+    // One quota unit is 100 bytes here, so pro (5 units) may hold 500 bytes.
+    let app = crate::harness::spawn_app_with(backend, &[("QUOTA_UNIT_BYTES", "100")]).await;
+    let user = app.pro_user().await;
+    let token = &user.tokens.access_token;
+    let start = |purpose: &str, size: usize| {
+        let mut request = json!({"purpose": purpose, "size_bytes": size, "checksum": sha(b"x")});
+        match purpose {
+            "record" => request["table"] = json!("notes"),
+            "backup" => {
+                request["version"] = json!(1);
+                request["timestamp"] = json!(1_700_000_000_000i64);
+            }
+            _ => {}
+        }
+        app.request(Method::POST, "/api/v1/storage/uploads")
+            .bearer_auth(token)
+            .json(&request)
+            .send()
+    };
+    // 300 bytes announced and not committed still count: another 300 would pass the quota.
+    assert_eq!(
+        start("record", 300).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    error_body(
+        start("record", 300).await.unwrap(),
+        StatusCode::PAYMENT_REQUIRED,
+        "quota_exceeded",
+    )
+    .await;
+    // Backups have a quota of their own.
+    assert_eq!(
+        start("backup", 300).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    // At most 20 open uploads per user, whatever their purpose.
+    for _ in 2..20 {
+        assert_eq!(
+            start("plugin_package", 1).await.unwrap().status(),
+            StatusCode::CREATED
+        );
+    }
+    error_body(
+        start("plugin_package", 1).await.unwrap(),
+        StatusCode::CONFLICT,
+        "too_many_uploads",
     )
     .await;
 }

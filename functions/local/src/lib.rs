@@ -73,7 +73,7 @@ pub fn app(context: &Context) -> Result<Router, ConfigError> {
     let blobs: BlobStore = context.get()?;
     if blobs.local().is_some() {
         let storage: Storage = context.get()?;
-        let uploads = storage::local_upload_router(storage, adiuva_storage::MAX_UPLOAD_BYTES);
+        let uploads = storage::local_upload_router(storage);
         extras = extras.merge(OpenApiRouter::from(uploads));
     }
     Ok(api

@@ -265,19 +265,19 @@ async fn commit_upload(
 
 /// The local server's stand-in for S3 presigned PUTs, for the embedded blob store only: the
 /// token in the path was signed by the store and names the one key it may write.
-pub fn local_upload_router(storage: Storage, max_bytes: u64) -> axum::Router {
+pub fn local_upload_router(storage: Storage) -> axum::Router {
     axum::Router::new()
         .route(
             "/api/v1/storage/blobs/{token}",
             axum::routing::put(receive_local_upload).get(serve_local_download),
         )
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state((storage, max_bytes))
+        .with_state(storage)
 }
 
 /// The embedded store's stand-in for a presigned S3 GET (plugin packages).
 async fn serve_local_download(
-    State((storage, _)): State<(Storage, u64)>,
+    State(storage): State<Storage>,
     Path(token): Path<String>,
 ) -> Result<Response> {
     let Some(local) = storage.blobs().local() else {
@@ -305,14 +305,14 @@ async fn serve_local_download(
 }
 
 async fn receive_local_upload(
-    State((storage, max_bytes)): State<(Storage, u64)>,
+    State(storage): State<Storage>,
     Path(token): Path<String>,
     body: axum::body::Body,
 ) -> Result<StatusCode> {
     let Some(local) = storage.blobs().local() else {
         return Err(ApiError::not_found("uploads go to the presigned S3 URL"));
     };
-    let key = local.verify_upload_token(&token).map_err(|_| {
+    let grant = local.verify_upload_token(&token).map_err(|_| {
         ApiError::new(
             ErrorKind::Forbidden,
             "invalid_upload_token",
@@ -320,12 +320,21 @@ async fn receive_local_upload(
         )
     })?;
     local
-        .put_stream(&key, body.into_data_stream(), max_bytes)
+        .put_upload(&grant, body.into_data_stream())
         .await
         .map_err(|err| match err {
             adiuva_blob::BlobError::Failed(source) if source.is::<adiuva_blob::BodyTooLarge>() => {
-                ApiError::payload_too_large("the upload is larger than an upload may be")
+                ApiError::payload_too_large("more bytes than the upload announced")
             }
+            adiuva_blob::BlobError::AlreadyExists => ApiError::new(
+                ErrorKind::PreconditionFailed,
+                "already_uploaded",
+                "this upload URL was used already: start a new upload",
+            ),
+            adiuva_blob::BlobError::NotAnnounced(what) => ApiError::bad_request(
+                "upload_mismatch",
+                format!("not the announced bytes: {what}"),
+            ),
             other => ApiError::internal(other),
         })?;
     Ok(StatusCode::OK)

@@ -167,10 +167,15 @@ impl FaultyStore {
         })
     }
 
-    pub(crate) fn presign_put<'a>(&'a self, key: &'a str) -> BoxFuture<'a, PresignedUpload> {
+    pub(crate) fn presign_put<'a>(
+        &'a self,
+        key: &'a str,
+        size: u64,
+        sha256_hex: &'a str,
+    ) -> BoxFuture<'a, PresignedUpload> {
         Box::pin(async move {
             self.faults.check(Op::Presign)?;
-            self.inner.presign_put(key).await
+            self.inner.presign_put(key, size, sha256_hex).await
         })
     }
 

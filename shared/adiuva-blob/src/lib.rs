@@ -31,7 +31,7 @@ use adiuva_config::{Component, ConfigError, Context, Secret, Source};
 use bytes::Bytes;
 
 pub use faulty::{Faults, FaultyStore, InjectedFault, Op};
-pub use local::{BodyTooLarge, LocalStore};
+pub use local::{BodyTooLarge, LocalStore, UploadGrant};
 pub use s3::S3Store;
 
 /// Boxed cause carried by [`BlobError`], so callers log the whole chain.
@@ -82,6 +82,12 @@ pub enum BlobError {
     /// A local upload URL was forged, altered, expired, or signed with another secret.
     #[error("upload token is invalid or expired")]
     InvalidUploadToken,
+    /// Something is stored at the key already: an upload URL writes once.
+    #[error("something was already uploaded to this URL")]
+    AlreadyExists,
+    /// The bytes sent to an upload URL are not the ones it was made for.
+    #[error("the upload is not what was announced: {0}")]
+    NotAnnounced(&'static str),
 }
 
 impl BlobError {
@@ -248,18 +254,25 @@ impl BlobStore {
         }
     }
 
-    /// A URL the client PUTs the bytes to directly. S3: a presigned PutObject URL, with the SSE
-    /// header in `headers` because it is signed. Local:
-    /// `{public_base_url}/api/v1/storage/blobs/{token}`, where the token is
-    /// `base64url(payload).base64url(hmac)` and the payload carries the key and expiry.
+    /// A URL the client PUTs exactly the announced bytes to, once. S3: a presigned PutObject
+    /// URL that signs `Content-Length`, `x-amz-checksum-sha256` (S3 refuses other bytes) and
+    /// `If-None-Match: *` (S3 refuses a second write), all in `headers` because they are
+    /// signed. Local: `{public_base_url}/api/v1/storage/blobs/{token}`, where the token is
+    /// `base64url(payload).base64url(hmac)` and the payload carries the key, size, SHA-256 and
+    /// expiry, checked while the body streams in.
     ///
     /// Nothing is stored until the client uploads; verify with [`BlobStore::digest`].
-    pub async fn presign_put(&self, key: &str) -> Result<PresignedUpload, BlobError> {
+    pub async fn presign_put(
+        &self,
+        key: &str,
+        size: u64,
+        sha256_hex: &str,
+    ) -> Result<PresignedUpload, BlobError> {
         validate_key(key)?;
         match self {
-            Self::S3(store) => store.presign_put(key).await,
-            Self::Local(store) => store.presign_put(key),
-            Self::Faulty(store) => store.presign_put(key).await,
+            Self::S3(store) => store.presign_put(key, size, sha256_hex).await,
+            Self::Local(store) => store.presign_put(key, size, sha256_hex),
+            Self::Faulty(store) => store.presign_put(key, size, sha256_hex).await,
         }
     }
 

@@ -77,7 +77,16 @@ fn parse_token(payload: &[u8]) -> Result<String, BlobError> {
     Ok(key.to_owned())
 }
 
-/// The cause inside [`BlobError::Failed`] when [`LocalStore::put_stream`] receives more than
+/// What a local upload URL allows: exactly `size` bytes with this SHA-256 at `key`, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadGrant {
+    pub key: String,
+    pub size: u64,
+    /// Lowercase hex.
+    pub sha256: String,
+}
+
+/// The cause inside [`BlobError::Failed`] when [`LocalStore::put_upload`] receives more than
 /// `max_bytes`; the upload route downcasts to it to answer 413 instead of 500.
 #[derive(Debug, thiserror::Error)]
 #[error("upload body exceeds {max_bytes} bytes")]
@@ -128,54 +137,83 @@ impl LocalStore {
         }
     }
 
-    /// Verifies an upload token from presign_put and returns the key it allows
+    /// Verifies an upload token from presign_put and returns what it allows
     /// (InvalidUploadToken otherwise, e.g. expired/tampered).
-    pub fn verify_upload_token(&self, token: &str) -> Result<String, BlobError> {
+    pub fn verify_upload_token(&self, token: &str) -> Result<UploadGrant, BlobError> {
         let payload = self
             .signer
             .verify(token)
             .ok_or(BlobError::InvalidUploadToken)?;
-        parse_token(&payload)
+        let payload = std::str::from_utf8(&payload).map_err(|_| BlobError::InvalidUploadToken)?;
+        let mut parts = payload.splitn(4, '\n');
+        let (Some(expires_at_ms), Some(size), Some(sha256), Some(key)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(BlobError::InvalidUploadToken);
+        };
+        let expires_at_ms: i64 = expires_at_ms
+            .parse()
+            .map_err(|_| BlobError::InvalidUploadToken)?;
+        if crate::now_ms() >= expires_at_ms {
+            return Err(BlobError::InvalidUploadToken);
+        }
+        validate_key(key).map_err(|_| BlobError::InvalidUploadToken)?;
+        Ok(UploadGrant {
+            key: key.to_owned(),
+            size: size.parse().map_err(|_| BlobError::InvalidUploadToken)?,
+            sha256: sha256.to_owned(),
+        })
     }
 
-    /// Streams a body into key (atomically: temp + rename), refusing more than max_bytes.
-    ///
-    /// Returns the number of bytes stored. The SHA-256 of the body is computed on the way and
-    /// kept as the blob's checksum, as [`crate::BlobStore::put`] does with the caller's. On any
-    /// error (body error, too large, I/O) nothing is stored and the old blob, if any, stays.
-    pub async fn put_stream<S, E>(
-        &self,
-        key: &str,
-        body: S,
-        max_bytes: u64,
-    ) -> Result<u64, BlobError>
+    /// Streams the body of an upload URL to its key: exactly the announced size and SHA-256
+    /// (checked as the bytes arrive: more than the size stops the stream), and only if nothing
+    /// is stored at the key yet (write-once, atomically: a hard link of the finished temp file
+    /// fails if the key exists). Returns the number of bytes stored. On any error (body error,
+    /// other bytes, a second write, I/O) nothing is stored and what was there stays.
+    pub async fn put_upload<S, E>(&self, grant: &UploadGrant, body: S) -> Result<u64, BlobError>
     where
         S: futures_core::Stream<Item = Result<Bytes, E>> + Unpin,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        validate_key(key)?;
-        let target = self.path(key);
+        validate_key(&grant.key)?;
+        let target = self.path(&grant.key);
+        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+            return Err(BlobError::AlreadyExists);
+        }
         let parent = parent_of(&target).to_owned();
         tokio::fs::create_dir_all(&parent)
             .await
             .map_err(|err| io_failed("create folder", &parent, err))?;
         let temp = temp_path(&target);
-        let result = write_stream(&temp, body, max_bytes).await;
-        let (size, sha256) = match result {
-            Ok(done) => done,
+        let written = match write_stream(&temp, body, grant.size).await {
+            Ok((size, _)) if size != grant.size => {
+                Err(BlobError::NotAnnounced("fewer bytes than announced"))
+            }
+            Ok((_, sha256)) if hex::encode(sha256) != grant.sha256 => Err(BlobError::NotAnnounced(
+                "the SHA-256 is not the announced one",
+            )),
+            Ok((size, _)) => Ok(size),
+            Err(err) => Err(err),
+        };
+        let size = match written {
+            Ok(size) => size,
             Err(err) => {
                 // Best effort: a leftover temp file is invisible to readers and to `list`.
                 let _ = tokio::fs::remove_file(&temp).await;
                 return Err(err);
             }
         };
-        let checksum = hex::encode(sha256);
+        let checksum = grant.sha256.clone();
         blocking(move || {
-            write_sidecar(&target, &checksum)?;
-            fs::rename(&temp, &target).map_err(|err| {
-                let _ = fs::remove_file(&temp);
-                io_failed("rename into place", &target, err)
-            })
+            let linked = fs::hard_link(&temp, &target);
+            let _ = fs::remove_file(&temp);
+            match linked {
+                Ok(()) => write_sidecar(&target, &checksum),
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                    Err(BlobError::AlreadyExists)
+                }
+                Err(err) => Err(io_failed("link into place", &target, err)),
+            }
         })
         .await?;
         Ok(size)
@@ -294,9 +332,17 @@ impl LocalStore {
         .await
     }
 
+    /// Size and SHA-256 (hex) of a stored blob: the checksum kept beside it (computed or
+    /// checked when it was written), else the blob read and hashed.
     pub(crate) async fn digest(&self, key: &str) -> Result<Option<(u64, String)>, BlobError> {
         let path = self.path(key);
         blocking(move || {
+            if let (Ok(metadata), Ok(checksum)) =
+                (fs::metadata(&path), fs::read_to_string(sidecar_path(&path)))
+                && metadata.is_file()
+            {
+                return Ok(Some((metadata.len(), checksum)));
+            }
             let mut file = match fs::File::open(&path) {
                 Ok(file) => file,
                 Err(err) if is_absent(&err) => return Ok(None),
@@ -322,9 +368,14 @@ impl LocalStore {
         .await
     }
 
-    pub(crate) fn presign_put(&self, key: &str) -> Result<PresignedUpload, BlobError> {
+    pub(crate) fn presign_put(
+        &self,
+        key: &str,
+        size: u64,
+        sha256_hex: &str,
+    ) -> Result<PresignedUpload, BlobError> {
         let expires_at_ms = crate::now_ms().saturating_add(crate::duration_ms(self.upload_ttl));
-        let token = self.upload_token(key, expires_at_ms);
+        let token = self.upload_token(key, size, sha256_hex, expires_at_ms);
         Ok(PresignedUpload {
             url: format!("{}/api/v1/storage/blobs/{token}", self.public_base_url),
             method: "PUT".to_owned(),
@@ -354,11 +405,12 @@ impl LocalStore {
         parse_token(&payload)
     }
 
-    /// `base64url(payload).base64url(hmac)` with payload `{expires_at_ms}\n{key}`: the key may
-    /// hold any character but a newline never starts a number, so the split is unambiguous.
-    fn upload_token(&self, key: &str, expires_at_ms: i64) -> String {
+    /// `base64url(payload).base64url(hmac)` with payload
+    /// `{expires_at_ms}\n{size}\n{sha256 hex}\n{key}`: the key comes last and may hold any
+    /// character, so the split is unambiguous.
+    fn upload_token(&self, key: &str, size: u64, sha256_hex: &str, expires_at_ms: i64) -> String {
         self.signer
-            .sign(format!("{expires_at_ms}\n{key}").as_bytes())
+            .sign(format!("{expires_at_ms}\n{size}\n{sha256_hex}\n{key}").as_bytes())
     }
 
     /// The file of a key that [`validate_key`] accepted: always inside `dir`.

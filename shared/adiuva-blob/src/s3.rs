@@ -7,7 +7,7 @@ use aws_sdk_s3::config::BehaviorVersion;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
-use aws_sdk_s3::types::ServerSideEncryption;
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ServerSideEncryption};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
@@ -170,7 +170,42 @@ impl S3Store {
         Ok(found)
     }
 
+    /// Size and SHA-256 (hex) of a stored object. An object uploaded through a presigned URL
+    /// carries the SHA-256 that S3 checked on the way in (the URL signs it), so a `HEAD` says
+    /// both; only an object without one is read and hashed.
     pub(crate) async fn digest(&self, key: &str) -> Result<Option<(u64, String)>, BlobError> {
+        let head = match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+        {
+            Ok(head) => head,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                return Ok(None);
+            }
+            Err(err) => return Err(classify(err)),
+        };
+        if let Some(checksum) = head.checksum_sha256.as_deref()
+            && head
+                .checksum_type
+                .as_ref()
+                .is_none_or(|kind| kind.as_str() == "FULL_OBJECT")
+        {
+            use base64::Engine as _;
+            let digest = base64::engine::general_purpose::STANDARD
+                .decode(checksum)
+                .map_err(|err| BlobError::Failed(Box::new(err)))?;
+            return Ok(Some((size(head.content_length), hex::encode(digest))));
+        }
+        self.hash_object(key).await
+    }
+
+    /// Reads an object and hashes it.
+    async fn hash_object(&self, key: &str) -> Result<Option<(u64, String)>, BlobError> {
         let output = match self
             .client
             .get_object()
@@ -199,16 +234,28 @@ impl S3Store {
         Ok(Some((size, hex::encode(hasher.finalize()))))
     }
 
-    pub(crate) async fn presign_put(&self, key: &str) -> Result<PresignedUpload, BlobError> {
+    pub(crate) async fn presign_put(
+        &self,
+        key: &str,
+        size: u64,
+        sha256_hex: &str,
+    ) -> Result<PresignedUpload, BlobError> {
+        use base64::Engine as _;
         let presigning = PresigningConfig::expires_in(self.upload_ttl)
             .map_err(|err| BlobError::Failed(Box::new(err)))?;
         let expires_at_ms = crate::now_ms().saturating_add(crate::duration_ms(self.upload_ttl));
+        let digest = hex::decode(sha256_hex).map_err(|err| BlobError::Failed(Box::new(err)))?;
         let request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .server_side_encryption(ServerSideEncryption::Aes256)
+            // Signed: S3 refuses a body of another length or SHA-256, and a second write.
+            .content_length(i64::try_from(size).unwrap_or(i64::MAX))
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(digest))
+            .if_none_match("*")
             .presigned(presigning)
             .await
             .map_err(classify)?;

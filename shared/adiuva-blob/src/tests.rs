@@ -229,7 +229,7 @@ async fn contract(store: &BlobStore) {
         assert_failed(store.head(bad).await, bad);
         assert_failed(store.delete(bad).await, bad);
         assert_failed(store.digest(bad).await, bad);
-        assert_failed(store.presign_put(bad).await, bad);
+        assert_failed(store.presign_put(bad, 1, &sha256_hex(b"x")).await, bad);
     }
     assert_failed(store.list("../").await, "list ../");
     assert_failed(store.list("/abs/").await, "list /abs/");
@@ -256,8 +256,13 @@ fn futures_are_send(store: &BlobStore, local: &LocalStore) {
     is_send(store.delete("k"));
     is_send(store.list("k"));
     is_send(store.digest("k"));
-    is_send(store.presign_put("k"));
-    is_send(local.put_stream("k", Chunks(Vec::new()), 1));
+    is_send(store.presign_put("k", 1, ""));
+    let grant = UploadGrant {
+        key: "k".into(),
+        size: 1,
+        sha256: String::new(),
+    };
+    is_send(local.put_upload(&grant, Chunks(Vec::new())));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -318,7 +323,10 @@ async fn local_upload_token_round_trips() {
     let dir = TempDir::new();
     let store = BlobStore::Local(local_store(&dir));
     let before = now_ms();
-    let upload = store.presign_put("u1/records/r1/2").await.unwrap();
+    let upload = store
+        .presign_put("u1/records/r1/2", 11, &sha256_hex(b"hello world"))
+        .await
+        .unwrap();
     assert_eq!(upload.method, "PUT");
     assert!(upload.headers.is_empty());
     assert!((before + 900_000..=now_ms() + 900_000).contains(&upload.expires_at_ms));
@@ -333,7 +341,14 @@ async fn local_upload_token_round_trips() {
         "token must be URL-safe: {token}"
     );
     let local = store.local().unwrap();
-    assert_eq!(local.verify_upload_token(token).unwrap(), "u1/records/r1/2");
+    assert_eq!(
+        local.verify_upload_token(token).unwrap(),
+        UploadGrant {
+            key: "u1/records/r1/2".into(),
+            size: 11,
+            sha256: sha256_hex(b"hello world"),
+        }
+    );
 }
 
 #[tokio::test]
@@ -343,16 +358,20 @@ async fn local_upload_token_refuses_tampering_and_other_secrets() {
 
     let dir = TempDir::new();
     let store = local_store(&dir);
-    let url = store.presign_put("u1/records/r1/2").unwrap().url;
+    let url = store
+        .presign_put("u1/records/r1/2", 11, &sha256_hex(b"hello world"))
+        .unwrap()
+        .url;
     let token = url.rsplit('/').next().unwrap().to_owned();
     let (payload, mac) = token.split_once('.').unwrap();
 
     // Another key under the same MAC.
     let decoded = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     let forged_payload = URL_SAFE_NO_PAD.encode(decoded.replace("u1/", "u2/"));
-    // A later expiry under the same MAC.
-    let (expiry, key) = decoded.split_once('\n').unwrap();
-    let later = URL_SAFE_NO_PAD.encode(format!("{}\n{key}", expiry.parse::<i64>().unwrap() + 1));
+    // A later expiry, or a larger size, under the same MAC.
+    let (expiry, rest) = decoded.split_once('\n').unwrap();
+    let later = URL_SAFE_NO_PAD.encode(format!("{}\n{rest}", expiry.parse::<i64>().unwrap() + 1));
+    let larger = URL_SAFE_NO_PAD.encode(decoded.replacen("\n11\n", "\n5000000000\n", 1));
     // One bit of the MAC flipped.
     let mut mac_bytes = URL_SAFE_NO_PAD.decode(mac).unwrap();
     mac_bytes[0] ^= 1;
@@ -361,6 +380,7 @@ async fn local_upload_token_refuses_tampering_and_other_secrets() {
     let tampered = [
         format!("{forged_payload}.{mac}"),
         format!("{later}.{mac}"),
+        format!("{larger}.{mac}"),
         format!("{payload}.{flipped}"),
         format!("{payload}.{}", &mac[..mac.len() - 2]),
         format!("{payload}.{mac}.extra"),
@@ -390,7 +410,7 @@ async fn local_upload_token_refuses_tampering_and_other_secrets() {
         Err(BlobError::InvalidUploadToken)
     ));
     assert_eq!(
-        store.verify_upload_token(&token).unwrap(),
+        store.verify_upload_token(&token).unwrap().key,
         "u1/records/r1/2"
     );
 }
@@ -404,7 +424,7 @@ async fn local_upload_token_expires() {
         b"test-secret",
         Duration::ZERO,
     );
-    let url = store.presign_put("u1/records/r1/2").unwrap().url;
+    let url = store.presign_put("u1/records/r1/2", 1, "").unwrap().url;
     let token = url.rsplit('/').next().unwrap();
     assert!(matches!(
         store.verify_upload_token(token),
@@ -412,50 +432,68 @@ async fn local_upload_token_expires() {
     ));
 }
 
+fn grant(key: &str, bytes: &[u8]) -> UploadGrant {
+    UploadGrant {
+        key: key.to_owned(),
+        size: bytes.len() as u64,
+        sha256: sha256_hex(bytes),
+    }
+}
+
 #[tokio::test]
-async fn local_put_stream_stores_within_the_limit() {
+async fn local_put_upload_stores_exactly_the_announced_bytes_once() {
     let dir = TempDir::new();
     let local = local_store(&dir);
     let store = BlobStore::Local(local.clone());
-    let body = Chunks(vec![
-        Ok(Bytes::from_static(b"hello ")),
-        Ok(Bytes::new()),
-        Ok(Bytes::from_static(b"world")),
-    ]);
-    let stored = local.put_stream("u1/records/r1/1", body, 11).await.unwrap();
+    let key = "u1/records/r1/1";
+    let body = || {
+        Chunks(vec![
+            Ok(Bytes::from_static(b"hello ")),
+            Ok(Bytes::new()),
+            Ok(Bytes::from_static(b"world")),
+        ])
+    };
+    let stored = local
+        .put_upload(&grant(key, b"hello world"), body())
+        .await
+        .unwrap();
     assert_eq!(stored, 11);
     assert_eq!(
-        store.get("u1/records/r1/1").await.unwrap().as_deref(),
+        store.get(key).await.unwrap().as_deref(),
         Some(&b"hello world"[..])
     );
     assert_eq!(
-        store.digest("u1/records/r1/1").await.unwrap(),
+        store.digest(key).await.unwrap(),
         Some((11, sha256_hex(b"hello world")))
     );
     assert_eq!(
         std::fs::read_to_string(dir.0.join("blobs/u1/records/r1/.1.checksum")).unwrap(),
         sha256_hex(b"hello world")
     );
+    // The URL writes once: the same bytes again are refused and change nothing.
+    let again = local.put_upload(&grant(key, b"hello world"), body()).await;
+    assert!(matches!(again, Err(BlobError::AlreadyExists)), "{again:?}");
+    assert_eq!(
+        store.get(key).await.unwrap().as_deref(),
+        Some(&b"hello world"[..])
+    );
 }
 
 #[tokio::test]
-async fn local_put_stream_refuses_too_much_and_keeps_the_old_blob() {
+async fn local_put_upload_refuses_other_bytes_and_stores_nothing() {
     let dir = TempDir::new();
     let local = local_store(&dir);
     let store = BlobStore::Local(local.clone());
     let key = "u1/records/r1/1";
-    store
-        .put(key, Bytes::from_static(b"old"), &sha256_hex(b"old"))
-        .await
-        .unwrap();
     let files_before = files_under(&dir.0);
+    let announced = grant(key, b"1234567890");
 
     let too_big = Chunks(vec![
         Ok(Bytes::from_static(b"12345")),
         Ok(Bytes::from_static(b"67890")),
         Ok(Bytes::from_static(b"x")),
     ]);
-    let err = local.put_stream(key, too_big, 10).await.unwrap_err();
+    let err = local.put_upload(&announced, too_big).await.unwrap_err();
     let BlobError::Failed(cause) = &err else {
         panic!("expected Failed, got {err:?}");
     };
@@ -464,12 +502,19 @@ async fn local_put_stream_refuses_too_much_and_keeps_the_old_blob() {
         .expect("the cause says the body was too large");
     assert_eq!(too_large.max_bytes, 10);
 
+    let fewer = Chunks(vec![Ok(Bytes::from_static(b"12345"))]);
+    let err = local.put_upload(&announced, fewer).await.unwrap_err();
+    assert!(matches!(err, BlobError::NotAnnounced(_)), "{err:?}");
+    let other = Chunks(vec![Ok(Bytes::from_static(b"0987654321"))]);
+    let err = local.put_upload(&announced, other).await.unwrap_err();
+    assert!(matches!(err, BlobError::NotAnnounced(_)), "{err:?}");
+
     // A body that breaks off halfway (client disconnect) stores nothing either.
     let broken = Chunks(vec![
         Ok(Bytes::from_static(b"12345")),
         Err(std::io::Error::other("connection reset")),
     ]);
-    let err = local.put_stream(key, broken, 10).await.unwrap_err();
+    let err = local.put_upload(&announced, broken).await.unwrap_err();
     assert!(matches!(err, BlobError::Failed(_)), "{err:?}");
     assert_eq!(
         err.source().unwrap().to_string(),
@@ -477,15 +522,20 @@ async fn local_put_stream_refuses_too_much_and_keeps_the_old_blob() {
         "the body's error is the cause"
     );
 
-    assert_eq!(store.get(key).await.unwrap().as_deref(), Some(&b"old"[..]));
+    assert_eq!(store.get(key).await.unwrap(), None);
     assert_eq!(
         files_under(&dir.0),
         files_before,
         "no temp file is left behind"
     );
+    // After all that, the announced bytes still go in.
+    let right = Chunks(vec![Ok(Bytes::from_static(b"1234567890"))]);
+    assert_eq!(local.put_upload(&announced, right).await.unwrap(), 10);
     assert_failed(
-        local.put_stream("../escape", Chunks(Vec::new()), 10).await,
-        "put_stream ../escape",
+        local
+            .put_upload(&grant("../escape", b""), Chunks(Vec::new()))
+            .await,
+        "put_upload ../escape",
     );
 }
 
@@ -522,47 +572,85 @@ async fn s3_put_requests_server_side_encryption_and_keeps_the_checksum() {
 }
 
 #[tokio::test]
-async fn s3_presigned_put_accepts_a_plain_http_upload() {
+async fn s3_presigned_put_signs_length_checksum_and_write_once() {
+    use base64::Engine as _;
     let store = s3_store(&[("UPLOAD_URL_EXPIRE_MINUTES", "5")]).await;
     let key = "u1/records/r1/7";
+    let bytes = b"uploaded directly";
     let before = now_ms();
-    let upload = store.presign_put(key).await.unwrap();
+    let upload = store
+        .presign_put(key, bytes.len() as u64, &sha256_hex(bytes))
+        .await
+        .unwrap();
     assert_eq!(upload.method, "PUT");
     assert!((before + 300_000..=now_ms() + 300_000).contains(&upload.expires_at_ms));
-    assert!(
+    let header = |name: &str| {
         upload
             .headers
             .iter()
-            .any(|(name, value)| name == "x-amz-server-side-encryption" && value == "AES256"),
-        "the signed SSE header is handed to the client: {:?}",
-        upload.headers
+            .find(|(header, _)| header.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    };
+    assert_eq!(header("x-amz-server-side-encryption"), Some("AES256"));
+    assert_eq!(header("content-length"), Some("17"));
+    assert_eq!(header("if-none-match"), Some("*"));
+    let digest = Sha256::digest(bytes);
+    assert_eq!(
+        header("x-amz-checksum-sha256"),
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .encode(digest)
+                .as_str()
+        )
     );
+    // S3 checks what the URL signs (moto does not check signatures, so read them here): a
+    // body of another length or SHA-256, or a second write, is refused by S3 itself.
+    let signed = upload
+        .url
+        .split(['?', '&'])
+        .find_map(|part| part.strip_prefix("X-Amz-SignedHeaders="))
+        .expect("a presigned URL names its signed headers")
+        .replace("%3B", ";");
+    for name in [
+        "content-length",
+        "if-none-match",
+        "x-amz-checksum-sha256",
+        "host",
+    ] {
+        assert!(
+            signed.split(';').any(|h| h == name),
+            "{name} is not signed: {signed}"
+        );
+    }
     // Nothing is stored before the client uploads.
     assert_eq!(store.head(key).await.unwrap(), None);
 
     // Within the workspace reqwest has rustls without a bundled provider (see adiuva-llm).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
-    let mut request = client.put(&upload.url).body(&b"uploaded directly"[..]);
-    for (name, value) in &upload.headers {
-        request = request.header(name, value);
-    }
-    let response = request.send().await.unwrap();
+    let put = || {
+        let mut request = client.put(&upload.url).body(&bytes[..]);
+        for (name, value) in &upload.headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let response = put().await.unwrap();
     assert!(
         response.status().is_success(),
         "upload answered {}: {}",
         response.status(),
         response.text().await.unwrap_or_default()
     );
-
-    assert_eq!(
-        store.get(key).await.unwrap().as_deref(),
-        Some(&b"uploaded directly"[..])
-    );
+    assert_eq!(store.get(key).await.unwrap().as_deref(), Some(&bytes[..]));
+    // The commit's check is a HEAD: the SHA-256 S3 kept with the object.
     assert_eq!(
         store.digest(key).await.unwrap(),
-        Some((17, sha256_hex(b"uploaded directly")))
+        Some((17, sha256_hex(bytes)))
     );
+    // Write-once: the same URL again is refused.
+    let again = put().await.unwrap();
+    assert_eq!(again.status(), reqwest::StatusCode::PRECONDITION_FAILED);
 }
 
 #[tokio::test]
@@ -659,7 +747,10 @@ async fn fail_next_fails_exactly_the_next_call() {
         }),
         (Op::Presign, {
             faults.fail_next(Op::Presign);
-            store.presign_put("u1/b").await.map(|_| ())
+            store
+                .presign_put("u1/b", 1, &sha256_hex(b"b"))
+                .await
+                .map(|_| ())
         }),
     ] {
         assert!(

@@ -20,6 +20,8 @@ pub enum StorageError {
     UploadNotFound,
     #[error("this upload was committed by another request")]
     UploadCommitted,
+    #[error("{limit} uploads are open already: commit them or let them expire first")]
+    TooManyUploads { limit: i64 },
     /// `COMMIT` failed and may or may not have been applied.
     #[error("the database did not confirm the commit")]
     CommitUncertain(#[source] sqlx::Error),
@@ -60,7 +62,9 @@ impl DomainError for StorageError {
             Self::RecordNotFound | Self::BackupNotFound | Self::UploadNotFound => {
                 ErrorKind::NotFound
             }
-            Self::UploadIncomplete | Self::UploadCommitted => ErrorKind::Conflict,
+            Self::UploadIncomplete | Self::UploadCommitted | Self::TooManyUploads { .. } => {
+                ErrorKind::Conflict
+            }
             // The write may have happened: retrying later shows which.
             Self::CommitUncertain(_) => ErrorKind::Unavailable,
             Self::VersionConflict { .. } => ErrorKind::PreconditionFailed,
@@ -81,6 +85,7 @@ impl DomainError for StorageError {
             Self::RecordNotFound | Self::BackupNotFound | Self::UploadNotFound => "not_found",
             Self::UploadIncomplete => "upload_incomplete",
             Self::UploadCommitted => "upload_committed",
+            Self::TooManyUploads { .. } => "too_many_uploads",
             Self::UploadSize { .. } => "size_mismatch",
             Self::VersionConflict { .. } => "version_conflict",
             Self::TooLarge { .. } => "payload_too_large",

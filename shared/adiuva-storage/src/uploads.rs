@@ -17,6 +17,9 @@ use crate::{Storage, StorageError, backup_key, package_key, record_key};
 /// The largest blob one upload may carry: S3's limit for a single PUT.
 pub const MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
+/// Uploads a user may have started and neither committed nor let expire.
+pub const MAX_OPEN_UPLOADS: i64 = 20;
+
 /// The largest plugin package.
 pub const MAX_PACKAGE_BYTES: u64 = 20 * 1024 * 1024;
 
@@ -102,7 +105,8 @@ struct PendingUpload {
 }
 
 impl Storage {
-    /// Refuses early what the commit would refuse for quota, so no bytes travel in vain.
+    /// Refuses early what the commit would refuse for quota, so no bytes travel in vain: what
+    /// is stored, plus what the user's open uploads of the same kind announced, plus this.
     async fn quota_precheck(
         &self,
         user: &Caller,
@@ -111,9 +115,23 @@ impl Storage {
         size: u64,
     ) -> Result<(), StorageError> {
         let Some(limit) = limit else { return Ok(()) };
+        let purpose = match quota {
+            Quota::CloudStorage => "record",
+            Quota::Backup => "backup",
+        };
         let mut conn = self.inner.db.pool().acquire().await?;
         let used = u64::try_from(used_bytes(&mut conn, &user.id, quota).await?).unwrap_or(0);
-        if used.saturating_add(size) > limit {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM pending_uploads \
+             WHERE user_id = $1 AND purpose = $2 AND expires_at >= $3",
+        )
+        .bind(&user.id)
+        .bind(purpose)
+        .bind(now_ms())
+        .fetch_one(&mut *conn)
+        .await?;
+        let pending = u64::try_from(pending).unwrap_or(0);
+        if used.saturating_add(pending).saturating_add(size) > limit {
             return Err(AccessError::QuotaExceeded {
                 quota,
                 tier: user.tier,
@@ -151,6 +169,18 @@ impl Storage {
         };
         if size > limit {
             return Err(StorageError::TooLarge { limit });
+        }
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pending_uploads WHERE user_id = $1 AND expires_at >= $2",
+        )
+        .bind(&user.id)
+        .bind(now_ms())
+        .fetch_one(self.inner.db.pool())
+        .await?;
+        if open >= MAX_OPEN_UPLOADS {
+            return Err(StorageError::TooManyUploads {
+                limit: MAX_OPEN_UPLOADS,
+            });
         }
         let mut pending = PendingUpload {
             purpose: String::new(),
@@ -248,7 +278,11 @@ impl Storage {
             }
         }
 
-        let presigned = self.inner.blobs.presign_put(&pending.s3_key).await?;
+        let presigned = self
+            .inner
+            .blobs
+            .presign_put(&pending.s3_key, size, &pending.checksum)
+            .await?;
         let upload_id = new_id();
         sqlx::query(
             "INSERT INTO pending_uploads (id, user_id, purpose, target_id, table_name, expected_version, backup_version, \
