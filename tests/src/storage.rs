@@ -18,6 +18,7 @@ backend_tests!(
     large_blobs_take_the_upload_flow,
     uploads_are_verified_before_they_count,
     open_uploads_are_capped_and_count_against_the_quota,
+    large_blobs_are_read_through_a_redirect,
 );
 
 async fn records_round_trip_with_versions(backend: Backend) {
@@ -685,4 +686,64 @@ async fn open_uploads_are_capped_and_count_against_the_quota(backend: Backend) {
         "too_many_uploads",
     )
     .await;
+}
+
+/// Blobs over `INLINE_DOWNLOAD_BYTES` are answered with a 307 to a short-lived URL of their
+/// bytes, which a client that follows redirects (fetch, reqwest) reads as if they were inline.
+async fn large_blobs_are_read_through_a_redirect(backend: Backend) {
+    let app = crate::harness::spawn_app_with(backend, &[("INLINE_DOWNLOAD_BYTES", "1000")]).await;
+    let user = app.pro_user().await;
+    let token = &user.tokens.access_token;
+    let manual = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let big: Vec<u8> = (0..5000u32).map(|n| (n % 251) as u8).collect();
+    let small = app.record(token, "notes", b"small enough").await;
+    let large = app.record(token, "notes", &big).await;
+
+    let inline = app.get_record(token, &small).await;
+    assert_eq!(inline.status(), StatusCode::OK);
+    assert_eq!(inline.bytes().await.unwrap().as_ref(), b"small enough");
+
+    let redirect = manual
+        .get(app.url(&format!("/api/v1/storage/records/{large}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(redirect.headers()["x-checksum"], sha(&big).as_str());
+    assert_eq!(redirect.headers()["etag"], "\"1\"");
+    assert!(redirect.headers().contains_key("location"));
+    let followed = app.get_record(token, &large).await;
+    assert_eq!(followed.status(), StatusCode::OK);
+    assert_eq!(followed.bytes().await.unwrap().as_ref(), big.as_slice());
+
+    let stored = app.put_backup(token, &big, 1_700_000_000_000).await;
+    assert_eq!(stored.status(), StatusCode::CREATED);
+    let redirect = manual
+        .get(app.url("/api/v1/backup"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(redirect.headers()["x-backup-checksum"], sha(&big).as_str());
+    let followed = app.get_authed("/api/v1/backup", token).await;
+    assert_eq!(followed.status(), StatusCode::OK);
+    assert_eq!(followed.bytes().await.unwrap().as_ref(), big.as_slice());
+
+    // Not modified: answered from the metadata, the blob store never asked.
+    app.faults.fail_all(adiuva_blob::Op::Get);
+    app.faults.fail_all(adiuva_blob::Op::Presign);
+    let unchanged = app
+        .request(Method::GET, "/api/v1/backup")
+        .bearer_auth(token)
+        .header("if-modified-since", "Tue, 14 Nov 2023 22:13:20 GMT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+    app.faults.clear();
 }

@@ -104,13 +104,16 @@ async fn put_backup(
     Ok((StatusCode::CREATED, Json(Stored { ok: true, backup })))
 }
 
-/// Downloads the latest backup; `If-Modified-Since` answers 304 when it is not newer.
+/// Downloads the latest backup; `If-Modified-Since` answers 304 when it is not newer. A backup
+/// larger than a Lambda answer may carry is a 307 to a short-lived URL of its bytes (fetch
+/// follows it; the `X-Backup-*` headers are on the 307 and in the history).
 #[utoipa::path(get, path = "/api/v1/backup", tag = "backup", security(("bearer" = [])),
     params(("If-Modified-Since" = Option<String>, Header, description = "HTTP date")),
     responses(
         (status = 200, description = "The latest backup's bytes, metadata in X-Backup-* headers",
          content_type = "application/octet-stream", body = Vec<u8>),
         (status = 304, description = "Not modified since the given date"),
+        (status = 307, description = "A large backup: its bytes are at Location for five minutes"),
         (status = 404, description = "No backup yet", body = ErrorBody),
     ))]
 async fn latest_backup(
@@ -118,7 +121,7 @@ async fn latest_backup(
     CurrentUser(caller): CurrentUser,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (meta, bytes) = storage
+    let (meta, blob) = storage
         .latest_backup(&caller.id)
         .await?
         .ok_or_else(|| ApiError::not_found("no backup yet"))?;
@@ -139,18 +142,13 @@ async fn latest_backup(
                 .as_secs()
     });
     let last_modified = HeaderValue::from_str(&httpdate::fmt_http_date(made_at)).ok();
+    // The blob is touched only when its bytes are wanted.
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        bytes.into_response()
+        octets(storage.download(&blob).await?).into_response()
     };
     let out = response.headers_mut();
-    if !not_modified {
-        out.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-    }
     if let Some(value) = last_modified {
         out.insert(header::LAST_MODIFIED, value);
     }
@@ -192,4 +190,11 @@ async fn delete_backup(
 ) -> Result<Json<Deleted>> {
     storage.delete_backup(&caller.id, &backup_id).await?;
     Ok(Json(Deleted { ok: true }))
+}
+
+fn octets(download: adiuva_storage::Download) -> adiuva_http::Octets {
+    match download {
+        adiuva_storage::Download::Inline(bytes) => adiuva_http::Octets::Bytes(bytes),
+        adiuva_storage::Download::Url(url) => adiuva_http::Octets::At(url.url),
+    }
 }

@@ -131,11 +131,14 @@ async fn list_records(
     ))
 }
 
-/// Downloads a record's encrypted bytes, with `X-Checksum` and the version as `ETag`.
+/// Downloads a record's encrypted bytes, with `X-Checksum` and the version as `ETag`. A record
+/// larger than a Lambda answer may carry is a 307 to a short-lived URL of its bytes (fetch
+/// follows it).
 #[utoipa::path(get, path = "/api/v1/storage/records/{id}", tag = "storage", security(("bearer" = [])),
     params(("id" = String, Path, description = "Record id")),
     responses(
         (status = 200, description = "The encrypted blob", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 307, description = "A large blob: its bytes are at Location for five minutes"),
         (status = 404, description = "No such record of yours", body = ErrorBody),
     ))]
 async fn download_record(
@@ -143,13 +146,9 @@ async fn download_record(
     CurrentUser(caller): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let (meta, bytes) = storage.read_record(&caller.id, &id).await?;
-    let mut response = bytes.into_response();
+    let (meta, blob) = storage.record_blob(&caller.id, &id).await?;
+    let mut response = octets(storage.download(&blob).await?).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
     headers.insert("x-checksum", header_value(&meta.checksum));
     headers.insert(header::ETAG, header_value(&format!("\"{}\"", meta.version)));
     Ok(response)
@@ -338,4 +337,11 @@ async fn receive_local_upload(
             other => ApiError::internal(other),
         })?;
     Ok(StatusCode::OK)
+}
+
+fn octets(download: adiuva_storage::Download) -> adiuva_http::Octets {
+    match download {
+        adiuva_storage::Download::Inline(bytes) => adiuva_http::Octets::Bytes(bytes),
+        adiuva_storage::Download::Url(url) => adiuva_http::Octets::At(url.url),
+    }
 }

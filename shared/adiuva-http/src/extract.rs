@@ -121,3 +121,35 @@ where
             })
     }
 }
+
+/// An `application/octet-stream` answer: the bytes themselves, or a `307 Temporary Redirect`
+/// to where they are (a blob too large for a Lambda answer; `fetch` follows it).
+#[derive(Debug, Clone)]
+pub enum Octets {
+    Bytes(axum::body::Bytes),
+    At(String),
+}
+
+impl axum::response::IntoResponse for Octets {
+    fn into_response(self) -> axum::response::Response {
+        use axum::http::{HeaderValue, StatusCode, header};
+        match self {
+            Self::Bytes(bytes) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                )],
+                bytes,
+            )
+                .into_response(),
+            Self::At(url) => match HeaderValue::from_str(&url) {
+                Ok(location) => (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(header::LOCATION, location)],
+                )
+                    .into_response(),
+                Err(err) => crate::ApiError::internal(err).into_response(),
+            },
+        }
+    }
+}

@@ -18,6 +18,6 @@ pub use app::api_doc;
 pub use axum::http::StatusCode;
 pub use base64::Base64;
 pub use error::{ApiError, ErrorBody, Result};
-pub use extract::{Json, Path, Query, RawBody};
+pub use extract::{Json, Octets, Path, Query, RawBody};
 pub use function::{Function, HttpSettings, Stages};
 pub use request_id::{ClientAddr, RequestId, current_request_id};

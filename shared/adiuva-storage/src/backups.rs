@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::records::{commit, forget_upload};
-use crate::{Storage, StorageError, backup_key};
+use crate::{BlobRef, Storage, StorageError, backup_key};
 
 /// The reference's `BackupMetadata`, plus the `id` that delete takes and the stored size.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -151,11 +151,12 @@ impl Storage {
         Ok(meta)
     }
 
-    /// The newest backup (by the client's timestamp) and its bytes, if any.
+    /// The newest backup (by the client's timestamp) and its blob, which
+    /// [`Storage::download`] reads; `None` without any.
     pub async fn latest_backup(
         &self,
         user_id: &str,
-    ) -> Result<Option<(BackupMeta, Bytes)>, StorageError> {
+    ) -> Result<Option<(BackupMeta, BlobRef)>, StorageError> {
         let latest: Option<StoredBackup> = sqlx::query_as(concat!(
             "SELECT ",
             backup_columns!(),
@@ -164,16 +165,13 @@ impl Storage {
         .bind(user_id)
         .fetch_optional(self.inner.db.pool())
         .await?;
-        let Some(StoredBackup { meta, s3_key: key }) = latest else {
-            return Ok(None);
-        };
-        let bytes = self
-            .inner
-            .blobs
-            .get(&key)
-            .await?
-            .ok_or(StorageError::BlobMissing { key })?;
-        Ok(Some((meta, bytes)))
+        Ok(latest.map(|StoredBackup { meta, s3_key }| {
+            let blob = BlobRef {
+                key: s3_key,
+                size: meta.size_bytes,
+            };
+            (meta, blob)
+        }))
     }
 
     /// Every backup of the user, newest first, without bytes.

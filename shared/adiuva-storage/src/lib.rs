@@ -39,14 +39,38 @@ struct Inner {
     blobs: BlobStore,
     quota_unit_bytes: u64,
     orphan_grace_ms: i64,
+    inline_download_bytes: u64,
 }
 
-/// `QUOTA_UNIT_BYTES` (one "GB" of the tier matrix; tests shrink it) and
-/// `ORPHAN_GRACE_MINUTES` (how old an unreferenced blob must be before the janitor removes it).
+/// How long the URL of a large blob's download works.
+const DOWNLOAD_URL_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A stored blob, before its bytes are read: the key and size are known from its row.
+#[derive(Debug, Clone)]
+pub struct BlobRef {
+    key: String,
+    size: i64,
+}
+
+/// How a blob reaches its reader.
+#[derive(Debug, Clone)]
+pub enum Download {
+    /// Small enough for the answer itself.
+    Inline(bytes::Bytes),
+    /// Too large for a Lambda answer: a short-lived URL to read it from (a presigned S3 GET,
+    /// or the local server's signed URL).
+    Url(adiuva_blob::PresignedDownload),
+}
+
+/// `QUOTA_UNIT_BYTES` (one "GB" of the tier matrix; tests shrink it), `ORPHAN_GRACE_MINUTES`
+/// (how old an unreferenced blob must be before the janitor removes it) and
+/// `INLINE_DOWNLOAD_BYTES` (larger blobs are read through a URL: a Lambda answer holds at most
+/// 6 MB, about 4.4 MB of bytes once base64-encoded; default 4 MiB).
 #[derive(Debug, Clone)]
 pub struct StorageSettings {
     pub quota_unit_bytes: u64,
     pub orphan_grace_minutes: u64,
+    pub inline_download_bytes: u64,
 }
 
 impl StorageSettings {
@@ -57,6 +81,11 @@ impl StorageSettings {
                 "ORPHAN_GRACE_MINUTES",
                 60,
                 0..=60 * 24 * 365,
+            )?,
+            inline_download_bytes: source.number_in(
+                "INLINE_DOWNLOAD_BYTES",
+                4 << 20,
+                0..=4_400_000,
             )?,
         })
     }
@@ -80,6 +109,7 @@ impl Storage {
                 blobs,
                 quota_unit_bytes: settings.quota_unit_bytes,
                 orphan_grace_ms: grace_ms,
+                inline_download_bytes: settings.inline_download_bytes,
             }),
         }
     }
@@ -90,6 +120,28 @@ impl Storage {
 
     pub fn blobs(&self) -> &BlobStore {
         &self.inner.blobs
+    }
+
+    /// A blob for its reader: its bytes, or a URL to read it from when it is larger than a
+    /// Lambda answer may be.
+    pub async fn download(&self, blob: &BlobRef) -> Result<Download, StorageError> {
+        if u64::try_from(blob.size).unwrap_or(0) > self.inner.inline_download_bytes {
+            let url = self
+                .inner
+                .blobs
+                .presign_get(&blob.key, DOWNLOAD_URL_TTL)
+                .await?;
+            return Ok(Download::Url(url));
+        }
+        let bytes =
+            self.inner
+                .blobs
+                .get(&blob.key)
+                .await?
+                .ok_or_else(|| StorageError::BlobMissing {
+                    key: blob.key.clone(),
+                })?;
+        Ok(Download::Inline(bytes))
     }
 
     /// Deletes every blob of a user (account deletion). Rows are already gone with the user.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use sqlx::AnyConnection;
 
-use crate::{Storage, StorageError, record_key};
+use crate::{BlobRef, Storage, StorageError, record_key};
 
 /// Record metadata: what list returns, never the blob.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -190,20 +190,18 @@ impl Storage {
         Ok((meta, s3_key))
     }
 
-    /// The record's metadata and its encrypted bytes.
-    pub async fn read_record(
+    /// The record's metadata and its blob, which [`Storage::download`] reads.
+    pub async fn record_blob(
         &self,
         user_id: &str,
         record_id: &str,
-    ) -> Result<(RecordMeta, Bytes), StorageError> {
+    ) -> Result<(RecordMeta, BlobRef), StorageError> {
         let (meta, key) = self.record_meta(user_id, record_id).await?;
-        let bytes = self
-            .inner
-            .blobs
-            .get(&key)
-            .await?
-            .ok_or(StorageError::BlobMissing { key })?;
-        Ok((meta, bytes))
+        let blob = BlobRef {
+            key,
+            size: meta.size_bytes,
+        };
+        Ok((meta, blob))
     }
 
     /// Replaces a record's blob. With `if_match`, a record that moved on is `VersionConflict`.
