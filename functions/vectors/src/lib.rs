@@ -3,51 +3,47 @@
 //! vector (which may be secretly rotated: cosine similarity survives) or, for compatibility with
 //! the reference, a 32-dim vector derived from the SHA-256 of the blob. Search only ever
 //! sees the caller's points.
+//!
+//! The handlers translate JSON to and from `adiuva-vector-space`, which checks the requests,
+//! keeps each user's vector size and quotas in the database, and writes the vector store.
 
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{ApiError, Base64, ErrorBody, Function, Json, Result, api_doc};
+use adiuva_http::{Base64, ErrorBody, Function, Json, Result, api_doc};
 use adiuva_pipeline::CurrentUser;
-use adiuva_vectors::{SearchHit, VectorPoint, VectorStore, derived_vector};
+use adiuva_vector_space::{NewPoint, SearchHit, VectorSpaces};
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// Points in one upsert.
-pub const MAX_POINTS_PER_REQUEST: usize = 500;
-/// Ids in one delete.
-pub const MAX_IDS_PER_REQUEST: usize = 1000;
-/// Encrypted bytes of one point.
-pub const MAX_BLOB_BYTES: usize = 256 * 1024;
-/// Dimensions of a client vector.
-pub const MAX_VECTOR_DIMENSIONS: usize = 4096;
-pub const MAX_TOP_K: usize = 100;
-const MAX_ID_LEN: usize = 256;
-
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
-    let vectors: VectorStore = context.get()?;
+    let spaces: VectorSpaces = context.get()?;
     let routes = OpenApiRouter::with_openapi(api_doc())
         .routes(routes!(upsert))
         .routes(routes!(search))
         .routes(routes!(delete))
-        .with_state(vectors);
+        .with_state(spaces);
     adiuva_pipeline::authenticated(routes, context)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct VectorItem {
-    /// The client's id of the point, unique per user.
+    /// The client's id of the point, unique per user, 1 to 256 bytes.
     pub id: String,
-    /// Encrypted vector metadata, standard base64; returned verbatim by search.
+    /// Encrypted vector metadata, standard base64, at most 256 KiB decoded; returned verbatim
+    /// by search. Its decoded size counts against the tier's vector quota.
     pub blob: Base64,
     /// Lowercase hex SHA-256 of the decoded blob.
     pub checksum: String,
-    /// Optional client-computed vector; without it the reference's 32-dim SHA-256 vector is used.
+    /// Optional client-computed vector of 32, 256, 384, 512, 768, 1024, 1536 or 3072
+    /// dimensions; without it the reference's 32-dim SHA-256 vector is used. Every vector of
+    /// an account has the size of its first.
     pub vector: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct VectorUpsertRequest {
+    /// 1 to 500 points.
     pub vectors: Vec<VectorItem>,
 }
 
@@ -63,6 +59,7 @@ pub struct VectorSearchRequest {
     /// 1 to 100, default 10.
     #[serde(default = "default_top_k")]
     pub top_k: usize,
+    /// Of the size of the account's vectors.
     pub vector: Option<Vec<f32>>,
 }
 
@@ -84,6 +81,7 @@ pub struct VectorSearchResponse {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct VectorDeleteRequest {
+    /// At most 1000 ids.
     pub ids: Vec<String>,
 }
 
@@ -92,72 +90,33 @@ pub struct Deleted {
     pub ok: bool,
 }
 
-fn invalid(detail: String) -> ApiError {
-    ApiError::unprocessable("validation_error", detail)
-}
-
-fn check_vector(vector: &[f32], what: &str) -> Result<()> {
-    if vector.is_empty() || vector.len() > MAX_VECTOR_DIMENSIONS {
-        return Err(invalid(format!(
-            "{what} must have 1 to {MAX_VECTOR_DIMENSIONS} dimensions"
-        )));
-    }
-    Ok(())
-}
-
 /// Verifies checksums and stores the points (insert or replace by id).
 #[utoipa::path(post, path = "/api/v1/storage/vectors/upsert", tag = "vectors", security(("bearer" = [])),
     request_body = VectorUpsertRequest,
     responses(
         (status = 200, description = "Stored", body = Upserted),
         (status = 400, description = "A checksum does not match its blob", body = ErrorBody),
-        (status = 422, description = "Invalid id, size, vector or dimension mismatch", body = ErrorBody),
-        (status = 503, description = "The vector store is unavailable", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token, or the account was deleted", body = ErrorBody),
+        (status = 402, description = "Over the tier's vector quota (points or blob bytes); nothing was stored", body = ErrorBody),
+        (status = 422, description = "Invalid id, size, checksum or vector; an unsupported vector size, or not the size of the account's vectors", body = ErrorBody),
+        (status = 503, description = "The vector store or the database is unavailable", body = ErrorBody),
     ))]
 async fn upsert(
-    State(vectors): State<VectorStore>,
+    State(spaces): State<VectorSpaces>,
     CurrentUser(caller): CurrentUser,
     Json(request): Json<VectorUpsertRequest>,
 ) -> Result<Json<Upserted>> {
-    if request.vectors.is_empty() || request.vectors.len() > MAX_POINTS_PER_REQUEST {
-        return Err(invalid(format!(
-            "send 1 to {MAX_POINTS_PER_REQUEST} vectors per request"
-        )));
-    }
-    let mut points = Vec::with_capacity(request.vectors.len());
-    for (index, item) in request.vectors.into_iter().enumerate() {
-        if item.id.is_empty() || item.id.len() > MAX_ID_LEN {
-            return Err(invalid(format!(
-                "vectors[{index}].id must be 1 to {MAX_ID_LEN} bytes"
-            )));
-        }
-        if item.blob.0.len() > MAX_BLOB_BYTES {
-            return Err(invalid(format!(
-                "vectors[{index}].blob is larger than {MAX_BLOB_BYTES} bytes"
-            )));
-        }
-        adiuva_checksum::verify(&item.blob.0, &item.checksum).map_err(|err| match err {
-            adiuva_checksum::ChecksumError::Malformed => {
-                ApiError::unprocessable("invalid_checksum", format!("vectors[{index}]: {err}"))
-            }
-            adiuva_checksum::ChecksumError::Mismatch => {
-                ApiError::bad_request("checksum_mismatch", format!("vectors[{index}]: {err}"))
-            }
-        })?;
-        let vector = match item.vector {
-            Some(vector) => {
-                check_vector(&vector, &format!("vectors[{index}].vector"))?;
-                vector
-            }
-            None => derived_vector(&item.blob.0),
-        };
-        points.push(VectorPoint {
+    let points = request
+        .vectors
+        .into_iter()
+        .map(|item| NewPoint {
             id: item.id,
-            vector,
             blob: item.blob.0,
-        });
-    }
-    let upserted = vectors.upsert(&caller.id, points).await?;
+            checksum: item.checksum,
+            vector: item.vector,
+        })
+        .collect();
+    let upserted = spaces.upsert(&caller, points).await?;
     Ok(Json(Upserted { upserted }))
 }
 
@@ -165,25 +124,24 @@ async fn upsert(
 #[utoipa::path(post, path = "/api/v1/storage/vectors/search", tag = "vectors", security(("bearer" = [])),
     request_body = VectorSearchRequest,
     responses(
-        (status = 200, description = "Results, best first", body = VectorSearchResponse),
-        (status = 422, description = "Invalid top_k or vector", body = ErrorBody),
+        (status = 200, description = "Results, best first; none for an account without vectors", body = VectorSearchResponse),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 422, description = "Invalid top_k or vector; an unsupported vector size, or not the size of the account's vectors", body = ErrorBody),
+        (status = 503, description = "The vector store or the database is unavailable", body = ErrorBody),
     ))]
 async fn search(
-    State(vectors): State<VectorStore>,
+    State(spaces): State<VectorSpaces>,
     CurrentUser(caller): CurrentUser,
     Json(request): Json<VectorSearchRequest>,
 ) -> Result<Json<VectorSearchResponse>> {
-    if request.top_k == 0 || request.top_k > MAX_TOP_K {
-        return Err(invalid(format!("top_k must be 1 to {MAX_TOP_K}")));
-    }
-    let query = match request.vector {
-        Some(vector) => {
-            check_vector(&vector, "vector")?;
-            vector
-        }
-        None => derived_vector(&request.query_blob.0),
-    };
-    let hits = vectors.search(&caller.id, &query, request.top_k).await?;
+    let hits = spaces
+        .search(
+            &caller.id,
+            &request.query_blob.0,
+            request.vector,
+            request.top_k,
+        )
+        .await?;
     let results = hits
         .into_iter()
         .map(|SearchHit { id, score, blob }| VectorSearchResult {
@@ -195,23 +153,21 @@ async fn search(
     Ok(Json(VectorSearchResponse { results }))
 }
 
-/// Deletes the caller's points with these ids; other ids are ignored.
+/// Deletes the caller's points with these ids; other ids are ignored. Deleting the last point
+/// frees the account's vector size.
 #[utoipa::path(delete, path = "/api/v1/storage/vectors", tag = "vectors", security(("bearer" = [])),
     request_body = VectorDeleteRequest,
     responses(
         (status = 200, description = "Deleted", body = Deleted),
+        (status = 401, description = "Missing or invalid token, or the account was deleted", body = ErrorBody),
         (status = 422, description = "Too many ids", body = ErrorBody),
+        (status = 503, description = "The vector store or the database is unavailable", body = ErrorBody),
     ))]
 async fn delete(
-    State(vectors): State<VectorStore>,
+    State(spaces): State<VectorSpaces>,
     CurrentUser(caller): CurrentUser,
     Json(request): Json<VectorDeleteRequest>,
 ) -> Result<Json<Deleted>> {
-    if request.ids.len() > MAX_IDS_PER_REQUEST {
-        return Err(invalid(format!(
-            "send at most {MAX_IDS_PER_REQUEST} ids per request"
-        )));
-    }
-    vectors.delete(&caller.id, &request.ids).await?;
+    spaces.delete(&caller.id, &request.ids).await?;
     Ok(Json(Deleted { ok: true }))
 }

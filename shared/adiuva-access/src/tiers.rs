@@ -62,11 +62,20 @@ pub struct TierLimits {
     pub cloud_storage_gb: Limit,
     pub backup_gb: Limit,
     pub providers: Limit,
+    /// Points in the vector store (each an encrypted blob with its vector). Not in the
+    /// reference's matrix: ours, so that one account cannot fill the shared vector store.
+    pub vector_points: Limit,
+    /// Bytes of the encrypted blobs of those points (vectors and ids not counted). Exact bytes,
+    /// not quota units: the allowances are far below a "GB" of the other quotas.
+    pub vector_bytes: Limit,
     pub batch_builder: bool,
     pub plugin_marketplace: bool,
     pub sso: bool,
     pub requests_per_minute: u32,
 }
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
 
 const FREE: TierLimits = TierLimits {
     agents: Limit::Max(3),
@@ -74,6 +83,8 @@ const FREE: TierLimits = TierLimits {
     cloud_storage_gb: Limit::Max(0),
     backup_gb: Limit::Max(0),
     providers: Limit::Max(1),
+    vector_points: Limit::Max(1_000),
+    vector_bytes: Limit::Max(10 * MIB),
     batch_builder: false,
     plugin_marketplace: false,
     sso: false,
@@ -85,6 +96,8 @@ const PRO: TierLimits = TierLimits {
     cloud_storage_gb: Limit::Max(5),
     backup_gb: Limit::Max(5),
     providers: Limit::Unlimited,
+    vector_points: Limit::Max(100_000),
+    vector_bytes: Limit::Max(GIB),
     batch_builder: false,
     plugin_marketplace: false,
     sso: false,
@@ -96,6 +109,8 @@ const POWER: TierLimits = TierLimits {
     cloud_storage_gb: Limit::Max(25),
     backup_gb: Limit::Max(25),
     providers: Limit::Unlimited,
+    vector_points: Limit::Max(1_000_000),
+    vector_bytes: Limit::Max(10 * GIB),
     batch_builder: true,
     plugin_marketplace: true,
     sso: false,
@@ -107,6 +122,8 @@ const TEAM: TierLimits = TierLimits {
     cloud_storage_gb: Limit::Unlimited,
     backup_gb: Limit::Unlimited,
     providers: Limit::Unlimited,
+    vector_points: Limit::Unlimited,
+    vector_bytes: Limit::Unlimited,
     batch_builder: true,
     plugin_marketplace: true,
     sso: true,
@@ -243,6 +260,30 @@ mod tests {
             .map(|t| t.limits().requests_per_minute)
             .collect();
         assert_eq!(rates, [20, 60, 120, 200]);
+    }
+
+    #[test]
+    fn vector_allowances_grow_with_the_tier() {
+        let points: Vec<Limit> = Tier::ALL.iter().map(|t| t.limits().vector_points).collect();
+        assert_eq!(
+            points,
+            [
+                Limit::Max(1_000),
+                Limit::Max(100_000),
+                Limit::Max(1_000_000),
+                Limit::Unlimited
+            ]
+        );
+        let bytes: Vec<Limit> = Tier::ALL.iter().map(|t| t.limits().vector_bytes).collect();
+        assert_eq!(
+            bytes,
+            [
+                Limit::Max(10 << 20),
+                Limit::Max(1 << 30),
+                Limit::Max(10 << 30),
+                Limit::Unlimited
+            ]
+        );
     }
 
     #[test]

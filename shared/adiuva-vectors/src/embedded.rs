@@ -6,6 +6,10 @@
 //! fsync, rename), after every change. That is linear in the user's data per write, which is fine
 //! for the thousands of points a desktop user has. One process owns a directory: two processes
 //! writing the same directory would overwrite each other's changes.
+//!
+//! A user's file holds vectors of one size, so a point of another size is DimensionMismatch.
+//! The API never asks for one (`adiuva-vector-space` keeps each user's size), so this is a
+//! second line of defence, not the rule.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -163,10 +167,19 @@ impl EmbeddedStore {
             .map_or(Ok(Vec::new()), |user| user.search(query, top_k))
     }
 
-    pub(crate) async fn delete(&self, user_id: &str, ids: &[String]) -> Result<usize, VectorError> {
+    /// Deletes among the user's points of this size: none when their points have another.
+    pub(crate) async fn delete(
+        &self,
+        user_id: &str,
+        dimensions: usize,
+        ids: &[String],
+    ) -> Result<usize, VectorError> {
         let slot = self.slot(user_id);
         let mut guard = slot.write().await;
         let user = self.loaded(user_id, &mut guard).await?;
+        if user.dimensions() != Some(dimensions) {
+            return Ok(0);
+        }
         let removed: Vec<(String, Stored)> = ids
             .iter()
             .filter_map(|id| user.points.remove_entry(id))

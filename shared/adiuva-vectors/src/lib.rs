@@ -7,9 +7,18 @@
 //! - [`EmbeddedStore`] (the local default): exact brute-force search in process, one file per
 //!   user under `data_dir/vectors/`.
 //!
+//! Only the sizes in [`DIMENSIONS`] are stored: every vector of another size is refused before a
+//! backend sees it, so Qdrant never holds more than eight collections, and removing a user
+//! ([`VectorStore::delete_user`]) visits at most those eight.
+//!
 //! Both see the same validated input: [`VectorStore`] checks dimensions and finiteness,
 //! de-duplicates ids and L2-normalises every vector before a backend sees it, so the two backends
-//! score the same way (cosine similarity of unit vectors) and reject the same requests.
+//! score the same way (cosine similarity of unit vectors) and reject the same malformed requests.
+//! (A second size for one user is the exception: see [`VectorStore::upsert`].)
+//!
+//! This crate is an adapter and knows no database: which size a user's vectors have, how many
+//! points they hold and what their tier allows is kept by the caller (`adiuva-vector-space`),
+//! which asks for one size per user. Search and delete name the size they look at.
 //!
 //! The blobs are end-to-end encrypted by the client; this crate stores and returns them verbatim
 //! and never logs them.
@@ -34,9 +43,25 @@ pub use qdrant::QdrantStore;
 /// Dimension of [`derived_vector`], the reference deployment's vectors.
 pub const DERIVED_DIMENSIONS: usize = 32;
 
-/// Largest vector accepted. Qdrant refuses larger collections, and the embedded store keeps
-/// the same limit so that both backends accept the same requests.
-pub const MAX_DIMENSIONS: usize = 65_536;
+/// The vector sizes accepted, smallest first: the reference's [`DERIVED_DIMENSIONS`] and the
+/// common embedding sizes (MiniLM 384, BERT 768, OpenAI's 1536 and 3072, ...). Each has one
+/// Qdrant collection at most; a fixed set keeps one account from making the store create (and
+/// every purge walk) a collection per size.
+pub const DIMENSIONS: [usize; 8] = [DERIVED_DIMENSIONS, 256, 384, 512, 768, 1024, 1536, 3072];
+
+/// Whether vectors of this size are accepted (one of [`DIMENSIONS`]).
+pub fn is_supported_dimension(dimensions: usize) -> bool {
+    DIMENSIONS.contains(&dimensions)
+}
+
+/// [`DIMENSIONS`] as text for messages: `32, 256, 384, 512, 768, 1024, 1536, 3072`.
+pub fn supported_dimensions_text() -> String {
+    DIMENSIONS
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The reference's vector: SHA-256 of the bytes, 32 bytes mapped to floats in [-1, 1]
 /// ((b as f32 / 127.5) - 1.0), then L2-normalised. Deterministic.
@@ -97,12 +122,16 @@ impl fmt::Debug for SearchHit {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VectorError {
-    /// The user's vectors have another dimension (the first upsert fixes it per user); the API
-    /// answers 422.
+    /// The vectors of one call differ in size, or (embedded store, whose file holds one size
+    /// per user; and `adiuva-vector-space`, which keeps each user's size) the user's vectors
+    /// have another size; the API answers 422.
     #[error("vector has {got} dimensions, but this account's vectors have {expected}")]
     DimensionMismatch { expected: usize, got: usize },
-    /// A vector with no dimensions, or more than [`MAX_DIMENSIONS`]; the API answers 422.
-    #[error("vector has {got} dimensions; between 1 and {MAX_DIMENSIONS} are accepted")]
+    /// A vector whose size is not one of [`DIMENSIONS`]; the API answers 422.
+    #[error(
+        "vector has {got} dimensions; accepted sizes are {}",
+        supported_dimensions_text()
+    )]
     InvalidDimensions { got: usize },
     /// NaN or an infinity; the API answers 422.
     #[error("vector contains a value that is not a finite number")]
@@ -200,9 +229,13 @@ impl VectorStore {
         }
     }
 
-    /// Inserts or replaces the user's points (by id). All points of one call must have the same
-    /// dimension as each other and as the user's existing points, else DimensionMismatch and
-    /// nothing is written. Cosine similarity.
+    /// Inserts or replaces the user's points (by id) in the space of their size. All points of
+    /// one call must have the same size, one of [`DIMENSIONS`], else nothing is written. Cosine
+    /// similarity.
+    ///
+    /// The caller keeps one size per user: Qdrant writes to the collection of this size without
+    /// looking at the others; the embedded store, whose file holds one size per user, refuses
+    /// another with DimensionMismatch.
     ///
     /// When one call repeats an id, the last point with that id wins. Returns the number of
     /// distinct ids written.
@@ -220,9 +253,10 @@ impl VectorStore {
         }
     }
 
-    /// The user's top_k nearest points by cosine similarity, best first. Only ever the caller's
-    /// points. A query of the wrong dimension is DimensionMismatch; a user with no points gets an
-    /// empty list.
+    /// The user's top_k nearest points of the query's size by cosine similarity, best first.
+    /// Only ever the caller's points, and only the one collection of that size. A user with no
+    /// points of that size gets an empty list from Qdrant; the embedded store answers
+    /// DimensionMismatch when the user's points have another size.
     pub async fn search(
         &self,
         user_id: &str,
@@ -240,21 +274,31 @@ impl VectorStore {
         }
     }
 
-    /// Deletes these ids of this user; ids that do not exist or belong to someone else are
-    /// ignored. Returns how many were deleted if the backend knows (embedded), else the number
-    /// of distinct ids requested (Qdrant does not report it).
-    pub async fn delete(&self, user_id: &str, ids: &[String]) -> Result<usize, VectorError> {
+    /// Deletes these ids of this user among their points of this size (one Qdrant collection);
+    /// ids that do not exist or belong to someone else are ignored. Returns how many were
+    /// deleted if the backend knows (embedded), else the number of distinct ids requested
+    /// (Qdrant does not report it).
+    pub async fn delete(
+        &self,
+        user_id: &str,
+        dimensions: usize,
+        ids: &[String],
+    ) -> Result<usize, VectorError> {
+        if !is_supported_dimension(dimensions) {
+            return Err(VectorError::InvalidDimensions { got: dimensions });
+        }
         let ids = distinct(ids);
         if ids.is_empty() {
             return Ok(0);
         }
         match self {
-            Self::Qdrant(store) => store.delete(user_id, &ids).await,
-            Self::Embedded(store) => store.delete(user_id, &ids).await,
+            Self::Qdrant(store) => store.delete(user_id, dimensions, &ids).await,
+            Self::Embedded(store) => store.delete(user_id, dimensions, &ids).await,
         }
     }
 
-    /// Deletes every point of the user (account deletion).
+    /// Deletes every point of the user, of every size (account deletion). Needs no record of
+    /// the user's size: on Qdrant it visits the collection of each of the [`DIMENSIONS`].
     pub async fn delete_user(&self, user_id: &str) -> Result<(), VectorError> {
         match self {
             Self::Qdrant(store) => store.delete_user(user_id).await,
@@ -304,7 +348,7 @@ impl Batch {
 }
 
 fn check_vector(vector: &[f32]) -> Result<(), VectorError> {
-    if vector.is_empty() || vector.len() > MAX_DIMENSIONS {
+    if !is_supported_dimension(vector.len()) {
         return Err(VectorError::InvalidDimensions { got: vector.len() });
     }
     if !vector.iter().all(|x| x.is_finite()) {
@@ -371,12 +415,42 @@ impl ContextError {
 mod tests {
     use super::*;
 
-    fn point(id: &str, vector: &[f32]) -> VectorPoint {
+    /// `values`, then zeros up to `dimensions`.
+    fn padded(values: &[f32], dimensions: usize) -> Vec<f32> {
+        let mut vector = values.to_vec();
+        vector.resize(dimensions, 0.0);
+        vector
+    }
+
+    fn point_of(id: &str, vector: Vec<f32>) -> VectorPoint {
         VectorPoint {
             id: id.to_owned(),
-            vector: vector.to_vec(),
+            vector,
             blob: id.as_bytes().to_vec(),
         }
+    }
+
+    /// A point of 32 dimensions whose first values are `values`.
+    fn point(id: &str, values: &[f32]) -> VectorPoint {
+        point_of(id, padded(values, DERIVED_DIMENSIONS))
+    }
+
+    #[test]
+    fn only_the_fixed_sizes_are_supported() {
+        assert_eq!(DIMENSIONS.len(), 8, "purges visit every size");
+        assert!(DIMENSIONS.windows(2).all(|w| w[0] < w[1]));
+        assert!(is_supported_dimension(DERIVED_DIMENSIONS));
+        for size in [256, 384, 512, 768, 1024, 1536, 3072] {
+            assert!(is_supported_dimension(size), "{size}");
+        }
+        for size in [0, 1, 3, 31, 33, 100, 4096, 65_536] {
+            assert!(!is_supported_dimension(size), "{size}");
+        }
+        let message = VectorError::InvalidDimensions { got: 3 }.to_string();
+        assert_eq!(
+            message,
+            "vector has 3 dimensions; accepted sizes are 32, 256, 384, 512, 768, 1024, 1536, 3072"
+        );
     }
 
     #[test]
@@ -407,14 +481,17 @@ mod tests {
 
     #[test]
     fn batch_rejects_mixed_dimensions_empty_and_non_finite_vectors() {
-        let err = Batch::prepare(vec![point("a", &[1.0, 0.0]), point("b", &[1.0, 0.0, 0.0])])
-            .unwrap_err();
+        let err = Batch::prepare(vec![
+            point("a", &[1.0, 0.0]),
+            point_of("b", padded(&[1.0], 256)),
+        ])
+        .unwrap_err();
         assert!(
             matches!(
                 err,
                 VectorError::DimensionMismatch {
-                    expected: 2,
-                    got: 3
+                    expected: 32,
+                    got: 256
                 }
             ),
             "{err:?}"
@@ -423,13 +500,18 @@ mod tests {
             let err = Batch::prepare(vec![point("a", &[1.0, bad])]).unwrap_err();
             assert!(matches!(err, VectorError::NotFinite), "{err:?}");
         }
-        let err = Batch::prepare(vec![point("a", &[])]).unwrap_err();
+        let err = Batch::prepare(vec![point_of("a", Vec::new())]).unwrap_err();
         assert!(
             matches!(err, VectorError::InvalidDimensions { got: 0 }),
             "{err:?}"
         );
-        let err = Batch::prepare(vec![point("a", &vec![1.0; MAX_DIMENSIONS + 1])]).unwrap_err();
-        assert!(matches!(err, VectorError::InvalidDimensions { .. }));
+        for size in [3, 33, 4096] {
+            let err = Batch::prepare(vec![point_of("a", vec![1.0; size])]).unwrap_err();
+            assert!(
+                matches!(err, VectorError::InvalidDimensions { got } if got == size),
+                "{err:?}"
+            );
+        }
         assert!(Batch::prepare(Vec::new()).unwrap().is_none());
     }
 
@@ -445,11 +527,11 @@ mod tests {
         ])
         .unwrap()
         .unwrap();
-        assert_eq!(batch.dimensions, 2);
+        assert_eq!(batch.dimensions, 32);
         let ids: Vec<&str> = batch.points.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(ids, ["b", "a"]);
-        assert_eq!(batch.points[0].vector, [0.0, 1.0]);
-        assert_eq!(batch.points[1].vector, [0.0, 0.0], "zero stays zero");
+        assert_eq!(batch.points[0].vector, padded(&[0.0, 1.0], 32));
+        assert_eq!(batch.points[1].vector, [0.0; 32], "zero stays zero");
         assert_eq!(batch.points[1].blob, b"second");
     }
 
@@ -466,7 +548,7 @@ mod tests {
     #[test]
     fn debug_output_hides_vectors_and_blobs() {
         let text = format!("{:?}", point("id-1", &[0.25, 0.5]));
-        assert!(text.contains("id-1") && text.contains("<2 dimensions>"));
+        assert!(text.contains("id-1") && text.contains("<32 dimensions>"));
         assert!(!text.contains("0.25"));
     }
 }

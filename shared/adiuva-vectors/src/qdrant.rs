@@ -4,23 +4,20 @@
 //! `{prefix}_{dimensions}`, created on first use with cosine distance, a keyword payload index on
 //! `user_id` with `is_tenant: true` (Qdrant stores each tenant's points together), and HNSW
 //! graphs built per tenant only (`m: 0`, `payload_m: 16`), because every query filters on one
-//! user. Every search, count and delete carries a `must` condition on `user_id`.
+//! user. Every search and delete carries a `must` condition on `user_id`.
 //!
 //! Point ids: Qdrant accepts only UUIDs and integers, and client ids are unique per user only, so
 //! a point's id is a UUID v5 of (user id, client id). The client id, the user id and the blob
 //! (standard base64) are kept in the payload.
 //!
-//! Per-user dimension: derived from the data, not stored beside it. A user's dimension is the
-//! size of the collection that holds their points; a user with no points has none. An upsert of
-//! size `d` counts the user's points (exact count, `user_id` filter) in every `{prefix}_{n}`
-//! collection, and refuses if any other size has some. There is no separate record to keep in
-//! step with deletes, so deleting all of one's points frees the dimension in both backends alike.
-//! Qdrant has no transactions, so two concurrent first upserts of different sizes by one user
-//! could both pass that check; when the user had no points of size `d` before, the upsert
-//! therefore checks again after writing and, if another size has appeared, deletes what it wrote
-//! and reports the mismatch. At most one size survives (both writers may fail; a retry succeeds).
-//! A search queries the collection of the query's size first and only looks at other sizes when
-//! that finds nothing, to tell "no points" from "wrong size".
+//! Sizes: collections exist only for the sizes in [`DIMENSIONS`](crate::DIMENSIONS) (the store
+//! refuses every other size before it gets here), so there are at most eight. Which size a user's
+//! points have is not this module's business: the caller (`adiuva-vector-space`) keeps it in the
+//! database and asks for one size per user. An upsert writes to the collection of its size, a
+//! search and a delete look in the one collection they name, and nothing here lists the
+//! collections or counts points to find a user's size. Only [`QdrantStore::delete_user`] (account
+//! deletion, which must not depend on a database row that is gone with the account) visits the
+//! collection of every accepted size.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -31,16 +28,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use qdrant_client::qdrant::value::Kind;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    DeletePointsBuilder, Distance, FieldType, Filter, HnswConfigDiffBuilder,
-    KeywordIndexParamsBuilder, PointId, PointStruct, QueryPointsBuilder, ScoredPoint,
-    UpsertPointsBuilder, Value, VectorParamsBuilder,
+    Condition, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
+    Distance, FieldType, Filter, HnswConfigDiffBuilder, KeywordIndexParamsBuilder, PointId,
+    PointStruct, QueryPointsBuilder, ScoredPoint, UpsertPointsBuilder, Value, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::{Batch, ContextError, SearchHit, VectorError};
+use crate::{Batch, ContextError, DIMENSIONS, SearchHit, VectorError};
 
 /// Long enough for a TLS handshake to a managed cluster, short enough that an API request
 /// answers 503 well inside API Gateway's 29-second limit.
@@ -101,29 +97,8 @@ impl QdrantStore {
 
     pub(crate) async fn upsert(&self, user_id: &str, batch: Batch) -> Result<usize, VectorError> {
         let dimensions = batch.dimensions;
-        let sizes = self.sizes().await?;
-        let mut had_points_of_this_size = false;
-        for &size in &sizes {
-            if self.count(size, user_id).await? == 0 {
-                continue;
-            }
-            if size != dimensions {
-                return Err(VectorError::DimensionMismatch {
-                    expected: size,
-                    got: dimensions,
-                });
-            }
-            had_points_of_this_size = true;
-        }
-        self.ensure_collection(dimensions, sizes.contains(&dimensions))
-            .await?;
-
+        self.ensure_collection(dimensions).await?;
         let written = batch.points.len();
-        let point_ids: Vec<PointId> = batch
-            .points
-            .iter()
-            .map(|point| point_id(user_id, &point.id).into())
-            .collect();
         let points: Vec<PointStruct> = batch
             .points
             .into_iter()
@@ -140,84 +115,57 @@ impl QdrantStore {
             .upsert_points(UpsertPointsBuilder::new(&collection, points).wait(true))
             .await
             .map_err(|err| classify(format!("failed to upsert into {collection}"), err))?;
-
-        if !had_points_of_this_size {
-            // A concurrent first upsert of another size may have passed the same check.
-            for size in self.sizes().await? {
-                if size != dimensions && self.count(size, user_id).await? > 0 {
-                    self.delete_points(dimensions, user_ids_filter(user_id, point_ids))
-                        .await?;
-                    return Err(VectorError::DimensionMismatch {
-                        expected: size,
-                        got: dimensions,
-                    });
-                }
-            }
-        }
         Ok(written)
     }
 
+    /// The collection of the query's size only; none yet means no points.
     pub(crate) async fn search(
         &self,
         user_id: &str,
         query: &[f32],
         top_k: usize,
     ) -> Result<Vec<SearchHit>, VectorError> {
-        let dimensions = query.len();
-        let collection = self.collection(dimensions);
+        let collection = self.collection(query.len());
         let request = QueryPointsBuilder::new(&collection)
             .query(query.to_vec())
             .filter(user_filter(user_id))
             .limit(u64::try_from(top_k).unwrap_or(u64::MAX))
             .with_payload(true);
         match self.client.query(request).await {
-            Ok(response) if !response.result.is_empty() => {
-                return response
-                    .result
-                    .into_iter()
-                    .map(|point| hit(user_id, point))
-                    .collect();
-            }
-            Ok(_) => {}
-            Err(err) if is_not_found(&err) => {}
-            Err(err) => return Err(classify(format!("failed to search {collection}"), err)),
+            Ok(response) => response
+                .result
+                .into_iter()
+                .map(|point| hit(user_id, point))
+                .collect(),
+            Err(err) if is_not_found(&err) => Ok(Vec::new()),
+            Err(err) => Err(classify(format!("failed to search {collection}"), err)),
         }
-        // Nothing of this size: either the user has no points or they have another size.
-        for size in self.sizes().await? {
-            if size != dimensions && self.count(size, user_id).await? > 0 {
-                return Err(VectorError::DimensionMismatch {
-                    expected: size,
-                    got: dimensions,
-                });
-            }
-        }
-        Ok(Vec::new())
     }
 
-    pub(crate) async fn delete(&self, user_id: &str, ids: &[String]) -> Result<usize, VectorError> {
+    pub(crate) async fn delete(
+        &self,
+        user_id: &str,
+        dimensions: usize,
+        ids: &[String],
+    ) -> Result<usize, VectorError> {
         let point_ids: Vec<PointId> = ids.iter().map(|id| point_id(user_id, id).into()).collect();
-        // Every size: a user normally has one, but a delete must also clean up after a lost race.
-        for size in self.sizes().await? {
-            self.delete_points(size, user_ids_filter(user_id, point_ids.clone()))
-                .await?;
-        }
+        self.delete_points(dimensions, user_ids_filter(user_id, point_ids))
+            .await?;
         Ok(ids.len())
     }
 
+    /// Every accepted size, at most eight requests; a collection that does not exist holds
+    /// nothing to delete.
     pub(crate) async fn delete_user(&self, user_id: &str) -> Result<(), VectorError> {
-        for size in self.sizes().await? {
-            self.delete_points(size, user_filter(user_id)).await?;
+        for dimensions in DIMENSIONS {
+            self.delete_points(dimensions, user_filter(user_id)).await?;
         }
         Ok(())
     }
 
-    fn collection(&self, dimensions: usize) -> String {
-        collection_name(&self.prefix, dimensions)
-    }
-
-    /// The vector sizes that have a collection under this prefix, read from the server on every
-    /// call: another instance may have created one since.
-    async fn sizes(&self) -> Result<Vec<usize>, VectorError> {
+    /// The sizes that have a collection under this store's prefix, smallest first, read from
+    /// the server. Only for tests and operators: no request path lists collections.
+    pub async fn collection_sizes(&self) -> Result<Vec<usize>, VectorError> {
         let response = self
             .client
             .list_collections()
@@ -232,17 +180,8 @@ impl QdrantStore {
         Ok(sizes)
     }
 
-    /// The user's points in one size's collection; 0 if the collection is gone.
-    async fn count(&self, dimensions: usize, user_id: &str) -> Result<u64, VectorError> {
-        let collection = self.collection(dimensions);
-        let request = CountPointsBuilder::new(&collection)
-            .filter(user_filter(user_id))
-            .exact(true);
-        match self.client.count(request).await {
-            Ok(response) => Ok(response.result.map_or(0, |result| result.count)),
-            Err(err) if is_not_found(&err) => Ok(0),
-            Err(err) => Err(classify(format!("failed to count in {collection}"), err)),
-        }
+    fn collection(&self, dimensions: usize) -> String {
+        collection_name(&self.prefix, dimensions)
     }
 
     /// Deletes what the filter selects (it always includes the user) in one size's collection.
@@ -258,27 +197,25 @@ impl QdrantStore {
         }
     }
 
-    /// Creates the collection for this size unless it exists, then (re)declares the tenant
-    /// index, which Qdrant treats as a no-op when it exists. Two instances may do this at once:
-    /// the loser's "already exists" is success.
-    async fn ensure_collection(&self, dimensions: usize, exists: bool) -> Result<(), VectorError> {
+    /// Creates the collection for this size unless this process already made sure of it, then
+    /// (re)declares the tenant index, which Qdrant treats as a no-op when it exists. Two
+    /// instances may do this at once: the loser's "already exists" is success.
+    async fn ensure_collection(&self, dimensions: usize) -> Result<(), VectorError> {
         if self.is_ready(dimensions) {
             return Ok(());
         }
         let collection = self.collection(dimensions);
-        if !exists {
-            let request = CreateCollectionBuilder::new(&collection)
-                .vectors_config(VectorParamsBuilder::new(
-                    dimensions as u64,
-                    Distance::Cosine,
-                ))
-                .hnsw_config(HnswConfigDiffBuilder::default().m(0).payload_m(16));
-            match self.client.create_collection(request).await {
-                Ok(_) => tracing::info!(collection, "created qdrant collection"),
-                Err(err) if is_already_exists(&err) => {}
-                Err(err) => {
-                    return Err(classify(format!("failed to create {collection}"), err));
-                }
+        let request = CreateCollectionBuilder::new(&collection)
+            .vectors_config(VectorParamsBuilder::new(
+                dimensions as u64,
+                Distance::Cosine,
+            ))
+            .hnsw_config(HnswConfigDiffBuilder::default().m(0).payload_m(16));
+        match self.client.create_collection(request).await {
+            Ok(_) => tracing::info!(collection, "created qdrant collection"),
+            Err(err) if is_already_exists(&err) => {}
+            Err(err) => {
+                return Err(classify(format!("failed to create {collection}"), err));
             }
         }
         let index =

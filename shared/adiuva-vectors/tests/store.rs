@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use adiuva_config::Source;
-use adiuva_vectors::{SearchHit, VectorError, VectorPoint, VectorSettings, VectorStore};
+use adiuva_vectors::{
+    DERIVED_DIMENSIONS, DIMENSIONS, SearchHit, VectorError, VectorPoint, VectorSettings,
+    VectorStore,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -128,21 +131,47 @@ shared_tests!(
     top_k_bounds_the_results,
     upsert_replaces_by_id,
     users_never_see_or_delete_each_others_points,
-    dimension_mismatch_between_calls_writes_nothing,
+    every_supported_size_is_stored_and_searched,
     dimension_mismatch_within_a_call_writes_nothing,
-    non_finite_and_empty_vectors_are_rejected,
+    unsupported_non_finite_and_empty_vectors_are_rejected,
     delete_removes_only_the_given_ids,
     delete_user_removes_every_point_and_frees_the_dimension,
     concurrent_upserts_of_one_user_all_land,
     derived_vectors_find_their_own_blob,
 );
 
-fn point(id: &str, vector: &[f32]) -> VectorPoint {
+/// The size most tests use; [`WIDE`] is another supported one.
+const SIZE: usize = DERIVED_DIMENSIONS;
+const WIDE: usize = 256;
+
+/// `values`, then zeros up to `dimensions`: cosine similarities are those of `values`.
+fn padded(values: &[f32], dimensions: usize) -> Vec<f32> {
+    let mut vector = values.to_vec();
+    vector.resize(dimensions, 0.0);
+    vector
+}
+
+/// A query of [`SIZE`] dimensions starting with `values`.
+fn q(values: &[f32]) -> Vec<f32> {
+    padded(values, SIZE)
+}
+
+fn point_of(id: &str, vector: Vec<f32>) -> VectorPoint {
     VectorPoint {
         id: id.to_owned(),
-        vector: vector.to_vec(),
+        vector,
         blob: format!("blob of {id}").into_bytes(),
     }
+}
+
+/// A point of [`SIZE`] dimensions starting with `values`.
+fn point(id: &str, values: &[f32]) -> VectorPoint {
+    point_of(id, q(values))
+}
+
+/// A point of [`WIDE`] dimensions starting with `values`.
+fn wide(id: &str, values: &[f32]) -> VectorPoint {
+    point_of(id, padded(values, WIDE))
 }
 
 fn ids(hits: &[SearchHit]) -> Vec<&str> {
@@ -163,10 +192,10 @@ fn assert_mismatch(result: Result<impl std::fmt::Debug, VectorError>, expected: 
     }
 }
 
-/// A unit vector at `degrees` from [1, 0]: its cosine with [1, 0] is cos(degrees).
+/// A vector at `degrees` from [1, 0, 0, ...]: its cosine with that is cos(degrees).
 fn at_angle(degrees: f32, length: f32) -> Vec<f32> {
     let radians = degrees.to_radians();
-    vec![length * radians.cos(), length * radians.sin()]
+    q(&[length * radians.cos(), length * radians.sin()])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -177,15 +206,15 @@ async fn search_orders_by_cosine_similarity(backend: &Backend) {
     let user = backend.user();
     // Lengths differ on purpose: the order is by angle (cosine), not by dot product.
     let points = vec![
-        point("opposite", &at_angle(180.0, 1.0)),
-        point("sixty", &at_angle(60.0, 10.0)),
-        point("same", &at_angle(0.0, 0.5)),
-        point("right-angle", &at_angle(90.0, 3.0)),
-        point("thirty", &at_angle(-30.0, 2.0)),
+        point_of("opposite", at_angle(180.0, 1.0)),
+        point_of("sixty", at_angle(60.0, 10.0)),
+        point_of("same", at_angle(0.0, 0.5)),
+        point_of("right-angle", at_angle(90.0, 3.0)),
+        point_of("thirty", at_angle(-30.0, 2.0)),
     ];
     assert_eq!(store.upsert(&user, points).await.unwrap(), 5);
 
-    let hits = store.search(&user, &[2.0, 0.0], 10).await.unwrap();
+    let hits = store.search(&user, &q(&[2.0, 0.0]), 10).await.unwrap();
     assert_eq!(
         ids(&hits),
         ["same", "thirty", "sixty", "right-angle", "opposite"]
@@ -200,16 +229,23 @@ async fn top_k_bounds_the_results(backend: &Backend) {
     let store = &backend.store;
     let user = backend.user();
     let points = (0..5)
-        .map(|i| point(&format!("p{i}"), &at_angle(i as f32 * 20.0, 1.0)))
+        .map(|i| point_of(&format!("p{i}"), at_angle(i as f32 * 20.0, 1.0)))
         .collect();
     store.upsert(&user, points).await.unwrap();
 
-    let hits = store.search(&user, &[1.0, 0.0], 2).await.unwrap();
+    let hits = store.search(&user, &q(&[1.0, 0.0]), 2).await.unwrap();
     assert_eq!(ids(&hits), ["p0", "p1"]);
-    assert_eq!(store.search(&user, &[1.0, 0.0], 50).await.unwrap().len(), 5);
+    assert_eq!(
+        store
+            .search(&user, &q(&[1.0, 0.0]), 50)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
     assert!(
         store
-            .search(&user, &[1.0, 0.0], 0)
+            .search(&user, &q(&[1.0, 0.0]), 0)
             .await
             .unwrap()
             .is_empty()
@@ -232,7 +268,7 @@ async fn upsert_replaces_by_id(backend: &Backend) {
     };
     assert_eq!(store.upsert(&user, vec![replacement]).await.unwrap(), 1);
 
-    let hits = store.search(&user, &[0.0, -1.0], 10).await.unwrap();
+    let hits = store.search(&user, &q(&[0.0, -1.0]), 10).await.unwrap();
     assert_eq!(ids(&hits), ["a", "b"], "still two points");
     assert_close(hits[0].score, 1.0);
     assert_eq!(hits[0].blob, b"new blob");
@@ -246,12 +282,19 @@ async fn upsert_replaces_by_id(backend: &Backend) {
         },
     ];
     assert_eq!(store.upsert(&user, twice).await.unwrap(), 1);
-    let hits = store.search(&user, &[1.0, 1.0], 1).await.unwrap();
+    let hits = store.search(&user, &q(&[1.0, 1.0]), 1).await.unwrap();
     assert_eq!(
         (hits[0].id.as_str(), &hits[0].blob[..]),
         ("c", &b"second c"[..])
     );
-    assert_eq!(store.search(&user, &[1.0, 0.0], 10).await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .search(&user, &q(&[1.0, 0.0]), 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 async fn users_never_see_or_delete_each_others_points(backend: &Backend) {
@@ -269,7 +312,7 @@ async fn users_never_see_or_delete_each_others_points(backend: &Backend) {
         .unwrap();
     assert!(
         store
-            .search(&bob, &[1.0, 0.0], 10)
+            .search(&bob, &q(&[1.0, 0.0]), 10)
             .await
             .unwrap()
             .is_empty(),
@@ -281,12 +324,16 @@ async fn users_never_see_or_delete_each_others_points(backend: &Backend) {
         ..point("shared-id", &[1.0, 0.0])
     };
     store.upsert(&bob, vec![bobs]).await.unwrap();
-    let hits = store.search(&bob, &[1.0, 0.0], 10).await.unwrap();
+    let hits = store.search(&bob, &q(&[1.0, 0.0]), 10).await.unwrap();
     assert_eq!(ids(&hits), ["shared-id"]);
     assert_eq!(hits[0].blob, b"bob's");
 
     let deleted = store
-        .delete(&bob, &["alice-only".to_owned(), "shared-id".to_owned()])
+        .delete(
+            &bob,
+            SIZE,
+            &["alice-only".to_owned(), "shared-id".to_owned()],
+        )
         .await
         .unwrap();
     if backend.counts_deletes {
@@ -294,60 +341,52 @@ async fn users_never_see_or_delete_each_others_points(backend: &Backend) {
     }
     assert!(
         store
-            .search(&bob, &[1.0, 0.0], 10)
+            .search(&bob, &q(&[1.0, 0.0]), 10)
             .await
             .unwrap()
             .is_empty()
     );
-    let hits = store.search(&alice, &[1.0, 0.0], 10).await.unwrap();
+    let hits = store.search(&alice, &q(&[1.0, 0.0]), 10).await.unwrap();
     assert_eq!(ids(&hits), ["shared-id", "alice-only"]);
     assert_eq!(hits[0].blob, b"blob of shared-id");
 }
 
-async fn dimension_mismatch_between_calls_writes_nothing(backend: &Backend) {
+async fn every_supported_size_is_stored_and_searched(backend: &Backend) {
     let store = &backend.store;
-    let user = backend.user();
-    store
-        .upsert(&user, vec![point("three", &[1.0, 0.0, 0.0])])
-        .await
-        .unwrap();
-
-    let four = vec![point("four", &[1.0, 0.0, 0.0, 0.0])];
-    assert_mismatch(store.upsert(&user, four.clone()).await, 3, 4);
-    assert_mismatch(store.search(&user, &[1.0, 0.0, 0.0, 0.0], 5).await, 3, 4);
-    let hits = store.search(&user, &[1.0, 0.0, 0.0], 10).await.unwrap();
-    assert_eq!(ids(&hits), ["three"]);
-
-    // The dimension is per user, not per deployment.
-    let other = backend.user();
-    store.upsert(&other, four).await.unwrap();
-    assert_eq!(
-        ids(&store
-            .search(&other, &[1.0, 0.0, 0.0, 0.0], 5)
+    for dimensions in DIMENSIONS {
+        // One user per size: the API keeps one size per user.
+        let user = backend.user();
+        let points = vec![
+            point_of("x", padded(&[1.0, 0.0], dimensions)),
+            point_of("y", padded(&[0.0, 1.0], dimensions)),
+        ];
+        assert_eq!(store.upsert(&user, points).await.unwrap(), 2);
+        let hits = store
+            .search(&user, &padded(&[0.0, 1.0], dimensions), 10)
             .await
-            .unwrap()),
-        ["four"]
-    );
+            .unwrap();
+        assert_eq!(ids(&hits), ["y", "x"], "{dimensions}");
+        assert_close(hits[0].score, 1.0);
+        store
+            .delete(&user, dimensions, &["y".to_owned()])
+            .await
+            .unwrap();
+        let hits = store
+            .search(&user, &padded(&[0.0, 1.0], dimensions), 10)
+            .await
+            .unwrap();
+        assert_eq!(ids(&hits), ["x"], "{dimensions}");
+    }
 }
 
 async fn dimension_mismatch_within_a_call_writes_nothing(backend: &Backend) {
     let store = &backend.store;
     let user = backend.user();
-    let mixed = vec![
-        point("three", &[1.0, 0.0, 0.0]),
-        point("four", &[1.0, 0.0, 0.0, 0.0]),
-    ];
-    assert_mismatch(store.upsert(&user, mixed).await, 3, 4);
+    let mixed = vec![point("narrow", &[1.0, 0.0]), wide("wide", &[1.0, 0.0])];
+    assert_mismatch(store.upsert(&user, mixed).await, SIZE, WIDE);
     assert!(
         store
-            .search(&user, &[1.0, 0.0, 0.0], 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .search(&user, &[1.0, 0.0, 0.0, 0.0], 10)
+            .search(&user, &q(&[1.0, 0.0]), 10)
             .await
             .unwrap()
             .is_empty()
@@ -355,23 +394,23 @@ async fn dimension_mismatch_within_a_call_writes_nothing(backend: &Backend) {
 
     // Also when the user already has points: the existing ones are untouched.
     store
-        .upsert(&user, vec![point("a", &[1.0, 0.0, 0.0])])
+        .upsert(&user, vec![point("a", &[1.0, 0.0])])
         .await
         .unwrap();
     let mixed = vec![
         VectorPoint {
             blob: b"changed".to_vec(),
-            ..point("a", &[0.0, 1.0, 0.0])
+            ..point("a", &[0.0, 1.0])
         },
-        point("four", &[1.0, 0.0, 0.0, 0.0]),
+        wide("wide", &[1.0, 0.0]),
     ];
-    assert_mismatch(store.upsert(&user, mixed).await, 3, 4);
-    let hits = store.search(&user, &[1.0, 0.0, 0.0], 10).await.unwrap();
+    assert_mismatch(store.upsert(&user, mixed).await, SIZE, WIDE);
+    let hits = store.search(&user, &q(&[1.0, 0.0]), 10).await.unwrap();
     assert_eq!(ids(&hits), ["a"]);
     assert_eq!(hits[0].blob, b"blob of a");
 }
 
-async fn non_finite_and_empty_vectors_are_rejected(backend: &Backend) {
+async fn unsupported_non_finite_and_empty_vectors_are_rejected(backend: &Backend) {
     let store = &backend.store;
     let user = backend.user();
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
@@ -382,22 +421,31 @@ async fn non_finite_and_empty_vectors_are_rejected(backend: &Backend) {
             )
             .await;
         assert!(matches!(result, Err(VectorError::NotFinite)), "{result:?}");
-        let result = store.search(&user, &[bad, 1.0], 5).await;
+        let result = store.search(&user, &q(&[bad, 1.0]), 5).await;
         assert!(matches!(result, Err(VectorError::NotFinite)), "{result:?}");
     }
-    let result = store.upsert(&user, vec![point("empty", &[])]).await;
-    assert!(
-        matches!(result, Err(VectorError::InvalidDimensions { got: 0 })),
-        "{result:?}"
-    );
-    let result = store.search(&user, &[], 5).await;
-    assert!(matches!(
-        result,
-        Err(VectorError::InvalidDimensions { got: 0 })
-    ));
+    for size in [0, 2, 3, 31, 33, 4096] {
+        let result = store
+            .upsert(&user, vec![point_of("odd", vec![1.0; size])])
+            .await;
+        assert!(
+            matches!(result, Err(VectorError::InvalidDimensions { got }) if got == size),
+            "{result:?}"
+        );
+        let result = store.search(&user, &vec![1.0; size], 5).await;
+        assert!(
+            matches!(result, Err(VectorError::InvalidDimensions { got }) if got == size),
+            "{result:?}"
+        );
+        let result = store.delete(&user, size, &["odd".to_owned()]).await;
+        assert!(
+            matches!(result, Err(VectorError::InvalidDimensions { got }) if got == size),
+            "{result:?}"
+        );
+    }
     assert!(
         store
-            .search(&user, &[1.0, 0.0], 5)
+            .search(&user, &q(&[1.0, 0.0]), 5)
             .await
             .unwrap()
             .is_empty()
@@ -420,22 +468,22 @@ async fn delete_removes_only_the_given_ids(backend: &Backend) {
         .await
         .unwrap();
     let deleted = store
-        .delete(&user, &["a".into(), "missing".into(), "a".into()])
+        .delete(&user, SIZE, &["a".into(), "missing".into(), "a".into()])
         .await
         .unwrap();
     assert_eq!(deleted, if backend.counts_deletes { 1 } else { 2 });
-    let hits = store.search(&user, &[1.0, 0.0], 10).await.unwrap();
+    let hits = store.search(&user, &q(&[1.0, 0.0]), 10).await.unwrap();
     assert_eq!(ids(&hits), ["c", "b"]);
-    assert_eq!(store.delete(&user, &[]).await.unwrap(), 0);
+    assert_eq!(store.delete(&user, SIZE, &[]).await.unwrap(), 0);
 
     // Deleting every point leaves a user with no points, who searches and gets nothing.
     store
-        .delete(&user, &["b".into(), "c".into()])
+        .delete(&user, SIZE, &["b".into(), "c".into()])
         .await
         .unwrap();
     assert!(
         store
-            .search(&user, &[1.0, 0.0], 10)
+            .search(&user, &q(&[1.0, 0.0]), 10)
             .await
             .unwrap()
             .is_empty()
@@ -460,18 +508,18 @@ async fn delete_user_removes_every_point_and_frees_the_dimension(backend: &Backe
     store.delete_user(&user).await.unwrap();
     assert!(
         store
-            .search(&user, &[1.0, 0.0], 10)
+            .search(&user, &q(&[1.0, 0.0]), 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        ids(&store.search(&other, &[1.0, 0.0], 10).await.unwrap()),
+        ids(&store.search(&other, &q(&[1.0, 0.0]), 10).await.unwrap()),
         ["a"]
     );
     // Without points the user has no dimension yet.
     store
-        .upsert(&user, vec![point("x", &[1.0, 0.0, 0.0])])
+        .upsert(&user, vec![wide("x", &[1.0, 0.0, 0.0])])
         .await
         .unwrap();
     store.delete_user(&user).await.unwrap();
@@ -488,7 +536,7 @@ async fn concurrent_upserts_of_one_user_all_land(backend: &Backend) {
                 store
                     .upsert(
                         &user,
-                        vec![point(&format!("p{i}"), &at_angle(i as f32, 1.0))],
+                        vec![point_of(&format!("p{i}"), at_angle(i as f32, 1.0))],
                     )
                     .await
             })
@@ -497,7 +545,11 @@ async fn concurrent_upserts_of_one_user_all_land(backend: &Backend) {
     for task in tasks {
         assert_eq!(task.await.unwrap().unwrap(), 1);
     }
-    let hits = backend.store.search(&user, &[1.0, 0.0], 100).await.unwrap();
+    let hits = backend
+        .store
+        .search(&user, &q(&[1.0, 0.0]), 100)
+        .await
+        .unwrap();
     assert_eq!(hits.len(), 16);
     assert_eq!(hits[0].id, "p0");
 }
@@ -544,27 +596,30 @@ async fn embedded_points_persist_across_restarts() {
         .await
         .unwrap();
     store
-        .upsert("bob", vec![point("z", &[1.0, 0.0, 0.0])])
+        .upsert("bob", vec![wide("z", &[1.0, 0.0, 0.0])])
         .await
         .unwrap();
-    store.delete("alice", &["c".into()]).await.unwrap();
+    store.delete("alice", SIZE, &["c".into()]).await.unwrap();
     drop(store);
 
     let store = embedded_store(&dir.0);
-    let hits = store.search("alice", &[1.0, 0.0], 10).await.unwrap();
+    let hits = store.search("alice", &q(&[1.0, 0.0]), 10).await.unwrap();
     assert_eq!(ids(&hits), ["a", "b"]);
     assert_eq!(hits[0].blob, b"blob of a");
     assert_close(hits[0].score, 1.0);
     // The dimension survives the restart too.
     assert_mismatch(
         store
-            .upsert("alice", vec![point("d", &[1.0, 0.0, 0.0])])
+            .upsert("alice", vec![wide("d", &[1.0, 0.0, 0.0])])
             .await,
-        2,
-        3,
+        SIZE,
+        WIDE,
     );
     assert_eq!(
-        ids(&store.search("bob", &[0.0, 0.0, 1.0], 10).await.unwrap()),
+        ids(&store
+            .search("bob", &padded(&[0.0, 0.0, 1.0], WIDE), 10)
+            .await
+            .unwrap()),
         ["z"]
     );
 
@@ -589,15 +644,55 @@ async fn embedded_points_persist_across_restarts() {
     let store = embedded_store(&dir.0);
     assert!(
         store
-            .search("alice", &[1.0, 0.0], 10)
+            .search("alice", &q(&[1.0, 0.0]), 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        ids(&store.search("bob", &[1.0, 0.0, 0.0], 10).await.unwrap()),
+        ids(&store
+            .search("bob", &padded(&[1.0, 0.0, 0.0], WIDE), 10)
+            .await
+            .unwrap()),
         ["z"]
     );
+}
+
+/// The embedded file of a user holds one size. The API never mixes sizes for a user (it keeps
+/// each user's size); the store refuses to, rather than mixing them in one file.
+#[tokio::test]
+async fn embedded_store_holds_one_size_per_user() {
+    let dir = TempDir::new();
+    let store = embedded_store(&dir.0);
+    store
+        .upsert("alice", vec![point("narrow", &[1.0, 0.0])])
+        .await
+        .unwrap();
+    assert_mismatch(
+        store.upsert("alice", vec![wide("wide", &[1.0, 0.0])]).await,
+        SIZE,
+        WIDE,
+    );
+    assert_mismatch(
+        store.search("alice", &padded(&[1.0, 0.0], WIDE), 5).await,
+        SIZE,
+        WIDE,
+    );
+    // A delete of another size finds nothing to delete.
+    assert_eq!(
+        store
+            .delete("alice", WIDE, &["narrow".into()])
+            .await
+            .unwrap(),
+        0
+    );
+    let hits = store.search("alice", &q(&[1.0, 0.0]), 10).await.unwrap();
+    assert_eq!(ids(&hits), ["narrow"]);
+    // Another user has a size of their own.
+    store
+        .upsert("bob", vec![wide("wide", &[1.0, 0.0])])
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -621,18 +716,87 @@ async fn embedded_store_fails_cleanly_when_its_directory_breaks() {
     ];
     let result = store.upsert("alice", replace).await;
     assert!(matches!(result, Err(VectorError::Failed(_))), "{result:?}");
-    let result = store.delete("alice", &["a".into()]).await;
+    let result = store.delete("alice", SIZE, &["a".into()]).await;
     assert!(matches!(result, Err(VectorError::Failed(_))), "{result:?}");
     // What failed to reach the disk is not visible in memory either.
-    let hits = store.search("alice", &[1.0, 0.0], 10).await.unwrap();
+    let hits = store.search("alice", &q(&[1.0, 0.0]), 10).await.unwrap();
     assert_eq!(ids(&hits), ["a"]);
     assert_eq!(hits[0].blob, b"blob of a");
 
     // A user whose file cannot be read gets an error, not an empty account.
     let result = embedded_store(&dir.0)
-        .search("alice", &[1.0, 0.0], 10)
+        .search("alice", &q(&[1.0, 0.0]), 10)
         .await;
     assert!(matches!(result, Err(VectorError::Failed(_))), "{result:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Qdrant only
+
+/// Collections exist only for sizes that were written: a search or a delete of another size
+/// creates none, a refused size creates none, and no request lists collections to find a user's
+/// size (the caller names it).
+#[tokio::test]
+async fn qdrant_creates_a_collection_only_for_a_size_written() {
+    let backend = qdrant().await;
+    let VectorStore::Qdrant(qdrant) = &backend.store else {
+        unreachable!("qdrant() builds a Qdrant store");
+    };
+    let store = &backend.store;
+    let user = backend.user();
+    assert!(qdrant.collection_sizes().await.unwrap().is_empty());
+
+    let refused = store
+        .upsert(&user, vec![point_of("odd", vec![1.0; 100])])
+        .await;
+    assert!(matches!(
+        refused,
+        Err(VectorError::InvalidDimensions { got: 100 })
+    ));
+    assert!(qdrant.collection_sizes().await.unwrap().is_empty());
+
+    store
+        .upsert(&user, vec![point("a", &[1.0, 0.0])])
+        .await
+        .unwrap();
+    assert_eq!(qdrant.collection_sizes().await.unwrap(), [SIZE]);
+    // Another size's collection does not exist: nothing there, nothing created.
+    assert!(
+        store
+            .search(&user, &padded(&[1.0], WIDE), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.delete(&user, WIDE, &["a".into()]).await.unwrap();
+    assert_eq!(qdrant.collection_sizes().await.unwrap(), [SIZE]);
+    assert_eq!(
+        ids(&store.search(&user, &q(&[1.0, 0.0]), 5).await.unwrap()),
+        ["a"]
+    );
+
+    // A user with points of two sizes (which the API never makes) loses both to delete_user.
+    store
+        .upsert(&user, vec![wide("b", &[1.0, 0.0])])
+        .await
+        .unwrap();
+    assert_eq!(qdrant.collection_sizes().await.unwrap(), [SIZE, WIDE]);
+    store.delete_user(&user).await.unwrap();
+    assert!(
+        store
+            .search(&user, &q(&[1.0, 0.0]), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .search(&user, &padded(&[1.0], WIDE), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    backend.cleanup().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -648,12 +812,12 @@ async fn unreachable_qdrant_is_unavailable_quickly() {
         matches!(result, Err(VectorError::Unavailable(_))),
         "{result:?}"
     );
-    let result = store.search("alice", &[1.0, 0.0], 5).await;
+    let result = store.search("alice", &q(&[1.0, 0.0]), 5).await;
     assert!(
         matches!(result, Err(VectorError::Unavailable(_))),
         "{result:?}"
     );
-    let result = store.delete("alice", &["a".into()]).await;
+    let result = store.delete("alice", SIZE, &["a".into()]).await;
     assert!(
         matches!(result, Err(VectorError::Unavailable(_))),
         "{result:?}"
