@@ -146,29 +146,44 @@ struct Sanitizers {
 }
 
 impl Sanitizers {
-    fn sanitize(&self, text: &str) -> (String, usize) {
-        let first = self.builtin.sanitize(text);
-        match &self.managed {
-            None => (first.text, first.redactions),
-            Some(managed) => {
-                let second = managed.sanitize(&first.text);
-                (second.text, first.redactions + second.redactions)
+    /// Sanitizes what one answer shows the client: its text and every string of its actions'
+    /// data (titles, descriptions, note contents), read together, so that a prompt split across
+    /// them is redacted in each part it touches. When `text_sent`, the text was streamed: it was
+    /// sanitized on the way out and stays exactly what was sent, and it still takes part in the
+    /// check, so an action's string that completes a leak with it is redacted. `table` and
+    /// `agent` are our own names, not model output, and stay out of it.
+    fn sanitize_answer(&self, text: &mut String, text_sent: bool, actions: &mut [PlanAction]) {
+        let mut parts: Vec<&mut String> = vec![text];
+        for action in actions.iter_mut() {
+            if let Some(data) = action.data.as_mut() {
+                strings_of(data, &mut parts);
+            }
+        }
+        let texts: Vec<&str> = parts.iter().map(|part| part.as_str()).collect();
+        let mut clean = self.builtin.sanitize_parts(&texts);
+        if let Some(managed) = &self.managed {
+            let texts: Vec<&str> = clean.iter().map(|part| part.text.as_str()).collect();
+            let again = managed.sanitize_parts(&texts);
+            for (first, second) in clean.iter_mut().zip(again) {
+                first.text = second.text;
+                first.redactions += second.redactions;
+            }
+        }
+        for (index, (part, clean)) in parts.into_iter().zip(clean).enumerate() {
+            if clean.redactions > 0 && !(index == 0 && text_sent) {
+                *part = clean.text;
             }
         }
     }
+}
 
-    fn sanitize_value(&self, value: &mut Value) {
-        match value {
-            Value::String(text) => {
-                let (clean, redactions) = self.sanitize(text);
-                if redactions > 0 {
-                    *text = clean;
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(|item| self.sanitize_value(item)),
-            Value::Object(map) => map.values_mut().for_each(|item| self.sanitize_value(item)),
-            _ => {}
-        }
+/// Every string in `value`, in the order it is serialized.
+fn strings_of<'a>(value: &'a mut Value, out: &mut Vec<&'a mut String>) {
+    match value {
+        Value::String(text) => out.push(text),
+        Value::Array(items) => items.iter_mut().for_each(|item| strings_of(item, out)),
+        Value::Object(map) => map.values_mut().for_each(|item| strings_of(item, out)),
+        _ => {}
     }
 }
 
@@ -357,7 +372,7 @@ impl Orchestrator {
             managed: sanitizers.managed.as_ref().map(Sanitizer::stream),
             sent: String::new(),
         });
-        let (text, actions) = match route.as_slice() {
+        let (text, mut actions) = match route.as_slice() {
             [agent] => {
                 let result = self
                     .run_agent(agent, request, &[], output.as_mut(), run)
@@ -369,19 +384,11 @@ impl Orchestrator {
                     .await?
             }
         };
-        let response = match output {
-            Some(output) => output.finish().await?,
-            None => sanitizers.sanitize(&text).0,
+        let (mut response, text_sent) = match output {
+            Some(output) => (output.finish().await?, true),
+            None => (text, false),
         };
-        let actions = actions
-            .into_iter()
-            .map(|mut action| {
-                if let Some(data) = action.data.as_mut() {
-                    sanitizers.sanitize_value(data);
-                }
-                action
-            })
-            .collect();
+        sanitizers.sanitize_answer(&mut response, text_sent, &mut actions);
         Ok(Answer::Response(ChatResponse { response, actions }))
     }
 

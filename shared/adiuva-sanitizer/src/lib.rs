@@ -4,9 +4,8 @@
 //!
 //! It replaces with `[REDACTED]`:
 //! - any run of at least `min_run_words` (default 8) consecutive words of a protected text
-//!   (system prompts, router and synthesis prompts, templates), compared case-insensitively and
-//!   blind to whitespace and markdown decoration; a protected text shorter than that is matched
-//!   whole;
+//!   (system prompts, router and synthesis prompts, templates, tool descriptions), compared
+//!   case-insensitively and blind to whitespace and markdown decoration;
 //! - reasoning markers and chat-template tokens (`<thinking>` blocks, `[INST]`, `<<SYS>>`,
 //!   `<|im_start|>system ... <|im_end|>`, `<|eot_id|>`, ...);
 //! - tool schemas and tool calls (JSON-like objects, LangChain tool lines);
@@ -16,14 +15,54 @@
 //! material itself. Template ids (`tpl_...`) are public and pass.
 //!
 //! [`Sanitizer::sanitize`] cleans a whole text; [`Sanitizer::stream`] cleans a stream of chunks
-//! and gives the same result as `sanitize` on the concatenation, whatever the chunking.
+//! and gives the same result as `sanitize` on the concatenation, whatever the chunking;
+//! [`Sanitizer::sanitize_parts`] cleans the strings of one response together (its text and its
+//! actions' fields), so that a prompt split across them is still caught.
+//!
+//! # Short protected texts are not matched
+//!
+//! A protected text shorter than `min_run_words` words (a one-line tool description such as
+//! "Create a task.") is not indexed at all, so it is never redacted, whole or in part. A phrase
+//! that short cannot be told apart from ordinary prose: matching it turned "I'll create a task
+//! for that" into "I'll [REDACTED] for that" and saved a task titled "Create a project plan" as
+//! "[REDACTED] plan". Matching it only when a whole text equals it would not help either: the
+//! string fields of actions are whole texts, and a task may well be titled "Create a task". What
+//! such a text says is not the IP; the long prompts are, and every run of `min_run_words` of
+//! them is matched. A secret worth protecting must be at least that long.
+//!
+//! # Disguises
+//!
+//! Every detector (protected runs, markers, schemas, routing metadata) reads a folded copy of
+//! the text (see `fold.rs`): invisible format characters
+//! (zero-width space, non-joiner and joiner, word joiner, byte order mark, soft hyphen, ...) are
+//! dropped, compatibility forms are decomposed (NFKD: fullwidth and mathematical letters,
+//! ligatures) and combining marks dropped, and common confusables (Cyrillic, Greek, Armenian
+//! letters that look Latin) become the ASCII letter they imitate. Each char folds on its own, so
+//! folding is linear and chunking does not change it. Spans found in the folded copy are mapped
+//! back to the original, and what is sent is the original text with those spans replaced:
+//! text with nothing to redact passes byte for byte, however exotic its characters.
+//!
+//! # What remains out of reach
+//!
+//! - Paraphrase, summary and translation: the prompt's ideas in other words share no run of
+//!   `min_run_words` words with it.
+//! - Encodings and ciphers: base64, hex, rot13, reversed text, one letter per line, spaces or
+//!   punctuation inside words ("p r o m p t", "pro-mpt"), leetspeak ("pr0mpt").
+//! - Excerpts shorter than the run length, including short protected texts (above), and a long
+//!   prompt leaked in pieces of fewer than `min_run_words` words separated by other words.
+//! - Lookalikes outside the table, such as digits for letters or rarer scripts.
+//! - A prompt split across three or more strings of one response in an order other than the
+//!   one they are given in (two strings are checked in either order), and leaks spread over
+//!   several responses: each response is checked on its own.
 
+mod fold;
 mod patterns;
 mod words;
 
 use std::ops::Range;
 use std::sync::Arc;
 
+use fold::Folded;
 use patterns::{Finding, Kind};
 use words::ShingleIndex;
 
@@ -34,6 +73,11 @@ pub const REDACTED: &str = "[REDACTED]";
 /// that ordinary phrases shared with a prompt ("for the current project", "ask the user for")
 /// pass, short enough that a copied sentence does not.
 pub const DEFAULT_MIN_RUN_WORDS: usize = 8;
+
+/// How many parts (with words) of one response [`Sanitizer::sanitize_parts`] pairs in either
+/// order: far more strings than one response carries, small enough that checking every pair
+/// stays cheap.
+pub const MAX_PAIRED_PARTS: usize = 256;
 
 /// Redacts leaked prompt material from chat output. Built once per process from the protected
 /// texts; cloning shares the index.
@@ -69,13 +113,65 @@ impl Sanitizer {
 
     /// Sanitizes a complete text. Returns the cleaned text and whether anything was redacted.
     pub fn sanitize(&self, text: &str) -> Sanitized {
-        let analysis = self.analyze(text, &[], true);
-        let mut text_out = String::with_capacity(text.len());
-        let redactions = render(text, &analysis.spans, text.len(), false, &mut text_out);
-        Sanitized {
-            text: text_out,
-            redactions,
+        sanitize_with(&self.index, text, &[])
+    }
+
+    /// Sanitizes the strings that reach the client together as one response (its text, then
+    /// every string of its actions' fields). Each part is sanitized as by
+    /// [`Sanitizer::sanitize`]; besides, a run of protected words split across parts is
+    /// redacted in every part it touches:
+    /// - across any number of parts read in the given order, as if they were joined by a
+    ///   separator that ends a word (a part is never glued to the next into one word);
+    /// - across two parts in either order (the end of one, then the start of another), because
+    ///   the order in which a client shows fields (a title, then its description) need not be
+    ///   the order they are given in. Only the first [`MAX_PAIRED_PARTS`] parts with words are
+    ///   paired, which bounds this quadratic check.
+    ///
+    /// Returns one result per part, in order; a part with nothing to redact is unchanged.
+    pub fn sanitize_parts(&self, parts: &[&str]) -> Vec<Sanitized> {
+        let len = self.index.max_len();
+        let words: Vec<Vec<words::Word>> = parts
+            .iter()
+            .map(|text| words::words(&Folded::new(text), true))
+            .collect();
+        let mut across: Vec<Vec<Finding>> = vec![Vec::new(); parts.len()];
+        if len > 1 {
+            let in_order: Vec<(usize, words::Word)> = words
+                .iter()
+                .enumerate()
+                .flat_map(|(part, words)| words.iter().map(move |w| (part, *w)))
+                .collect();
+            find_across(&self.index, &in_order, &mut across);
+
+            let ends: Vec<(usize, &[words::Word], &[words::Word])> = words
+                .iter()
+                .enumerate()
+                .filter(|(_, words)| !words.is_empty())
+                .take(MAX_PAIRED_PARTS)
+                .map(|(part, words)| {
+                    let tail = &words[words.len().saturating_sub(len - 1)..];
+                    let head = &words[..words.len().min(len - 1)];
+                    (part, tail, head)
+                })
+                .collect();
+            let mut pair = Vec::with_capacity(2 * len);
+            for &(first, tail, _) in &ends {
+                for &(second, _, head) in &ends {
+                    if first == second {
+                        continue;
+                    }
+                    pair.clear();
+                    pair.extend(tail.iter().map(|w| (first, *w)));
+                    pair.extend(head.iter().map(|w| (second, *w)));
+                    find_across(&self.index, &pair, &mut across);
+                }
+            }
         }
+        parts
+            .iter()
+            .zip(&across)
+            .map(|(text, across)| sanitize_with(&self.index, text, across))
+            .collect()
     }
 
     /// A streaming sanitizer for one response: chunks go in as the LLM produces them; what
@@ -89,9 +185,42 @@ impl Sanitizer {
             redactions: 0,
         }
     }
+}
 
-    fn analyze(&self, text: &str, context: &[u64], at_eof: bool) -> Analysis {
-        analyze(&self.index, text, context, at_eof)
+/// Finds the runs of protected words in `sequence` (words tagged with their part) that span
+/// more than one part, and adds each part's piece of them to `across`.
+fn find_across(
+    index: &ShingleIndex,
+    sequence: &[(usize, words::Word)],
+    across: &mut [Vec<Finding>],
+) {
+    let hashes: Vec<u64> = sequence.iter().map(|(_, w)| w.hash).collect();
+    for window in index.matches(&hashes) {
+        let run = &sequence[window.start..window.start + window.len];
+        if run[0].0 == run[run.len() - 1].0 {
+            // Inside one part: the part's own analysis finds it.
+            continue;
+        }
+        for piece in run.chunk_by(|a, b| a.0 == b.0) {
+            let (part, first) = piece[0];
+            let last = piece[piece.len() - 1].1;
+            across[part].push(Finding {
+                range: first.start..last.end,
+                kind: Kind::ProtectedText,
+                source: Some(window.source),
+            });
+        }
+    }
+}
+
+/// Sanitizes a whole text, redacting `extra` too.
+fn sanitize_with(index: &ShingleIndex, text: &str, extra: &[Finding]) -> Sanitized {
+    let analysis = analyze(index, text, &[], true, extra);
+    let mut out = String::with_capacity(text.len());
+    let redactions = render(text, &analysis.spans, text.len(), false, &mut out);
+    Sanitized {
+        text: out,
+        redactions,
     }
 }
 
@@ -141,7 +270,7 @@ impl StreamSanitizer {
     }
 
     fn advance(&mut self, at_eof: bool) -> String {
-        let analysis = analyze(&self.index, &self.pending, &self.context, at_eof);
+        let analysis = analyze(&self.index, &self.pending, &self.context, at_eof, &[]);
         let cut = analysis.cut;
         let mut out = String::new();
         if cut == 0 {
@@ -193,17 +322,30 @@ struct Analysis {
 }
 
 /// Finds what to redact in `text`, which follows words with hashes `context`, and how much of
-/// it is decided.
-fn analyze(index: &ShingleIndex, text: &str, context: &[u64], at_eof: bool) -> Analysis {
-    let scan = patterns::scan(text, at_eof);
-    let mut all_words = words::tokenize(text);
-    if !at_eof && all_words.last().is_some_and(|w| w.end == text.len()) {
-        // The last word may go on in the next chunk.
-        all_words.pop();
-    }
-    let words = all_words;
+/// it is decided. `extra` are findings made elsewhere (runs across parts of a response).
+///
+/// The detectors read the folded text; everything they report is mapped back to the original
+/// here, so the rest works on the original text.
+fn analyze(
+    index: &ShingleIndex,
+    text: &str,
+    context: &[u64],
+    at_eof: bool,
+    extra: &[Finding],
+) -> Analysis {
+    let folded = Folded::new(text);
+    let scan = patterns::scan(folded.text(), at_eof);
+    let words = words::words(&folded, at_eof);
 
-    let mut findings = scan.findings;
+    let mut findings: Vec<Finding> = scan
+        .findings
+        .into_iter()
+        .map(|finding| Finding {
+            range: folded.range(finding.range),
+            ..finding
+        })
+        .collect();
+    findings.extend_from_slice(extra);
     let mut hashes = context.to_vec();
     hashes.extend(words.iter().map(|w| w.hash));
     for window in index.matches(&hashes) {
@@ -223,7 +365,7 @@ fn analyze(index: &ShingleIndex, text: &str, context: &[u64], at_eof: bool) -> A
         });
     }
 
-    let hold = scan.hold_from.unwrap_or(text.len());
+    let hold = scan.hold_from.map_or(text.len(), |at| folded.start(at));
     let mut cut = if at_eof {
         text.len()
     } else if index.max_len() == 0 {

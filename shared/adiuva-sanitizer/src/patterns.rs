@@ -7,6 +7,10 @@
 //! the stream must keep everything from there until more text arrives. At the end of the text
 //! (`at_eof`) nothing is held: open blocks run to the end, and partial markers are plain text.
 //!
+//! The detectors read the folded text (see `fold.rs`), so a marker written with fullwidth
+//! forms, lookalike letters or zero-width characters inside it is still recognised; the caller
+//! maps what they report back to the original text.
+//!
 //! All patterns are ASCII, so they are matched on bytes, case-insensitively; every reported
 //! position is next to an ASCII byte, a newline or the end of the text, so it is a char boundary.
 

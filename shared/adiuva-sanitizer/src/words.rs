@@ -1,5 +1,9 @@
 //! Word tokens and the shingle index of the protected texts.
 //!
+//! Words are read in the folded text (see [`crate::fold`]), so that invisible characters,
+//! lookalike letters and compatibility forms change neither where a word starts and ends nor
+//! its hash; their ranges are given in the original text.
+//!
 //! A word is a maximal run of alphanumeric characters; everything else (spaces, punctuation,
 //! markdown decoration such as `**`, `>`, backticks, bullet dashes, underscores, JSON quotes)
 //! separates words. Words are compared lowercased, so matching is case-insensitive and blind to
@@ -8,7 +12,10 @@
 
 use std::collections::HashMap;
 
-/// One word of a text: its byte range in the original text and the hash of its lowercase form.
+use crate::fold::Folded;
+
+/// One word of a text: its byte range in the original text and the hash of its folded,
+/// lowercase form.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Word {
     pub(crate) start: usize,
@@ -16,8 +23,24 @@ pub(crate) struct Word {
     pub(crate) hash: u64,
 }
 
-/// Splits `text` into words.
-pub(crate) fn tokenize(text: &str) -> Vec<Word> {
+/// The words of a folded text, with ranges in the original text. Unless `at_eof`, a last word
+/// that nothing but the end of the text (or dropped characters) follows is left out: the next
+/// chunk may continue it.
+pub(crate) fn words(folded: &Folded<'_>, at_eof: bool) -> Vec<Word> {
+    let text = folded.text();
+    let mut words = tokenize(text);
+    if !at_eof && words.last().is_some_and(|w| w.end == text.len()) {
+        words.pop();
+    }
+    for word in &mut words {
+        word.start = folded.start(word.start);
+        word.end = folded.end(word.end);
+    }
+    words
+}
+
+/// Splits an already folded `text` into words, with ranges in `text`.
+fn tokenize(text: &str) -> Vec<Word> {
     let mut words = Vec::new();
     let mut current: Option<(usize, u64)> = None;
     let mut previous: Option<char> = None;
@@ -95,62 +118,55 @@ pub(crate) struct WindowMatch {
 
 /// Every window of `min_run` consecutive words of every protected text, as 64-bit hashes.
 ///
-/// A text shorter than `min_run` words is indexed whole, so that a short template is still
-/// caught verbatim; such texts get their own window length.
+/// A protected text shorter than `min_run` words is not indexed at all: a phrase that short
+/// cannot be told apart from ordinary prose ("Create a task.", "Delete a note."), and matching it
+/// would corrupt answers and the user's own titles and notes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ShingleIndex {
-    /// Window length -> window hash -> first protected text that contains it.
-    by_len: Vec<(usize, HashMap<u64, u32>)>,
-    max_len: usize,
+    /// Window hash -> first protected text that contains it.
+    windows: HashMap<u64, u32>,
+    /// Words per window.
+    len: usize,
 }
 
 impl ShingleIndex {
     pub(crate) fn new(protected: &[&str], min_run: usize) -> Self {
-        let min_run = min_run.max(1);
-        let mut index = ShingleIndex::default();
+        let len = min_run.max(1);
+        let mut windows = HashMap::new();
         for (source, text) in protected.iter().enumerate() {
-            let hashes: Vec<u64> = tokenize(text).iter().map(|w| w.hash).collect();
-            if hashes.is_empty() {
-                continue;
-            }
-            let len = min_run.min(hashes.len());
-            let position = match index.by_len.iter().position(|(l, _)| *l == len) {
-                Some(position) => position,
-                None => {
-                    index.by_len.push((len, HashMap::new()));
-                    index.by_len.len() - 1
-                }
-            };
-            let set = &mut index.by_len[position].1;
+            let hashes: Vec<u64> = tokenize(Folded::new(text).text())
+                .iter()
+                .map(|w| w.hash)
+                .collect();
             let source = u32::try_from(source).unwrap_or(u32::MAX);
             rolling(&hashes, len, |_, hash| {
-                set.entry(hash).or_insert(source);
+                windows.entry(hash).or_insert(source);
             });
-            index.max_len = index.max_len.max(len);
         }
-        index
+        ShingleIndex { windows, len }
     }
 
-    /// The longest window length: how many words a match can span, so how far back a new word
+    /// How many words a match spans (zero when nothing is indexed), so how far back a new word
     /// can extend a match.
     pub(crate) fn max_len(&self) -> usize {
-        self.max_len
+        if self.windows.is_empty() { 0 } else { self.len }
     }
 
     /// Every window of `hashes` found in a protected text.
     pub(crate) fn matches(&self, hashes: &[u64]) -> Vec<WindowMatch> {
         let mut found = Vec::new();
-        for (len, set) in &self.by_len {
-            rolling(hashes, *len, |start, hash| {
-                if let Some(&source) = set.get(&hash) {
-                    found.push(WindowMatch {
-                        start,
-                        len: *len,
-                        source,
-                    });
-                }
-            });
+        if self.windows.is_empty() {
+            return found;
         }
+        rolling(hashes, self.len, |start, hash| {
+            if let Some(&source) = self.windows.get(&hash) {
+                found.push(WindowMatch {
+                    start,
+                    len: self.len,
+                    source,
+                });
+            }
+        });
         found
     }
 }
@@ -160,10 +176,14 @@ mod tests {
     use super::*;
 
     fn words(text: &str) -> Vec<&str> {
-        tokenize(text)
+        words_of(text)
             .iter()
             .map(|w| &text[w.start..w.end])
             .collect()
+    }
+
+    fn words_of(text: &str) -> Vec<Word> {
+        super::words(&Folded::new(text), true)
     }
 
     #[test]
@@ -178,9 +198,48 @@ mod tests {
     }
 
     #[test]
+    fn disguised_words_keep_their_original_ranges() {
+        assert_eq!(
+            words("a pro\u{200B}mpt, ｆｕｌｌ\u{3000}wіdth"),
+            ["a", "pro\u{200B}mpt", "ｆｕｌｌ", "wіdth"]
+        );
+        let plain = words_of("prompt full width");
+        let disguised = words_of("pro\u{AD}mpt ｆｕｌｌ wіdth");
+        for (a, b) in plain.iter().zip(&disguised) {
+            assert_eq!(a.hash, b.hash);
+        }
+    }
+
+    #[test]
+    fn an_unfinished_last_word_waits_for_the_next_chunk() {
+        let complete = |text: &str| super::words(&Folded::new(text), false).len();
+        assert_eq!(complete("one two"), 1);
+        assert_eq!(
+            complete("one two\u{200B}"),
+            1,
+            "a zero-width space may be inside a word"
+        );
+        assert_eq!(complete("one two "), 2);
+    }
+
+    #[test]
+    fn short_texts_are_not_indexed() {
+        let index = ShingleIndex::new(&["Create a task.", "one two three four"], 4);
+        assert_eq!(index.max_len(), 4);
+        let hashes: Vec<u64> = words_of("Create a task. one two three four")
+            .iter()
+            .map(|w| w.hash)
+            .collect();
+        let found = index.matches(&hashes);
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].start, found[0].source), (3, 1));
+        assert_eq!(ShingleIndex::new(&["Create a task."], 8).max_len(), 0);
+    }
+
+    #[test]
     fn hashes_ignore_case() {
-        let a = tokenize("Project Manager");
-        let b = tokenize("PROJECT manager");
+        let a = words_of("Project Manager");
+        let b = words_of("PROJECT manager");
         assert_eq!(a[0].hash, b[0].hash);
         assert_eq!(a[1].hash, b[1].hash);
     }

@@ -1,5 +1,6 @@
-//! Behaviour of the sanitizer on realistic prompts: leaks in every disguise, clean answers, and
-//! streams split every possible way.
+//! Behaviour of the sanitizer on realistic prompts: leaks in every disguise, clean answers and an
+//! ordinary corpus, prompts split across the parts of one response, and streams split every
+//! possible way.
 
 mod corpus;
 
@@ -167,6 +168,210 @@ fn leaks() -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Disguises: written here independently of the crate's folding.
+
+/// Invisible characters put inside words: zero-width space, non-joiner, joiner, word joiner and
+/// zero-width no-break space.
+const INVISIBLE: &[char] = &['\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}'];
+
+/// Inserts `insert(n)` before the char at `position` of every word long enough, n counting the
+/// insertions.
+fn inside_words(text: &str, position: usize, insert: impl Fn(usize) -> char) -> String {
+    let mut out = String::new();
+    let mut in_word = 0;
+    let mut inserted = 0;
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            if in_word == position {
+                out.push(insert(inserted));
+                inserted += 1;
+            }
+            in_word += 1;
+        } else {
+            in_word = 0;
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn zero_width(text: &str) -> String {
+    inside_words(text, 1, |n| INVISIBLE[n % INVISIBLE.len()])
+}
+
+fn soft_hyphens(text: &str) -> String {
+    inside_words(text, 2, |_| '\u{AD}')
+}
+
+fn replace_chars(text: &str, table: &[(char, char)]) -> String {
+    text.chars()
+        .map(|c| {
+            table
+                .iter()
+                .find(|(from, _)| *from == c)
+                .map_or(c, |(_, to)| *to)
+        })
+        .collect()
+}
+
+/// Cyrillic letters that look Latin.
+fn cyrillic(text: &str) -> String {
+    replace_chars(
+        text,
+        &[
+            ('a', 'а'),
+            ('c', 'с'),
+            ('e', 'е'),
+            ('i', 'і'),
+            ('o', 'о'),
+            ('p', 'р'),
+            ('s', 'ѕ'),
+            ('x', 'х'),
+            ('y', 'у'),
+            ('A', 'А'),
+            ('B', 'В'),
+            ('C', 'С'),
+            ('E', 'Е'),
+            ('H', 'Н'),
+            ('K', 'К'),
+            ('M', 'М'),
+            ('O', 'О'),
+            ('P', 'Р'),
+            ('T', 'Т'),
+            ('X', 'Х'),
+        ],
+    )
+}
+
+/// Greek letters that look Latin.
+fn greek(text: &str) -> String {
+    replace_chars(
+        text,
+        &[
+            ('a', 'α'),
+            ('i', 'ι'),
+            ('k', 'κ'),
+            ('o', 'ο'),
+            ('p', 'ρ'),
+            ('u', 'υ'),
+            ('v', 'ν'),
+            ('x', 'χ'),
+            ('A', 'Α'),
+            ('B', 'Β'),
+            ('E', 'Ε'),
+            ('H', 'Η'),
+            ('I', 'Ι'),
+            ('K', 'Κ'),
+            ('M', 'Μ'),
+            ('N', 'Ν'),
+            ('O', 'Ο'),
+            ('P', 'Ρ'),
+            ('T', 'Τ'),
+            ('Y', 'Υ'),
+            ('Z', 'Ζ'),
+        ],
+    )
+}
+
+/// Fullwidth forms (U+FF01..U+FF5E) and the ideographic space.
+fn fullwidth(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            ' ' => '\u{3000}',
+            '!'..='~' => char::from_u32(u32::from(c) + 0xFEE0).expect("fullwidth form"),
+            _ => c,
+        })
+        .collect()
+}
+
+/// Mathematical bold letters (U+1D400..).
+fn math_bold(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            'A'..='Z' => char::from_u32(0x1D400 + u32::from(c) - u32::from('A')).expect("bold"),
+            'a'..='z' => char::from_u32(0x1D41A + u32::from(c) - u32::from('a')).expect("bold"),
+            _ => c,
+        })
+        .collect()
+}
+
+/// Combining marks on every letter ("Zalgo" text).
+fn combining_marks(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        out.push(c);
+        if c.is_alphabetic() {
+            out.push(['\u{336}', '\u{301}', '\u{308}'][i % 3]);
+        }
+    }
+    out
+}
+
+/// A disguise: from the plain text to the disguised one.
+type Disguise = fn(&str) -> String;
+
+/// Every disguise the sanitizer must see through, by name.
+fn disguises() -> Vec<(&'static str, Disguise)> {
+    vec![
+        ("zero-width characters", zero_width),
+        ("soft hyphens", soft_hyphens),
+        ("Cyrillic lookalikes", cyrillic),
+        ("Greek lookalikes", greek),
+        ("fullwidth letters", fullwidth),
+        ("mathematical letters", math_bold),
+        ("combining marks", combining_marks),
+        ("lookalikes and zero-width characters", |text| {
+            zero_width(&cyrillic(text))
+        }),
+        ("fullwidth and soft hyphens", |text| {
+            soft_hyphens(&fullwidth(text))
+        }),
+    ]
+}
+
+/// Leaks of whole paragraphs in every disguise, with surroundings that must stay as written.
+fn disguised_leaks() -> Vec<(&'static str, String)> {
+    let note = paragraph(corpus::NOTE_AGENT, 1);
+    let task = paragraph(corpus::TASK_AGENT, 1);
+    let mut leaks = Vec::new();
+    for (name, disguise) in disguises() {
+        leaks.push((
+            name,
+            format!("Voilà 👩\u{200D}💻: {} — fin.", disguise(note)),
+        ));
+        leaks.push((name, format!("Mine:\n{}\nOk?", disguise(task))));
+    }
+    leaks
+}
+
+/// Asserts that the leak between `prefix` and `suffix` is gone: what is left between them is
+/// `[REDACTED]` markers and no alphanumeric character (so no word of the disguised prompt).
+fn assert_leak_gone(output: &str, prefix: &str, suffix: &str, context: &str) {
+    assert!(output.starts_with(prefix), "{context}: {output:?}");
+    assert!(output.ends_with(suffix), "{context}: {output:?}");
+    let middle = &output[prefix.len()..output.len() - suffix.len()];
+    assert!(
+        middle.contains(REDACTED),
+        "{context}: nothing redacted in {output:?}"
+    );
+    assert!(
+        !middle
+            .replace(REDACTED, "")
+            .chars()
+            .any(char::is_alphanumeric),
+        "{context}: leaked letters in {output:?}"
+    );
+}
+
+fn disguised_leak_bounds(leak: &str) -> (&'static str, &'static str) {
+    if leak.starts_with("Voilà") {
+        ("Voilà 👩\u{200D}💻: ", " — fin.")
+    } else {
+        ("Mine:\n", "\nOk?")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Whole texts.
 
 /// A span runs from the first to the last leaked word: punctuation around it stays.
@@ -264,15 +469,199 @@ fn min_run_is_configurable() {
     assert_eq!(sanitizer.sanitize(text).text, text);
 }
 
+/// One-line tool descriptions, as the agents protect them: all shorter than the run length.
+const SHORT_DESCRIPTIONS: &[&str] = &[
+    "Create a task.",
+    "Delete a task.",
+    "Create a project.",
+    "Get one project.",
+    "Create a milestone in a project.",
+    "Delete a note.",
+    "Create a Markdown note.",
+    "List the comments of a task.",
+    "Add a comment to a task.",
+    "Answer like a pirate.",
+];
+
+/// The realistic prompts plus the short descriptions.
+fn sanitizer_with_short_texts() -> Sanitizer {
+    let mut protected = corpus::all();
+    protected.extend_from_slice(SHORT_DESCRIPTIONS);
+    Sanitizer::new(&protected)
+}
+
+/// A short protected text is not indexed: it never matches, whole or inside ordinary text.
 #[test]
-fn short_protected_text_is_matched_whole() {
-    let sanitizer = Sanitizer::new(&["Answer like a pirate."]);
+fn short_protected_texts_are_never_matched() {
+    let sanitizer = sanitizer_with_short_texts();
+    for text in [
+        "I'll create a task for that.",
+        "Create a project plan",
+        "Create a task",
+        "Create a task.",
+        "Rule: ANSWER like a *pirate*!",
+        "Sure, I will add a comment to a task once you name it.",
+    ] {
+        assert_eq!(sanitizer.sanitize(text).text, text);
+        assert_eq!(stream(&sanitizer, &[text]).0, text);
+    }
+    let parts = [
+        "I'll create a task for that.",
+        "Create a task",
+        "Delete a note.",
+    ];
+    for (result, part) in sanitizer.sanitize_parts(&parts).iter().zip(parts) {
+        assert_eq!(result.text, part);
+        assert_eq!(result.redactions, 0);
+    }
+    // A sanitizer of short texts only has nothing to match, and holds nothing back.
+    let short = Sanitizer::new(SHORT_DESCRIPTIONS);
+    let mut stream = short.stream();
+    assert_eq!(stream.push("Create a task."), "Create a task.");
+}
+
+/// Assistant answers, task titles and notes that share words and short phrases with the prompts
+/// pass unchanged, whole, streamed and as parts of one response.
+#[test]
+fn ordinary_corpus_passes_unchanged() {
+    let sanitizer = sanitizer_with_short_texts();
+    let ordinary = corpus::ordinary();
+    assert!(ordinary.len() >= 200, "{} entries", ordinary.len());
+    let mut rng = Lcg(99);
+    for text in &ordinary {
+        let result = sanitizer.sanitize(text);
+        assert_eq!(result.text, *text);
+        assert_eq!(result.redactions, 0, "{text:?}");
+        assert_eq!(stream(&sanitizer, &[text]).0, *text);
+        for max in [1, 4, 16] {
+            let chunks = random_chunks(text, max, &mut rng);
+            assert_eq!(stream(&sanitizer, &chunks).0, *text, "chunks {chunks:?}");
+        }
+    }
+    for (result, text) in sanitizer.sanitize_parts(&ordinary).iter().zip(&ordinary) {
+        assert_eq!(result.text, *text);
+        assert_eq!(result.redactions, 0);
+    }
+}
+
+#[test]
+fn every_disguise_is_redacted() {
+    let sanitizer = sanitizer();
+    for (name, leak) in disguised_leaks() {
+        let (prefix, suffix) = disguised_leak_bounds(&leak);
+        let result = sanitizer.sanitize(&leak);
+        assert_eq!(result.redactions, 1, "{name}: {:?}", result.text);
+        assert_leak_gone(&result.text, prefix, suffix, name);
+    }
+}
+
+/// Only the leak is replaced: ordinary text in the same disguises passes byte for byte.
+#[test]
+fn disguised_ordinary_text_is_sent_as_written() {
+    let sanitizer = sanitizer_with_short_texts();
+    let ordinary = corpus::ordinary();
+    for (name, disguise) in disguises() {
+        for text in ordinary.iter().step_by(7) {
+            let disguised = disguise(text);
+            let result = sanitizer.sanitize(&disguised);
+            assert_eq!(result.text, disguised, "{name}");
+            assert_eq!(stream(&sanitizer, &[&disguised]).0, disguised, "{name}");
+        }
+    }
+}
+
+#[test]
+fn invisible_characters_do_not_change_the_run_length() {
+    // The run length is counted in folded words: invisible characters never add or split words.
+    let sanitizer = sanitizer();
+    let seven = zero_width("I never invent due dates when the user is vague.");
+    assert_eq!(sanitizer.sanitize(&seven).text, seven);
+    let eight = zero_width("never invent due dates when the user gives");
+    assert_eq!(sanitizer.sanitize(&eight).text, REDACTED);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parts of one response.
+
+/// The words of the second paragraph of the note agent's prompt.
+fn note_words() -> Vec<&'static str> {
+    paragraph(corpus::NOTE_AGENT, 1)
+        .split_whitespace()
+        .collect()
+}
+
+#[test]
+fn a_prompt_split_across_parts_is_redacted_in_each_part() {
+    let sanitizer = sanitizer();
+    let words = note_words();
+    let text = format!("Here you go: {}", words[..5].join(" "));
+    let title = words[5..11].join(" ");
+    let description = format!("{} -- end", words[11..18].join(" "));
+    let parts = [text.as_str(), &title, &description];
+    for part in parts {
+        assert_eq!(
+            sanitizer.sanitize(part).redactions,
+            0,
+            "alone {part:?} is no leak"
+        );
+    }
+    let results = sanitizer.sanitize_parts(&parts);
+    let texts: Vec<&str> = results.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(
-        sanitizer.sanitize("Rule: ANSWER like a *pirate*!").text,
-        format!("Rule: {REDACTED}*!")
+        texts,
+        [
+            format!("Here you go: {REDACTED}"),
+            REDACTED.to_owned(),
+            format!("{REDACTED} -- end"),
+        ]
     );
-    let text = "Answer like a sailor.";
-    assert_eq!(sanitizer.sanitize(text).text, text);
+    assert!(results.iter().all(|r| r.redactions == 1));
+}
+
+/// A title and its description make a leak together even when other fields come between them,
+/// and when the description comes first (as in a JSON object with sorted keys).
+#[test]
+fn two_parts_leak_together_in_either_order() {
+    let sanitizer = sanitizer();
+    let words = note_words();
+    let title = words[..6].join(" ");
+    let description = words[6..13].join(" ");
+    let parts = [
+        "I created the task.",
+        description.as_str(),
+        "medium",
+        "todo",
+        &title,
+    ];
+    let results = sanitizer.sanitize_parts(&parts);
+    let texts: Vec<&str> = results.iter().map(|r| r.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["I created the task.", REDACTED, "medium", "todo", REDACTED]
+    );
+}
+
+#[test]
+fn disguised_parts_leak_together() {
+    let sanitizer = sanitizer();
+    let words = note_words();
+    for (name, disguise) in disguises() {
+        let first = disguise(&words[..7].join(" "));
+        let second = disguise(&words[7..14].join(" "));
+        let results = sanitizer.sanitize_parts(&["Sure.", &first, &second]);
+        assert_eq!(results[0].text, "Sure.", "{name}");
+        for result in &results[1..] {
+            assert!(
+                !result
+                    .text
+                    .replace(REDACTED, "")
+                    .chars()
+                    .any(char::is_alphanumeric),
+                "{name}: {:?}",
+                result.text
+            );
+        }
+    }
 }
 
 #[test]
@@ -312,6 +701,27 @@ fn reasoning_markers_are_redacted() {
     ];
     for (input, expected) in cases {
         assert_eq!(sanitizer.sanitize(input).text, expected, "input {input:?}");
+    }
+}
+
+#[test]
+fn disguised_markers_and_routing_metadata_are_redacted() {
+    let sanitizer = sanitizer();
+    let cases = [
+        ("A <thin\u{200B}king>plan</thinking> B", "A [REDACTED] B"),
+        ("A ＜ｔｈｉｎｋ＞plan＜／ｔｈｉｎｋ＞ B", "A [REDACTED] B"),
+        ("[ІNЅT] hidden [/ІNЅT] ok", "[REDACTED] ok"),
+        ("rоute\u{AD}_to: task_agent\nHello", "[REDACTED]\nHello"),
+        (
+            "Аvailable agents: task_agent, note_agent\nok",
+            "[REDACTED]\nok",
+        ),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(sanitizer.sanitize(input).text, expected, "input {input:?}");
+        for cut in boundaries(input) {
+            check_stream_against(&sanitizer, expected, &[&input[..cut], &input[cut..]]);
+        }
     }
 }
 
@@ -423,6 +833,34 @@ fn leaks_split_in_two_at_every_char_boundary() {
 }
 
 #[test]
+fn disguised_leaks_split_in_two_at_every_char_boundary() {
+    let sanitizer = sanitizer();
+    for (name, leak) in disguised_leaks().iter().step_by(2) {
+        let whole = sanitizer.sanitize(leak).text;
+        let (prefix, suffix) = disguised_leak_bounds(leak);
+        assert_leak_gone(&whole, prefix, suffix, name);
+        for cut in boundaries(leak) {
+            check_stream_against(&sanitizer, &whole, &[&leak[..cut], &leak[cut..]]);
+        }
+    }
+}
+
+#[test]
+fn disguised_leaks_in_tiny_chunks() {
+    let sanitizer = sanitizer();
+    let mut rng = Lcg(5);
+    for (name, leak) in disguised_leaks() {
+        let whole = sanitizer.sanitize(&leak).text;
+        let (prefix, suffix) = disguised_leak_bounds(&leak);
+        assert_leak_gone(&whole, prefix, suffix, name);
+        for max in [1, 2, 3, 5, 8] {
+            let chunks = random_chunks(&leak, max, &mut rng);
+            check_stream_against(&sanitizer, &whole, &chunks);
+        }
+    }
+}
+
+#[test]
 fn markers_split_in_three_at_every_pair_of_boundaries() {
     let sanitizer = sanitizer();
     let text =
@@ -507,6 +945,13 @@ fn property_no_leak_for_random_chunkings() {
         let len = (RUN + rng.next(33)).min(source.len());
         let start = rng.next(source.len() - len + 1);
         let run = source[start..start + len].join(if round % 2 == 0 { " " } else { "\n  " });
+        // Every third round, in a random disguise.
+        let run = if round % 3 == 0 {
+            let all = disguises();
+            (all[rng.next(all.len())].1)(&run)
+        } else {
+            run
+        };
         let prefix = corpus::CLEAN[rng.next(corpus::CLEAN.len())];
         let suffix = ["", " <think>x", " Thanks!", " — fin ✓"][rng.next(4)];
         let text = format!("{prefix} {run}{suffix}");

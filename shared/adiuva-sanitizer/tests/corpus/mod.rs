@@ -1,4 +1,18 @@
-//! Realistic protected prompts in the style of Adiuva's agents, and clean answers.
+//! Realistic protected prompts in the style of Adiuva's agents, clean answers, and a corpus of
+//! ordinary text (assistant answers, task titles, notes) that must pass through unchanged.
+//!
+//! The ordinary corpus lives in three files next to this one, so that the agents' tests can read
+//! it too (`adiuva-agents/tests/` includes this module by path and checks it against the real
+//! protected texts):
+//! - `answers.txt`: assistant answers, separated by lines holding only `---`;
+//! - `titles.txt`: task titles, one per line;
+//! - `notes.txt`: note texts, separated by lines holding only `---`.
+//!
+//! The files hold, on purpose, words the prompts use (task, project, timeline, note, agent,
+//! create, update, schedule, priority), titles equal to short tool descriptions ("Create a
+//! task"), other languages and scripts (Cyrillic, Greek, CJK, Persian with a zero-width
+//! non-joiner), soft hyphens, emoji sequences with zero-width joiners and variation selectors,
+//! fullwidth letters, markdown and JSON.
 
 pub const TASK_AGENT: &str = "You are the Task Agent of Adiuva, a project-management assistant that lives inside the user's desktop app.
 Your job is to create, update, complete and organise tasks on behalf of the user, using only the tools you are given.
@@ -76,3 +90,32 @@ pub const CLEAN: &[&str] = &[
     "Agent: Maria will handle the vendor call; the next agent on the rota is Paul.",
     "```rust\nfn main() { println!(\"hello\"); }\n```",
 ];
+
+/// Ordinary assistant answers.
+pub fn answers() -> Vec<&'static str> {
+    include_str!("answers.txt")
+        .split("\n---\n")
+        .map(|entry| entry.trim_end_matches('\n'))
+        .collect()
+}
+
+/// Ordinary task titles.
+pub fn titles() -> Vec<&'static str> {
+    include_str!("titles.txt").lines().collect()
+}
+
+/// Ordinary note texts.
+pub fn notes() -> Vec<&'static str> {
+    include_str!("notes.txt")
+        .split("\n---\n")
+        .map(|entry| entry.trim_end_matches('\n'))
+        .collect()
+}
+
+/// The whole ordinary corpus: answers, titles, notes.
+pub fn ordinary() -> Vec<&'static str> {
+    let mut all = answers();
+    all.extend(titles());
+    all.extend(notes());
+    all
+}
