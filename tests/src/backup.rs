@@ -8,7 +8,8 @@ use crate::harness::{Backend, error_body, sha, spawn_app, spawn_app_with};
 
 backend_tests!(
     backups_round_trip_with_history,
-    backup_errors_and_tier_limits
+    backup_errors_and_tier_limits,
+    counts_are_limited_per_tier_and_the_history_is_paged,
 );
 
 const JAN_1_2026: i64 = 1_767_225_600_000;
@@ -204,4 +205,75 @@ async fn backup_errors_and_tier_limits(backend: Backend) {
         "refused backups leave nothing"
     );
     assert_eq!(app.blob_keys(&user.id).await.len(), 1);
+}
+
+/// Pro keeps at most 100 backups (and free no records at all, not even empty ones); deleting
+/// gives the room back. The history comes a page at a time.
+async fn counts_are_limited_per_tier_and_the_history_is_paged(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let free = app.register_user().await;
+    error_body(
+        app.create_record(&free.tokens.access_token, "tasks", b"")
+            .await,
+        StatusCode::PAYMENT_REQUIRED,
+        "quota_exceeded",
+    )
+    .await;
+
+    let user = app.pro_user().await;
+    let token = &user.tokens.access_token;
+    for n in 0..100 {
+        let stored = app.put_backup(token, b"", JAN_1_2026 + n).await;
+        assert_eq!(stored.status(), StatusCode::CREATED, "backup {n}");
+    }
+    let over = app.put_backup(token, b"", JAN_1_2026 + 100).await;
+    let body = error_body(over, StatusCode::PAYMENT_REQUIRED, "quota_exceeded").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("100 backups"),
+        "{body}"
+    );
+
+    let page = |query: &'static str| {
+        let app = &app;
+        async move {
+            app.get_authed(&format!("/api/v1/backup/history{query}"), token)
+                .await
+        }
+    };
+    let all: Value = page("").await.json().await.unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 100);
+    assert_eq!(all[0]["timestamp"], JAN_1_2026 + 99);
+    let last: Value = page("?limit=30&page=4").await.json().await.unwrap();
+    let timestamps: Vec<i64> = last
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|backup| backup["timestamp"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        timestamps,
+        (0..10).rev().map(|n| JAN_1_2026 + n).collect::<Vec<_>>()
+    );
+    for bad in ["?limit=501", "?limit=0", "?page=0"] {
+        error_body(
+            page(bad).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+        )
+        .await;
+    }
+
+    // Deleting one makes room for one.
+    let oldest = last[9]["id"].as_str().unwrap();
+    let deleted = app
+        .request(reqwest::Method::DELETE, &format!("/api/v1/backup/{oldest}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert_eq!(
+        app.put_backup(token, b"", JAN_1_2026 + 100).await.status(),
+        StatusCode::CREATED
+    );
 }

@@ -17,6 +17,7 @@ backend_tests!(
     failed_deletes_keep_or_drop_the_whole_record,
     a_down_blob_store_is_503_and_loses_nothing,
     the_janitor_spares_young_and_referenced_blobs,
+    the_janitor_walks_a_page_at_a_time_and_resumes,
 );
 
 fn storage(app: &TestApp) -> Storage {
@@ -271,4 +272,60 @@ async fn the_janitor_spares_young_and_referenced_blobs(backend: Backend) {
             .as_ref(),
         b"referenced"
     );
+}
+
+/// With a page of two keys and no time budget, each sweep handles one page and the next one
+/// resumes after it; after the last page the walk starts over.
+async fn the_janitor_walks_a_page_at_a_time_and_resumes(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[
+            ("ORPHAN_GRACE_MINUTES", "0"),
+            ("JANITOR_PAGE_SIZE", "2"),
+            ("JANITOR_BUDGET_SECS", "0"),
+        ],
+    )
+    .await;
+    let user = app.pro_user().await;
+    let token = &user.tokens.access_token;
+    let kept = [
+        app.record(token, "tasks", b"kept one").await,
+        app.record(token, "tasks", b"kept two").await,
+    ];
+    for n in 0..5 {
+        let orphan = format!("{}/tasks/orphan-{n}/blob", user.id);
+        app.backends
+            .blobs
+            .put(
+                &orphan,
+                bytes::Bytes::from_static(b"x"),
+                &crate::harness::sha(b"x"),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(app.blob_keys(&user.id).await.len(), 7);
+    let storage = storage(&app);
+    let mut reports = Vec::new();
+    loop {
+        let report = storage.sweep().await.unwrap();
+        assert_eq!(report.pages, 1, "{report:?}");
+        assert!(report.blobs_checked <= 2, "{report:?}");
+        let done = report.walked_to_end;
+        reports.push(report);
+        if done {
+            break;
+        }
+        assert!(reports.len() < 10, "the walk does not advance: {reports:?}");
+    }
+    assert_eq!(reports.len(), 4, "7 keys in pages of 2: {reports:?}");
+    let deleted: u64 = reports.iter().map(|report| report.orphans_deleted).sum();
+    assert_eq!(deleted, 5);
+    assert_eq!(app.blob_keys(&user.id).await.len(), 2);
+    for id in &kept {
+        assert_eq!(app.get_record(token, id).await.status(), StatusCode::OK);
+    }
+    // Starting over: the first page again, nothing left to delete.
+    let again = storage.sweep().await.unwrap();
+    assert_eq!((again.blobs_checked, again.orphans_deleted), (2, 0));
 }

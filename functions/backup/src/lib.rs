@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use adiuva_config::{ConfigError, Context};
 use adiuva_http::{
-    ApiError, ErrorBody, Function, Json, Path, RawBody, Result, StatusCode, api_doc,
+    ApiError, ErrorBody, Function, Json, Path, Query, RawBody, Result, StatusCode, api_doc,
 };
 use adiuva_pipeline::CurrentUser;
 use adiuva_storage::{BackupMeta, NewBackup, Storage};
@@ -166,14 +166,34 @@ async fn latest_backup(
     Ok(response)
 }
 
-/// Metadata of every backup, newest first.
+/// `?page` (from 1) and `?limit` (1 to 500, default 100) of the history.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct HistoryQuery {
+    pub page: Option<u32>,
+    pub limit: Option<u32>,
+}
+
+/// Metadata of the backups, newest first, a page at a time (100 by default).
 #[utoipa::path(get, path = "/api/v1/backup/history", tag = "backup", security(("bearer" = [])),
-    responses((status = 200, description = "Backups, newest first", body = Vec<BackupMeta>)))]
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "Backups, newest first", body = Vec<BackupMeta>),
+        (status = 422, description = "Invalid page or limit", body = ErrorBody),
+    ))]
 async fn backup_history(
     State(storage): State<Storage>,
     CurrentUser(caller): CurrentUser,
+    Query(query): Query<HistoryQuery>,
 ) -> Result<Json<Vec<BackupMeta>>> {
-    Ok(Json(storage.backup_history(&caller.id).await?))
+    let page = query.page.unwrap_or(1);
+    let limit = query.limit.unwrap_or(100);
+    if page == 0 || !(1..=500).contains(&limit) {
+        return Err(ApiError::unprocessable(
+            "validation_error",
+            "page starts at 1 and limit is 1 to 500",
+        ));
+    }
+    Ok(Json(storage.backup_history(&caller.id, page, limit).await?))
 }
 
 /// Deletes one backup.

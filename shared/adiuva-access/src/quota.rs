@@ -4,7 +4,7 @@
 
 use sqlx::AnyConnection;
 
-use crate::tiers::{AccessError, Quota, Tier};
+use crate::tiers::{AccessError, Limit, Quota, Tier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuotaError {
@@ -50,6 +50,62 @@ pub async fn reserve(
     } else {
         Err(AccessError::QuotaExceeded { quota, tier }.into())
     }
+}
+
+/// What a count limit of the tier counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    Records,
+    Backups,
+}
+
+/// Adds `delta` to the user's count of records or backups when the result stays within the
+/// tier's limit; a negative delta always succeeds. Runs on the caller's connection so it joins
+/// the transaction that adds or removes the row.
+pub async fn reserve_count(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    tier: Tier,
+    counted: Counted,
+    delta: i64,
+) -> Result<(), QuotaError> {
+    sqlx::query("INSERT INTO storage_usage (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    let (limit, sql, what) = match counted {
+        Counted::Records => (
+            tier.limits().records,
+            "UPDATE storage_usage SET record_count = record_count + $1 \
+             WHERE user_id = $2 AND ($1 <= 0 OR $3 < 0 OR record_count + $1 <= $3)",
+            "records",
+        ),
+        Counted::Backups => (
+            tier.limits().backups,
+            "UPDATE storage_usage SET backup_count = backup_count + $1 \
+             WHERE user_id = $2 AND ($1 <= 0 OR $3 < 0 OR backup_count + $1 <= $3)",
+            "backups",
+        ),
+    };
+    let max = match limit {
+        Limit::Max(max) => i64::try_from(max).unwrap_or(i64::MAX),
+        Limit::Unlimited => -1,
+    };
+    let result = sqlx::query(sql)
+        .bind(delta)
+        .bind(user_id)
+        .bind(max)
+        .execute(&mut *conn)
+        .await?;
+    if result.rows_affected() == 1 {
+        return Ok(());
+    }
+    Err(AccessError::CountExceeded {
+        what,
+        limit: u64::try_from(max).unwrap_or(0),
+        tier,
+    }
+    .into())
 }
 
 /// The bytes a user holds under a quota.

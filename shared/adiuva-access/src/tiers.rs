@@ -68,6 +68,11 @@ pub struct TierLimits {
     /// Bytes of the encrypted blobs of those points (vectors and ids not counted). Exact bytes,
     /// not quota units: the allowances are far below a "GB" of the other quotas.
     pub vector_bytes: Limit,
+    /// Records a user may keep, and backups: not in the reference's matrix either; ours, so
+    /// that empty records and backups cannot grow the tables (and the janitor's work) without
+    /// bound.
+    pub records: Limit,
+    pub backups: Limit,
     pub batch_builder: bool,
     pub plugin_marketplace: bool,
     pub sso: bool,
@@ -85,6 +90,8 @@ const FREE: TierLimits = TierLimits {
     providers: Limit::Max(1),
     vector_points: Limit::Max(1_000),
     vector_bytes: Limit::Max(10 * MIB),
+    records: Limit::Max(0),
+    backups: Limit::Max(0),
     batch_builder: false,
     plugin_marketplace: false,
     sso: false,
@@ -98,6 +105,8 @@ const PRO: TierLimits = TierLimits {
     providers: Limit::Unlimited,
     vector_points: Limit::Max(100_000),
     vector_bytes: Limit::Max(GIB),
+    records: Limit::Max(100_000),
+    backups: Limit::Max(100),
     batch_builder: false,
     plugin_marketplace: false,
     sso: false,
@@ -111,6 +120,8 @@ const POWER: TierLimits = TierLimits {
     providers: Limit::Unlimited,
     vector_points: Limit::Max(1_000_000),
     vector_bytes: Limit::Max(10 * GIB),
+    records: Limit::Max(1_000_000),
+    backups: Limit::Max(1_000),
     batch_builder: true,
     plugin_marketplace: true,
     sso: false,
@@ -124,6 +135,8 @@ const TEAM: TierLimits = TierLimits {
     providers: Limit::Unlimited,
     vector_points: Limit::Unlimited,
     vector_bytes: Limit::Unlimited,
+    records: Limit::Unlimited,
+    backups: Limit::Unlimited,
     batch_builder: true,
     plugin_marketplace: true,
     sso: true,
@@ -211,6 +224,12 @@ pub enum AccessError {
     QuotaExceeded { quota: Quota, tier: Tier },
     #[error("this action needs the admin role")]
     AdminRequired,
+    #[error("the {} tier allows {limit} {what}", .tier.as_str())]
+    CountExceeded {
+        what: &'static str,
+        limit: u64,
+        tier: Tier,
+    },
 }
 
 fn quota_name(quota: Quota) -> &'static str {
@@ -224,14 +243,14 @@ impl DomainError for AccessError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::FeatureNotInTier { .. } | Self::AdminRequired => ErrorKind::Forbidden,
-            Self::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
+            Self::QuotaExceeded { .. } | Self::CountExceeded { .. } => ErrorKind::QuotaExceeded,
         }
     }
 
     fn code(&self) -> &'static str {
         match self {
             Self::FeatureNotInTier { .. } => "tier_required",
-            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::QuotaExceeded { .. } | Self::CountExceeded { .. } => "quota_exceeded",
             Self::AdminRequired => "admin_required",
         }
     }

@@ -153,6 +153,17 @@ impl FaultyStore {
         })
     }
 
+    pub(crate) fn list_page<'a>(
+        &'a self,
+        start_after: Option<&'a str>,
+        max: usize,
+    ) -> BoxFuture<'a, (Vec<BlobInfo>, bool)> {
+        Box::pin(async move {
+            self.faults.check(Op::List)?;
+            self.inner.list_page(start_after, max).await
+        })
+    }
+
     pub(crate) fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Vec<BlobInfo>> {
         Box::pin(async move {
             self.faults.check(Op::List)?;

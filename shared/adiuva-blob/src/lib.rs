@@ -242,6 +242,21 @@ impl BlobStore {
         }
     }
 
+    /// One page of the whole store in key order: up to `max` blobs with keys after
+    /// `start_after` (from the first without it), and whether more follow. The janitor walks
+    /// the store this way, a page at a time, resuming where its last run stopped.
+    pub async fn list_page(
+        &self,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<(Vec<BlobInfo>, bool), BlobError> {
+        match self {
+            Self::S3(store) => store.list_page(start_after, max).await,
+            Self::Local(store) => store.list_page(start_after, max).await,
+            Self::Faulty(store) => store.list_page(start_after, max).await,
+        }
+    }
+
     /// Size and lowercase-hex SHA-256 of what is stored, computed by streaming (never the whole
     /// object in memory) — used to verify a presigned upload before it is committed. None when
     /// absent.

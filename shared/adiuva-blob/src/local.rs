@@ -280,6 +280,24 @@ impl LocalStore {
         .await
     }
 
+    /// A page of the folder in key order (see [`crate::BlobStore::list_page`]). The folder is
+    /// walked whole for each page: the embedded store serves one machine's data.
+    pub(crate) async fn list_page(
+        &self,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<(Vec<BlobInfo>, bool), BlobError> {
+        let mut all = self.list("").await?;
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut after: Vec<BlobInfo> = all
+            .into_iter()
+            .filter(|blob| start_after.is_none_or(|start| blob.key.as_str() > start))
+            .collect();
+        let more = after.len() > max;
+        after.truncate(max);
+        Ok((after, more))
+    }
+
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>, BlobError> {
         // Start at the deepest folder the prefix names, not at the root: listing one user's
         // blobs must not walk everybody's.

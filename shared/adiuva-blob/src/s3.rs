@@ -147,6 +147,36 @@ impl S3Store {
         Ok(())
     }
 
+    pub(crate) async fn list_page(
+        &self,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<(Vec<BlobInfo>, bool), BlobError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .set_start_after(start_after.map(str::to_owned))
+            .max_keys(i32::try_from(max).unwrap_or(1000))
+            .send()
+            .await
+            .map_err(classify)?;
+        let more = page.is_truncated.unwrap_or(false);
+        let found = page
+            .contents
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|object| {
+                Some(BlobInfo {
+                    key: object.key?,
+                    size: size(object.size),
+                    last_modified_ms: millis(object.last_modified.as_ref()),
+                })
+            })
+            .collect();
+        Ok((found, more))
+    }
+
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>, BlobError> {
         let mut pages = self
             .client

@@ -1,7 +1,7 @@
 //! Encrypted backups: upload, latest, history and delete, within the tier's backup quota.
 
 use adiuva_access::Caller;
-use adiuva_access::quota::reserve;
+use adiuva_access::quota::{Counted, reserve, reserve_count};
 use adiuva_access::tiers::{AccessError, Quota, quota_bytes};
 use adiuva_db::{new_id, now_ms};
 use bytes::Bytes;
@@ -129,6 +129,7 @@ impl Storage {
         let limit = backup_limit(self, user)?;
         let mut tx = self.inner.db.pool().begin().await?;
         forget_upload(&mut tx, pending_upload).await?;
+        reserve_count(&mut tx, &user.id, user.tier, Counted::Backups, 1).await?;
         reserve(&mut tx, &user.id, user.tier, Quota::Backup, size, limit).await?;
         let meta: BackupMeta = sqlx::query_as(concat!(
             r#"INSERT INTO backup_metadata (id, user_id, s3_key, version, "timestamp", checksum, size_bytes, chunk_count, created_at)
@@ -174,14 +175,22 @@ impl Storage {
         }))
     }
 
-    /// Every backup of the user, newest first, without bytes.
-    pub async fn backup_history(&self, user_id: &str) -> Result<Vec<BackupMeta>, StorageError> {
+    /// One page of the user's backups, newest first, without bytes (`page` from 1).
+    pub async fn backup_history(
+        &self,
+        user_id: &str,
+        page: u32,
+        limit: u32,
+    ) -> Result<Vec<BackupMeta>, StorageError> {
+        let offset = i64::from(page.max(1) - 1) * i64::from(limit);
         let history = sqlx::query_as(concat!(
             "SELECT ",
             backup_columns!(),
-            r#" FROM backup_metadata WHERE user_id = $1 ORDER BY "timestamp" DESC, created_at DESC"#
+            r#" FROM backup_metadata WHERE user_id = $1 ORDER BY "timestamp" DESC, created_at DESC, id DESC LIMIT $2 OFFSET $3"#
         ))
         .bind(user_id)
+        .bind(i64::from(limit))
+        .bind(offset)
         .fetch_all(self.inner.db.pool())
         .await?;
         Ok(history)
@@ -203,6 +212,14 @@ impl Storage {
             Quota::Backup,
             -size,
             None,
+        )
+        .await?;
+        reserve_count(
+            &mut tx,
+            user_id,
+            adiuva_access::Tier::Free,
+            Counted::Backups,
+            -1,
         )
         .await?;
         tx.commit().await?;

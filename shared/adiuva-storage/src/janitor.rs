@@ -1,7 +1,14 @@
 //! The janitor: removes what failures and abandoned uploads leave behind. Runs on a schedule
 //! (the `janitor` function); safe to run concurrently with traffic and with itself.
+//!
+//! It walks the blob store a page at a time (`JANITOR_PAGE_SIZE` keys, in key order), asks the
+//! database which keys of the page are referenced (one query per page, on indexed columns),
+//! and stops when its time budget (`JANITOR_BUDGET_SECS`) is spent, keeping the last key in
+//! `janitor_state`: the next run resumes there, and after the last page starts over. Memory
+//! and time per run are bounded whatever the size of the store.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
+use std::time::Instant;
 
 use adiuva_db::now_ms;
 use serde::Serialize;
@@ -11,10 +18,16 @@ use crate::{Storage, StorageError};
 /// How long a committed plugin package may wait for a submission that uses it.
 const UNUSED_PACKAGE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
+/// The `janitor_state` row of the blob walk.
+const BLOB_WALK: &str = "blobs";
+
 /// What one sweep did, for the logs and the tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
     pub blobs_checked: u64,
+    pub pages: u64,
+    /// The walk reached the end of the store (the next run starts from the beginning).
+    pub walked_to_end: bool,
     pub expired_uploads: u64,
     /// Plugin packages uploaded but never submitted.
     pub unused_packages: u64,
@@ -25,13 +38,16 @@ pub struct SweepReport {
 
 impl Storage {
     /// Deletes expired pending uploads and plugin packages no submission used within a week,
-    /// then every blob no row refers to that is older than the grace period. A blob is
-    /// referenced by a record, a backup, a pending upload or a plugin package.
+    /// then, page by page from where the last sweep stopped and within the time budget, every
+    /// blob no row refers to that is older than the grace period. A blob is referenced by a
+    /// record, a backup, a pending upload or a plugin package.
     pub async fn sweep(&self) -> Result<SweepReport, StorageError> {
+        let started = Instant::now();
         let now = now_ms();
+        let db = self.inner.db.pool();
         let expired_uploads = sqlx::query("DELETE FROM pending_uploads WHERE expires_at < $1")
             .bind(now)
-            .execute(self.inner.db.pool())
+            .execute(db)
             .await?
             .rows_affected();
         let unused_packages = sqlx::query(
@@ -39,7 +55,7 @@ impl Storage {
              (SELECT 1 FROM plugin_versions WHERE plugin_versions.package_id = plugin_packages.id)",
         )
         .bind(now - UNUSED_PACKAGE_MS)
-        .execute(self.inner.db.pool())
+        .execute(db)
         .await?
         .rows_affected();
         let mut report = SweepReport {
@@ -48,24 +64,24 @@ impl Storage {
             ..SweepReport::default()
         };
 
-        let mut by_user: BTreeMap<String, Vec<adiuva_blob::BlobInfo>> = BTreeMap::new();
-        for blob in self.inner.blobs.list("").await? {
-            let user = blob.key.split('/').next().unwrap_or_default().to_owned();
-            by_user.entry(user).or_default().push(blob);
-        }
-        for (user_id, blobs) in by_user {
-            let referenced: HashSet<String> = sqlx::query_scalar(
-                "SELECT s3_key FROM storage_records WHERE user_id = $1 \
-                 UNION ALL SELECT s3_key FROM backup_metadata WHERE user_id = $1 \
-                 UNION ALL SELECT s3_key FROM pending_uploads WHERE user_id = $1 \
-                 UNION ALL SELECT s3_key FROM plugin_packages WHERE user_id = $1",
-            )
-            .bind(&user_id)
-            .fetch_all(self.inner.db.pool())
-            .await?
-            .into_iter()
-            .collect();
-            for blob in blobs {
+        let mut cursor: Option<String> =
+            sqlx::query_scalar("SELECT cursor FROM janitor_state WHERE name = $1")
+                .bind(BLOB_WALK)
+                .fetch_optional(db)
+                .await?
+                .flatten();
+        let budget = self.inner.janitor.budget;
+        loop {
+            let (page, more) = self
+                .inner
+                .blobs
+                .list_page(cursor.as_deref(), self.inner.janitor.page_size)
+                .await?;
+            report.pages += 1;
+            let referenced = self
+                .referenced(page.iter().map(|blob| blob.key.as_str()))
+                .await?;
+            for blob in &page {
                 report.blobs_checked += 1;
                 if referenced.contains(&blob.key) {
                     continue;
@@ -78,8 +94,57 @@ impl Storage {
                 report.orphans_deleted += 1;
                 tracing::info!(key = blob.key, "orphaned blob deleted");
             }
+            cursor = page.last().map(|blob| blob.key.clone()).or(cursor);
+            if !more {
+                cursor = None;
+                report.walked_to_end = true;
+                break;
+            }
+            if started.elapsed() >= budget {
+                break;
+            }
         }
+        sqlx::query(
+            "INSERT INTO janitor_state (name, cursor, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+        )
+        .bind(BLOB_WALK)
+        .bind(&cursor)
+        .bind(now_ms())
+        .execute(db)
+        .await?;
         Ok(report)
+    }
+
+    /// Which of `keys` a row refers to.
+    async fn referenced<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a str>,
+    ) -> Result<HashSet<String>, StorageError> {
+        let keys: Vec<&str> = keys.collect();
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let list = (1..=keys.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Only placeholders are spliced in; the keys are bound.
+        let sql = format!(
+            "SELECT s3_key FROM storage_records WHERE s3_key IN ({list}) \
+             UNION ALL SELECT s3_key FROM backup_metadata WHERE s3_key IN ({list}) \
+             UNION ALL SELECT s3_key FROM pending_uploads WHERE s3_key IN ({list}) \
+             UNION ALL SELECT s3_key FROM plugin_packages WHERE s3_key IN ({list})"
+        );
+        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for key in &keys {
+            query = query.bind(*key);
+        }
+        Ok(query
+            .fetch_all(self.inner.db.pool())
+            .await?
+            .into_iter()
+            .collect())
     }
 
     /// Records that an account was deleted, in the deletion's transaction, so that its blobs

@@ -40,6 +40,7 @@ struct Inner {
     quota_unit_bytes: u64,
     orphan_grace_ms: i64,
     inline_download_bytes: u64,
+    janitor: JanitorSettings,
 }
 
 /// How long the URL of a large blob's download works.
@@ -71,6 +72,24 @@ pub struct StorageSettings {
     pub quota_unit_bytes: u64,
     pub orphan_grace_minutes: u64,
     pub inline_download_bytes: u64,
+    pub janitor: JanitorSettings,
+}
+
+/// `JANITOR_BUDGET_SECS` (how long one sweep walks the blob store; the function's timeout is
+/// 300 s) and `JANITOR_PAGE_SIZE` (keys per page, at most S3's 1000).
+#[derive(Debug, Clone)]
+pub struct JanitorSettings {
+    pub budget: std::time::Duration,
+    pub page_size: usize,
+}
+
+impl Default for JanitorSettings {
+    fn default() -> Self {
+        Self {
+            budget: std::time::Duration::from_secs(240),
+            page_size: 1000,
+        }
+    }
 }
 
 impl StorageSettings {
@@ -87,6 +106,14 @@ impl StorageSettings {
                 4 << 20,
                 0..=4_400_000,
             )?,
+            janitor: JanitorSettings {
+                budget: std::time::Duration::from_secs(source.number_in(
+                    "JANITOR_BUDGET_SECS",
+                    240,
+                    0..=900,
+                )?),
+                page_size: source.number_in("JANITOR_PAGE_SIZE", 1000, 1..=1000)?,
+            },
         })
     }
 }
@@ -110,6 +137,7 @@ impl Storage {
                 quota_unit_bytes: settings.quota_unit_bytes,
                 orphan_grace_ms: grace_ms,
                 inline_download_bytes: settings.inline_download_bytes,
+                janitor: settings.janitor.clone(),
             }),
         }
     }

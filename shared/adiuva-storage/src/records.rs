@@ -1,6 +1,6 @@
 //! Encrypted records: create, list, read, update (with optimistic versions) and delete.
 
-use adiuva_access::quota::reserve;
+use adiuva_access::quota::{Counted, reserve, reserve_count};
 use adiuva_access::tiers::{Quota, quota_bytes};
 use adiuva_access::{Caller, Tier};
 use adiuva_db::{new_id, now_ms};
@@ -116,6 +116,7 @@ impl Storage {
         let now = now_ms();
         let mut tx = self.inner.db.pool().begin().await?;
         forget_upload(&mut tx, pending_upload).await?;
+        reserve_count(&mut tx, &user.id, user.tier, Counted::Records, 1).await?;
         reserve(
             &mut tx,
             &user.id,
@@ -325,6 +326,7 @@ impl Storage {
             None,
         )
         .await?;
+        reserve_count(&mut tx, user_id, Tier::Free, Counted::Records, -1).await?;
         tx.commit().await?;
         tracing::info!(user_id, record_id, "record deleted");
         self.discard(&key).await;
