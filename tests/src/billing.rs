@@ -93,7 +93,7 @@ async fn checkout_of_each_paid_tier_sends_what_stripe_needs(backend: Backend) {
     ] {
         let url = checkout_url(&app, &user, tier).await;
         assert!(
-            url.starts_with("https://checkout.stripe.test/c/pay/cs_test_"),
+            url.starts_with(&format!("{}/c/pay/cs_test_", stripe.base_url)),
             "{url}"
         );
         let session = stripe

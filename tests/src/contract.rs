@@ -392,3 +392,105 @@ async fn every_documented_header_parameter_is_allowed_by_cors() {
         );
     }
 }
+
+/// The served document, completed by adiuva-http's contract with what the pipeline answers
+/// before a handler runs: every authenticated operation lists 401, 429 and 503, every JSON body
+/// 400, 413, 415 and 422, every idempotent route its `Idempotency-Key` header (bounded as the
+/// limits crate checks it) and 409; each with the error schema.
+#[tokio::test]
+async fn every_operation_documents_what_the_pipeline_answers() {
+    use adiuva_http::routes::{is_idempotent, is_public};
+    use reqwest::Method;
+
+    let app = spawn_app(Backend::Sqlite).await;
+    let document: Value = app.get(local::OPENAPI_PATH).await.json().await.unwrap();
+    let error_body = serde_json::json!({"$ref": "#/components/schemas/ErrorBody"});
+    for (method, path) in operations(&document) {
+        let operation = &document["paths"][&path][method.to_lowercase()];
+        let responses = &operation["responses"];
+        let route = format!("{method} {path}");
+        let expect = |statuses: &[&str]| {
+            for status in statuses {
+                assert_eq!(
+                    responses[*status]["content"]["application/json"]["schema"], error_body,
+                    "{route} does not document {status} with the error body"
+                );
+            }
+        };
+        let http_method = Method::from_bytes(method.as_bytes()).unwrap();
+        if !is_public(&http_method, &path) {
+            expect(&["401", "429", "503"]);
+            assert!(
+                responses["429"]["headers"]["Retry-After"].is_object(),
+                "{route}: 429 without Retry-After"
+            );
+        }
+        if operation["requestBody"]["content"]["application/json"].is_object() {
+            expect(&["400", "413", "415", "422"]);
+        }
+        let idempotency_key = operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|parameter| parameter["name"] == "Idempotency-Key");
+        if is_idempotent(&http_method, &path) {
+            expect(&["409"]);
+            let key = idempotency_key.unwrap_or_else(|| panic!("{route}: no Idempotency-Key"));
+            assert_eq!(key["in"], "header");
+            assert_eq!(
+                key["schema"]["maxLength"].as_u64(),
+                Some(adiuva_limits::idempotency::MAX_KEY_LEN as u64),
+                "{route}: the documented key length is not the checked one"
+            );
+        } else {
+            assert!(
+                idempotency_key.is_none(),
+                "{route} documents an Idempotency-Key it ignores"
+            );
+        }
+    }
+}
+
+/// Every documented path parameter is a `{name}` of its path and every `{name}` is documented,
+/// required; query parameters are optional unless the route needs them (a query struct
+/// documented as path parameters told clients to put `?page` in the path).
+#[tokio::test]
+async fn documented_parameters_are_where_the_routes_read_them() {
+    let (context, _dir) = code_context();
+    let document = serde_json::to_value(local::openapi(&context).unwrap()).unwrap();
+    for (method, path) in operations(&document) {
+        let operation = &document["paths"][&path][method.to_lowercase()];
+        let placeholders: BTreeSet<String> = path
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+            .map(str::to_owned)
+            .collect();
+        let mut documented = BTreeSet::new();
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            let name = parameter["name"].as_str().unwrap().to_owned();
+            match parameter["in"].as_str() {
+                Some("path") => {
+                    assert_eq!(
+                        parameter["required"], true,
+                        "{method} {path}: path parameter {name} is not required"
+                    );
+                    documented.insert(name);
+                }
+                Some("query" | "header") => {
+                    let nullable = parameter["schema"]["type"]
+                        .as_array()
+                        .is_some_and(|types| types.iter().any(|t| t == "null"));
+                    assert!(
+                        !nullable,
+                        "{method} {path}: parameter {name} may be null, which a query or header cannot be"
+                    );
+                }
+                other => panic!("{method} {path}: parameter {name} in {other:?}"),
+            }
+        }
+        assert_eq!(
+            documented, placeholders,
+            "{method} {path}: the path parameters and the path differ"
+        );
+    }
+}

@@ -13,7 +13,8 @@
 //!   string) before it is answered, see [`ScriptedLlm::requests`].
 //! - Each request consumes the next [`Reply`] of a FIFO script ([`ScriptedLlm::push`]). When the
 //!   script is exhausted the answer is a 500 with an OpenAI-style error body whose message is
-//!   `"scripted LLM: no reply left for this request"`.
+//!   `"scripted LLM: no reply left for this request"`, unless [`ScriptedLlm::otherwise`] gave a
+//!   reply for that case.
 //! - Without `"stream": true` the answer is one `chat.completion` object. With it, the answer is
 //!   `text/event-stream`: `chat.completion.chunk` events (`data: {json}\n\n`), an empty-delta
 //!   chunk carrying `finish_reason`, a usage chunk (`"choices": []`) when the request asked for
@@ -89,6 +90,8 @@ impl ToolCall {
 #[derive(Debug, Default)]
 struct LlmState {
     script: VecDeque<Reply>,
+    /// The reply when the script is empty; without one, the 500 of an exhausted script.
+    otherwise: Option<Reply>,
     requests: Vec<Value>,
     chunk_delay: Duration,
     /// Numbers the completions ("chatcmpl-N").
@@ -154,6 +157,12 @@ impl ScriptedLlm {
         lock(&self.state).script.extend(replies);
     }
 
+    /// Answers `reply` to every request the script has no reply left for (a model that always
+    /// says the same thing, for runs that cannot know how many requests they make).
+    pub fn otherwise(&self, reply: Reply) {
+        lock(&self.state).otherwise = Some(reply);
+    }
+
     /// Every request body received so far, in order (including unanswerable ones).
     pub fn requests(&self) -> Vec<Value> {
         lock(&self.state).requests.clone()
@@ -184,7 +193,8 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, body: Byt
         let mut state = lock(&state);
         state.requests.push(request.clone());
         state.answered += 1;
-        (state.script.pop_front(), state.answered, state.chunk_delay)
+        let reply = state.script.pop_front().or_else(|| state.otherwise.clone());
+        (reply, state.answered, state.chunk_delay)
     };
     let Some(mut reply) = reply else {
         return error_response(StatusCode::INTERNAL_SERVER_ERROR, EXHAUSTED_MESSAGE);

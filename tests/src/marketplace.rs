@@ -1398,7 +1398,7 @@ async fn a_paid_install_pays_the_developer_70_percent_once(backend: Backend) {
     let purchase_id = pending["purchase_id"].as_str().unwrap().to_owned();
     let url = pending["checkout_url"].as_str().unwrap().to_owned();
     assert!(
-        url.starts_with("https://checkout.stripe.test/c/pay/cs_test_"),
+        url.starts_with(&format!("{}/c/pay/cs_test_", stripe.base_url)),
         "{url}"
     );
     let session = stripe

@@ -75,6 +75,8 @@ struct Ledger {
     accounts: HashMap<String, Value>,
     down: bool,
     next: u64,
+    /// Where the fake serves, for the `url` of checkout sessions.
+    base_url: String,
 }
 
 #[derive(Clone, Debug)]
@@ -100,17 +102,37 @@ fn stripe_error(status: StatusCode, kind: &str, message: &str) -> Response {
 
 impl FakeStripe {
     pub async fn start() -> Self {
-        let state = Arc::new(Mutex::new(Ledger::default()));
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(state.clone());
+        Self::serve(None).await
+    }
+
+    /// The fake with Stripe's hosted checkout page too: opening a session's `url`
+    /// (`GET {base_url}/c/pay/{id}`) pays it, as the user would, and delivers
+    /// `checkout.session.completed`, signed, to `webhook_url`. For runs outside the tests (the
+    /// `fakes` binary), where no test plays the user.
+    pub async fn start_hosted(webhook_url: String) -> Self {
+        Self::serve(Some(webhook_url)).await
+    }
+
+    async fn serve(webhook_url: Option<String>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self {
-            base_url: format!("http://{address}"),
-            state,
+        let base_url = format!("http://{address}");
+        let state = Arc::new(Mutex::new(Ledger {
+            base_url: base_url.clone(),
+            ..Ledger::default()
+        }));
+        let stripe = Self { base_url, state };
+        let mut app = axum::Router::new()
+            .fallback(handle)
+            .with_state(stripe.state.clone());
+        if let Some(webhook_url) = webhook_url {
+            let page = axum::Router::new()
+                .route("/c/pay/{id}", axum::routing::get(hosted_checkout))
+                .with_state((stripe.clone(), webhook_url));
+            app = app.merge(page);
         }
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        stripe
     }
 
     fn lock(&self) -> MutexGuard<'_, Ledger> {
@@ -353,6 +375,49 @@ fn missing(what: &str) -> (u16, Value) {
     )
 }
 
+/// Stripe's hosted checkout page: the user pays, and Stripe tells the webhook.
+async fn hosted_checkout(
+    State((stripe, webhook_url)): State<(FakeStripe, String)>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let mode = stripe
+        .lock()
+        .sessions
+        .get(&id)
+        .map(|(session, _)| session["mode"].clone());
+    let session = match mode {
+        None => return (StatusCode::NOT_FOUND, "no such checkout session").into_response(),
+        Some(mode) if mode == "payment" => stripe.complete_payment(&id).0,
+        Some(_) => stripe.complete_checkout(&id).0,
+    };
+    let payload = stripe
+        .event("checkout.session.completed", &session)
+        .to_string();
+    let delivery = reqwest::Client::new()
+        .post(&webhook_url)
+        .header("content-type", "application/json")
+        .header(
+            "stripe-signature",
+            signature(WEBHOOK_SECRET, &payload, now()),
+        )
+        .body(payload)
+        .send()
+        .await;
+    match delivery {
+        Ok(answer) if answer.status().is_success() => "paid".into_response(),
+        Ok(answer) => (
+            StatusCode::BAD_GATEWAY,
+            format!("the webhook answered {}", answer.status()),
+        )
+            .into_response(),
+        Err(err) => (
+            StatusCode::BAD_GATEWAY,
+            format!("the webhook is unreachable: {err}"),
+        )
+            .into_response(),
+    }
+}
+
 async fn handle(
     State(state): State<Arc<Mutex<Ledger>>>,
     method: Method,
@@ -453,7 +518,7 @@ async fn handle(
             session["payment_status"] = json!("unpaid");
             session["subscription"] = Value::Null;
             session["payment_intent"] = Value::Null;
-            session["url"] = json!(format!("https://checkout.stripe.test/c/pay/{id}"));
+            session["url"] = json!(format!("{}/c/pay/{id}", state.base_url));
             if field("mode").as_deref() == Some("payment") {
                 let unit: i64 = field("line_items[0][price_data][unit_amount]")
                     .and_then(|amount| amount.parse().ok())

@@ -32,6 +32,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct DeleteAccount {
     /// The account's password, asked again for this irreversible action.
+    #[schema(schema_with = adiuva_auth::openapi::password)]
     pub password: String,
 }
 
@@ -41,12 +42,13 @@ pub struct Deleted {
 }
 
 /// Deletes the caller's account and all its data. Irreversible.
-#[utoipa::path(delete, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/auth/me", tag = "auth",
     request_body = DeleteAccount,
     responses(
         (status = 200, description = "Deleted", body = Deleted),
         (status = 401, description = "Wrong password or invalid token", body = ErrorBody),
-        (status = 429, description = "Too many wrong passwords", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 async fn delete_account(
     AxumState(state): AxumState<State>,

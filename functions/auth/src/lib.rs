@@ -27,13 +27,17 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Credentials {
     /// Trimmed and lowercased before use.
+    #[schema(schema_with = adiuva_auth::openapi::email)]
     pub email: String,
     /// 8 to 72 bytes (UTF-8).
+    #[schema(schema_with = adiuva_auth::openapi::password)]
     pub password: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RefreshRequest {
+    /// The refresh token of the last pair: 64 lowercase hex digits.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub refresh_token: String,
 }
 
@@ -48,7 +52,8 @@ pub struct OkResponse {
         (status = 201, description = "Account created", body = AuthTokens),
         (status = 409, description = "The email is taken", body = ErrorBody),
         (status = 422, description = "Invalid email or password length", body = ErrorBody),
-        (status = 429, description = "Too many failed attempts from this address", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts from this address", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 async fn register(
     State(accounts): State<Accounts>,
@@ -66,7 +71,8 @@ async fn register(
     responses(
         (status = 200, description = "Signed in", body = AuthTokens),
         (status = 401, description = "Invalid email or password", body = ErrorBody),
-        (status = 429, description = "Too many failed attempts for this email or from this address", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts for this email or from this address", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 async fn login(
     State(accounts): State<Accounts>,
@@ -83,7 +89,8 @@ async fn login(
     responses(
         (status = 200, description = "A new token pair", body = AuthTokens),
         (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = ErrorBody),
-        (status = 429, description = "Too many failed attempts from this address", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts from this address", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 async fn refresh(
     State(accounts): State<Accounts>,
@@ -94,7 +101,7 @@ async fn refresh(
 }
 
 /// Revokes every refresh token of the caller and ends their access tokens.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     responses(
         (status = 200, description = "Signed out everywhere", body = OkResponse),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
@@ -108,7 +115,7 @@ async fn logout(
 }
 
 /// The caller's profile with their current billing tier.
-#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
     responses(
         (status = 200, description = "The caller", body = UserProfile),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),

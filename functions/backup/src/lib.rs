@@ -45,6 +45,11 @@ pub struct Deleted {
     pub ok: bool,
 }
 
+/// The encrypted backup, as raw bytes.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct BackupBytes(pub Vec<u8>);
+
 fn header_text<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str> {
     headers
         .get(name)
@@ -70,19 +75,24 @@ fn header_number(headers: &HeaderMap, name: &'static str) -> Result<i64> {
 }
 
 /// Uploads an encrypted backup.
-#[utoipa::path(put, path = "/api/v1/backup", tag = "backup", security(("bearer" = [])),
+#[utoipa::path(put, path = "/api/v1/backup", tag = "backup",
     params(
-        ("X-Backup-Version" = i64, Header, description = "The client's backup format version"),
-        ("X-Backup-Timestamp" = i64, Header, description = "When the backup was made, ms since the epoch"),
-        ("X-Backup-Checksum" = String, Header, description = "Lowercase hex SHA-256 of the body"),
-        ("X-Backup-Chunk-Count" = Option<i64>, Header, description = "Chunks in the backup (default 1)"),
+        ("X-Backup-Version" = i64, Header, minimum = 0,
+         description = "The client's backup format version, a non-negative integer"),
+        ("X-Backup-Timestamp" = i64, Header, minimum = 0, maximum = 253_402_300_799_999_i64,
+         description = "When the backup was made, ms since the epoch, before the year 10000"),
+        ("X-Backup-Checksum" = String, Header, pattern = "^[0-9a-f]{64}$",
+         description = "Lowercase hex SHA-256 of the body"),
+        ("X-Backup-Chunk-Count" = Option<i64>, Header, nullable = false, minimum = 1, maximum = 100_000,
+         description = "Chunks in the backup, 1 to 100000 (default 1)"),
     ),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content = BackupBytes, content_type = "application/octet-stream"),
     responses(
         (status = 201, description = "Stored", body = Stored),
         (status = 400, description = "Missing header or checksum mismatch", body = ErrorBody),
         (status = 402, description = "No backups in this tier, or over the backup quota", body = ErrorBody),
         (status = 413, description = "Too large for one request: use the upload flow", body = ErrorBody),
+        (status = 422, description = "A header that is not a number in its range (`invalid_header`, `validation_error`), or a malformed checksum", body = ErrorBody),
     ))]
 async fn put_backup(
     State(storage): State<Storage>,
@@ -107,8 +117,9 @@ async fn put_backup(
 /// Downloads the latest backup; `If-Modified-Since` answers 304 when it is not newer. A backup
 /// larger than a Lambda answer may carry is a 307 to a short-lived URL of its bytes (fetch
 /// follows it; the `X-Backup-*` headers are on the 307 and in the history).
-#[utoipa::path(get, path = "/api/v1/backup", tag = "backup", security(("bearer" = [])),
-    params(("If-Modified-Since" = Option<String>, Header, description = "HTTP date")),
+#[utoipa::path(get, path = "/api/v1/backup", tag = "backup",
+    params(("If-Modified-Since" = Option<String>, Header, nullable = false,
+        description = "An HTTP date; one that does not parse is ignored")),
     responses(
         (status = 200, description = "The latest backup's bytes, metadata in X-Backup-* headers",
          content_type = "application/octet-stream", body = Vec<u8>),
@@ -166,38 +177,57 @@ async fn latest_backup(
     Ok(response)
 }
 
-/// `?page` (from 1) and `?limit` (1 to 500, default 100) of the history.
+/// `?page` (from 1) or `?cursor`, and `?limit` (1 to 500, default 100) of the history.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// Page number, from 1, by offset (what older clients send). Not with `cursor`.
+    #[param(value_type = i64, required = false, minimum = 1, maximum = 4_294_967_295_i64)]
     pub page: Option<u32>,
+    /// The page after this cursor: the `X-Next-Cursor` of the page before. Without `page` and
+    /// `cursor`, the first page.
+    #[param(value_type = String, required = false, pattern = "^[A-Za-z0-9_-]{1,512}$")]
+    pub cursor: Option<String>,
+    /// Backups per page, 1 to 500 (default 100).
+    #[param(value_type = i64, required = false, minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
-/// Metadata of the backups, newest first, a page at a time (100 by default).
-#[utoipa::path(get, path = "/api/v1/backup/history", tag = "backup", security(("bearer" = [])),
+/// Metadata of the backups, newest first, a page at a time (100 by default): when more follow,
+/// the next page's cursor is in `X-Next-Cursor` and `Link` (`rel="next"`).
+#[utoipa::path(get, path = "/api/v1/backup/history", tag = "backup",
     params(HistoryQuery),
     responses(
-        (status = 200, description = "Backups, newest first", body = Vec<BackupMeta>),
-        (status = 422, description = "Invalid page or limit", body = ErrorBody),
+        (status = 200, description = "Backups, newest first", body = Vec<BackupMeta>, headers(
+            ("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last"),
+            ("Link" = String, description = "`<the next page>; rel=\"next\"`; absent on the last"),
+        )),
+        (status = 422, description = "Invalid page, cursor or limit, or both page and cursor", body = ErrorBody),
     ))]
 async fn backup_history(
     State(storage): State<Storage>,
     CurrentUser(caller): CurrentUser,
+    uri: axum::http::Uri,
     Query(query): Query<HistoryQuery>,
-) -> Result<Json<Vec<BackupMeta>>> {
-    let page = query.page.unwrap_or(1);
+) -> Result<(axum::http::HeaderMap, Json<Vec<BackupMeta>>)> {
     let limit = query.limit.unwrap_or(100);
-    if page == 0 || !(1..=500).contains(&limit) {
+    if !(1..=500).contains(&limit) {
         return Err(ApiError::unprocessable(
             "validation_error",
-            "page starts at 1 and limit is 1 to 500",
+            "limit is 1 to 500",
         ));
     }
-    Ok(Json(storage.backup_history(&caller.id, page, limit).await?))
+    let listing = storage
+        .backup_history(&caller.id, query.page, query.cursor.as_deref(), limit)
+        .await?;
+    Ok((
+        adiuva_http::paging::next_page(&uri, listing.next.as_deref()),
+        Json(listing.items),
+    ))
 }
 
 /// Deletes one backup.
-#[utoipa::path(delete, path = "/api/v1/backup/{backup_id}", tag = "backup", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/backup/{backup_id}", tag = "backup",
     params(("backup_id" = String, Path, description = "An id from the history")),
     responses(
         (status = 200, description = "Deleted", body = Deleted),

@@ -60,8 +60,18 @@ pub fn stub_router(context: &Context) -> Result<axum::Router, ConfigError> {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CheckoutRequest {
-    /// `pro`, `power` or `team`.
+    /// The paid tier to buy: `pro`, `power` or `team`.
+    #[schema(schema_with = paid_tier)]
     pub tier: String,
+}
+
+/// The tiers [`Billing::checkout`] sells (`free` is not one).
+fn paid_tier() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["pro", "power", "team"]))
+        .description(Some("The paid tier to buy: `pro`, `power` or `team`."))
+        .build()
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -84,13 +94,15 @@ pub struct Cancelled {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CancelQuery {
     /// `true` (default): at the end of the paid period; `false`: now, back to free at once.
+    #[param(value_type = bool, required = false)]
     pub at_period_end: Option<bool>,
 }
 
 /// Starts a Stripe Checkout of a paid tier; open `checkout_url` in a browser.
-#[utoipa::path(post, path = "/api/v1/billing/checkout", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/billing/checkout", tag = "billing",
     request_body = CheckoutRequest,
     responses(
         (status = 200, description = "Where to pay", body = Checkout),
@@ -149,7 +161,7 @@ async fn webhook(
 }
 
 /// The caller's subscription; `free` without one.
-#[utoipa::path(get, path = "/api/v1/billing/subscription", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/billing/subscription", tag = "billing",
     responses(
         (status = 200, description = "The subscription", body = SubscriptionView),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -163,7 +175,7 @@ async fn subscription(
 
 /// Cancels the subscription: at the end of the paid period by default (the tier stays until
 /// then), or with `at_period_end=false` now (free at once).
-#[utoipa::path(delete, path = "/api/v1/billing/subscription", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/billing/subscription", tag = "billing",
     params(CancelQuery),
     responses(
         (status = 200, description = "The subscription after cancelling", body = Cancelled),
@@ -184,7 +196,7 @@ async fn cancel(
 }
 
 /// A Stripe Billing Portal session: cards, invoices, plan.
-#[utoipa::path(post, path = "/api/v1/billing/portal", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/billing/portal", tag = "billing",
     responses(
         (status = 200, description = "Where to manage billing", body = Portal),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),

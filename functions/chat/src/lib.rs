@@ -23,14 +23,15 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
 
 /// Routes a message through the orchestrator: a `ChatResponse` (`execution_mode` "direct", the
 /// default) or an `ExecutionPlan` whose LLM steps name prompt templates by id ("plan").
-#[utoipa::path(post, path = "/api/v1/chat", tag = "chat", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/chat", tag = "chat",
     request_body = ChatRequest,
     responses(
         (status = 200, description = "The answer", body = Answer),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 413, description = "Message or context too large", body = ErrorBody),
         (status = 422, description = "Invalid request", body = ErrorBody),
-        (status = 429, description = "Over the tier's rate limit, or too many chats in flight", body = ErrorBody),
+        (status = 429, description = "Over the tier's rate limit, or too many chats in flight", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 502, description = "The model provider failed", body = ErrorBody),
         (status = 503, description = "No model provider configured (llm_not_configured), or it is rate limited", body = ErrorBody),
         (status = 504, description = "The model did not answer in time", body = ErrorBody),

@@ -60,7 +60,7 @@ fn is_plan_id(plan_id: &str) -> bool {
 
 /// Every playbook, sorted by id. LLM steps name prompt templates by id; prompts stay on the
 /// server.
-#[utoipa::path(get, path = "/api/v1/plans/playbook", tag = "plans", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/plans/playbook", tag = "plans",
     responses(
         (status = 200, description = "The playbooks", body = [ExecutionPlan]),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -72,8 +72,9 @@ async fn list_playbooks(AxumState(state): AxumState<State>) -> Result<Json<Vec<E
 }
 
 /// One playbook by id.
-#[utoipa::path(get, path = "/api/v1/plans/playbook/{plan_id}", tag = "plans", security(("bearer" = [])),
-    params(("plan_id" = String, Path, description = "The playbook's id, e.g. create_tasks_from_project")),
+#[utoipa::path(get, path = "/api/v1/plans/playbook/{plan_id}", tag = "plans",
+    params(("plan_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$",
+        description = "The playbook's id, e.g. create_tasks_from_project: 1 to 128 ASCII letters, digits, `_` or `-` (no other id exists)")),
     responses(
         (status = 200, description = "The playbook", body = ExecutionPlan),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),

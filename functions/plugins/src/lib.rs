@@ -8,6 +8,7 @@ use adiuva_http::{ErrorBody, Function, Json, Path, Query, RawBody, Result, Statu
 use adiuva_marketplace::catalog::{CatalogQuery, PluginDetail, PluginList, Rating, RatingRequest};
 use adiuva_marketplace::developers::{DeveloperAccount, Onboarding};
 use adiuva_marketplace::installs::{CheckoutNeeded, InstallOutcome, Installed, Uninstalled};
+use adiuva_marketplace::openapi::PluginSubmission;
 use adiuva_marketplace::revenue::{Earnings, EarningsQuery};
 use adiuva_marketplace::review::{
     BlockRequest, Blocked, QueuedVersion, ReviewOutcome, ReviewRequest,
@@ -49,7 +50,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
 }
 
 /// Browses the marketplace (Power and Team): approved, unblocked plugins, 20 a page.
-#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
     params(CatalogQuery),
     responses(
         (status = 200, description = "One page; the total is also in X-Total-Count", body = PluginList,
@@ -71,8 +72,8 @@ async fn list(
 /// Submits a plugin version: the manifest and a package committed through
 /// `POST /api/v1/storage/uploads` with purpose `plugin_package`. Every check of the automated
 /// checklist runs; a failure answers 422 with every reason.
-#[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins", security(("bearer" = [])),
-    request_body(content = serde_json::Value, description = "id, name, version, description, author, category, permissions, price_cents, package_id, package_checksum"),
+#[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins",
+    request_body(content = PluginSubmission, description = "The manifest and the committed package"),
     responses(
         (status = 201, description = "Waiting for review, with the checklist's results", body = Submitted),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -92,8 +93,9 @@ async fn submit(
 
 /// A plugin's detail: manifest, install count, ratings, whether it is blocked, and the
 /// caller's install and rating.
-#[utoipa::path(get, path = "/api/v1/plugins/{id}", tag = "plugins", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The plugin id")),
+#[utoipa::path(get, path = "/api/v1/plugins/{id}", tag = "plugins",
+    params(("id" = String, Path, pattern = "^[a-z0-9-]{3,64}$",
+        description = "The plugin id: 3 to 64 lowercase letters, digits or `-` (no other id exists)")),
     responses(
         (status = 200, description = "The plugin", body = PluginDetail),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -109,8 +111,9 @@ async fn detail(
 }
 
 /// Rates a plugin the caller installed, 1 to 5 stars; a new rating replaces the caller's.
-#[utoipa::path(put, path = "/api/v1/plugins/{id}/rating", tag = "plugins", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The plugin id")),
+#[utoipa::path(put, path = "/api/v1/plugins/{id}/rating", tag = "plugins",
+    params(("id" = String, Path, pattern = "^[a-z0-9-]{3,64}$",
+        description = "The plugin id: 3 to 64 lowercase letters, digits or `-` (no other id exists)")),
     request_body = RatingRequest,
     responses(
         (status = 200, description = "The plugin's ratings now", body = Rating),
@@ -132,14 +135,16 @@ async fn rate(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct InstallRequest {
     /// Must be the plugin id of the path.
+    #[schema(pattern = "^[a-z0-9-]{3,64}$")]
     pub plugin_id: String,
 }
 
 /// Installs a plugin (Power and Team). Free, or bought already: 200 with a short-lived
 /// download URL. Paid and not bought: 202 with where to pay; the install happens when the
 /// payment completes, after which this answers 200.
-#[utoipa::path(post, path = "/api/v1/plugins/{id}/install", tag = "plugins", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The plugin id")),
+#[utoipa::path(post, path = "/api/v1/plugins/{id}/install", tag = "plugins",
+    params(("id" = String, Path, pattern = "^[a-z0-9-]{3,64}$",
+        description = "The plugin id: 3 to 64 lowercase letters, digits or `-` (no other id exists)")),
     request_body(content = Option<InstallRequest>, description = "Optional; the reference's body"),
     responses(
         (status = 200, description = "Installed", body = Installed),
@@ -177,8 +182,9 @@ async fn install(
 }
 
 /// Uninstalls a plugin (no refund by itself).
-#[utoipa::path(delete, path = "/api/v1/plugins/{id}/install", tag = "plugins", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The plugin id")),
+#[utoipa::path(delete, path = "/api/v1/plugins/{id}/install", tag = "plugins",
+    params(("id" = String, Path, pattern = "^[a-z0-9-]{3,64}$",
+        description = "The plugin id: 3 to 64 lowercase letters, digits or `-` (no other id exists)")),
     responses(
         (status = 200, description = "Not installed any more", body = Uninstalled),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -194,7 +200,7 @@ async fn uninstall(
 
 /// The caller's plugins with every submitted version, its checklist results and the
 /// reviewer's notes.
-#[utoipa::path(get, path = "/api/v1/developer/plugins", tag = "developer", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/developer/plugins", tag = "developer",
     responses(
         (status = 200, description = "The caller's plugins", body = Vec<DeveloperPlugin>),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -207,7 +213,7 @@ async fn developer_plugins(
 }
 
 /// Starts (or resumes) Stripe Connect onboarding, so paid plugins can pay the caller out.
-#[utoipa::path(post, path = "/api/v1/developer/connect", tag = "developer", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/developer/connect", tag = "developer",
     responses(
         (status = 200, description = "Where to onboard", body = Onboarding),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -221,7 +227,7 @@ async fn connect(
 }
 
 /// The caller's payout account: connected, payouts enabled.
-#[utoipa::path(get, path = "/api/v1/developer/account", tag = "developer", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/developer/account", tag = "developer",
     responses(
         (status = 200, description = "The payout account", body = DeveloperAccount),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -235,7 +241,7 @@ async fn account(
 }
 
 /// The caller's earnings by month of sale (`?period=YYYY-MM` for one month).
-#[utoipa::path(get, path = "/api/v1/developer/earnings", tag = "developer", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/developer/earnings", tag = "developer",
     params(EarningsQuery),
     responses(
         (status = 200, description = "Earnings by month, newest first", body = Earnings),
@@ -253,7 +259,7 @@ async fn earnings(
 }
 
 /// The versions waiting for review, oldest first, with their checklist results (admin).
-#[utoipa::path(get, path = "/api/v1/admin/plugins/queue", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/admin/plugins/queue", tag = "admin",
     responses(
         (status = 200, description = "The queue", body = Vec<QueuedVersion>),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -267,8 +273,9 @@ async fn queue(
 }
 
 /// Approves or rejects the plugin's version under review (admin).
-#[utoipa::path(post, path = "/api/v1/admin/plugins/{id}/review", tag = "admin", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The plugin id")),
+#[utoipa::path(post, path = "/api/v1/admin/plugins/{id}/review", tag = "admin",
+    params(("id" = String, Path, pattern = "^[a-z0-9-]{3,64}$",
+        description = "The plugin id: 3 to 64 lowercase letters, digits or `-` (no other id exists)")),
     request_body = ReviewRequest,
     responses(
         (status = 200, description = "The decision, recorded", body = ReviewOutcome),
@@ -289,8 +296,9 @@ async fn review(
 
 /// Blocks a plugin: gone from the catalog, no new installs; existing installs keep working
 /// and see the block in the detail (admin).
-#[utoipa::path(post, path = "/api/v1/admin/plugins/{id}/block", tag = "admin", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The plugin id")),
+#[utoipa::path(post, path = "/api/v1/admin/plugins/{id}/block", tag = "admin",
+    params(("id" = String, Path, pattern = "^[a-z0-9-]{3,64}$",
+        description = "The plugin id: 3 to 64 lowercase letters, digits or `-` (no other id exists)")),
     request_body = BlockRequest,
     responses(
         (status = 200, description = "Blocked", body = Blocked),

@@ -5,12 +5,12 @@
 use adiuva_config::{ConfigError, Context};
 use adiuva_error::ErrorKind;
 use adiuva_http::{
-    ApiError, Base64, ErrorBody, Function, Json, Path, Query, Result, StatusCode, api_doc,
+    ApiError, Base64, ErrorBody, Function, Json, Path, Query, Result, StatusCode, api_doc, paging,
 };
 use adiuva_pipeline::CurrentUser;
 use adiuva_storage::{Committed, RecordMeta, Storage, UploadRequest, UploadTicket};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -32,19 +32,45 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct StorageRecordCreate {
-    /// A short identifier: a lowercase letter, then lowercase letters, digits or `_`.
+    /// A short identifier: a lowercase letter, then lowercase letters, digits or `_`, at most
+    /// 64 characters.
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub table: String,
-    /// The encrypted bytes, standard base64.
+    #[schema(schema_with = base64)]
     pub blob: Base64,
     /// Lowercase hex SHA-256 of the decoded `blob`.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub checksum: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct StorageRecordUpdate {
+    #[schema(schema_with = base64)]
     pub blob: Base64,
+    /// Lowercase hex SHA-256 of the decoded `blob`.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub checksum: String,
 }
+
+/// Standard base64 with padding, as [`Base64`] decodes it: whole groups of four, and the
+/// unused bits of a padded group zero.
+fn base64() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Byte,
+        )))
+        .pattern(Some(BASE64_PATTERN))
+        .description(Some(
+            "The encrypted bytes, standard base64 with padding (the whole body is at most \
+             `MAX_BODY_BYTES`, 4 MiB by default; larger blobs go through the upload flow).",
+        ))
+        .build()
+}
+
+/// Canonical standard base64 with padding.
+const BASE64_PATTERN: &str =
+    "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$";
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Created {
@@ -67,17 +93,26 @@ pub struct Deleted {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only records of this table.
+    #[param(value_type = String, required = false, pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub table: Option<String>,
-    /// Page number, from 1.
+    /// Page number, from 1, by offset (what older clients send; it costs more the further it
+    /// goes). Not with `cursor`.
+    #[param(value_type = i64, required = false, minimum = 1, maximum = 4_294_967_295_i64)]
     pub page: Option<u32>,
+    /// The page after this cursor: the `X-Next-Cursor` of the page before. Without `page` and
+    /// `cursor`, the first page.
+    #[param(value_type = String, required = false, pattern = "^[A-Za-z0-9_-]{1,512}$")]
+    pub cursor: Option<String>,
     /// Records per page, 1 to 200 (default 50).
+    #[param(value_type = i64, required = false, minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
 /// Stores a new encrypted record.
-#[utoipa::path(post, path = "/api/v1/storage/records", tag = "storage", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/storage/records", tag = "storage",
     request_body = StorageRecordCreate,
     responses(
         (status = 201, description = "Stored", body = Created),
@@ -104,37 +139,49 @@ async fn create_record(
     ))
 }
 
-/// Lists the caller's record metadata, newest first (no blobs).
-#[utoipa::path(get, path = "/api/v1/storage/records", tag = "storage", security(("bearer" = [])),
+/// Lists the caller's record metadata, newest first (no blobs), a page at a time: when more
+/// follow, the next page's cursor is in `X-Next-Cursor` and `Link` (`rel="next"`).
+#[utoipa::path(get, path = "/api/v1/storage/records", tag = "storage",
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of record metadata", body = Vec<RecordMeta>),
-        (status = 422, description = "Invalid table, page or limit", body = ErrorBody),
+        (status = 200, description = "A page of record metadata", body = Vec<RecordMeta>, headers(
+            ("X-Next-Cursor" = String, description = "The `cursor` of the next page; absent on the last"),
+            ("Link" = String, description = "`<the next page>; rel=\"next\"`; absent on the last"),
+        )),
+        (status = 422, description = "Invalid table, page, cursor or limit, or both page and cursor", body = ErrorBody),
     ))]
 async fn list_records(
     State(storage): State<Storage>,
     CurrentUser(caller): CurrentUser,
+    uri: Uri,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Vec<RecordMeta>>> {
-    let page = query.page.unwrap_or(1);
+) -> Result<(HeaderMap, Json<Vec<RecordMeta>>)> {
     let limit = query.limit.unwrap_or(50);
-    if page == 0 || limit == 0 || limit > MAX_PAGE_SIZE {
+    if limit == 0 || limit > MAX_PAGE_SIZE {
         return Err(ApiError::unprocessable(
             "validation_error",
-            "page starts at 1 and limit is 1 to 200",
+            "limit is 1 to 200",
         ));
     }
-    Ok(Json(
-        storage
-            .list_records(&caller.id, query.table.as_deref(), page, limit)
-            .await?,
+    let listing = storage
+        .list_records(
+            &caller.id,
+            query.table.as_deref(),
+            query.page,
+            query.cursor.as_deref(),
+            limit,
+        )
+        .await?;
+    Ok((
+        paging::next_page(&uri, listing.next.as_deref()),
+        Json(listing.items),
     ))
 }
 
 /// Downloads a record's encrypted bytes, with `X-Checksum` and the version as `ETag`. A record
 /// larger than a Lambda answer may carry is a 307 to a short-lived URL of its bytes (fetch
 /// follows it).
-#[utoipa::path(get, path = "/api/v1/storage/records/{id}", tag = "storage", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/storage/records/{id}", tag = "storage",
     params(("id" = String, Path, description = "Record id")),
     responses(
         (status = 200, description = "The encrypted blob", content_type = "application/octet-stream", body = Vec<u8>),
@@ -177,9 +224,10 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>> {
 }
 
 /// Replaces a record's blob; `If-Match` with a stale version is 412.
-#[utoipa::path(put, path = "/api/v1/storage/records/{id}", tag = "storage", security(("bearer" = [])),
+#[utoipa::path(put, path = "/api/v1/storage/records/{id}", tag = "storage",
     params(("id" = String, Path, description = "Record id"),
-           ("If-Match" = Option<String>, Header, description = "The version the update replaces")),
+           ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)*"*[+-]?[0-9]{1,19}"*)$"#,
+            description = "The version the update replaces: `\"3\"`, `W/\"3\"` or `3`; `*` (or no header) is any version")),
     request_body = StorageRecordUpdate,
     responses(
         (status = 200, description = "Updated", body = Updated),
@@ -208,7 +256,7 @@ async fn update_record(
 }
 
 /// Deletes a record and its blob.
-#[utoipa::path(delete, path = "/api/v1/storage/records/{id}", tag = "storage", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/storage/records/{id}", tag = "storage",
     params(("id" = String, Path, description = "Record id")),
     responses(
         (status = 200, description = "Deleted", body = Deleted),
@@ -224,14 +272,16 @@ async fn delete_record(
 }
 
 /// Starts an upload of a blob too large for one request: returns a URL to PUT the bytes to.
-#[utoipa::path(post, path = "/api/v1/storage/uploads", tag = "storage", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/storage/uploads", tag = "storage",
     request_body = UploadRequest,
     responses(
         (status = 201, description = "Upload URL", body = UploadTicket),
         (status = 402, description = "Would exceed the quota", body = ErrorBody),
         (status = 404, description = "The record to update is not yours or does not exist", body = ErrorBody),
+        (status = 409, description = "20 uploads are open already: commit them or let them expire", body = ErrorBody),
         (status = 412, description = "The record is at another version", body = ErrorBody),
-        (status = 413, description = "Larger than 5 GiB", body = ErrorBody),
+        (status = 413, description = "Larger than 5 GiB (a plugin package: 20 MiB)", body = ErrorBody),
+        (status = 422, description = "Invalid checksum or table, or a record upload with neither `table` nor `record_id`", body = ErrorBody),
     ))]
 async fn start_upload(
     State(storage): State<Storage>,
@@ -245,11 +295,12 @@ async fn start_upload(
 }
 
 /// Verifies size and SHA-256 of the uploaded blob and turns it into a record or a backup.
-#[utoipa::path(post, path = "/api/v1/storage/uploads/{upload_id}/commit", tag = "storage", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/storage/uploads/{upload_id}/commit", tag = "storage",
     params(("upload_id" = String, Path, description = "From the upload ticket")),
     responses(
         (status = 200, description = "Committed", body = Committed),
         (status = 400, description = "What was uploaded does not match the size or checksum", body = ErrorBody),
+        (status = 402, description = "Over the tier's quota now", body = ErrorBody),
         (status = 404, description = "No such upload of yours, or expired", body = ErrorBody),
         (status = 409, description = "Nothing was uploaded yet", body = ErrorBody),
         (status = 412, description = "The record moved on since the upload started", body = ErrorBody),

@@ -10,9 +10,12 @@
 use adiuva_config::{ConfigError, Context};
 use adiuva_http::{Base64, ErrorBody, Function, Json, Result, api_doc};
 use adiuva_pipeline::CurrentUser;
-use adiuva_vector_space::{NewPoint, SearchHit, VectorSpaces};
+use adiuva_vector_space::{DIMENSIONS, MAX_BLOB_BYTES, NewPoint, SearchHit, VectorSpaces};
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{
+    AnyOfBuilder, ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -28,22 +31,27 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct VectorItem {
-    /// The client's id of the point, unique per user, 1 to 256 bytes.
+    /// The client's id of the point, unique per user, 1 to 256 bytes (UTF-8).
+    #[schema(min_length = 1, max_length = 256)]
     pub id: String,
     /// Encrypted vector metadata, standard base64, at most 256 KiB decoded; returned verbatim
     /// by search. Its decoded size counts against the tier's vector quota.
+    #[schema(schema_with = point_blob)]
     pub blob: Base64,
     /// Lowercase hex SHA-256 of the decoded blob.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub checksum: String,
     /// Optional client-computed vector of 32, 256, 384, 512, 768, 1024, 1536 or 3072
     /// dimensions; without it the reference's 32-dim SHA-256 vector is used. Every vector of
     /// an account has the size of its first.
+    #[schema(schema_with = vector)]
     pub vector: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct VectorUpsertRequest {
-    /// 1 to 500 points.
+    /// 1 to 500 points, all of one vector size.
+    #[schema(min_items = 1, max_items = 500)]
     pub vectors: Vec<VectorItem>,
 }
 
@@ -55,11 +63,15 @@ pub struct Upserted {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct VectorSearchRequest {
     /// Encrypted query, standard base64. Without `vector`, its SHA-256 vector is the query.
+    #[schema(schema_with = query_blob)]
     pub query_blob: Base64,
     /// 1 to 100, default 10.
     #[serde(default = "default_top_k")]
+    #[schema(minimum = 1, maximum = 100, default = 10)]
     pub top_k: usize,
-    /// Of the size of the account's vectors.
+    /// Of the size of the account's vectors: 32, 256, 384, 512, 768, 1024, 1536 or 3072
+    /// dimensions.
+    #[schema(schema_with = vector)]
     pub vector: Option<Vec<f32>>,
 }
 
@@ -82,6 +94,7 @@ pub struct VectorSearchResponse {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct VectorDeleteRequest {
     /// At most 1000 ids.
+    #[schema(max_items = 1000)]
     pub ids: Vec<String>,
 }
 
@@ -90,8 +103,60 @@ pub struct Deleted {
     pub ok: bool,
 }
 
+/// Canonical standard base64 with padding, as [`Base64`] decodes it: whole groups of four, and
+/// the unused bits of a padded group zero.
+const BASE64_PATTERN: &str =
+    "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$";
+
+fn base64(description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Byte)))
+        .pattern(Some(BASE64_PATTERN))
+        .description(Some(description))
+}
+
+/// A point's blob: at most [`MAX_BLOB_BYTES`] decoded, so at most its base64 length.
+fn point_blob() -> ObjectBuilder {
+    base64(
+        "Encrypted vector metadata, standard base64, at most 256 KiB decoded; returned \
+         verbatim by search. Its decoded size counts against the tier's vector quota.",
+    )
+    .max_length(Some(MAX_BLOB_BYTES.div_ceil(3) * 4))
+}
+
+fn query_blob() -> ObjectBuilder {
+    base64("Encrypted query, standard base64. Without `vector`, its SHA-256 vector is the query.")
+}
+
+/// A vector of one of the supported sizes ([`DIMENSIONS`]), of values an `f32` holds (larger
+/// ones would round to infinity), or `null`.
+fn vector() -> Schema {
+    // The midpoint between `f32::MAX` and 2^128: anything from there on rounds to infinity.
+    let bound = f64::from(f32::MAX) + 2f64.powi(103);
+    let value = ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .exclusive_minimum(Some(-bound))
+        .exclusive_maximum(Some(bound))
+        .build();
+    let mut sizes = AnyOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "A vector of 32, 256, 384, 512, 768, 1024, 1536 or 3072 dimensions, or null",
+        ));
+    for dimensions in DIMENSIONS {
+        sizes = sizes.item(
+            ArrayBuilder::new()
+                .items(value.clone())
+                .min_items(Some(dimensions))
+                .max_items(Some(dimensions)),
+        );
+    }
+    sizes.build().into()
+}
+
 /// Verifies checksums and stores the points (insert or replace by id).
-#[utoipa::path(post, path = "/api/v1/storage/vectors/upsert", tag = "vectors", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/storage/vectors/upsert", tag = "vectors",
     request_body = VectorUpsertRequest,
     responses(
         (status = 200, description = "Stored", body = Upserted),
@@ -121,7 +186,7 @@ async fn upsert(
 }
 
 /// The caller's nearest points by cosine similarity, best first.
-#[utoipa::path(post, path = "/api/v1/storage/vectors/search", tag = "vectors", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/storage/vectors/search", tag = "vectors",
     request_body = VectorSearchRequest,
     responses(
         (status = 200, description = "Results, best first; none for an account without vectors", body = VectorSearchResponse),
@@ -155,7 +220,7 @@ async fn search(
 
 /// Deletes the caller's points with these ids; other ids are ignored. Deleting the last point
 /// frees the account's vector size.
-#[utoipa::path(delete, path = "/api/v1/storage/vectors", tag = "vectors", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/storage/vectors", tag = "vectors",
     request_body = VectorDeleteRequest,
     responses(
         (status = 200, description = "Deleted", body = Deleted),

@@ -24,7 +24,13 @@ pub enum ExecutionMode {
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ChatRequest {
+    /// What the user wrote: not blank, at most 16000 characters (longer is 413, so the bound
+    /// is not a `maxLength`: schema validators expect a violation to be a 400 or 422).
+    #[schema(
+        pattern = r"[^\t\n\x0B\x0C\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub message: String,
+    /// Serialized, at most 256 KiB (more is 413).
     #[serde(default)]
     pub context: ChatContext,
     #[serde(default)]
@@ -39,14 +45,18 @@ pub struct ChatContext {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub user_profile: Map<String, Value>,
+    /// At most 200.
     #[serde(default)]
+    #[schema(max_items = 200)]
     pub relevant_documents: Vec<String>,
+    /// The user's recent tasks (objects; other values are ignored), at most 200.
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Value>, max_items = 200)]
     pub recent_tasks: Vec<Value>,
-    /// Earlier turns, `{"role": "user" | "assistant", "content": "..."}`.
+    /// Earlier turns, `{"role": "user" | "assistant", "content": "..."}` (other values are
+    /// ignored); at most 200.
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Value>, max_items = 200)]
     pub conversation_history: Vec<Value>,
     #[serde(flatten)]
     #[schema(value_type = Object)]

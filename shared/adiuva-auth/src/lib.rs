@@ -5,6 +5,7 @@
 
 mod accounts;
 mod error;
+pub mod openapi;
 mod password;
 mod refresh;
 mod settings;

@@ -26,6 +26,7 @@ pub const EXPOSED_HEADERS: &[&str] = &[
     "etag",
     "idempotent-replayed",
     "last-modified",
+    "link",
     "ratelimit",
     "ratelimit-policy",
     "retry-after",
@@ -35,6 +36,7 @@ pub const EXPOSED_HEADERS: &[&str] = &[
     "x-backup-timestamp",
     "x-backup-version",
     "x-checksum",
+    "x-next-cursor",
     "x-request-id",
     "x-total-count",
 ];

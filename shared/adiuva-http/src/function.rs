@@ -15,7 +15,7 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::ApiError;
-use crate::{cors, request_id};
+use crate::{contract, cors, request_id};
 use adiuva_error::ErrorKind;
 
 /// `CORS_ORIGINS` (a JSON or comma-separated list; the Electron app and the Vite dev servers by
@@ -62,7 +62,8 @@ impl std::fmt::Debug for Function {
 
 impl Function {
     /// A function whose routes are all public: the pipeline without the caller and the store.
-    pub fn public(routes: OpenApiRouter, context: &Context) -> Result<Self, ConfigError> {
+    pub fn public(mut routes: OpenApiRouter, context: &Context) -> Result<Self, ConfigError> {
+        contract::complete(routes.get_openapi_mut(), false);
         Ok(Self {
             routes,
             settings: context.get()?,
@@ -72,10 +73,11 @@ impl Function {
 
     /// A function with caller-aware stages between the body limit and the routes.
     pub fn with_stages(
-        routes: OpenApiRouter,
+        mut routes: OpenApiRouter,
         context: &Context,
         stages: Stages,
     ) -> Result<Self, ConfigError> {
+        contract::complete(routes.get_openapi_mut(), true);
         Ok(Self {
             routes,
             settings: context.get()?,
@@ -99,7 +101,7 @@ impl Function {
         self
     }
 
-    /// The OpenAPI document of the routes.
+    /// The OpenAPI document of the routes, with what the pipeline answers (see [`contract`]).
     pub fn openapi(&self) -> OpenApi {
         self.routes.get_openapi().clone()
     }

@@ -7,10 +7,12 @@
 
 mod app;
 mod base64;
+pub mod contract;
 pub mod cors;
 mod error;
 mod extract;
 mod function;
+pub mod paging;
 mod request_id;
 pub mod routes;
 

@@ -12,7 +12,7 @@ use crate::{Marketplace, MarketplaceError, parse_permissions, require_marketplac
 pub const PAGE_SIZE: i64 = 20;
 /// Past this page a listing is a crawl, not a person.
 const MAX_PAGE: i64 = 10_000;
-const MAX_QUERY_CHARS: usize = 100;
+pub(crate) const MAX_QUERY_CHARS: usize = 100;
 
 /// The reference's `PluginManifest`.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -67,14 +67,16 @@ pub struct PluginDetail {
 
 /// `?category`, `?q`, `?page`, `?sort`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CatalogQuery {
-    /// Only this category (any case).
+    /// Only this category (any case; surrounding whitespace is ignored).
     pub category: Option<String>,
-    /// Words in the name or description (any case).
+    #[param(schema_with = crate::openapi::search, required = false)]
     pub q: Option<String>,
-    /// From 1 (default), 20 plugins a page.
+    /// From 1 (default) to 10000, 20 plugins a page.
+    #[param(value_type = i64, required = false, minimum = 1, maximum = 10_000)]
     pub page: Option<String>,
-    /// `installs` (default), `rating` or `newest`; ties are broken by id.
+    #[param(schema_with = crate::openapi::sort, required = false)]
     pub sort: Option<String>,
 }
 
@@ -82,6 +84,7 @@ pub struct CatalogQuery {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct RatingRequest {
     /// 1 to 5.
+    #[schema(minimum = 1, maximum = 5)]
     pub stars: i64,
 }
 

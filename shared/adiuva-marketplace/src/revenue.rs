@@ -173,7 +173,10 @@ pub(crate) async fn reverse(
 
 /// `?period=YYYY-MM` (UTC); without it, every month.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EarningsQuery {
+    /// One month, `YYYY-MM` (UTC, 1970-01 to 9999-12); without it, every month.
+    #[param(value_type = String, required = false, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$")]
     pub period: Option<String>,
 }
 
@@ -262,7 +265,13 @@ pub fn period_of(ms: i64) -> String {
 /// The `[start, end)` ms of a `YYYY-MM` period.
 pub fn period_range(period: &str) -> Option<(i64, i64)> {
     let (year, month) = period.split_once('-')?;
-    if year.len() != 4 || month.len() != 2 {
+    if year.len() != 4
+        || month.len() != 2
+        || !year
+            .bytes()
+            .chain(month.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let year: i64 = year.parse().ok()?;
@@ -382,7 +391,9 @@ mod tests {
         let (start, end) = period_range("2026-12").unwrap();
         assert_eq!(period_of(start), "2026-12");
         assert_eq!(period_of(end), "2027-01");
-        for bad in ["2026-13", "2026-00", "26-01", "2026-1", "2026/01", ""] {
+        for bad in [
+            "2026-13", "2026-00", "26-01", "2026-1", "2026/01", "", "2026-+1", "+202-01",
+        ] {
             assert!(period_range(bad).is_none(), "{bad}");
         }
     }

@@ -12,7 +12,7 @@ use crate::checklist::CheckResult;
 use crate::submissions::list_version;
 use crate::{Marketplace, MarketplaceError, parse_permissions};
 
-const MAX_NOTES_CHARS: usize = 2000;
+pub(crate) const MAX_NOTES_CHARS: usize = 2000;
 
 /// A version waiting for review.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -36,13 +36,22 @@ pub struct QueuedVersion {
     pub submitted_at: i64,
 }
 
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+/// Its schema (`approve`, or `reject` with notes) is [`crate::openapi::review_request`].
+#[derive(Debug, Clone, Deserialize)]
 pub struct ReviewRequest {
     /// `approve` or `reject`.
     pub decision: String,
     /// Shown to the developer; required to reject.
     pub notes: Option<String>,
 }
+
+impl utoipa::PartialSchema for ReviewRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::review_request().into()
+    }
+}
+
+impl utoipa::ToSchema for ReviewRequest {}
 
 /// A recorded decision.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -59,7 +68,8 @@ pub struct ReviewOutcome {
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct BlockRequest {
-    /// Why, shown in the plugin's detail.
+    /// Why, shown in the plugin's detail: 1 to 2000 characters once trimmed.
+    #[schema(schema_with = crate::openapi::block_reason)]
     pub reason: String,
 }
 

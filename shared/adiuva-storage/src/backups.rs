@@ -7,6 +7,7 @@ use adiuva_db::{new_id, now_ms};
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::cursor::{Cursor, Listing, Position, listing};
 use crate::records::{commit, forget_upload};
 use crate::{BlobRef, Storage, StorageError, backup_key};
 
@@ -175,25 +176,55 @@ impl Storage {
         }))
     }
 
-    /// One page of the user's backups, newest first, without bytes (`page` from 1).
+    /// The user's backups, newest first (by their timestamp, then creation, then id), without
+    /// bytes, `limit` at a time from `page` or `cursor` (as for records); the listing carries
+    /// the next page's cursor.
     pub async fn backup_history(
         &self,
         user_id: &str,
-        page: u32,
+        page: Option<u32>,
+        cursor: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<BackupMeta>, StorageError> {
-        let offset = i64::from(page.max(1) - 1) * i64::from(limit);
-        let history = sqlx::query_as(concat!(
-            "SELECT ",
-            backup_columns!(),
-            r#" FROM backup_metadata WHERE user_id = $1 ORDER BY "timestamp" DESC, created_at DESC, id DESC LIMIT $2 OFFSET $3"#
-        ))
-        .bind(user_id)
-        .bind(i64::from(limit))
-        .bind(offset)
-        .fetch_all(self.inner.db.pool())
-        .await?;
-        Ok(history)
+    ) -> Result<Listing<BackupMeta>, StorageError> {
+        let position = Position::of(page, cursor, 2)?;
+        let fetch = i64::from(limit) + 1;
+        let rows: Vec<BackupMeta> = match &position {
+            Position::Page(page) => {
+                let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    backup_columns!(),
+                    r#" FROM backup_metadata WHERE user_id = $1 ORDER BY "timestamp" DESC, created_at DESC, id DESC LIMIT $2 OFFSET $3"#
+                ))
+                .bind(user_id)
+                .bind(fetch)
+                .bind(offset)
+                .fetch_all(self.inner.db.pool())
+                .await?
+            }
+            // Along the index (user_id, "timestamp", created_at, id) from the cursor; no cursor:
+            // from the newest (timestamps are bounded far below i64::MAX).
+            Position::After(after) => {
+                let (timestamp, created_at, id) = after
+                    .as_ref()
+                    .map_or((i64::MAX, 0, ""), |c| (c.keys[0], c.keys[1], c.id.as_str()));
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    backup_columns!(),
+                    r#" FROM backup_metadata WHERE user_id = $1 AND ("timestamp", created_at, id) < ($2, $3, $4) ORDER BY "timestamp" DESC, created_at DESC, id DESC LIMIT $5"#
+                ))
+                .bind(user_id)
+                .bind(timestamp)
+                .bind(created_at)
+                .bind(id)
+                .bind(fetch)
+                .fetch_all(self.inner.db.pool())
+                .await?
+            }
+        };
+        Ok(listing(rows, limit, |meta| {
+            Cursor::new(vec![meta.timestamp, meta.created_at], meta.id.clone())
+        }))
     }
 
     pub async fn delete_backup(&self, user_id: &str, backup_id: &str) -> Result<(), StorageError> {

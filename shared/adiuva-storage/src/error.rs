@@ -12,6 +12,8 @@ pub enum StorageError {
     Invalid(&'static str),
     #[error(transparent)]
     Checksum(#[from] ChecksumError),
+    #[error("the cursor is not one this list gave; start again without it")]
+    InvalidCursor,
     #[error("record not found")]
     RecordNotFound,
     #[error("backup not found")]
@@ -55,7 +57,9 @@ impl From<QuotaError> for StorageError {
 impl DomainError for StorageError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Invalid(_) | Self::Checksum(ChecksumError::Malformed) => ErrorKind::Invalid,
+            Self::Invalid(_) | Self::InvalidCursor | Self::Checksum(ChecksumError::Malformed) => {
+                ErrorKind::Invalid
+            }
             Self::Checksum(ChecksumError::Mismatch) | Self::UploadSize { .. } => {
                 ErrorKind::BadRequest
             }
@@ -80,6 +84,7 @@ impl DomainError for StorageError {
     fn code(&self) -> &'static str {
         match self {
             Self::Invalid(_) => "validation_error",
+            Self::InvalidCursor => "invalid_cursor",
             Self::Checksum(ChecksumError::Malformed) => "invalid_checksum",
             Self::Checksum(ChecksumError::Mismatch) => "checksum_mismatch",
             Self::RecordNotFound | Self::BackupNotFound | Self::UploadNotFound => "not_found",

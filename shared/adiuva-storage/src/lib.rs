@@ -8,6 +8,7 @@
 //! (`sweep`) removes after a grace period.
 
 mod backups;
+mod cursor;
 mod error;
 mod janitor;
 mod records;
@@ -20,6 +21,7 @@ use adiuva_config::{Component, ConfigError, Context, Source};
 use adiuva_db::Database;
 
 pub use backups::{BackupMeta, NewBackup};
+pub use cursor::Listing;
 pub use error::StorageError;
 pub use janitor::SweepReport;
 pub use records::{RecordMeta, validate_table};

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use sqlx::AnyConnection;
 
+use crate::cursor::{Cursor, Listing, Position, listing};
 use crate::{BlobRef, Storage, StorageError, record_key};
 
 /// Record metadata: what list returns, never the blob.
@@ -145,31 +146,76 @@ impl Storage {
         Ok(meta)
     }
 
-    /// The caller's records, newest first. `page` starts at 1.
+    /// The caller's records, newest first (by creation, then id), `limit` at a time: page
+    /// `page` (from 1) or the page after `cursor`, the first without either. The listing carries
+    /// the next page's cursor when there is one.
     pub async fn list_records(
         &self,
         user_id: &str,
         table: Option<&str>,
-        page: u32,
+        page: Option<u32>,
+        cursor: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<RecordMeta>, StorageError> {
+    ) -> Result<Listing<RecordMeta>, StorageError> {
         if let Some(table) = table {
             validate_table(table)?;
         }
-        let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
-        let records = sqlx::query_as(concat!(
-            "SELECT ",
-            record_columns!(),
-            " FROM storage_records WHERE user_id = $1 AND ($2 IS NULL OR table_name = $2) \
-             ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
-        ))
-        .bind(user_id)
-        .bind(table)
-        .bind(i64::from(limit))
-        .bind(offset)
-        .fetch_all(self.inner.db.pool())
-        .await?;
-        Ok(records)
+        // One row more than the page tells whether another page follows.
+        let position = Position::of(page, cursor, 1)?;
+        let fetch = i64::from(limit) + 1;
+        let rows: Vec<RecordMeta> = match &position {
+            Position::Page(page) => {
+                let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    record_columns!(),
+                    " FROM storage_records WHERE user_id = $1 AND ($2 IS NULL OR table_name = $2) \
+                     ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+                ))
+                .bind(user_id)
+                .bind(table)
+                .bind(fetch)
+                .bind(offset)
+                .fetch_all(self.inner.db.pool())
+                .await?
+            }
+            // Two statements rather than `$2 IS NULL OR ...`, so that each walks its index
+            // ((user_id, created_at, id) or (user_id, table_name, created_at, id)) from the
+            // cursor: a row-value comparison is a range of the index on both databases. No cursor: from the newest (every real `created_at` is below i64::MAX).
+            // (Placeholders are numbered in the order they first appear: SQLite binds them so.)
+            Position::After(after) => {
+                let (created_at, id) = after.as_ref().map_or((i64::MAX, ""), |cursor| {
+                    (cursor.keys[0], cursor.id.as_str())
+                });
+                match table {
+                    None => sqlx::query_as(concat!(
+                        "SELECT ",
+                        record_columns!(),
+                        " FROM storage_records WHERE user_id = $1 \
+                         AND (created_at, id) < ($2, $3) \
+                         ORDER BY created_at DESC, id DESC LIMIT $4"
+                    ))
+                    .bind(user_id),
+                    Some(table) => sqlx::query_as(concat!(
+                        "SELECT ",
+                        record_columns!(),
+                        " FROM storage_records WHERE user_id = $1 AND table_name = $2 \
+                         AND (created_at, id) < ($3, $4) \
+                         ORDER BY created_at DESC, id DESC LIMIT $5"
+                    ))
+                    .bind(user_id)
+                    .bind(table),
+                }
+                .bind(created_at)
+                .bind(id)
+                .bind(fetch)
+                .fetch_all(self.inner.db.pool())
+                .await?
+            }
+        };
+        Ok(listing(rows, limit, |meta| {
+            Cursor::new(vec![meta.created_at], meta.id.clone())
+        }))
     }
 
     /// A record of the caller; someone else's id is `RecordNotFound`, like a missing one.

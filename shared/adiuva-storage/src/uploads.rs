@@ -28,26 +28,64 @@ pub const MAX_PACKAGE_BYTES: u64 = 20 * 1024 * 1024;
 #[serde(tag = "purpose", rename_all = "snake_case")]
 pub enum UploadRequest {
     /// A new record (give `table`) or a new blob for an existing one (give `record_id`, and
-    /// `if_match` to refuse it if the record moved on).
+    /// `if_match` to refuse it if the record moved on). With neither, 422.
     Record {
+        /// The new record's table (read when there is no `record_id`): a lowercase letter,
+        /// then lowercase letters, digits or `_`, at most 64 characters.
+        #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
         table: Option<String>,
+        /// The record whose blob the upload replaces.
         record_id: Option<String>,
+        /// The version the upload replaces (with `record_id`); another one is 412.
         if_match: Option<i64>,
+        #[schema(schema_with = size_bytes)]
         size_bytes: u64,
+        /// Lowercase hex SHA-256 of the blob.
+        #[schema(pattern = "^[0-9a-f]{64}$")]
         checksum: String,
     },
     /// A backup, with the fields the `X-Backup-*` headers carry on the direct route.
     Backup {
+        /// The client's backup format version.
+        #[schema(minimum = 0)]
         version: i64,
+        /// When the backup was made, ms since the epoch, before the year 10000.
+        #[schema(minimum = 0, maximum = 253_402_300_799_999_i64)]
         timestamp: i64,
+        /// Chunks in the backup.
         #[serde(default = "one")]
+        #[schema(minimum = 1, maximum = 100_000, default = 1)]
         chunk_count: i64,
+        #[schema(schema_with = size_bytes)]
         size_bytes: u64,
+        /// Lowercase hex SHA-256 of the blob.
+        #[schema(pattern = "^[0-9a-f]{64}$")]
         checksum: String,
     },
     /// A plugin package (an opaque archive, at most 20 MiB) for a marketplace submission; it
     /// counts against no quota.
-    PluginPackage { size_bytes: u64, checksum: String },
+    PluginPackage {
+        #[schema(schema_with = size_bytes)]
+        size_bytes: u64,
+        /// Lowercase hex SHA-256 of the package.
+        #[schema(pattern = "^[0-9a-f]{64}$")]
+        checksum: String,
+    },
+}
+
+/// A size in bytes. Its upper bound (by purpose) is left to the descriptions: past it the
+/// answer is 413, which schema validators do not expect of a schema violation. No integer
+/// `format` either: `int64` would bound it at 2^63 - 1, while sizes up to 2^64 - 1 parse (and
+/// are 413).
+fn size_bytes() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Integer)
+        .minimum(Some(0))
+        .description(Some(
+            "The exact size in bytes: at most 5 GiB (5368709120) for a record or a backup, \
+             20 MiB (20971520) for a plugin package; more is 413.",
+        ))
+        .build()
 }
 
 fn one() -> i64 {

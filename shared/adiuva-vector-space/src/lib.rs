@@ -30,7 +30,7 @@ use adiuva_db::Database;
 use adiuva_vectors::{VectorError, VectorStore};
 use sqlx::{Any, Transaction};
 
-pub use adiuva_vectors::SearchHit;
+pub use adiuva_vectors::{DIMENSIONS, SearchHit};
 pub use error::{VectorQuota, VectorSpaceError};
 pub use request::{
     MAX_BLOB_BYTES, MAX_ID_BYTES, MAX_IDS_PER_REQUEST, MAX_POINTS_PER_REQUEST, MAX_TOP_K, NewPoint,
