@@ -49,6 +49,9 @@ pub struct Function {
     routes: OpenApiRouter,
     settings: HttpSettings,
     stages: Option<Stages>,
+    /// Whether the routes' document holds the pipeline's part of the contract yet. It is added
+    /// only when the document is used (merged or asked for), never at a Lambda's cold start.
+    completed: bool,
 }
 
 impl std::fmt::Debug for Function {
@@ -62,36 +65,48 @@ impl std::fmt::Debug for Function {
 
 impl Function {
     /// A function whose routes are all public: the pipeline without the caller and the store.
-    pub fn public(mut routes: OpenApiRouter, context: &Context) -> Result<Self, ConfigError> {
-        contract::complete(routes.get_openapi_mut(), false);
+    pub fn public(routes: OpenApiRouter, context: &Context) -> Result<Self, ConfigError> {
         Ok(Self {
             routes,
             settings: context.get()?,
             stages: None,
+            completed: false,
         })
     }
 
     /// A function with caller-aware stages between the body limit and the routes.
     pub fn with_stages(
-        mut routes: OpenApiRouter,
+        routes: OpenApiRouter,
         context: &Context,
         stages: Stages,
     ) -> Result<Self, ConfigError> {
-        contract::complete(routes.get_openapi_mut(), true);
         Ok(Self {
             routes,
             settings: context.get()?,
             stages: Some(stages),
+            completed: false,
         })
     }
 
+    /// Adds the pipeline's part of the contract to the document (see [`contract`]), once.
+    fn complete(&mut self) {
+        if !self.completed {
+            contract::complete(self.routes.get_openapi_mut(), self.stages.is_some());
+            self.completed = true;
+        }
+    }
+
     /// Both functions' routes behind one pipeline (the local server). The caller-aware stages
-    /// come from whichever function has them; they are built from the same context.
-    pub fn merge(self, other: Function) -> Function {
+    /// come from whichever function has them; they are built from the same context. Each
+    /// side's document is completed first, with what its own pipeline answers.
+    pub fn merge(mut self, mut other: Function) -> Function {
+        self.complete();
+        other.complete();
         Function {
             routes: self.routes.merge(other.routes),
             settings: self.settings,
             stages: self.stages.or(other.stages),
+            completed: true,
         }
     }
 
@@ -103,7 +118,11 @@ impl Function {
 
     /// The OpenAPI document of the routes, with what the pipeline answers (see [`contract`]).
     pub fn openapi(&self) -> OpenApi {
-        self.routes.get_openapi().clone()
+        let mut document = self.routes.get_openapi().clone();
+        if !self.completed {
+            contract::complete(&mut document, self.stages.is_some());
+        }
+        document
     }
 
     /// The service Lambda and the local server run.
