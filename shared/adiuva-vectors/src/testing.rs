@@ -137,7 +137,9 @@ fn start() -> Result<QdrantServer, String> {
         .map_err(|err| format!("could not start {}: {err}", binary.display()))?;
     let stdin = child.stdin.take().expect("stdin is piped");
     let started = Instant::now();
-    while !ready(http_port) {
+    // Ready means the REST port answers /readyz and the gRPC port (the one the store uses,
+    // which Qdrant may open a moment after the REST one) accepts connections.
+    while !ready(http_port) || TcpStream::connect(("127.0.0.1", grpc_port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!(
                 "{} exited with {status} before it was ready",
