@@ -141,6 +141,20 @@ pub fn test_context(database_url: &str, overrides: &[(&str, &str)]) -> Context {
     context_of(test_settings(database_url, overrides))
 }
 
+/// A context of test settings plus `pairs`, with a data folder of its own and a placeholder
+/// database that nothing connects to unless `pairs` names a real one (`DATABASE_URL`): for
+/// building functions without serving them.
+pub fn unconnected_context(pairs: &[(&str, &str)]) -> (Context, TempDir) {
+    let dir = TempDir::new();
+    let mut settings = vec![("ADIUVA_DATA_DIR", dir.0.to_str().unwrap().to_owned())];
+    settings.extend(pairs.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    (
+        test_context("postgres://postgres@127.0.0.1:5432/unused", &settings),
+        dir,
+    )
+}
+
 /// A context of exactly these settings; the later of two equal keys wins.
 pub fn context_of(pairs: Vec<(String, String)>) -> Context {
     let values: HashMap<String, String> = pairs.into_iter().collect();

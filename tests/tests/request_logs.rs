@@ -9,19 +9,8 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::http::Request;
 use serde_json::{Value, json};
-use tests::harness::{Backend, TempDir, TestDatabase, test_context};
+use tests::harness::{Backend, TestDatabase, unconnected_context};
 use tower::ServiceExt as _;
-
-fn context(pairs: &[(&str, &str)]) -> (adiuva_config::Context, TempDir) {
-    let dir = TempDir::new();
-    let mut settings = vec![("ADIUVA_DATA_DIR", dir.0.to_str().unwrap().to_owned())];
-    settings.extend(pairs.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    (
-        test_context("postgres://postgres@127.0.0.1:5432/unused", &settings),
-        dir,
-    )
-}
 
 /// A `MakeWriter` into a shared buffer.
 #[derive(Clone, Default)]
@@ -51,7 +40,7 @@ fn every_log_line_of_a_request_carries_its_request_id() {
     let request_id = tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
             let database = TestDatabase::create(Backend::Sqlite).await;
-            let (context, _dir) = context(&[("DATABASE_URL", database.url.as_str())]);
+            let (context, _dir) = unconnected_context(&[("DATABASE_URL", database.url.as_str())]);
             let app = local::app(&context).unwrap();
             let request = Request::post("/api/v1/auth/register")
                 .header("content-type", "application/json")
