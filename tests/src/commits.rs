@@ -112,6 +112,7 @@ async fn a_commit_whose_answer_is_lost_keeps_the_blob_its_row_points_at() {
             quota_unit_bytes: 1 << 30,
             orphan_grace_minutes: 60,
             inline_download_bytes: 1 << 20,
+            tombstone_retention_days: 30,
             janitor: Default::default(),
         },
     );

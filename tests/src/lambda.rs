@@ -19,7 +19,7 @@ backend_tests!(lambda_handlers_answer_like_the_local_server);
 /// The order that lets one user go through every route: sign up, read playbooks, chat, pay for
 /// a tier, use the marketplace (browse, install, rate; as a developer submit; as an admin
 /// review), store, back up, search, rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 43] = [
+const SEQUENCE: [(&str, &str, &str); 44] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
@@ -50,6 +50,7 @@ const SEQUENCE: [(&str, &str, &str); 43] = [
     ("storage", "GET", "/api/v1/storage/records"),
     ("storage", "GET", "/api/v1/storage/records/{id}"),
     ("storage", "PUT", "/api/v1/storage/records/{id}"),
+    ("storage", "GET", "/api/v1/storage/changes"),
     ("storage", "POST", "/api/v1/storage/uploads"),
     (
         "storage",

@@ -53,4 +53,6 @@ mod quota;
 #[cfg(test)]
 mod storage;
 #[cfg(test)]
+mod sync;
+#[cfg(test)]
 mod vectors;

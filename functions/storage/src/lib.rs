@@ -1,5 +1,6 @@
-//! Storage function: end-to-end-encrypted records under `/api/v1/storage/records` and the
-//! upload flow for blobs too large for one request (`/api/v1/storage/uploads`). The server
+//! Storage function: end-to-end-encrypted records under `/api/v1/storage/records`, their
+//! incremental sync feed (`/api/v1/storage/changes`) and the upload flow for blobs too large
+//! for one request (`/api/v1/storage/uploads`). The server
 //! verifies checksums and quotas; it never sees plaintext.
 
 use adiuva_config::{ConfigError, Context};
@@ -8,7 +9,7 @@ use adiuva_http::{
     ApiError, Base64, ErrorBody, Function, Json, Path, Query, Result, StatusCode, api_doc, paging,
 };
 use adiuva_pipeline::CurrentUser;
-use adiuva_storage::{Committed, RecordMeta, Storage, UploadRequest, UploadTicket};
+use adiuva_storage::{Changes, Committed, RecordMeta, Storage, UploadRequest, UploadTicket};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -19,11 +20,16 @@ use utoipa_axum::routes;
 /// Largest `limit` of a list page.
 pub const MAX_PAGE_SIZE: u32 = 200;
 
+/// Largest `limit` of a page of changes, and the default.
+pub const MAX_CHANGES: u32 = 1000;
+pub const DEFAULT_CHANGES: u32 = 500;
+
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let storage: Storage = context.get()?;
     let routes = OpenApiRouter::with_openapi(api_doc())
         .routes(routes!(create_record, list_records))
         .routes(routes!(download_record, update_record, delete_record))
+        .routes(routes!(changes))
         .routes(routes!(start_upload))
         .routes(routes!(commit_upload))
         .with_state(storage);
@@ -176,6 +182,45 @@ async fn list_records(
         paging::next_page(&uri, listing.next.as_deref()),
         Json(listing.items),
     ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChangesQuery {
+    /// The `next_cursor` of the last page a device read; `0` or none to start a sync.
+    #[param(value_type = String, required = false, pattern = "^(0|[A-Za-z0-9_-]{1,512})$")]
+    pub since: Option<String>,
+    /// Changes per page, 1 to 1000 (default 500).
+    #[param(value_type = i64, required = false, minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+}
+
+/// The caller's record changes after `since`, oldest first, each once: a record created or
+/// updated (its metadata as now, `deleted: false`) or deleted (a tombstone, `deleted: true`).
+/// From `since=0` (or none), every live record and no tombstones. Deletions are remembered for
+/// `TOMBSTONE_RETENTION_DAYS` (30 by default); an older cursor is 410, and the device syncs
+/// again from `0`.
+#[utoipa::path(get, path = "/api/v1/storage/changes", tag = "storage",
+    params(ChangesQuery),
+    responses(
+        (status = 200, description = "A page of changes and the cursor to ask with next", body = Changes),
+        (status = 410, description = "The cursor is older than the deletions kept: sync again from 0", body = ErrorBody),
+        (status = 422, description = "Invalid cursor or limit", body = ErrorBody),
+    ))]
+async fn changes(
+    State(storage): State<Storage>,
+    CurrentUser(caller): CurrentUser,
+    Query(query): Query<ChangesQuery>,
+) -> Result<Json<Changes>> {
+    let limit = query.limit.unwrap_or(DEFAULT_CHANGES);
+    if limit == 0 || limit > MAX_CHANGES {
+        return Err(ApiError::unprocessable(
+            "validation_error",
+            "limit is 1 to 1000",
+        ));
+    }
+    let since = adiuva_storage::SyncCursor::parse(query.since.as_deref())?;
+    Ok(Json(storage.changes(&caller.id, since, limit).await?))
 }
 
 /// Downloads a record's encrypted bytes, with `X-Checksum` and the version as `ETag`. A record

@@ -14,6 +14,9 @@ pub enum StorageError {
     Checksum(#[from] ChecksumError),
     #[error("the cursor is not one this list gave; start again without it")]
     InvalidCursor,
+    /// A sync cursor older than the tombstones kept: deletions after it may be gone.
+    #[error("this sync cursor is older than the deletions kept; sync again from 0")]
+    ChangesExpired,
     #[error("record not found")]
     RecordNotFound,
     #[error("backup not found")]
@@ -72,6 +75,7 @@ impl DomainError for StorageError {
             // The write may have happened: retrying later shows which.
             Self::CommitUncertain(_) => ErrorKind::Unavailable,
             Self::VersionConflict { .. } => ErrorKind::PreconditionFailed,
+            Self::ChangesExpired => ErrorKind::Gone,
             Self::TooLarge { .. } => ErrorKind::TooLarge,
             Self::Access(err) => err.kind(),
             Self::BlobMissing { .. } => ErrorKind::Internal,
@@ -85,6 +89,7 @@ impl DomainError for StorageError {
         match self {
             Self::Invalid(_) => "validation_error",
             Self::InvalidCursor => "invalid_cursor",
+            Self::ChangesExpired => "cursor_expired",
             Self::Checksum(ChecksumError::Malformed) => "invalid_checksum",
             Self::Checksum(ChecksumError::Mismatch) => "checksum_mismatch",
             Self::RecordNotFound | Self::BackupNotFound | Self::UploadNotFound => "not_found",

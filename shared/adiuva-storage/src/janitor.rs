@@ -29,6 +29,8 @@ pub struct SweepReport {
     /// The walk reached the end of the store (the next run starts from the beginning).
     pub walked_to_end: bool,
     pub expired_uploads: u64,
+    /// Sync tombstones older than the retention.
+    pub tombstones_purged: u64,
     /// Plugin packages uploaded but never submitted.
     pub unused_packages: u64,
     pub orphans_deleted: u64,
@@ -37,8 +39,8 @@ pub struct SweepReport {
 }
 
 impl Storage {
-    /// Deletes expired pending uploads and plugin packages no submission used within a week,
-    /// then, page by page from where the last sweep stopped and within the time budget, every
+    /// Deletes expired pending uploads, sync tombstones older than the retention and plugin
+    /// packages no submission used within a week, then, page by page from where the last sweep stopped and within the time budget, every
     /// blob no row refers to that is older than the grace period. A blob is referenced by a
     /// record, a backup, a pending upload or a plugin package.
     pub async fn sweep(&self) -> Result<SweepReport, StorageError> {
@@ -58,8 +60,12 @@ impl Storage {
         .execute(db)
         .await?
         .rows_affected();
+        let tombstones_purged = self
+            .purge_tombstones(now.saturating_sub(self.inner.tombstone_retention_ms))
+            .await?;
         let mut report = SweepReport {
             expired_uploads,
+            tombstones_purged,
             unused_packages,
             ..SweepReport::default()
         };

@@ -8,6 +8,7 @@
 //! (`sweep`) removes after a grace period.
 
 mod backups;
+mod changes;
 mod cursor;
 mod error;
 mod janitor;
@@ -21,6 +22,7 @@ use adiuva_config::{Component, ConfigError, Context, Source};
 use adiuva_db::Database;
 
 pub use backups::{BackupMeta, NewBackup};
+pub use changes::{Change, Changes, RecordChange, SyncCursor, Tombstone};
 pub use cursor::Listing;
 pub use error::StorageError;
 pub use janitor::SweepReport;
@@ -42,6 +44,7 @@ struct Inner {
     quota_unit_bytes: u64,
     orphan_grace_ms: i64,
     inline_download_bytes: u64,
+    tombstone_retention_ms: i64,
     janitor: JanitorSettings,
 }
 
@@ -68,12 +71,15 @@ pub enum Download {
 /// `QUOTA_UNIT_BYTES` (one "GB" of the tier matrix; tests shrink it), `ORPHAN_GRACE_MINUTES`
 /// (how old an unreferenced blob must be before the janitor removes it) and
 /// `INLINE_DOWNLOAD_BYTES` (larger blobs are read through a URL: a Lambda answer holds at most
-/// 6 MB, about 4.4 MB of bytes once base64-encoded; default 4 MiB).
+/// 6 MB, about 4.4 MB of bytes once base64-encoded; default 4 MiB) and
+/// `TOMBSTONE_RETENTION_DAYS` (how long the sync feed remembers a deletion; a device that has
+/// not synced for longer starts over; default 30, 0 only for tests).
 #[derive(Debug, Clone)]
 pub struct StorageSettings {
     pub quota_unit_bytes: u64,
     pub orphan_grace_minutes: u64,
     pub inline_download_bytes: u64,
+    pub tombstone_retention_days: u64,
     pub janitor: JanitorSettings,
 }
 
@@ -108,6 +114,7 @@ impl StorageSettings {
                 4 << 20,
                 0..=4_400_000,
             )?,
+            tombstone_retention_days: source.number_in("TOMBSTONE_RETENTION_DAYS", 30, 0..=3650)?,
             janitor: JanitorSettings {
                 budget: std::time::Duration::from_secs(source.number_in(
                     "JANITOR_BUDGET_SECS",
@@ -132,6 +139,9 @@ impl Storage {
         let grace_ms = i64::try_from(settings.orphan_grace_minutes)
             .unwrap_or(i64::MAX / 60_000)
             .saturating_mul(60_000);
+        let retention_ms = i64::try_from(settings.tombstone_retention_days)
+            .unwrap_or(i64::MAX / 86_400_000)
+            .saturating_mul(86_400_000);
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -139,6 +149,7 @@ impl Storage {
                 quota_unit_bytes: settings.quota_unit_bytes,
                 orphan_grace_ms: grace_ms,
                 inline_download_bytes: settings.inline_download_bytes,
+                tombstone_retention_ms: retention_ms,
                 janitor: settings.janitor.clone(),
             }),
         }

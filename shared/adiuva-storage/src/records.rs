@@ -351,17 +351,18 @@ impl Storage {
         Ok(meta)
     }
 
-    /// Deletes a record. The row goes first, so a failure to delete the blob leaves an orphan
-    /// for the janitor, never a record without its blob.
+    /// Deletes a record, leaving a tombstone for the sync feed. The row goes first, so a
+    /// failure to delete the blob leaves an orphan for the janitor, never a record without its
+    /// blob.
     pub async fn delete_record(&self, user_id: &str, record_id: &str) -> Result<(), StorageError> {
         let mut tx = self.inner.db.pool().begin().await?;
-        let deleted: Option<(String, i64)> =
-            sqlx::query_as("DELETE FROM storage_records WHERE id = $1 AND user_id = $2 RETURNING s3_key, size_bytes")
+        let deleted: Option<(String, i64, String)> =
+            sqlx::query_as("DELETE FROM storage_records WHERE id = $1 AND user_id = $2 RETURNING s3_key, size_bytes, table_name")
                 .bind(record_id)
                 .bind(user_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let (key, size) = deleted.ok_or(StorageError::RecordNotFound)?;
+        let (key, size, table) = deleted.ok_or(StorageError::RecordNotFound)?;
         // Shrinking never needs a tier; the limit is irrelevant for a negative delta.
         reserve(
             &mut tx,
@@ -373,6 +374,17 @@ impl Storage {
         )
         .await?;
         reserve_count(&mut tx, user_id, Tier::Free, Counted::Records, -1).await?;
+        // After the usage row's lock (taken above), so the tombstone's change number follows
+        // every earlier change of this user (see `changes`).
+        sqlx::query(
+            "INSERT INTO storage_tombstones (id, user_id, table_name, deleted_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(record_id)
+        .bind(user_id)
+        .bind(&table)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         tracing::info!(user_id, record_id, "record deleted");
         self.discard(&key).await;

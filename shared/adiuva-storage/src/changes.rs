@@ -1,0 +1,257 @@
+//! Incremental sync: the caller's record changes after a cursor, in the order they happened.
+//!
+//! Every write of a record gives its row the next number of one sequence (`change_seq`, set by
+//! the database), and every deletion leaves a tombstone with a number of its own. Writes of one
+//! user take the lock on their `storage_usage` row before their number, so they commit in the
+//! order of their numbers: a reader that saw number `n` never later finds a change below `n`
+//! it missed. A record changed several times after the cursor appears once, as it is now.
+//!
+//! From `0` (or no cursor) the feed holds the live records only. Tombstones are kept for the
+//! retention (`TOMBSTONE_RETENTION_DAYS`); the janitor removes older ones and raises the user's
+//! horizon to the highest number it removed. A cursor (opaque to clients) holds the number of
+//! the last change the device saw and the horizon as it was before the page was read. A
+//! tombstone the device still needs can only have gone in a purge after that: so a cursor whose
+//! horizon is below today's, and whose number is below it too, is `ChangesExpired` (410) and
+//! the device syncs again from `0`. (A sync from `0` needs no tombstone purged before it began:
+//! those records were gone before it read them.)
+
+use serde::Serialize;
+
+use crate::cursor::Cursor;
+use crate::{Storage, StorageError};
+
+/// One change: a record as it is now, or the tombstone of a deleted one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Change {
+    Record(RecordChange),
+    Deleted(Tombstone),
+}
+
+/// A record created or updated after the cursor: its metadata as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct RecordChange {
+    pub id: String,
+    pub table: String,
+    pub version: i64,
+    /// Lowercase hex SHA-256 of the encrypted blob.
+    pub checksum: String,
+    pub size_bytes: i64,
+    pub updated_at: i64,
+    /// Always `false`.
+    pub deleted: bool,
+}
+
+/// A record deleted after the cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Tombstone {
+    pub id: String,
+    pub table: String,
+    pub deleted_at: i64,
+    /// Always `true`.
+    pub deleted: bool,
+}
+
+/// A page of changes and the cursor to ask with next.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Changes {
+    pub changes: Vec<Change>,
+    /// The `since` of the next request: the number of the last change of this page (the same
+    /// cursor when the page is empty).
+    pub next_cursor: String,
+    /// More changes follow this page: ask again with `next_cursor` now.
+    pub has_more: bool,
+}
+
+/// A row of the feed: a record (`deleted` 0) or a tombstone (`deleted` 1, `updated_at` is the
+/// time of deletion).
+#[derive(sqlx::FromRow)]
+struct ChangeRow {
+    id: String,
+    table_name: String,
+    version: Option<i64>,
+    checksum: Option<String>,
+    size_bytes: Option<i64>,
+    updated_at: i64,
+    change_seq: i64,
+    deleted: i64,
+}
+
+impl ChangeRow {
+    fn into_change(self) -> Change {
+        if self.deleted != 0 {
+            Change::Deleted(Tombstone {
+                id: self.id,
+                table: self.table_name,
+                deleted_at: self.updated_at,
+                deleted: true,
+            })
+        } else {
+            Change::Record(RecordChange {
+                id: self.id,
+                table: self.table_name,
+                version: self.version.unwrap_or_default(),
+                checksum: self.checksum.unwrap_or_default(),
+                size_bytes: self.size_bytes.unwrap_or_default(),
+                updated_at: self.updated_at,
+                deleted: false,
+            })
+        }
+    }
+}
+
+/// Where a device's sync stands: the number of the last change it saw, and the user's
+/// tombstone horizon when the page was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncCursor {
+    seq: i64,
+    horizon: i64,
+}
+
+/// The id part of a sync cursor, which tells it from the cursors of lists.
+const SYNC: &str = "changes";
+
+impl SyncCursor {
+    /// The start of a sync: every live record.
+    pub const START: Self = Self { seq: 0, horizon: 0 };
+
+    /// Reads `?since=`: `0` (or none) to start, else a `next_cursor` this feed gave.
+    pub fn parse(since: Option<&str>) -> Result<Self, StorageError> {
+        match since {
+            None | Some("0") => Ok(Self::START),
+            Some(text) => match Cursor::parse(text, 2)? {
+                Cursor { keys, id } if id == SYNC && keys[0] > 0 && keys[1] >= 0 => Ok(Self {
+                    seq: keys[0],
+                    horizon: keys[1],
+                }),
+                _ => Err(StorageError::InvalidCursor),
+            },
+        }
+    }
+
+    fn encode(self) -> String {
+        Cursor::new(vec![self.seq, self.horizon], SYNC.to_owned()).encode()
+    }
+}
+
+impl Storage {
+    /// The caller's changes after `since` (see the module), at most `limit` of them.
+    pub async fn changes(
+        &self,
+        user_id: &str,
+        since: SyncCursor,
+        limit: u32,
+    ) -> Result<Changes, StorageError> {
+        let db = self.inner.db.pool();
+        let horizon = |db| async move {
+            let purged: Option<i64> = sqlx::query_scalar(
+                "SELECT changes_purged_through FROM storage_usage WHERE user_id = $1",
+            )
+            .bind(user_id)
+            .fetch_optional(db)
+            .await?;
+            Ok::<_, StorageError>(purged.unwrap_or(0))
+        };
+        // The next cursor carries the horizon from before the read: a purge during the read
+        // then shows as a newer horizon, never as one this page accounted for.
+        let horizon_before = horizon(db).await?;
+        // Tombstones only after a cursor: from 0 the device has nothing to delete. Each branch
+        // is a range of its (user_id, change_seq) index, merged in order.
+        let mut rows: Vec<ChangeRow> = sqlx::query_as(
+            "SELECT id, table_name, version, checksum, size_bytes, updated_at, change_seq, \
+                    CAST(0 AS BIGINT) AS deleted \
+             FROM storage_records WHERE user_id = $1 AND change_seq > $2 \
+             UNION ALL \
+             SELECT id, table_name, NULL, NULL, NULL, deleted_at, change_seq, CAST(1 AS BIGINT) \
+             FROM storage_tombstones WHERE user_id = $1 AND change_seq > $2 AND $2 > 0 \
+             ORDER BY change_seq LIMIT $3",
+        )
+        .bind(user_id)
+        .bind(since.seq)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(db)
+        .await?;
+        // Checked after the read: a purge that removed tombstones this read could not see has
+        // raised the horizon by now (both in one transaction).
+        if since != SyncCursor::START {
+            let now = horizon(db).await?;
+            if since.horizon < now && since.seq < now {
+                return Err(StorageError::ChangesExpired);
+            }
+        }
+        let has_more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next = SyncCursor {
+            seq: rows.last().map_or(since.seq, |row| row.change_seq),
+            horizon: horizon_before.max(since.horizon),
+        };
+        Ok(Changes {
+            changes: rows.into_iter().map(ChangeRow::into_change).collect(),
+            next_cursor: if next == SyncCursor::START {
+                "0".to_owned()
+            } else {
+                next.encode()
+            },
+            has_more,
+        })
+    }
+
+    /// Removes the tombstones of deletions at or before `cutoff` (ms), raising each affected
+    /// user's horizon to the highest number removed. Returns how many were removed.
+    pub(crate) async fn purge_tombstones(&self, cutoff: i64) -> Result<u64, StorageError> {
+        let mut tx = self.inner.db.pool().begin().await?;
+        sqlx::query(
+            "UPDATE storage_usage SET changes_purged_through = \
+               (SELECT MAX(t.change_seq) FROM storage_tombstones t \
+                WHERE t.user_id = storage_usage.user_id AND t.deleted_at <= $1) \
+             WHERE user_id IN (SELECT user_id FROM storage_tombstones WHERE deleted_at <= $1)",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        let purged = sqlx::query("DELETE FROM storage_tombstones WHERE deleted_at <= $1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_cursors_round_trip_and_refuse_others() {
+        assert_eq!(SyncCursor::parse(None).unwrap(), SyncCursor::START);
+        assert_eq!(SyncCursor::parse(Some("0")).unwrap(), SyncCursor::START);
+        let cursor = SyncCursor {
+            seq: 42,
+            horizon: 7,
+        };
+        assert_eq!(SyncCursor::parse(Some(&cursor.encode())).unwrap(), cursor);
+        let list_cursor = Cursor::new(vec![42], "abc".to_owned()).encode();
+        let history_cursor = Cursor::new(vec![42, 7], "abc".to_owned()).encode();
+        let negative = Cursor::new(vec![-1, 0], SYNC.to_owned()).encode();
+        for bad in [
+            "",
+            "00",
+            "1",
+            "-1",
+            "abc",
+            &list_cursor,
+            &history_cursor,
+            &negative,
+        ] {
+            assert!(
+                matches!(
+                    SyncCursor::parse(Some(bad)),
+                    Err(StorageError::InvalidCursor)
+                ),
+                "{bad}"
+            );
+        }
+    }
+}
