@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use adiuva_access::{Caller, Role, Tier};
+use adiuva_checksum::Digested;
 use adiuva_db::Database;
 use adiuva_storage::{Storage, StorageError, StorageSettings};
 use bytes::Bytes;
@@ -142,7 +143,7 @@ async fn a_commit_whose_answer_is_lost_keeps_the_blob_its_row_points_at() {
         .create_record(
             &caller,
             "notes",
-            Bytes::from_static(b"first"),
+            Digested::new(Bytes::from_static(b"first")),
             &sha(b"first"),
         )
         .await
@@ -166,7 +167,7 @@ async fn a_commit_whose_answer_is_lost_keeps_the_blob_its_row_points_at() {
         .update_record(
             &caller,
             &record_id,
-            Bytes::from_static(b"second"),
+            Digested::new(Bytes::from_static(b"second")),
             &sha(b"second"),
             Some(1),
         )

@@ -6,7 +6,7 @@
 use adiuva_config::{ConfigError, Context};
 use adiuva_error::ErrorKind;
 use adiuva_http::{
-    ApiError, Base64, ErrorBody, Function, Json, Path, Query, Result, StatusCode, api_doc, paging,
+    ApiError, Blob, ErrorBody, Function, Json, Path, Query, Result, StatusCode, api_doc, paging,
 };
 use adiuva_pipeline::CurrentUser;
 use adiuva_storage::{Changes, Committed, RecordMeta, Storage, UploadRequest, UploadTicket};
@@ -43,7 +43,7 @@ pub struct StorageRecordCreate {
     #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub table: String,
     #[schema(schema_with = base64)]
-    pub blob: Base64,
+    pub blob: Blob,
     /// Lowercase hex SHA-256 of the decoded `blob`.
     #[schema(pattern = "^[0-9a-f]{64}$")]
     pub checksum: String,
@@ -52,13 +52,13 @@ pub struct StorageRecordCreate {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct StorageRecordUpdate {
     #[schema(schema_with = base64)]
-    pub blob: Base64,
+    pub blob: Blob,
     /// Lowercase hex SHA-256 of the decoded `blob`.
     #[schema(pattern = "^[0-9a-f]{64}$")]
     pub checksum: String,
 }
 
-/// Standard base64 with padding, as [`Base64`] decodes it: whole groups of four, and the
+/// Standard base64 with padding, as [`Blob`] decodes it: whole groups of four, and the
 /// unused bits of a padded group zero.
 fn base64() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
@@ -133,7 +133,7 @@ async fn create_record(
     Json(body): Json<StorageRecordCreate>,
 ) -> Result<(StatusCode, Json<Created>)> {
     let meta = storage
-        .create_record(&caller, &body.table, body.blob.0.into(), &body.checksum)
+        .create_record(&caller, &body.table, body.blob.0, &body.checksum)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -290,7 +290,7 @@ async fn update_record(
 ) -> Result<Json<Updated>> {
     let expected = if_match(&headers)?;
     let meta = storage
-        .update_record(&caller, &id, body.blob.0.into(), &body.checksum, expected)
+        .update_record(&caller, &id, body.blob.0, &body.checksum, expected)
         .await?;
     Ok(Json(Updated {
         ok: true,

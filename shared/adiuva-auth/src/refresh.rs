@@ -1,7 +1,5 @@
 //! Refresh tokens: 256 random bits, handed out once as hex and stored only as their SHA-256.
 
-use sha2::{Digest, Sha256};
-
 /// A new token and the hash to store for it.
 pub(crate) fn generate() -> Result<(String, String), getrandom::Error> {
     let mut bytes = [0u8; 32];
@@ -12,7 +10,7 @@ pub(crate) fn generate() -> Result<(String, String), getrandom::Error> {
 }
 
 pub(crate) fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    adiuva_checksum::sha256_hex(token.as_bytes())
 }
 
 /// Tokens we issue are exactly 64 lowercase hex digits; anything else is rejected unread.

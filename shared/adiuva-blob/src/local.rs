@@ -16,9 +16,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use adiuva_checksum::Signer;
+use adiuva_checksum::{Sha256, Signer};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::{BlobError, BlobInfo, BoxError, PresignedDownload, PresignedUpload, validate_key};
@@ -381,7 +380,7 @@ impl LocalStore {
                 hasher.update(&buffer[..read]);
                 size += read as u64;
             }
-            Ok(Some((size, hex::encode(hasher.finalize()))))
+            Ok(Some((size, hex::encode(hasher.finish()))))
         })
         .await
     }
@@ -528,7 +527,7 @@ where
     file.sync_data()
         .await
         .map_err(|err| io_failed("sync", temp, err))?;
-    Ok((size, hasher.finalize().into()))
+    Ok((size, hasher.finish()))
 }
 
 fn info(key: String, metadata: &fs::Metadata) -> BlobInfo {

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
+use adiuva_checksum::Sha256;
 use aws_sdk_s3::config::BehaviorVersion;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ServerSideEncryption};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
 use crate::{BlobError, BlobInfo, PresignedDownload, PresignedUpload};
 
@@ -261,7 +261,7 @@ impl S3Store {
             hasher.update(&chunk);
             size += chunk.len() as u64;
         }
-        Ok(Some((size, hex::encode(hasher.finalize()))))
+        Ok(Some((size, hex::encode(hasher.finish()))))
     }
 
     pub(crate) async fn presign_put(

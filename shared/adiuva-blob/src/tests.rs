@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
 use crate::testing::{s3_settings, s3_store};
 use crate::*;
@@ -57,9 +56,7 @@ fn local_store(dir: &TempDir) -> LocalStore {
     )
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+use adiuva_checksum::sha256_hex;
 
 fn keys(infos: &[BlobInfo]) -> BTreeSet<&str> {
     infos.iter().map(|info| info.key.as_str()).collect()
@@ -594,7 +591,7 @@ async fn s3_presigned_put_signs_length_checksum_and_write_once() {
     assert_eq!(header("x-amz-server-side-encryption"), Some("AES256"));
     assert_eq!(header("content-length"), Some("17"));
     assert_eq!(header("if-none-match"), Some("*"));
-    let digest = Sha256::digest(bytes);
+    let digest = adiuva_checksum::sha256(bytes);
     assert_eq!(
         header("x-amz-checksum-sha256"),
         Some(

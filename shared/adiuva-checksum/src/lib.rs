@@ -4,11 +4,16 @@
 //!
 //! Also the service's MACs: HMAC-SHA256 signatures (Stripe's webhooks) and the signed tokens
 //! of URLs the server hands out ([`Signer`]).
+//!
+//! SHA-256 and HMAC are ring's (BoringSSL's assembly, with the SHA extensions where the CPU has
+//! them; ring is linked anyway, through rustls), and base64 is base64-simd's (SIMD, chosen at
+//! run time; linked anyway, through the AWS SDK). An inline blob is decoded and hashed a slice
+//! at a time ([`Digested::decode_base64`]), so each slice is hashed while it is still in the
+//! cache, and its digest is computed once for the whole request.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use base64_simd::AsOut;
+use bytes::Bytes;
+use ring::{digest, hmac};
 use subtle::ConstantTimeEq;
 
 /// Why a checksum was not accepted.
@@ -31,9 +36,59 @@ impl std::fmt::Display for ChecksumError {
 
 impl std::error::Error for ChecksumError {}
 
+/// Text that is not standard base64 with padding (canonical: the unused bits are zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidBase64;
+
+impl std::fmt::Display for InvalidBase64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("expected standard base64 with padding")
+    }
+}
+
+impl std::error::Error for InvalidBase64 {}
+
+/// SHA-256 of bytes that arrive in pieces.
+pub struct Sha256(digest::Context);
+
+impl Sha256 {
+    pub fn new() -> Self {
+        Self(digest::Context::new(&digest::SHA256))
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+}
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sha256")
+    }
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(bytes);
+    hasher.finish()
+}
+
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    hex::encode(sha256(bytes))
 }
 
 /// Parses a client checksum: exactly 64 lowercase hex digits.
@@ -52,8 +107,12 @@ pub fn parse(checksum: &str) -> Result<[u8; 32], ChecksumError> {
 
 /// Checks that `checksum` is the SHA-256 of `bytes`, comparing in constant time.
 pub fn verify(bytes: &[u8], checksum: &str) -> Result<(), ChecksumError> {
+    matches(&sha256(bytes), checksum)
+}
+
+/// Checks a computed digest against a client checksum, in constant time.
+fn matches(actual: &[u8; 32], checksum: &str) -> Result<(), ChecksumError> {
     let claimed = parse(checksum)?;
-    let actual: [u8; 32] = Sha256::digest(bytes).into();
     if bool::from(actual.ct_eq(&claimed)) {
         Ok(())
     } else {
@@ -63,13 +122,94 @@ pub fn verify(bytes: &[u8], checksum: &str) -> Result<(), ChecksumError> {
 
 /// Compares two hex digests in constant time (for digests computed by the blob store).
 pub fn same_digest(computed_hex: &str, checksum: &str) -> Result<(), ChecksumError> {
-    let claimed = parse(checksum)?;
     let computed = parse(computed_hex).map_err(|_| ChecksumError::Mismatch)?;
-    if bool::from(computed.ct_eq(&claimed)) {
-        Ok(())
-    } else {
-        Err(ChecksumError::Mismatch)
+    matches(&computed, checksum)
+}
+
+/// Bytes with their SHA-256, computed once: while they were decoded, or on arrival.
+#[derive(Clone)]
+pub struct Digested {
+    bytes: Bytes,
+    sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for Digested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Encrypted payloads are opaque and may be large: their size only.
+        write!(f, "Digested({} bytes)", self.bytes.len())
     }
+}
+
+/// Base64 characters decoded per step: 48 KiB of text, 36 KiB of bytes, which are hashed
+/// while they are still in the cache. A multiple of 4, so only the last step may be padded.
+const DECODE_STEP: usize = 48 * 1024;
+
+impl Digested {
+    pub fn new(bytes: Bytes) -> Self {
+        let sha256 = sha256(&bytes);
+        Self { bytes, sha256 }
+    }
+
+    /// Decodes standard base64 with padding (canonical only), hashing each decoded slice.
+    pub fn decode_base64(text: &[u8]) -> Result<Self, InvalidBase64> {
+        let engine = base64_simd::STANDARD;
+        let total = engine.decoded_length(text).map_err(|_| InvalidBase64)?;
+        let mut out = vec![0u8; total];
+        let mut hasher = Sha256::new();
+        let mut written = 0;
+        let mut steps = text.chunks(DECODE_STEP).peekable();
+        while let Some(step) = steps.next() {
+            // Padding ends the text: a padded group inside it is not base64.
+            if steps.peek().is_some() && step.ends_with(b"=") {
+                return Err(InvalidBase64);
+            }
+            let decoded = engine
+                .decode(step, out[written..].as_out())
+                .map_err(|_| InvalidBase64)?;
+            hasher.update(decoded);
+            written += decoded.len();
+        }
+        if written != total {
+            return Err(InvalidBase64);
+        }
+        Ok(Self {
+            bytes: Bytes::from(out),
+            sha256: hasher.finish(),
+        })
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Checks that `checksum` is the SHA-256 of the bytes, in constant time.
+    pub fn verify(&self, checksum: &str) -> Result<(), ChecksumError> {
+        matches(&self.sha256, checksum)
+    }
+}
+
+/// Standard base64 with padding of `bytes` (what [`Digested::decode_base64`] reads).
+pub fn encode_base64(bytes: &[u8]) -> String {
+    base64_simd::STANDARD.encode_to_string(bytes)
+}
+
+/// Decodes standard base64 with padding (canonical only).
+pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>, InvalidBase64> {
+    base64_simd::STANDARD
+        .decode_to_vec(text)
+        .map_err(|_| InvalidBase64)
 }
 
 #[cfg(test)]
@@ -110,13 +250,64 @@ mod tests {
             Err(ChecksumError::Mismatch)
         );
     }
+
+    #[test]
+    fn decodes_and_hashes_base64_in_steps() {
+        for size in [
+            0usize,
+            1,
+            2,
+            3,
+            4,
+            1000,
+            DECODE_STEP / 4 * 3,
+            DECODE_STEP / 4 * 3 + 1,
+            1 << 20,
+            (3 << 20) + 2,
+        ] {
+            let bytes: Vec<u8> = (0..size).map(|n| (n * 7 % 256) as u8).collect();
+            let text = encode_base64(&bytes);
+            let digested = Digested::decode_base64(text.as_bytes()).unwrap();
+            assert_eq!(digested.bytes().as_ref(), &bytes[..], "{size}");
+            assert_eq!(digested.verify(&sha256_hex(&bytes)), Ok(()), "{size}");
+            assert_eq!(decode_base64(text.as_bytes()).unwrap(), bytes);
+        }
+        let long = encode_base64(&vec![1u8; DECODE_STEP]);
+        for bad in [
+            "aGVsbG8".to_owned(),
+            "aGVsbG8=aGVs".to_owned(),
+            "a*b=".to_owned(),
+            "aGVsbG9=".to_owned(),
+            "aGVsbG8==".to_owned(),
+            // A padded group where a step ends, inside the text.
+            format!("{}QQ==QUJD", &long[..DECODE_STEP - 4]),
+        ] {
+            assert_eq!(
+                Digested::decode_base64(bad.as_bytes()).err(),
+                Some(InvalidBase64),
+                "{bad:.20}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_streaming_digest_is_the_one_shot_digest() {
+        let bytes: Vec<u8> = (0..100_000u32).map(|n| n as u8).collect();
+        let mut hasher = Sha256::new();
+        for piece in bytes.chunks(777) {
+            hasher.update(piece);
+        }
+        assert_eq!(hasher.finish(), sha256(&bytes));
+        assert_eq!(
+            Digested::new(Bytes::from(bytes.clone())).verify(&sha256_hex(&bytes)),
+            Ok(())
+        );
+    }
 }
 
 /// HMAC-SHA256 of `message` under `key`, lowercase hex (Stripe's webhook signatures).
 pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
-    mac.update(message);
-    hex::encode(mac.finalize().into_bytes())
+    hex::encode(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), message))
 }
 
 /// Compares two strings in constant time (for signatures).
@@ -129,7 +320,8 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 /// token made for one purpose is never valid for another.
 #[derive(Clone)]
 pub struct Signer {
-    key: Vec<u8>,
+    /// Boxed: a key holds two digest states.
+    key: std::sync::Arc<hmac::Key>,
     domain: &'static [u8],
 }
 
@@ -144,36 +336,35 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     pub fn new(key: &[u8], domain: &'static [u8]) -> Self {
         Self {
-            key: key.to_vec(),
+            key: std::sync::Arc::new(hmac::Key::new(hmac::HMAC_SHA256, key)),
             domain,
         }
     }
 
-    fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
+    fn mac(&self, payload: &[u8]) -> hmac::Tag {
+        let mut mac = hmac::Context::with_key(&self.key);
         mac.update(self.domain);
         mac.update(payload);
-        mac
+        mac.sign()
     }
 
     pub fn sign(&self, payload: &[u8]) -> String {
-        let mac = self.mac(payload).finalize().into_bytes();
+        let engine = base64_simd::URL_SAFE_NO_PAD;
         format!(
             "{}.{}",
-            URL_SAFE_NO_PAD.encode(payload),
-            URL_SAFE_NO_PAD.encode(mac)
+            engine.encode_to_string(payload),
+            engine.encode_to_string(self.mac(payload))
         )
     }
 
     /// The payload of a token this signer made; `None` for anything forged or altered. The MAC
     /// is checked in constant time before the payload is trusted.
     pub fn verify(&self, token: &str) -> Option<Vec<u8>> {
+        let engine = base64_simd::URL_SAFE_NO_PAD;
         let (payload, mac) = token.split_once('.')?;
-        let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
-        let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
-        self.mac(&payload).verify_slice(&mac).ok()?;
-        Some(payload)
+        let payload = engine.decode_to_vec(payload).ok()?;
+        let mac = engine.decode_to_vec(mac).ok()?;
+        bool::from(self.mac(&payload).as_ref().ct_eq(&mac)).then_some(payload)
     }
 }
 
@@ -187,7 +378,10 @@ mod signer_tests {
         let token = signer.sign(b"user-1\npro");
         assert_eq!(signer.verify(&token).as_deref(), Some(&b"user-1\npro"[..]));
         let (payload, mac) = token.split_once('.').unwrap();
-        let forged = format!("{}.{mac}", URL_SAFE_NO_PAD.encode(b"user-2\npro"));
+        let forged = format!(
+            "{}.{mac}",
+            base64_simd::URL_SAFE_NO_PAD.encode_to_string(b"user-2\npro")
+        );
         assert_eq!(signer.verify(&forged), None);
         assert_eq!(signer.verify(payload), None);
         assert_eq!(Signer::new(b"secret", b"other/v1\0").verify(&token), None);

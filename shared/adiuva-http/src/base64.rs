@@ -1,7 +1,9 @@
 //! Bytes inside JSON (`blob`, `query_blob`): standard base64 with padding (SPEC section 4).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use std::fmt;
+
+use adiuva_checksum::Digested;
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Bytes that travel in JSON as a standard base64 string. A malformed string fails
@@ -10,8 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[schema(value_type = String, format = Byte)]
 pub struct Base64(pub Vec<u8>);
 
-impl std::fmt::Debug for Base64 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Base64 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Encrypted payloads are opaque and may be large: log their size only.
         write!(f, "Base64({} bytes)", self.0.len())
     }
@@ -19,17 +21,55 @@ impl std::fmt::Debug for Base64 {
 
 impl Serialize for Base64 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&STANDARD.encode(&self.0))
+        serializer.serialize_str(&adiuva_checksum::encode_base64(&self.0))
     }
 }
 
 impl<'de> Deserialize<'de> for Base64 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        STANDARD
-            .decode(text.as_bytes())
-            .map(Base64)
-            .map_err(|_| serde::de::Error::custom("expected standard base64 with padding"))
+        deserializer.deserialize_str(Base64Text(|text: &str| {
+            adiuva_checksum::decode_base64(text.as_bytes()).map(Base64)
+        }))
+    }
+}
+
+/// An encrypted blob inside JSON (standard base64), decoded and hashed in one pass over the
+/// request's own bytes: the string is read where it lies (no copy of the text), and its
+/// SHA-256 is computed while it is decoded, once for the request (`Digested::verify`).
+#[derive(Clone, utoipa::ToSchema)]
+#[schema(value_type = String, format = Byte)]
+pub struct Blob(pub Digested);
+
+impl fmt::Debug for Blob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Blob({} bytes)", self.0.len())
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(Base64Text(|text: &str| {
+            Digested::decode_base64(text.as_bytes()).map(Blob)
+        }))
+    }
+}
+
+/// Reads a JSON string as base64 with `decode`, from the borrowed text when the deserializer
+/// has it (serde_json does for a string without escapes), else from its own copy.
+struct Base64Text<F>(F);
+
+impl<'de, T, F> Visitor<'de> for Base64Text<F>
+where
+    F: FnOnce(&str) -> Result<T, adiuva_checksum::InvalidBase64>,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("standard base64 with padding")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+        (self.0)(text).map_err(|_| E::custom("expected standard base64 with padding"))
     }
 }
 
@@ -48,5 +88,19 @@ mod tests {
         );
         assert!(serde_json::from_str::<Base64>(r#""a*b=""#).is_err());
         assert!(serde_json::from_str::<Base64>("42").is_err());
+    }
+
+    #[test]
+    fn a_blob_decodes_from_the_borrowed_text_with_its_digest() {
+        let blob: Blob = serde_json::from_slice(br#""aGVsbG8=""#).unwrap();
+        assert_eq!(blob.0.bytes().as_ref(), b"hello");
+        let hello = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        assert_eq!(blob.0.verify(hello), Ok(()));
+        // With an escape, serde_json hands over its own copy: the same bytes.
+        let escaped: Blob = serde_json::from_slice(br#""aGVsbG8\u003d""#).unwrap();
+        assert_eq!(escaped.0.bytes().as_ref(), b"hello");
+        for bad in [r#""aGVsbG8""#, r#""a*b=""#, "42", "null"] {
+            assert!(serde_json::from_str::<Blob>(bad).is_err(), "{bad}");
+        }
     }
 }

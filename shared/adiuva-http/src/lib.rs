@@ -18,7 +18,7 @@ pub mod routes;
 
 pub use app::api_doc;
 pub use axum::http::StatusCode;
-pub use base64::Base64;
+pub use base64::{Base64, Blob};
 pub use error::{ApiError, ErrorBody, Result};
 pub use extract::{Json, Octets, Path, Query, RawBody};
 pub use function::{Function, HttpSettings, Stages};

@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
+use adiuva_checksum::{Sha256, sha256_hex};
 use adiuva_error::{DomainError, ErrorKind};
 use adiuva_kv::KvError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::Limits;
 
@@ -101,11 +101,11 @@ pub fn validate_key(key: &str) -> Result<(), IdempotencyError> {
 pub fn fingerprint(method: &str, path_and_query: &str, body: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(method.as_bytes());
-    hasher.update([0]);
+    hasher.update(&[0]);
     hasher.update(path_and_query.as_bytes());
-    hasher.update([0]);
+    hasher.update(&[0]);
     hasher.update(body);
-    hex::encode(hasher.finalize())
+    hex::encode(hasher.finish())
 }
 
 impl Limits {
@@ -120,7 +120,7 @@ impl Limits {
     ) -> Result<Claim, IdempotencyError> {
         validate_key(key)?;
         // Hashed: the store key has a fixed length whatever the header, and holds no ids.
-        let scoped = hex::encode(Sha256::digest(format!("{user_id}\n{route}\n{key}")));
+        let scoped = sha256_hex(format!("{user_id}\n{route}\n{key}").as_bytes());
         let marker = json!({"state": "in_flight", "fingerprint": fingerprint});
         if self
             .kv()

@@ -23,7 +23,6 @@ use adiuva_access::Tier;
 use adiuva_config::{Component, ConfigError, Context, Source};
 use adiuva_error::{DomainError, ErrorKind};
 use adiuva_kv::KvStore;
-use sha2::{Digest, Sha256};
 
 pub use idempotency::{Claim, StoredResponse, Ticket};
 pub use slots::ChatSlot;
@@ -240,7 +239,7 @@ impl Limits {
             ),
             // Hashed: the store holds no email addresses.
             Subject::Email(email) => {
-                let digest = Sha256::digest(email.trim().to_lowercase().as_bytes());
+                let digest = adiuva_checksum::sha256(email.trim().to_lowercase().as_bytes());
                 (
                     Window::new(
                         FAILURES,

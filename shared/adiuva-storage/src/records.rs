@@ -3,8 +3,8 @@
 use adiuva_access::quota::{Counted, reserve, reserve_count};
 use adiuva_access::tiers::{Quota, quota_bytes};
 use adiuva_access::{Caller, Tier};
+use adiuva_checksum::Digested;
 use adiuva_db::{new_id, now_ms};
-use bytes::Bytes;
 use serde::Serialize;
 use sqlx::AnyConnection;
 
@@ -79,16 +79,19 @@ impl Storage {
         &self,
         user: &Caller,
         table: &str,
-        blob: Bytes,
+        blob: Digested,
         checksum: &str,
     ) -> Result<RecordMeta, StorageError> {
         validate_table(table)?;
-        adiuva_checksum::verify(&blob, checksum)?;
+        blob.verify(checksum)?;
         storage_limit(self, user.tier)?;
         let record_id = new_id();
         let key = record_key(&user.id, table, &record_id);
         let size = size_of(blob.len());
-        self.inner.blobs.put(&key, blob, checksum).await?;
+        self.inner
+            .blobs
+            .put(&key, blob.into_bytes(), checksum)
+            .await?;
         match self
             .finish_create(user, table, &record_id, &key, size, checksum, None)
             .await
@@ -256,11 +259,11 @@ impl Storage {
         &self,
         user: &Caller,
         record_id: &str,
-        blob: Bytes,
+        blob: Digested,
         checksum: &str,
         if_match: Option<i64>,
     ) -> Result<RecordMeta, StorageError> {
-        adiuva_checksum::verify(&blob, checksum)?;
+        blob.verify(checksum)?;
         let (current, _) = self.record_meta(&user.id, record_id).await?;
         if let Some(expected) = if_match
             && expected != current.version
@@ -271,7 +274,10 @@ impl Storage {
         }
         let key = record_key(&user.id, &current.table, record_id);
         let size = size_of(blob.len());
-        self.inner.blobs.put(&key, blob, checksum).await?;
+        self.inner
+            .blobs
+            .put(&key, blob.into_bytes(), checksum)
+            .await?;
         let expected = if_match.unwrap_or(current.version);
         match self
             .finish_update(user, record_id, &key, size, checksum, expected, None)

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::RwLock;
 
 use crate::{Batch, ContextError, SearchHit, VectorError};
@@ -226,7 +225,7 @@ impl EmbeddedStore {
     }
 
     fn path(&self, user_id: &str) -> PathBuf {
-        let name = hex::encode(Sha256::digest(user_id.as_bytes()));
+        let name = adiuva_checksum::sha256_hex(user_id.as_bytes());
         self.inner.dir.join(format!("{name}.vec"))
     }
 

@@ -35,8 +35,6 @@ use adiuva_error::ErrorKind;
 use std::collections::HashSet;
 use std::fmt;
 
-use sha2::{Digest, Sha256};
-
 pub use embedded::EmbeddedStore;
 pub use qdrant::QdrantStore;
 
@@ -69,7 +67,7 @@ pub fn supported_dimensions_text() -> String {
 /// Kept for compatibility with clients that send no vector. Because it hashes ciphertext, its
 /// similarity carries no meaning; clients that want semantic search send their own vector.
 pub fn derived_vector(bytes: &[u8]) -> Vec<f32> {
-    let digest = Sha256::digest(bytes);
+    let digest = adiuva_checksum::sha256(bytes);
     let raw: Vec<f32> = digest.iter().map(|&b| (b as f32 / 127.5) - 1.0).collect();
     // Never zero: that would need every byte to be 127.5.
     let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -468,7 +466,7 @@ mod tests {
     fn derived_vector_matches_the_reference_formula() {
         // SHA-256("") starts with e3 b0 c4 42; the reference maps b to b / 127.5 - 1, then
         // divides by the L2 norm of all 32 values.
-        let digest = Sha256::digest(b"");
+        let digest = adiuva_checksum::sha256(b"");
         let raw: Vec<f32> = digest.iter().map(|&b| b as f32 / 127.5 - 1.0).collect();
         let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt();
         let vector = derived_vector(b"");
