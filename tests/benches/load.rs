@@ -665,45 +665,100 @@ async fn setup_user(target: &Target, storage: &Storage, settings: &Settings, n: 
     }
 }
 
-/// CPU time so far, in clock ticks: (the whole machine busy, the whole machine, this process).
-/// `None` where there is no `/proc`.
-fn cpu_ticks() -> Option<(u64, u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let total: u64 = fields.iter().take(8).sum();
-    let idle = fields.get(3)? + fields.get(4).unwrap_or(&0);
-    let own = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // After the command name in parentheses: state is field 3, utime and stime 14 and 15.
-    let rest: Vec<&str> = own.rsplit_once(')')?.1.split_whitespace().collect();
-    let process = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
-    Some((total - idle, total, process))
+/// Time on a core and time waiting for one, summed over threads or processes (ns).
+#[derive(Debug, Default, Clone, Copy)]
+struct Sched {
+    cpu_ns: u64,
+    wait_ns: u64,
 }
 
-/// What the machine's cores did between two `cpu_ticks`, as a line of the report.
-fn cpu_line(
-    before: Option<(u64, u64, u64)>,
-    after: Option<(u64, u64, u64)>,
-    cores: usize,
-) -> String {
-    let (Some(before), Some(after)) = (before, after) else {
+impl Sched {
+    fn add(&mut self, path: &std::path::Path) {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return;
+        };
+        let mut numbers = text
+            .split_whitespace()
+            .filter_map(|n| n.parse::<u64>().ok());
+        self.cpu_ns += numbers.next().unwrap_or(0);
+        self.wait_ns += numbers.next().unwrap_or(0);
+    }
+
+    fn since(self, before: Sched) -> Sched {
+        Sched {
+            cpu_ns: self.cpu_ns.saturating_sub(before.cpu_ns),
+            wait_ns: self.wait_ns.saturating_sub(before.wait_ns),
+        }
+    }
+}
+
+/// What the machine's cores were doing at a moment (Linux `/proc`; zeros elsewhere): the
+/// machine's busy and total clock ticks, this process's threads, and PostgreSQL's processes.
+#[derive(Debug, Default, Clone, Copy)]
+struct CpuSnapshot {
+    busy_ticks: u64,
+    total_ticks: u64,
+    own: Sched,
+    postgres: Sched,
+}
+
+fn cpu_snapshot() -> CpuSnapshot {
+    let mut snapshot = CpuSnapshot::default();
+    if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
+        // user nice system idle iowait irq softirq steal
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        snapshot.total_ticks = fields.iter().sum();
+        let idle = fields.get(3).unwrap_or(&0) + fields.get(4).unwrap_or(&0);
+        snapshot.busy_ticks = snapshot.total_ticks.saturating_sub(idle);
+    }
+    if let Ok(threads) = std::fs::read_dir("/proc/self/task") {
+        for thread in threads.flatten() {
+            snapshot.own.add(&thread.path().join("schedstat"));
+        }
+    }
+    if let Ok(processes) = std::fs::read_dir("/proc") {
+        for process in processes.flatten() {
+            let path = process.path();
+            let is_postgres = std::fs::read_to_string(path.join("comm"))
+                .is_ok_and(|name| name.trim() == "postgres");
+            if is_postgres {
+                snapshot.postgres.add(&path.join("schedstat"));
+            }
+        }
+    }
+    snapshot
+}
+
+/// What the cores did during the window, as a line of the report.
+fn cpu_line(before: CpuSnapshot, after: CpuSnapshot, wall: Duration, cores: usize) -> String {
+    if after.total_ticks == 0 {
         return "CPU use: unknown (no /proc)".to_owned();
-    };
-    let total = (after.1 - before.1).max(1) as f64;
-    let busy = (after.0 - before.0) as f64 / total * 100.0;
-    let own = ((after.2 - before.2) as f64 / total * 100.0).min(busy);
+    }
+    let total_ticks = after.total_ticks.saturating_sub(before.total_ticks).max(1) as f64;
+    let busy = after.busy_ticks.saturating_sub(before.busy_ticks) as f64 / total_ticks * 100.0;
+    let capacity_ns = wall.as_nanos() as f64 * cores as f64;
+    let own = after.own.since(before.own);
+    let postgres = after.postgres.since(before.postgres);
+    let share = |sched: Sched| sched.cpu_ns as f64 / capacity_ns * 100.0;
+    let others = (busy - share(own) - share(postgres)).max(0.0);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     format!(
-        "CPU during the window ({cores} cores = 100 %): {busy:.0} % busy, of which {own:.0} % this \
-         process (client, server, scripted model) and {:.0} % everything else (PostgreSQL, \
-         other processes); load average now {}",
-        busy - own,
+        "CPU during the window ({cores} cores = 100 %): {busy:.0} % busy: this process (client, \
+         server, scripted model) {:.0} %, PostgreSQL {:.0} %, everything else {others:.0} %; \
+         time spent waiting for a core: this process {:.1} s, PostgreSQL {:.1} s (summed over \
+         threads); load average now {}",
+        share(own),
+        share(postgres),
+        own.wait_ns as f64 / 1e9,
+        postgres.wait_ns as f64 / 1e9,
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -826,6 +881,12 @@ async fn level(settings: &Settings, users: usize) -> bool {
     }
     let target = target(settings, &overrides).await;
     let storage: Storage = target.context.get().expect("the storage service");
+    if !settings.s3 {
+        let pool = adiuva_db::DatabaseSettings::from_source(target.context.source())
+            .expect("database settings")
+            .max_connections;
+        println!("server: a pool of {pool} PostgreSQL connections (DATABASE_MAX_CONNECTIONS)");
+    }
 
     let setup_started = Instant::now();
     let prepared: Vec<User> = futures::stream::iter(0..users)
@@ -850,7 +911,7 @@ async fn level(settings: &Settings, users: usize) -> bool {
     // A moment for every task to be spawned before the first request.
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + window;
-    let cpu_before = cpu_ticks();
+    let (cpu_before, cpu_clock) = (cpu_snapshot(), Instant::now());
     let tasks: Vec<_> = prepared
         .into_iter()
         .map(|user| tokio::spawn(user_loop(run.clone(), user, start, end)))
@@ -860,14 +921,14 @@ async fn level(settings: &Settings, users: usize) -> bool {
         stats.merge(task.await.expect("a user task panicked"));
     }
     let finished = start.elapsed();
-    let cpu_after = cpu_ticks();
+    let (cpu_after, cpu_wall) = (cpu_snapshot(), cpu_clock.elapsed());
     println!(
         "window: {:.1} s (the last answers came {:.2} s after its end)",
         window.as_secs_f64(),
         finished.saturating_sub(window).as_secs_f64()
     );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("{}", cpu_line(cpu_before, cpu_after, cores));
+    println!("{}", cpu_line(cpu_before, cpu_after, cpu_wall, cores));
     let met = report(stats, window.as_secs_f64(), settings.timeline);
     let samples = run.samples.lock().unwrap_or_else(|p| p.into_inner());
     if !samples.is_empty() {
@@ -896,13 +957,8 @@ fn main() {
         .build()
         .expect("tokio runtime");
     println!(
-        "load bench: PostgreSQL on 127.0.0.1 (server pool: {}), blobs {}, rate limits on \
-         (counters {}), a fresh app per level",
-        match (&settings.db_connections, settings.s3) {
-            (Some(n), _) => format!("{n} connections"),
-            (None, false) => "DATABASE_MAX_CONNECTIONS default".to_owned(),
-            (None, true) => "the harness's".to_owned(),
-        },
+        "load bench: PostgreSQL on 127.0.0.1, blobs {}, rate limits on (counters {}), a fresh \
+         app per level",
         if settings.s3 {
             "on moto_server S3"
         } else {

@@ -7,7 +7,6 @@ use axum::http::Request;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
-use utoipa_axum::router::OpenApiRouter;
 
 use crate::backend_tests;
 use crate::harness::{Backend, TestApp, spawn_app};
@@ -16,7 +15,7 @@ backend_tests!(the_admin_guard_answers_403_to_everyone_else_and_the_command_gran
 
 /// A guarded route behind the whole pipeline of `app`'s context.
 fn guarded(app: &TestApp) -> axum::Router {
-    let routes = admin_only(OpenApiRouter::new().route(
+    let routes = admin_only(adiuva_http::Routes::new().route(
         "/api/v1/admin/whoami",
         axum::routing::get(|CurrentUser(caller): CurrentUser| async move {
             axum::Json(json!({"email": caller.email}))

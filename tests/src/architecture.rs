@@ -26,6 +26,9 @@ struct Graph {
     members: BTreeMap<String, String>,
     /// Package name -> names of its normal dependencies.
     deps: BTreeMap<String, BTreeSet<String>>,
+    /// Workspace member -> the features its manifest turns on in its dependencies, as
+    /// `dependency/feature`.
+    dep_features: BTreeMap<String, BTreeSet<String>>,
 }
 
 fn graph() -> Graph {
@@ -55,7 +58,7 @@ fn graph() -> Graph {
         })
         .collect();
     let root = workspace_root();
-    let members = metadata["packages"]
+    let members: BTreeMap<String, String> = metadata["packages"]
         .as_array()
         .unwrap()
         .iter()
@@ -93,7 +96,33 @@ fn graph() -> Graph {
             .or_default()
             .extend(linked.map(|dep| name_of[dep["pkg"].as_str().unwrap()].clone()));
     }
-    Graph { members, deps }
+    let dep_features = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|package| members.contains_key(package["name"].as_str().unwrap()))
+        .map(|package| {
+            let features = package["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|dep| {
+                    let name = dep["name"].as_str().unwrap();
+                    dep["features"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(move |feature| format!("{name}/{}", feature.as_str().unwrap()))
+                })
+                .collect();
+            (package["name"].as_str().unwrap().to_owned(), features)
+        })
+        .collect();
+    Graph {
+        members,
+        deps,
+        dep_features,
+    }
 }
 
 impl Graph {
@@ -209,6 +238,26 @@ fn health_links_no_caller_store_or_client() {
         assert!(!linked.contains(forbidden), "health links {forbidden}");
     }
     assert!(linked.contains("adiuva-http") && linked.contains("lambda_http"));
+}
+
+/// What no Lambda needs: the OpenAPI document, the migrations, the SQLite driver. Cargo unifies
+/// features only within one build, so `cargo lambda build -p <function>` builds none of them.
+#[test]
+fn only_the_local_server_and_the_tests_build_the_document_the_migrations_and_sqlite() {
+    let graph = graph();
+    for feature in [
+        "adiuva-http/openapi",
+        "adiuva-db/migrate",
+        "adiuva-db/sqlite",
+    ] {
+        let users: Vec<&String> = graph
+            .dep_features
+            .iter()
+            .filter(|(_, features)| features.contains(feature))
+            .map(|(package, _)| package)
+            .collect();
+        assert_eq!(users, ["local", "tests"], "who turns on {feature}");
+    }
 }
 
 #[test]

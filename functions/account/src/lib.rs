@@ -5,12 +5,10 @@
 use adiuva_account::Erasure;
 use adiuva_auth::Accounts;
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{ClientAddr, ErrorBody, Function, Json, Result, api_doc};
+use adiuva_http::{ClientAddr, ErrorBody, Function, Json, Result, Routes, routes};
 use adiuva_pipeline::CurrentUser;
 use axum::extract::State as AxumState;
 use serde::{Deserialize, Serialize};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 #[derive(Debug, Clone)]
 struct State {
@@ -23,7 +21,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         accounts: context.get()?,
         erasure: context.get()?,
     };
-    let routes = OpenApiRouter::with_openapi(api_doc())
+    let routes = Routes::new()
         .routes(routes!(delete_account))
         .with_state(state);
     adiuva_pipeline::authenticated(routes, context)

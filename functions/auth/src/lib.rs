@@ -4,17 +4,15 @@
 
 use adiuva_auth::{Accounts, AuthTokens, UserProfile};
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{ClientAddr, ErrorBody, Function, Json, Result, api_doc};
+use adiuva_http::{ClientAddr, ErrorBody, Function, Json, Result, Routes, routes};
 use adiuva_pipeline::CurrentUser;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let accounts: Accounts = context.get()?;
-    let routes = OpenApiRouter::with_openapi(api_doc())
+    let routes = Routes::new()
         .routes(routes!(register))
         .routes(routes!(login))
         .routes(routes!(refresh))

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use adiuva_config::{ConfigError, Context};
 use adiuva_http::{
-    ApiError, ErrorBody, Function, Json, Path, Query, RawBody, Result, StatusCode, api_doc,
+    ApiError, ErrorBody, Function, Json, Path, Query, RawBody, Result, Routes, StatusCode, routes,
 };
 use adiuva_pipeline::CurrentUser;
 use adiuva_storage::{BackupMeta, NewBackup, Storage};
@@ -15,12 +15,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let storage: Storage = context.get()?;
-    let routes = OpenApiRouter::with_openapi(api_doc())
+    let routes = Routes::new()
         .routes(routes!(put_backup, latest_backup))
         .routes(routes!(backup_history))
         .routes(routes!(delete_backup))

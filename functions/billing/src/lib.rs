@@ -7,7 +7,7 @@
 
 use adiuva_billing::{Billing, Checkout, Delivery, StubItem, SubscriptionView};
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{ErrorBody, Function, Json, Path, Query, RawBody, Result, api_doc};
+use adiuva_http::{ErrorBody, Function, Json, Path, Query, RawBody, Result, Routes, routes};
 use adiuva_marketplace::Purchases;
 use adiuva_marketplace::purchases::StubCompleted;
 use adiuva_pipeline::CurrentUser;
@@ -16,8 +16,6 @@ use axum::http::HeaderMap;
 use axum::response::Html;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 /// What the routes share.
 #[derive(Debug, Clone)]
@@ -40,7 +38,7 @@ fn services(context: &Context) -> Result<Services, ConfigError> {
 }
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
-    let routes = OpenApiRouter::with_openapi(api_doc())
+    let routes = Routes::new()
         .routes(routes!(checkout))
         .routes(routes!(webhook))
         .routes(routes!(subscription, cancel))

@@ -7,17 +7,13 @@
 use adiuva_agents::{Answer, ChatRequest};
 use adiuva_chat::Chat;
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{ErrorBody, Function, Json, Result, api_doc};
+use adiuva_http::{ErrorBody, Function, Json, Result, Routes, routes};
 use adiuva_pipeline::CurrentUser;
 use axum::extract::State;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let service: Chat = context.get()?;
-    let routes = OpenApiRouter::with_openapi(api_doc())
-        .routes(routes!(chat))
-        .with_state(service);
+    let routes = Routes::new().routes(routes!(chat)).with_state(service);
     adiuva_pipeline::authenticated(routes, context)
 }
 

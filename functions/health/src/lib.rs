@@ -6,11 +6,9 @@ use std::time::Duration;
 use adiuva_config::{ConfigError, Context};
 use adiuva_db::Database;
 use adiuva_error::ErrorKind;
-use adiuva_http::{ApiError, ErrorBody, Function, Json, api_doc};
+use adiuva_http::{ApiError, ErrorBody, Function, Json, Routes, routes};
 use axum::extract::State;
 use serde::Serialize;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 /// How long readiness waits for the database before calling it down.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -18,7 +16,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(3);
 /// The health function: public routes only, so its pipeline has no caller and no store.
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let db: Database = context.get()?;
-    let routes = OpenApiRouter::with_openapi(api_doc())
+    let routes = Routes::new()
         .routes(routes!(health))
         .routes(routes!(ready))
         .with_state(db);

@@ -8,13 +8,12 @@ use std::net::SocketAddr;
 
 use adiuva_blob::BlobStore;
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::Function;
+use adiuva_http::{Function, Routes};
 use adiuva_storage::Storage;
 use axum::Router;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use utoipa::openapi::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
 
 pub mod chat_stream;
 pub mod cli;
@@ -59,22 +58,22 @@ pub fn openapi(context: &Context) -> Result<OpenApi, ConfigError> {
 pub fn app(context: &Context) -> Result<Router, ConfigError> {
     let api = merged(context)?;
     let document = api.openapi();
-    let mut extras = OpenApiRouter::new()
+    let mut extras = Routes::new()
         .route(
             OPENAPI_PATH,
             get(move || std::future::ready(axum::Json(document.clone()))),
         )
-        .merge(OpenApiRouter::from(chat_stream::router(context)?));
+        .merge(Routes::from(chat_stream::router(context)?));
     // The stub page, for trying tiers, plugin purchases and payouts without Stripe; never in
     // production.
     if !context.is_prod() {
-        extras = extras.merge(OpenApiRouter::from(billing::stub_router(context)?));
+        extras = extras.merge(Routes::from(billing::stub_router(context)?));
     }
     let blobs: BlobStore = context.get()?;
     if blobs.local().is_some() {
         let storage: Storage = context.get()?;
         let uploads = storage::local_upload_router(storage);
-        extras = extras.merge(OpenApiRouter::from(uploads));
+        extras = extras.merge(Routes::from(uploads));
     }
     Ok(api
         .with_routes(extras)

@@ -6,12 +6,10 @@
 use std::sync::Arc;
 
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{ApiError, ErrorBody, Function, Json, Path, Result, api_doc};
+use adiuva_http::{ApiError, ErrorBody, Function, Json, Path, Result, Routes, routes};
 use adiuva_plans::{ExecutionPlan, PlanCache};
 use axum::extract::State as AxumState;
 use tokio::sync::OnceCell;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 /// Longest plan id looked up; longer ones (or other characters) cannot exist, so they are 404.
 const MAX_PLAN_ID_LEN: usize = 128;
@@ -43,7 +41,7 @@ impl State {
 
 /// Every route needs a signed-in caller, whose tier does not matter here.
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
-    let routes = OpenApiRouter::with_openapi(api_doc())
+    let routes = Routes::new()
         .routes(routes!(list_playbooks))
         .routes(routes!(get_playbook))
         .with_state(State::new(PlanCache::new(context.get()?)));

@@ -4,7 +4,9 @@
 //! `/api/v1/admin/plugins/` behind the admin guard.
 
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{ErrorBody, Function, Json, Path, Query, RawBody, Result, StatusCode, api_doc};
+use adiuva_http::{
+    ErrorBody, Function, Json, Path, Query, RawBody, Result, Routes, StatusCode, routes,
+};
 use adiuva_marketplace::catalog::{CatalogQuery, PluginDetail, PluginList, Rating, RatingRequest};
 use adiuva_marketplace::developers::{DeveloperAccount, Onboarding};
 use adiuva_marketplace::installs::{CheckoutNeeded, InstallOutcome, Installed, Uninstalled};
@@ -20,8 +22,6 @@ use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 /// The number of plugins that match a catalog query, beside the page in the body.
 pub static X_TOTAL_COUNT: HeaderName = HeaderName::from_static("x-total-count");
@@ -29,13 +29,13 @@ pub static X_TOTAL_COUNT: HeaderName = HeaderName::from_static("x-total-count");
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let marketplace: Marketplace = context.get()?;
     let admin = admin_only(
-        OpenApiRouter::new()
+        Routes::new()
             .routes(routes!(queue))
             .routes(routes!(review))
             .routes(routes!(block))
             .with_state(marketplace.clone()),
     );
-    let routes = OpenApiRouter::with_openapi(api_doc())
+    let routes = Routes::new()
         .routes(routes!(list, submit))
         .routes(routes!(detail))
         .routes(routes!(rate))

@@ -6,7 +6,8 @@
 use adiuva_config::{ConfigError, Context};
 use adiuva_error::ErrorKind;
 use adiuva_http::{
-    ApiError, Blob, ErrorBody, Function, Json, Path, Query, Result, StatusCode, api_doc, paging,
+    ApiError, Blob, ErrorBody, Function, Json, Path, Query, Result, Routes, StatusCode, paging,
+    routes,
 };
 use adiuva_pipeline::CurrentUser;
 use adiuva_storage::{Changes, Committed, RecordMeta, Storage, UploadRequest, UploadTicket};
@@ -14,8 +15,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 /// Largest `limit` of a list page.
 pub const MAX_PAGE_SIZE: u32 = 200;
@@ -26,7 +25,7 @@ pub const DEFAULT_CHANGES: u32 = 500;
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let storage: Storage = context.get()?;
-    let routes = OpenApiRouter::with_openapi(api_doc())
+    let routes = Routes::new()
         .routes(routes!(create_record, list_records))
         .routes(routes!(download_record, update_record, delete_record))
         .routes(routes!(changes))

@@ -8,7 +8,7 @@
 //! keeps each user's vector size and quotas in the database, and writes the vector store.
 
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{Base64, ErrorBody, Function, Json, Result, api_doc};
+use adiuva_http::{Base64, ErrorBody, Function, Json, Result, Routes, routes};
 use adiuva_pipeline::CurrentUser;
 use adiuva_vector_space::{DIMENSIONS, MAX_BLOB_BYTES, NewPoint, SearchHit, VectorSpaces};
 use axum::extract::State;
@@ -16,12 +16,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{
     AnyOfBuilder, ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
 };
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let spaces: VectorSpaces = context.get()?;
-    let routes = OpenApiRouter::with_openapi(api_doc())
+    let routes = Routes::new()
         .routes(routes!(upsert))
         .routes(routes!(search))
         .routes(routes!(delete))

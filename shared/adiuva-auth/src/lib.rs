@@ -5,6 +5,7 @@
 
 mod accounts;
 mod error;
+mod jwt_crypto;
 pub mod openapi;
 mod password;
 mod refresh;

@@ -44,6 +44,7 @@ impl std::fmt::Debug for JwtKeys {
 
 impl JwtKeys {
     pub fn new(settings: &AuthSettings) -> Self {
+        crate::jwt_crypto::install();
         let algorithm = settings.jwt_algorithm;
         let secret = settings.jwt_secret.expose().as_bytes();
         let mut validation = Validation::new(algorithm);

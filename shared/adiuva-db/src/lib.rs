@@ -12,14 +12,16 @@ use adiuva_error::ErrorKind;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
-use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
 pub use sqlx;
 
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
-#[cfg(feature = "sqlite")]
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
+/// The migrations, embedded only where they run (the `migrate` feature: `adiuva-local` and the
+/// tests). No Lambda function migrates, so none carries them or sqlx's migration code.
+#[cfg(feature = "migrate")]
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+#[cfg(all(feature = "migrate", feature = "sqlite"))]
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 /// How long a request waits for a pooled connection before the database counts as down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -45,6 +47,7 @@ pub enum DbError {
     },
     #[error("failed to open the database")]
     Open(#[source] sqlx::Error),
+    #[cfg(feature = "migrate")]
     #[error("failed to run migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
@@ -138,6 +141,7 @@ impl Database {
     }
 
     /// Applies every pending migration of this backend.
+    #[cfg(feature = "migrate")]
     pub async fn migrate(&self) -> Result<(), DbError> {
         let migrator = match self.backend {
             Backend::Postgres => &POSTGRES_MIGRATIONS,

@@ -1,6 +1,10 @@
-//! What the request pipeline adds to every route's contract, written into the OpenAPI document
-//! in one place instead of on each handler: which operations need a bearer token (from the
-//! route policy table), and the answers the pipeline's stages give before a handler runs.
+//! The OpenAPI document's part that no handler declares: the base document every function's
+//! routes start from, and what the request pipeline adds to every route's contract, written in
+//! one place instead of on each handler: which operations need a bearer token (from the route
+//! policy table), and the answers the pipeline's stages give before a handler runs.
+//!
+//! Only with the `openapi` feature (the local server and the tests, which serve and check the
+//! document); a Lambda binary builds no document.
 //!
 //! | stage | operations | statuses |
 //! |---|---|---|
@@ -17,9 +21,10 @@
 
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::security::SecurityRequirement;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
-    ContentBuilder, HeaderBuilder, ObjectBuilder, OpenApi, Ref, RefOr, Required, Type,
+    ComponentsBuilder, ContentBuilder, HeaderBuilder, InfoBuilder, ObjectBuilder, OpenApi,
+    OpenApiBuilder, Ref, RefOr, Required, Type,
 };
 
 use crate::routes::{is_idempotent, is_public};
@@ -27,6 +32,27 @@ use axum::http::Method;
 
 /// The JSON content type of request bodies the [`crate::Json`] extractor reads.
 const JSON: &str = "application/json";
+
+/// The base document every function's routes start from: title, version and the bearer
+/// security scheme that authenticated operations refer to as `bearer`.
+pub(crate) fn base_document() -> OpenApi {
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Adiuva Cloud API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some("Backend of the Adiuva desktop app. Errors are JSON `{detail, code, request_id}`.")),
+        )
+        .components(Some(
+            ComponentsBuilder::new()
+                .security_scheme(
+                    "bearer",
+                    SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+                )
+                .build(),
+        ))
+        .build()
+}
 
 /// Completes `document` with the pipeline's part of every operation's contract. `caller_aware`:
 /// the function runs the authentication, rate-limit and idempotency stages (and so reaches a

@@ -3,7 +3,9 @@
 //! (authentication, rate limiting, idempotency; see adiuva-pipeline), then the routes.
 //!
 //! A function crate builds its [`Function`] once, from the context; its Lambda `main`, the
-//! local server (which merges every function) and the tests all call that constructor.
+//! local server (which merges every function) and the tests all call that constructor. Only
+//! with the `openapi` feature (the local server, the tests) does it also hold the routes'
+//! OpenAPI document.
 
 use std::sync::Arc;
 
@@ -11,11 +13,9 @@ use adiuva_config::{Component, ConfigError, Context};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
-use utoipa::openapi::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
 
-use crate::ApiError;
-use crate::{contract, cors, request_id};
+use crate::{ApiError, Routes};
+use crate::{cors, request_id};
 use adiuva_error::ErrorKind;
 
 /// `CORS_ORIGINS` (a JSON or comma-separated list; the Electron app and the Vite dev servers by
@@ -44,13 +44,14 @@ impl Component for HttpSettings {
 /// that this crate (and the health function) links no authentication or store.
 pub type Stages = Arc<dyn Fn(Router) -> Router + Send + Sync>;
 
-/// A function's documented routes and its pipeline.
+/// A function's routes and its pipeline.
 pub struct Function {
-    routes: OpenApiRouter,
+    routes: Routes,
     settings: HttpSettings,
     stages: Option<Stages>,
     /// Whether the routes' document holds the pipeline's part of the contract yet. It is added
-    /// only when the document is used (merged or asked for), never at a Lambda's cold start.
+    /// only when the document is used (merged or asked for).
+    #[cfg(feature = "openapi")]
     completed: bool,
 }
 
@@ -65,18 +66,19 @@ impl std::fmt::Debug for Function {
 
 impl Function {
     /// A function whose routes are all public: the pipeline without the caller and the store.
-    pub fn public(routes: OpenApiRouter, context: &Context) -> Result<Self, ConfigError> {
+    pub fn public(routes: Routes, context: &Context) -> Result<Self, ConfigError> {
         Ok(Self {
             routes,
             settings: context.get()?,
             stages: None,
+            #[cfg(feature = "openapi")]
             completed: false,
         })
     }
 
     /// A function with caller-aware stages between the body limit and the routes.
     pub fn with_stages(
-        routes: OpenApiRouter,
+        routes: Routes,
         context: &Context,
         stages: Stages,
     ) -> Result<Self, ConfigError> {
@@ -84,14 +86,17 @@ impl Function {
             routes,
             settings: context.get()?,
             stages: Some(stages),
+            #[cfg(feature = "openapi")]
             completed: false,
         })
     }
 
-    /// Adds the pipeline's part of the contract to the document (see [`contract`]), once.
+    /// Adds the pipeline's part of the contract to the document (see [`crate::contract`]),
+    /// once.
+    #[cfg(feature = "openapi")]
     fn complete(&mut self) {
         if !self.completed {
-            contract::complete(self.routes.get_openapi_mut(), self.stages.is_some());
+            crate::contract::complete(self.routes.document_mut(), self.stages.is_some());
             self.completed = true;
         }
     }
@@ -99,6 +104,7 @@ impl Function {
     /// Both functions' routes behind one pipeline (the local server). The caller-aware stages
     /// come from whichever function has them; they are built from the same context. Each
     /// side's document is completed first, with what its own pipeline answers.
+    #[cfg(feature = "openapi")]
     pub fn merge(mut self, mut other: Function) -> Function {
         self.complete();
         other.complete();
@@ -111,24 +117,28 @@ impl Function {
     }
 
     /// Adds routes served by this function's pipeline (the local server's extras).
-    pub fn with_routes(mut self, routes: OpenApiRouter) -> Self {
+    #[cfg(feature = "openapi")]
+    pub fn with_routes(mut self, routes: Routes) -> Self {
         self.routes = self.routes.merge(routes);
         self
     }
 
-    /// The OpenAPI document of the routes, with what the pipeline answers (see [`contract`]).
-    pub fn openapi(&self) -> OpenApi {
-        let mut document = self.routes.get_openapi().clone();
+    /// The OpenAPI document of the routes, with what the pipeline answers (see
+    /// [`crate::contract`]).
+    #[cfg(feature = "openapi")]
+    pub fn openapi(&self) -> utoipa::openapi::OpenApi {
+        let mut document = self.routes.document().clone();
         if !self.completed {
-            contract::complete(&mut document, self.stages.is_some());
+            crate::contract::complete(&mut document, self.stages.is_some());
         }
         document
     }
 
     /// The service Lambda and the local server run.
     pub fn into_router(self) -> Router {
-        let (router, _openapi) = self.routes.split_for_parts();
-        let router = router
+        let router = self
+            .routes
+            .into_router()
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed);
         let router = match &self.stages {

@@ -1,12 +1,16 @@
 //! The HTTP layer every function shares: the API error type (the one place domain errors
 //! become statuses and JSON bodies), extractors whose rejections use that body, request ids and
 //! spans, the client address, CORS from one list, the body limit, the route policy table, and
-//! [`Function`]: a function's routes with the request pipeline around them. The caller-aware
-//! stages (authentication, rate limits, idempotency) live in adiuva-pipeline, so a function
-//! with only public routes links no authentication or store.
+//! [`Function`]: a function's routes ([`Routes`], built with [`routes!`]) with the request
+//! pipeline around them. The caller-aware stages (authentication, rate limits, idempotency)
+//! live in adiuva-pipeline, so a function with only public routes links no authentication or
+//! store.
+//!
+//! The `openapi` feature (off by default; the local server and the tests turn it on) builds
+//! the OpenAPI document of the routes ([`Function::openapi`]); without it no document exists.
 
-mod app;
 mod base64;
+#[cfg(feature = "openapi")]
 pub mod contract;
 pub mod cors;
 mod error;
@@ -14,12 +18,19 @@ mod extract;
 mod function;
 pub mod paging;
 mod request_id;
+mod router;
 pub mod routes;
 
-pub use app::api_doc;
 pub use axum::http::StatusCode;
 pub use base64::{Base64, Blob};
 pub use error::{ApiError, ErrorBody, Result};
 pub use extract::{Json, Octets, Path, Query, RawBody};
 pub use function::{Function, HttpSettings, Stages};
 pub use request_id::{ClientAddr, RequestId, current_request_id};
+pub use router::{Declaration, MethodRoutes, Routes};
+
+/// What [`routes!`] expands to, not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use pastey::paste;
+}

@@ -19,7 +19,7 @@ use adiuva_access::{Caller, Role};
 use adiuva_auth::{Accounts, AuthError};
 use adiuva_config::{ConfigError, Context};
 use adiuva_http::routes::is_public_path;
-use adiuva_http::{ApiError, Function, HttpSettings};
+use adiuva_http::{ApiError, Function, HttpSettings, Routes};
 use adiuva_limits::{LimitError, Limits, RateDecision};
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, UPGRADE};
@@ -27,7 +27,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use utoipa_axum::router::OpenApiRouter;
 
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -42,7 +41,7 @@ struct Stages {
 
 /// `routes` behind the whole pipeline: the function constructor of every function with
 /// authenticated routes.
-pub fn authenticated(routes: OpenApiRouter, context: &Context) -> Result<Function, ConfigError> {
+pub fn authenticated(routes: Routes, context: &Context) -> Result<Function, ConfigError> {
     let stages = Stages {
         accounts: context.get()?,
         limits: context.get()?,
@@ -104,7 +103,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
 }
 
 /// The route layer of admin routes: 403 `admin_required` for everyone else.
-pub fn admin_only(routes: OpenApiRouter) -> OpenApiRouter {
+pub fn admin_only(routes: Routes) -> Routes {
     routes.route_layer(from_fn(require_admin))
 }
 

@@ -1,0 +1,386 @@
+//! A function's routes, built from the handlers' `#[utoipa::path]` declarations, and with the
+//! `openapi` feature their OpenAPI document.
+//!
+//! The router is built the same way in every binary: each handler is routed at the path and
+//! for the methods its declaration names (`<__path_handler as utoipa::Path>::path()` and
+//! `methods()`). Only the local server and the tests turn the `openapi` feature on and also
+//! collect each declaration's operation and schemas into a document. A Lambda binary never
+//! references that code, so the linker drops it, with every `ToSchema` implementation it would
+//! have called: a function's cold start builds its router and nothing else.
+//!
+//! ```text
+//! let routes = Routes::new()
+//!     .routes(routes!(create_record, list_records))
+//!     .routes(routes!(changes))
+//!     .with_state(storage);
+//! ```
+
+use std::convert::Infallible;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::handler::Handler;
+use axum::response::IntoResponse;
+use axum::routing::{MethodFilter, MethodRouter, Route};
+use tower::{Layer, Service};
+use utoipa::openapi::HttpMethod;
+
+/// The handlers of one path, each routed for the methods its `#[utoipa::path]` names, with
+/// their operations when the document is built. Made by [`routes!`](crate::routes!).
+pub struct MethodRoutes<S = ()> {
+    path: Option<String>,
+    router: MethodRouter<S>,
+    #[cfg(feature = "openapi")]
+    document: document::Operations,
+}
+
+impl<S> std::fmt::Debug for MethodRoutes<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MethodRoutes")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Default for MethodRoutes<S> {
+    fn default() -> Self {
+        Self {
+            path: None,
+            router: MethodRouter::new(),
+            #[cfg(feature = "openapi")]
+            document: document::Operations::default(),
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> MethodRoutes<S> {
+    /// Adds `handler`, declared by `P` (its `#[utoipa::path]` struct). Called by
+    /// [`routes!`](crate::routes!), which names `P`.
+    #[doc(hidden)]
+    pub fn handler<P, H, T>(mut self, handler: H) -> Self
+    where
+        P: Declaration,
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        let path = P::path();
+        let path = if path.is_empty() {
+            "/".to_owned()
+        } else {
+            path
+        };
+        if let Some(previous) = &self.path {
+            assert_eq!(
+                previous, &path,
+                "routes!(...) takes the handlers of one path"
+            );
+        }
+        let methods = P::methods();
+        let filter = methods
+            .iter()
+            .map(method_filter)
+            .reduce(MethodFilter::or)
+            .unwrap_or_else(|| panic!("the declaration of {path} names no method"));
+        self.router = self.router.on(filter, handler);
+        #[cfg(feature = "openapi")]
+        self.document.add::<P>(&path, methods);
+        self.path = Some(path);
+        self
+    }
+}
+
+/// What a handler's `#[utoipa::path]` declaration must provide: its path and methods, and with
+/// the `openapi` feature its operation and schemas.
+#[cfg(not(feature = "openapi"))]
+pub trait Declaration: utoipa::Path {}
+#[cfg(not(feature = "openapi"))]
+impl<P: utoipa::Path> Declaration for P {}
+
+/// What a handler's `#[utoipa::path]` declaration must provide: its path and methods, and with
+/// the `openapi` feature its operation and schemas.
+#[cfg(feature = "openapi")]
+pub trait Declaration:
+    utoipa::Path + utoipa::__dev::SchemaReferences + utoipa::__dev::Tags<'static>
+{
+}
+#[cfg(feature = "openapi")]
+impl<P> Declaration for P where
+    P: utoipa::Path + utoipa::__dev::SchemaReferences + utoipa::__dev::Tags<'static>
+{
+}
+
+/// The methods axum routes (a declaration cannot name CONNECT).
+fn method_filter(method: &HttpMethod) -> MethodFilter {
+    match method {
+        HttpMethod::Get => MethodFilter::GET,
+        HttpMethod::Post => MethodFilter::POST,
+        HttpMethod::Put => MethodFilter::PUT,
+        HttpMethod::Delete => MethodFilter::DELETE,
+        HttpMethod::Options => MethodFilter::OPTIONS,
+        HttpMethod::Head => MethodFilter::HEAD,
+        HttpMethod::Patch => MethodFilter::PATCH,
+        HttpMethod::Trace => MethodFilter::TRACE,
+    }
+}
+
+/// The handlers of one path, from their `#[utoipa::path]` declarations:
+/// `routes!(create_record, list_records)`. Each handler is routed for the methods its
+/// declaration names; the handlers of one call share one path.
+#[macro_export]
+macro_rules! routes {
+    ($($handler:ident),+ $(,)?) => {
+        $crate::__private::paste! {
+            $crate::MethodRoutes::default()
+                $(.handler::<[<__path_ $handler>], _, _>($handler))+
+        }
+    };
+}
+
+/// A function's routes: an axum router, and with the `openapi` feature the document of its
+/// declared routes, starting from the API's base document (title, version, bearer scheme).
+pub struct Routes<S = ()> {
+    router: Router<S>,
+    #[cfg(feature = "openapi")]
+    document: utoipa::openapi::OpenApi,
+}
+
+impl<S> std::fmt::Debug for Routes<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes")
+            .field("router", &self.router)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    pub fn new() -> Self {
+        Self {
+            router: Router::new(),
+            #[cfg(feature = "openapi")]
+            document: crate::contract::base_document(),
+        }
+    }
+
+    /// Routes the handlers of one path (see [`routes!`](crate::routes!)) and documents them.
+    pub fn routes(mut self, routes: MethodRoutes<S>) -> Self {
+        let Some(path) = routes.path else {
+            return self;
+        };
+        self.router = self.router.route(&path, routes.router);
+        #[cfg(feature = "openapi")]
+        routes.document.add_to(&mut self.document);
+        self
+    }
+
+    /// Routes `method_router` at `path` without documenting it (the local server's extras).
+    pub fn route(mut self, path: &str, method_router: MethodRouter<S>) -> Self {
+        self.router = self.router.route(path, method_router);
+        self
+    }
+
+    /// A layer around every route so far (see [`axum::Router::route_layer`]): a route guard.
+    pub fn route_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        self.router = self.router.route_layer(layer);
+        self
+    }
+
+    /// Both sets of routes (and documents).
+    pub fn merge(mut self, other: Routes<S>) -> Self {
+        self.router = self.router.merge(other.router);
+        #[cfg(feature = "openapi")]
+        self.document.merge(other.document);
+        self
+    }
+
+    /// The routes with their state given (see [`axum::Router::with_state`]).
+    pub fn with_state<S2>(self, state: S) -> Routes<S2> {
+        Routes {
+            router: self.router.with_state(state),
+            #[cfg(feature = "openapi")]
+            document: self.document,
+        }
+    }
+}
+
+impl Routes {
+    pub(crate) fn into_router(self) -> Router {
+        self.router
+    }
+
+    #[cfg(feature = "openapi")]
+    pub(crate) fn document(&self) -> &utoipa::openapi::OpenApi {
+        &self.document
+    }
+
+    #[cfg(feature = "openapi")]
+    pub(crate) fn document_mut(&mut self) -> &mut utoipa::openapi::OpenApi {
+        &mut self.document
+    }
+}
+
+/// Routes that are not documented (the local server's WebSocket, stub page and upload URLs).
+impl<S> From<Router<S>> for Routes<S> {
+    fn from(router: Router<S>) -> Self {
+        Self {
+            router,
+            #[cfg(feature = "openapi")]
+            document: utoipa::openapi::OpenApiBuilder::new().build(),
+        }
+    }
+}
+
+/// The document side, exactly as utoipa-axum collects it: each declaration's operation with
+/// its tags, under its path and methods, and the schemas it refers to.
+#[cfg(feature = "openapi")]
+mod document {
+    use utoipa::openapi::path::Paths;
+    use utoipa::openapi::schema::Schema;
+    use utoipa::openapi::{Components, HttpMethod, OpenApi, RefOr};
+
+    use super::Declaration;
+
+    #[derive(Default)]
+    pub(super) struct Operations {
+        paths: Paths,
+        schemas: Vec<(String, RefOr<Schema>)>,
+    }
+
+    impl Operations {
+        pub(super) fn add<P: Declaration>(&mut self, path: &str, methods: Vec<HttpMethod>) {
+            let mut operation = P::operation();
+            let tags = <P as utoipa::__dev::Tags<'static>>::tags();
+            if !tags.is_empty() {
+                let operation_tags = operation.tags.get_or_insert_with(Vec::new);
+                operation_tags.extend(tags.iter().map(ToString::to_string));
+            }
+            <P as utoipa::__dev::SchemaReferences>::schemas(&mut self.schemas);
+            self.paths.add_path_operation(path, methods, operation);
+        }
+
+        pub(super) fn add_to(self, document: &mut OpenApi) {
+            for (path, item) in self.paths.paths {
+                match document.paths.paths.get_mut(&path) {
+                    Some(existing) => existing.merge_operations(item),
+                    None => {
+                        document.paths.paths.insert(path, item);
+                    }
+                }
+            }
+            document
+                .components
+                .get_or_insert_with(Components::new)
+                .schemas
+                .extend(self.schemas);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::extract::State;
+    use axum::http::{Method, Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    #[utoipa::path(get, path = "/items", responses((status = 200, description = "The items")))]
+    async fn list(State(name): State<&'static str>) -> &'static str {
+        name
+    }
+
+    #[utoipa::path(post, path = "/items", responses((status = 201, description = "Created")))]
+    async fn create() -> StatusCode {
+        StatusCode::CREATED
+    }
+
+    #[utoipa::path(put, path = "/items/{id}", params(("id" = String, Path)),
+        responses((status = 200, description = "Stored")))]
+    async fn store(axum::extract::Path(id): axum::extract::Path<String>) -> String {
+        id
+    }
+
+    fn router() -> Router {
+        Routes::new()
+            .routes(routes!(list, create))
+            .routes(routes!(store))
+            .with_state("items")
+            .into_router()
+            .fallback(|| async { (StatusCode::NOT_FOUND, "fallback") })
+    }
+
+    async fn call(method: Method, uri: &str) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let response = router().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn each_handler_answers_the_path_and_methods_it_declares() {
+        assert_eq!(
+            call(Method::GET, "/items").await,
+            (StatusCode::OK, "items".to_owned())
+        );
+        assert_eq!(call(Method::POST, "/items").await.0, StatusCode::CREATED);
+        assert_eq!(
+            call(Method::PUT, "/items/a1").await,
+            (StatusCode::OK, "a1".to_owned())
+        );
+        assert_eq!(
+            call(Method::DELETE, "/items").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            call(Method::GET, "/items/a1").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            call(Method::GET, "/elsewhere").await,
+            (StatusCode::NOT_FOUND, "fallback".to_owned())
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "takes the handlers of one path")]
+    fn one_call_takes_one_path() {
+        let _ = Routes::<&'static str>::new().routes(routes!(list, store));
+    }
+
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn the_document_has_each_declared_operation() {
+        let routes: Routes = Routes::new()
+            .routes(routes!(list, create))
+            .routes(routes!(store))
+            .with_state("items");
+        let document = serde_json::to_value(routes.document()).unwrap();
+        assert_eq!(document["info"]["title"], "Adiuva Cloud API");
+        assert_eq!(document["paths"]["/items"]["get"]["operationId"], "list");
+        assert_eq!(document["paths"]["/items"]["post"]["operationId"], "create");
+        assert_eq!(
+            document["paths"]["/items/{id}"]["put"]["operationId"],
+            "store"
+        );
+    }
+}
