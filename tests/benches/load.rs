@@ -57,7 +57,8 @@ use futures::StreamExt;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use tests::harness::{
-    TempDir, TestApp, TestDatabase, Tokens, b64, http_client, sha, spawn_app_with, test_context,
+    TempDir, TestApp, TestDatabase, Tokens, b64, http_client, serve, sha, spawn_app_with,
+    test_context,
 };
 use tests::llm::{Reply, ScriptedLlm};
 
@@ -576,14 +577,7 @@ async fn target(settings: &Settings, overrides: &[(&str, &str)]) -> Target {
     pairs.extend_from_slice(overrides);
     let context = test_context(&database.url, &pairs);
     let app = local::app(&context).expect("the app's settings are valid");
-    let server = tokio::spawn(async move {
-        axum::serve(
-            axum::serve::ListenerExt::tap_io(listener, local::no_delay),
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await
-        .expect("server failed");
-    });
+    let server = serve(listener, app);
     Target {
         address,
         client: http_client(),

@@ -69,10 +69,7 @@ fn loopback_transport(c: &mut Criterion) {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let listener = axum::serve::ListenerExt::tap_io(listener, local::no_delay);
-            axum::serve(listener, app).await.unwrap();
-        });
+        tests::harness::serve(listener, app);
         format!("http://{address}/upload")
     });
     let client = tests::harness::http_client();

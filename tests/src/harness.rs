@@ -295,14 +295,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         kv: context.get().expect("short-lived store"),
     };
     let app = local::app(&context).expect("the app's settings are valid");
-    let server = tokio::spawn(async move {
-        axum::serve(
-            axum::serve::ListenerExt::tap_io(listener, local::no_delay),
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await
-        .expect("server failed");
-    });
+    let server = serve(listener, app);
     TestApp {
         address,
         client: http_client(),
@@ -318,6 +311,19 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
 /// An HTTP client for the tests. Within the workspace, reqwest is built with rustls but no
 /// bundled crypto provider (adiuva-llm hands it its own config), so a plain client needs ring
 /// installed as the process default first.
+/// Serves `app` on `listener` in a task, as the local server does: `TCP_NODELAY` on each
+/// connection, and the client's address for the handlers that read it.
+pub fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        axum::serve(
+            axum::serve::ListenerExt::tap_io(listener, local::no_delay),
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .expect("server failed");
+    })
+}
+
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
