@@ -90,3 +90,35 @@ async fn a_down_database_is_503_without_internals() {
         assert!(!text.contains(internal), "{internal:?} leaked: {body}");
     }
 }
+
+/// A pooled connection that the server ended while it sat idle (a database restart, a Lambda
+/// frozen past the server's timeouts) is pinged and replaced before a request gets it: the
+/// pool pings connections idle for longer than `PING_WHEN_IDLE_FOR`, not on every acquire.
+// Multi-threaded, like the backend tests: `TestDatabase`'s drop blocks its thread until the
+// database is dropped, which needs the runtime to return the pool's connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_the_server_ended_is_replaced() {
+    let database = crate::harness::TestDatabase::create(Backend::Postgres).await;
+    let db = Database::connect_lazy(&database.url, 1).unwrap();
+    let pid = || async {
+        adiuva_db::sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(db.pool())
+            .await
+    };
+    let first = pid().await.unwrap();
+    // Back in the pool (after sqlx's own check on release) before the server ends it.
+    while db.pool().num_idle() < 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let ended: bool = adiuva_db::sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(database.db.pool())
+        .await
+        .unwrap();
+    assert!(ended, "backend {first} was not ended");
+    tokio::time::sleep(adiuva_db::PING_WHEN_IDLE_FOR + std::time::Duration::from_secs(1)).await;
+    let second = pid()
+        .await
+        .expect("the ended connection was handed out instead of replaced");
+    assert_ne!(first, second);
+}

@@ -11,7 +11,6 @@
 //! at a time ([`Digested::decode_base64`]), so each slice is hashed while it is still in the
 //! cache, and its digest is computed once for the whole request.
 
-use base64_simd::AsOut;
 use bytes::Bytes;
 use ring::{digest, hmac};
 use subtle::ConstantTimeEq;
@@ -154,22 +153,22 @@ impl Digested {
     pub fn decode_base64(text: &[u8]) -> Result<Self, InvalidBase64> {
         let engine = base64_simd::STANDARD;
         let total = engine.decoded_length(text).map_err(|_| InvalidBase64)?;
-        let mut out = vec![0u8; total];
+        // Capacity without zeroing: each step's bytes are appended as they are decoded.
+        let mut out = Vec::with_capacity(total);
         let mut hasher = Sha256::new();
-        let mut written = 0;
         let mut steps = text.chunks(DECODE_STEP).peekable();
         while let Some(step) = steps.next() {
             // Padding ends the text: a padded group inside it is not base64.
             if steps.peek().is_some() && step.ends_with(b"=") {
                 return Err(InvalidBase64);
             }
-            let decoded = engine
-                .decode(step, out[written..].as_out())
+            let written = out.len();
+            engine
+                .decode_append(step, &mut out)
                 .map_err(|_| InvalidBase64)?;
-            hasher.update(decoded);
-            written += decoded.len();
+            hasher.update(&out[written..]);
         }
-        if written != total {
+        if out.len() != total {
             return Err(InvalidBase64);
         }
         Ok(Self {

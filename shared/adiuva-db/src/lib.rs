@@ -26,6 +26,12 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrat
 /// How long a request waits for a pooled connection before the database counts as down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A pooled connection idle for longer than this is pinged before it is handed out (a
+/// connection that went stale, say while a Lambda was frozen, is replaced instead of failing a
+/// request). One busy in the last seconds is handed out as is: a ping per acquire was a round
+/// trip per query, which under load is most of the database's latency.
+pub const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Postgres,
@@ -184,7 +190,16 @@ fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
     let options = AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .idle_timeout(Duration::from_secs(300));
+        .idle_timeout(Duration::from_secs(300))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_WHEN_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        });
     match backend {
         Backend::Postgres => options,
         // SQLite: enforce foreign keys (cascading deletes rely on them), let readers run beside

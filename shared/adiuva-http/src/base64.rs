@@ -27,8 +27,8 @@ impl Serialize for Base64 {
 
 impl<'de> Deserialize<'de> for Base64 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(Base64Text(|text: &str| {
-            adiuva_checksum::decode_base64(text.as_bytes()).map(Base64)
+        deserializer.deserialize_bytes(Base64Text(|text: &[u8]| {
+            adiuva_checksum::decode_base64(text).map(Base64)
         }))
     }
 }
@@ -48,19 +48,21 @@ impl fmt::Debug for Blob {
 
 impl<'de> Deserialize<'de> for Blob {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(Base64Text(|text: &str| {
-            Digested::decode_base64(text.as_bytes()).map(Blob)
+        deserializer.deserialize_bytes(Base64Text(|text: &[u8]| {
+            Digested::decode_base64(text).map(Blob)
         }))
     }
 }
 
 /// Reads a JSON string as base64 with `decode`, from the borrowed text when the deserializer
-/// has it (serde_json does for a string without escapes), else from its own copy.
+/// has it (serde_json does for a string without escapes), else from its own copy. Asked for
+/// as bytes: serde_json then hands over the string without checking that it is UTF-8, which
+/// the base64 decoder checks anyway (every byte must be one of its 64 characters).
 struct Base64Text<F>(F);
 
 impl<'de, T, F> Visitor<'de> for Base64Text<F>
 where
-    F: FnOnce(&str) -> Result<T, adiuva_checksum::InvalidBase64>,
+    F: FnOnce(&[u8]) -> Result<T, adiuva_checksum::InvalidBase64>,
 {
     type Value = T;
 
@@ -68,8 +70,13 @@ where
         f.write_str("standard base64 with padding")
     }
 
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+    fn visit_bytes<E: de::Error>(self, text: &[u8]) -> Result<T, E> {
         (self.0)(text).map_err(|_| E::custom("expected standard base64 with padding"))
+    }
+
+    /// Deserializers without a bytes form of strings (`serde_json::Value`) hand over text.
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+        self.visit_bytes(text.as_bytes())
     }
 }
 
@@ -99,8 +106,14 @@ mod tests {
         // With an escape, serde_json hands over its own copy: the same bytes.
         let escaped: Blob = serde_json::from_slice(br#""aGVsbG8\u003d""#).unwrap();
         assert_eq!(escaped.0.bytes().as_ref(), b"hello");
-        for bad in [r#""aGVsbG8""#, r#""a*b=""#, "42", "null"] {
+        for bad in [r#""aGVsbG8""#, r#""a*b=""#, "42", "null", "[104, 105]"] {
             assert!(serde_json::from_str::<Blob>(bad).is_err(), "{bad}");
         }
+        // Bytes that are not UTF-8 inside the string are not base64 either.
+        assert!(serde_json::from_slice::<Blob>(b"\"aGVs\xffbG8=\"").is_err());
+        // From a parsed JSON value (text, not bytes): the same blob.
+        let value = serde_json::json!("aGVsbG8=");
+        let from_value: Blob = serde_json::from_value(value).unwrap();
+        assert_eq!(from_value.0.bytes().as_ref(), b"hello");
     }
 }

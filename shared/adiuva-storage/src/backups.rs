@@ -1,7 +1,7 @@
 //! Encrypted backups: upload, latest, history and delete, within the tier's backup quota.
 
 use adiuva_access::Caller;
-use adiuva_access::quota::{Counted, reserve, reserve_count};
+use adiuva_access::quota::{Delta, reserve};
 use adiuva_access::tiers::{AccessError, Quota, quota_bytes};
 use adiuva_db::{new_id, now_ms};
 use bytes::Bytes;
@@ -130,8 +130,11 @@ impl Storage {
         let limit = backup_limit(self, user)?;
         let mut tx = self.inner.db.pool().begin().await?;
         forget_upload(&mut tx, pending_upload).await?;
-        reserve_count(&mut tx, &user.id, user.tier, Counted::Backups, 1).await?;
-        reserve(&mut tx, &user.id, user.tier, Quota::Backup, size, limit).await?;
+        let delta = Delta {
+            count: 1,
+            bytes: size,
+        };
+        reserve(&mut tx, &user.id, user.tier, Quota::Backup, delta, limit).await?;
         let meta: BackupMeta = sqlx::query_as(concat!(
             r#"INSERT INTO backup_metadata (id, user_id, s3_key, version, "timestamp", checksum, size_bytes, chunk_count, created_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING "#,
@@ -236,21 +239,18 @@ impl Storage {
                 .fetch_optional(&mut *tx)
                 .await?;
         let (key, size) = deleted.ok_or(StorageError::BackupNotFound)?;
+        // Shrinking never needs a tier; the limits are irrelevant for a negative delta.
+        let delta = Delta {
+            count: -1,
+            bytes: -size,
+        };
         reserve(
             &mut tx,
             user_id,
             adiuva_access::Tier::Free,
             Quota::Backup,
-            -size,
+            delta,
             None,
-        )
-        .await?;
-        reserve_count(
-            &mut tx,
-            user_id,
-            adiuva_access::Tier::Free,
-            Counted::Backups,
-            -1,
         )
         .await?;
         tx.commit().await?;

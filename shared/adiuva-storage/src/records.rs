@@ -1,6 +1,6 @@
 //! Encrypted records: create, list, read, update (with optimistic versions) and delete.
 
-use adiuva_access::quota::{Counted, reserve, reserve_count};
+use adiuva_access::quota::{Delta, reserve};
 use adiuva_access::tiers::{Quota, quota_bytes};
 use adiuva_access::{Caller, Tier};
 use adiuva_checksum::Digested;
@@ -120,13 +120,16 @@ impl Storage {
         let now = now_ms();
         let mut tx = self.inner.db.pool().begin().await?;
         forget_upload(&mut tx, pending_upload).await?;
-        reserve_count(&mut tx, &user.id, user.tier, Counted::Records, 1).await?;
+        let delta = Delta {
+            count: 1,
+            bytes: size,
+        };
         reserve(
             &mut tx,
             &user.id,
             user.tier,
             Quota::CloudStorage,
-            size,
+            delta,
             limit,
         )
         .await?;
@@ -318,12 +321,16 @@ impl Storage {
         if version != expected_version {
             return Err(StorageError::VersionConflict { current: version });
         }
+        let delta = Delta {
+            count: 0,
+            bytes: size - old_size,
+        };
         reserve(
             &mut tx,
             &user.id,
             user.tier,
             Quota::CloudStorage,
-            size - old_size,
+            delta,
             limit,
         )
         .await?;
@@ -369,17 +376,20 @@ impl Storage {
                 .fetch_optional(&mut *tx)
                 .await?;
         let (key, size, table) = deleted.ok_or(StorageError::RecordNotFound)?;
-        // Shrinking never needs a tier; the limit is irrelevant for a negative delta.
+        // Shrinking never needs a tier; the limits are irrelevant for a negative delta.
+        let delta = Delta {
+            count: -1,
+            bytes: -size,
+        };
         reserve(
             &mut tx,
             user_id,
             Tier::Free,
             Quota::CloudStorage,
-            -size,
+            delta,
             None,
         )
         .await?;
-        reserve_count(&mut tx, user_id, Tier::Free, Counted::Records, -1).await?;
         // After the usage row's lock (taken above), so the tombstone's change number follows
         // every earlier change of this user (see `changes`).
         sqlx::query(
