@@ -138,11 +138,22 @@ mod tests {
         assert_eq!(BUILDS.load(Ordering::SeqCst), before, "built twice");
     }
 
+    /// A component of its own: `Port`'s build count belongs to the test above, and tests run
+    /// in parallel.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Timeout(u16);
+
+    impl Component for Timeout {
+        fn build(context: &Context) -> Result<Self, ConfigError> {
+            context.source().number("TIMEOUT", 30).map(Timeout)
+        }
+    }
+
     #[test]
     fn a_bad_setting_fails_only_its_component() {
-        let context = Context::new(Source::from_pairs([("PORT", "x")])).unwrap();
-        assert!(context.get::<Port>().is_err());
-        context.provide(Port(1));
-        assert_eq!(context.get::<Port>().unwrap(), Port(1));
+        let context = Context::new(Source::from_pairs([("TIMEOUT", "x")])).unwrap();
+        assert!(context.get::<Timeout>().is_err());
+        context.provide(Timeout(1));
+        assert_eq!(context.get::<Timeout>().unwrap(), Timeout(1));
     }
 }
