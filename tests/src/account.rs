@@ -118,7 +118,10 @@ async fn deleting_an_account_purges_everything(backend: Backend) {
 
     let deleted = delete_account(&app, &user, &user.password).await;
     assert_eq!(deleted.status(), StatusCode::OK);
-    assert_eq!(deleted.json::<Value>().await.unwrap(), json!({"ok": true}));
+    assert_eq!(
+        deleted.json::<Value>().await.unwrap(),
+        json!({"ok": true, "subscription_canceled": false})
+    );
 
     error_body(
         app.me(&user.tokens.access_token).await,

@@ -597,6 +597,7 @@ fn every_fixture_parses_into_async_stripe_types() {
     parses::<stripe_billing::Invoice>("invoice");
     parses::<stripe_core::PaymentIntent>("payment_intent");
     parses::<stripe_core::Charge>("charge");
+    parses::<stripe_core::Dispute>("dispute");
     parses::<stripe_connect::Transfer>("transfer");
     parses::<stripe_connect::TransferReversal>("transfer_reversal");
     parses::<stripe_connect::Account>("account");

@@ -32,9 +32,9 @@ backend_tests!(
 );
 
 /// The allowed permissions the tests use, and a package's bytes.
-const PACKAGE: &[u8] = b"PK\x03\x04 an opaque plugin archive";
+pub(crate) const PACKAGE: &[u8] = b"PK\x03\x04 an opaque plugin archive";
 
-async fn send(
+pub(crate) async fn send(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -50,20 +50,20 @@ async fn send(
     request.send().await.unwrap()
 }
 
-async fn json_of(response: reqwest::Response, status: StatusCode) -> Value {
+pub(crate) async fn json_of(response: reqwest::Response, status: StatusCode) -> Value {
     let actual = response.status();
     let body = response.text().await.unwrap();
     assert_eq!(actual, status, "{body}");
     serde_json::from_str(&body).unwrap_or(Value::Null)
 }
 
-async fn user_with_tier(app: &TestApp, tier: &str) -> TestUser {
+pub(crate) async fn user_with_tier(app: &TestApp, tier: &str) -> TestUser {
     let user = app.register_user().await;
     app.set_subscription(&user.id, tier, "active").await;
     user
 }
 
-async fn admin(app: &TestApp) -> TestUser {
+pub(crate) async fn admin(app: &TestApp) -> TestUser {
     let user = app.register_user().await;
     adiuva_db::sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1")
         .bind(&user.id)
@@ -110,7 +110,7 @@ pub(crate) async fn upload_package(app: &TestApp, token: &str, bytes: &[u8]) -> 
         .to_owned()
 }
 
-fn manifest(id: &str, name: &str, version: &str, price: i64, package_id: &str) -> Value {
+pub(crate) fn manifest(id: &str, name: &str, version: &str, price: i64, package_id: &str) -> Value {
     json!({
         "id": id, "name": name, "version": version,
         "description": format!("{name} for the tests of the marketplace."),
@@ -120,7 +120,11 @@ fn manifest(id: &str, name: &str, version: &str, price: i64, package_id: &str) -
     })
 }
 
-async fn submit(app: &TestApp, developer: &TestUser, manifest: &Value) -> reqwest::Response {
+pub(crate) async fn submit(
+    app: &TestApp,
+    developer: &TestUser,
+    manifest: &Value,
+) -> reqwest::Response {
     send(
         app,
         Method::POST,
@@ -131,7 +135,7 @@ async fn submit(app: &TestApp, developer: &TestUser, manifest: &Value) -> reqwes
     .await
 }
 
-async fn decide(
+pub(crate) async fn decide(
     app: &TestApp,
     admin: &TestUser,
     id: &str,
@@ -149,7 +153,7 @@ async fn decide(
 }
 
 /// A listed plugin of `developer`: package uploaded, submitted, approved.
-async fn publish(
+pub(crate) async fn publish(
     app: &TestApp,
     developer: &TestUser,
     admin: &TestUser,
@@ -175,7 +179,7 @@ async fn publish(
     .await;
 }
 
-async fn detail(app: &TestApp, user: &TestUser, id: &str) -> Value {
+pub(crate) async fn detail(app: &TestApp, user: &TestUser, id: &str) -> Value {
     json_of(
         send(
             app,
@@ -190,7 +194,7 @@ async fn detail(app: &TestApp, user: &TestUser, id: &str) -> Value {
     .await
 }
 
-async fn install(app: &TestApp, user: &TestUser, id: &str) -> reqwest::Response {
+pub(crate) async fn install(app: &TestApp, user: &TestUser, id: &str) -> reqwest::Response {
     send(
         app,
         Method::POST,
@@ -1251,14 +1255,18 @@ async fn concurrent_installs_keep_the_count_exact(backend: Backend) {
     assert_eq!(count(&app).await, (0, 0));
 }
 
-async fn stripe_app(backend: Backend, stripe: &FakeStripe) -> TestApp {
+pub(crate) async fn stripe_app(backend: Backend, stripe: &FakeStripe) -> TestApp {
     let settings = stripe.settings();
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     spawn_app_with(backend, &settings).await
 }
 
 /// A developer who finished Connect onboarding; their account id.
-async fn payout_ready(app: &TestApp, stripe: &FakeStripe, developer: &TestUser) -> String {
+pub(crate) async fn payout_ready(
+    app: &TestApp,
+    stripe: &FakeStripe,
+    developer: &TestUser,
+) -> String {
     let onboarding = json_of(
         send(
             app,
@@ -1327,7 +1335,7 @@ async fn payout_ready(app: &TestApp, stripe: &FakeStripe, developer: &TestUser) 
 
 /// What the database recorded of a purchase: status, and the revenue event's amounts and
 /// transfer ids.
-async fn revenue_of(
+pub(crate) async fn revenue_of(
     app: &TestApp,
     purchase_id: &str,
 ) -> (String, i64, i64, i64, Option<String>, Option<String>) {
@@ -1350,7 +1358,7 @@ async fn revenue_of(
 
 /// A buyer's paid install through Stripe: the 202, the payment, the webhook. Returns the
 /// purchase id, the charge id and the delivered event.
-async fn buy(
+pub(crate) async fn buy(
     app: &TestApp,
     stripe: &FakeStripe,
     buyer: &TestUser,
@@ -1578,19 +1586,13 @@ async fn a_refund_uninstalls_and_reverses_the_transfer(backend: Backend) {
     let (_, _, share, _, transfer, _) = revenue_of(&app, &purchase_id).await;
     assert_eq!(share, 349);
 
-    // A partial refund leaves the install and the share alone.
+    // A partial refund keeps the install and takes back the share of what was refunded.
     let partial = stripe.refund(&charge, Some(100));
     assert_eq!(
         FakeStripe::deliver(&app, &stripe.event("charge.refunded", &partial))
             .await
             .status(),
         StatusCode::OK
-    );
-    assert!(
-        stripe
-            .requests()
-            .iter()
-            .all(|r| !r.path.ends_with("/reversals"))
     );
     assert_eq!(detail(&app, &buyer, "focus-timer").await["installed"], true);
 
@@ -1609,16 +1611,18 @@ async fn a_refund_uninstalls_and_reverses_the_transfer(backend: Backend) {
         .into_iter()
         .filter(|r| r.path.ends_with("/reversals"))
         .collect();
-    assert_eq!(reversals.len(), 1);
-    assert_eq!(
-        reversals[0].path,
-        format!("/v1/transfers/{}/reversals", transfer.unwrap())
-    );
-    assert_eq!(reversals[0].field("amount"), Some("349"));
-    assert_eq!(
-        reversals[0].idempotency_key.as_deref(),
-        Some(format!("reversal:{purchase_id}").as_str())
-    );
+    // 70 of the refunded 1.00 (349 - 70% of 3.99 rounded down), then the other 279.
+    assert_eq!(reversals.len(), 2);
+    let transfer = transfer.unwrap();
+    for (reversal, (amount, target)) in reversals.iter().zip([("70", 70), ("279", 349)]) {
+        assert_eq!(reversal.path, format!("/v1/transfers/{transfer}/reversals"));
+        assert_eq!(reversal.field("amount"), Some(amount));
+        assert_eq!(
+            reversal.idempotency_key.as_deref(),
+            Some(format!("reversal:{purchase_id}:{target}").as_str())
+        );
+    }
+    assert_eq!(stripe.transfer(&transfer)["amount_reversed"], 349);
     let (status, _, _, _, _, reversal) = revenue_of(&app, &purchase_id).await;
     assert_eq!(status, "refunded");
     assert!(reversal.unwrap().starts_with("trr_fake"));
@@ -1754,7 +1758,8 @@ async fn earnings_are_aggregated_by_month(backend: Backend) {
         let (share, platform) = adiuva_marketplace::revenue::split(1000);
         adiuva_db::sqlx::query(
             "INSERT INTO revenue_events (id, plugin_id, user_id, amount_cents, developer_share_cents, platform_share_cents, \
-             stripe_transfer_id, created_at, purchase_id, developer_id, refunded_at) VALUES ($1, $2, $3, 1000, $4, $5, $6, $7, $1, $8, $9)",
+             stripe_transfer_id, created_at, purchase_id, developer_id, refunded_at, reversed_cents, reversal_made_cents) \
+             VALUES ($1, $2, $3, 1000, $4, $5, $6, $7, $1, $8, $9, $10, $10)",
         )
         .bind(format!("purchase-{n}"))
         .bind(plugin)
@@ -1765,6 +1770,7 @@ async fn earnings_are_aggregated_by_month(backend: Backend) {
         .bind(at)
         .bind(developer_id)
         .bind(refunded.then_some(at))
+        .bind(if refunded { share } else { 0 })
         .execute(app.database.db.pool())
         .await
         .unwrap();

@@ -5,11 +5,13 @@
 //! webhook deliveries signed with the real `t=...,v1=...` HMAC-SHA256 scheme.
 //!
 //! It keeps the customers, checkout sessions, subscriptions, payment intents, charges, transfers
-//! and Connect accounts it made; tests play the part of the user paying
-//! ([`FakeStripe::complete_checkout`], [`FakeStripe::complete_payment`]), of Stripe changing a
-//! subscription ([`FakeStripe::set_status`]), of an admin refunding a charge
-//! ([`FakeStripe::refund`]) and of a developer finishing onboarding
-//! ([`FakeStripe::enable_payouts`]), then deliver the events Stripe would send.
+//! (with their reversals), disputes and Connect accounts it made; tests play the part of the
+//! user paying ([`FakeStripe::complete_checkout`], [`FakeStripe::complete_payment`]), of Stripe
+//! changing a subscription ([`FakeStripe::set_status`]), of an admin refunding a charge
+//! ([`FakeStripe::refund`]), of a buyer's bank disputing one ([`FakeStripe::dispute`]), of a
+//! developer finishing onboarding ([`FakeStripe::enable_payouts`]) and of time passing beyond
+//! Stripe's 24 hours of idempotency ([`FakeStripe::forget_idempotency_keys`]), then deliver
+//! the events Stripe would send.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -72,6 +74,7 @@ struct Ledger {
     payment_intents: HashMap<String, Value>,
     charges: HashMap<String, Value>,
     transfers: HashMap<String, Value>,
+    disputes: HashMap<String, Value>,
     accounts: HashMap<String, Value>,
     down: bool,
     next: u64,
@@ -183,6 +186,17 @@ impl FakeStripe {
         }
     }
 
+    /// Someone changes a subscription's price (and its metadata's tier) at Stripe.
+    pub fn set_price(&self, id: &str, price: &str, tier: &str) {
+        let mut state = self.lock();
+        let subscription = state
+            .subscriptions
+            .get_mut(id)
+            .expect("no such subscription");
+        subscription["items"]["data"][0]["price"]["id"] = json!(price);
+        subscription["metadata"]["tier"] = json!(tier);
+    }
+
     /// The user pays on the hosted page: the session completes and its subscription starts.
     /// Returns the session (as the `checkout.session.completed` event carries it) and the
     /// subscription id.
@@ -238,6 +252,10 @@ impl FakeStripe {
         let session_id = checkout_url.rsplit('/').next().unwrap().to_owned();
         let (mut session, form) = state.sessions[&session_id].clone();
         assert_eq!(session["mode"], "payment", "not a payment session");
+        assert_eq!(
+            session["status"], "open",
+            "only an open session can be paid"
+        );
         state.next += 1;
         let n = state.next;
         let amount = session["amount_total"].as_i64().unwrap();
@@ -295,6 +313,45 @@ impl FakeStripe {
         charge["amount_refunded"] = json!(refunded);
         charge["refunded"] = json!(refunded == total);
         charge.clone()
+    }
+
+    /// The buyer's bank disputes a charge (a new dispute), or a dispute moves to `status`
+    /// (`needs_response`, `under_review`, `won`, `lost`, ...). Returns the dispute.
+    pub fn dispute(&self, charge_id: &str, status: &str) -> Value {
+        let mut state = self.lock();
+        let existing = state
+            .disputes
+            .values()
+            .find(|dispute| dispute["charge"] == charge_id)
+            .map(|dispute| dispute["id"].as_str().unwrap().to_owned());
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                state.next += 1;
+                let id = format!("dp_fake{:05}", state.next);
+                let amount = state.charges[charge_id]["amount"].clone();
+                let mut dispute = fixture("dispute");
+                dispute["id"] = json!(id);
+                dispute["charge"] = json!(charge_id);
+                dispute["amount"] = amount;
+                dispute["currency"] = json!("eur");
+                dispute["created"] = json!(now());
+                state.disputes.insert(id.clone(), dispute);
+                if let Some(charge) = state.charges.get_mut(charge_id) {
+                    charge["disputed"] = json!(true);
+                }
+                id
+            }
+        };
+        let dispute = state.disputes.get_mut(&id).unwrap();
+        dispute["status"] = json!(status);
+        dispute.clone()
+    }
+
+    /// Stripe keeps an idempotency key for 24 hours: after that, the same key makes a new
+    /// object. This forgets every key, as if a day had passed.
+    pub fn forget_idempotency_keys(&self) {
+        self.lock().replays.clear();
     }
 
     /// The developer finishes onboarding: payouts are enabled. Returns the account.
@@ -569,9 +626,46 @@ async fn handle(
                 transfer["source_transaction"] = json!(source);
                 transfer["transfer_group"] = json!(field("transfer_group"));
                 transfer["metadata"] = metadata("metadata[");
+                transfer["amount_reversed"] = json!(0);
+                transfer["reversed"] = json!(false);
                 transfer["reversals"]["url"] = json!(format!("/v1/transfers/{id}/reversals"));
                 state.transfers.insert(id, transfer.clone());
                 (200, transfer)
+            }
+        }
+        ("GET", ["v1", "transfers"]) => {
+            let group = field("transfer_group");
+            let mut data: Vec<Value> = state
+                .transfers
+                .values()
+                .filter(|transfer| group.is_none() || transfer["transfer_group"] == json!(group))
+                .cloned()
+                .collect();
+            data.sort_by_key(|transfer| transfer["id"].as_str().unwrap().to_owned());
+            (
+                200,
+                json!({"object": "list", "data": data, "has_more": false, "url": "/v1/transfers"}),
+            )
+        }
+        ("GET", ["v1", "transfers", id]) => match state.transfers.get(*id) {
+            Some(transfer) => (200, transfer.clone()),
+            None => missing("transfer"),
+        },
+        ("GET", ["v1", "disputes", id]) => match state.disputes.get(*id) {
+            Some(dispute) => (200, dispute.clone()),
+            None => missing("dispute"),
+        },
+        ("POST", ["v1", "checkout", "sessions", id, "expire"]) => {
+            match state.sessions.get_mut(*id) {
+                Some((session, _)) if session["status"] == "open" => {
+                    session["status"] = json!("expired");
+                    (200, public(session))
+                }
+                Some(_) => (
+                    400,
+                    json!({"error": {"type": "invalid_request_error", "message": "Only Checkout Sessions with a status in [\"open\"] can be expired."}}),
+                ),
+                None => missing("checkout session"),
             }
         }
         ("POST", ["v1", "transfers", id, "reversals"]) => {
@@ -589,8 +683,16 @@ async fn handle(
                     reversal["currency"] = transfer["currency"].clone();
                     reversal["transfer"] = json!(id);
                     reversal["metadata"] = metadata("metadata[");
-                    transfer["amount_reversed"] = json!(amount);
-                    transfer["reversed"] = json!(amount == transfer["amount"].as_i64().unwrap());
+                    let reversed = transfer["amount_reversed"].as_i64().unwrap_or(0) + amount;
+                    if reversed > transfer["amount"].as_i64().unwrap() {
+                        return stripe_error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_request_error",
+                            "Amount must be no more than the transfer's amount not reversed yet",
+                        );
+                    }
+                    transfer["amount_reversed"] = json!(reversed);
+                    transfer["reversed"] = json!(reversed == transfer["amount"].as_i64().unwrap());
                     (200, reversal)
                 }
                 None => missing("transfer"),

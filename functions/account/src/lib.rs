@@ -1,9 +1,11 @@
-//! Account function: `DELETE /api/v1/auth/me` removes the account with every row, blob, backup
-//! and vector of it. It is its own function because it is the one auth route that needs the
-//! blob and vector stores; API Gateway routes it here by method.
+//! Account function: `DELETE /api/v1/auth/me` ends the account's Stripe subscription, then
+//! removes the account with every row, blob, backup and vector of it. It is its own function
+//! because it is the one auth route that needs the blob and vector stores and Stripe; API
+//! Gateway routes it here by method.
 
 use adiuva_account::Erasure;
 use adiuva_auth::Accounts;
+use adiuva_billing::Billing;
 use adiuva_config::{ConfigError, Context};
 use adiuva_http::{ClientAddr, ErrorBody, Function, Json, Result, Routes, routes};
 use adiuva_pipeline::CurrentUser;
@@ -13,12 +15,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone)]
 struct State {
     accounts: Accounts,
+    billing: Billing,
     erasure: Erasure,
 }
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let state = State {
         accounts: context.get()?,
+        billing: context.get()?,
         erasure: context.get()?,
     };
     let routes = Routes::new()
@@ -37,6 +41,9 @@ pub struct DeleteAccount {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Deleted {
     pub ok: bool,
+    /// Whether a paid subscription was ended at Stripe with the account (at once, so the
+    /// card is not charged again).
+    pub subscription_canceled: bool,
 }
 
 /// Deletes the caller's account and all its data. Irreversible.
@@ -47,6 +54,7 @@ pub struct Deleted {
         (status = 401, description = "Wrong password or invalid token", body = ErrorBody),
         (status = 429, description = "Too many wrong passwords", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "Stripe could not end the subscription; nothing was deleted", body = ErrorBody),
     ))]
 async fn delete_account(
     AxumState(state): AxumState<State>,
@@ -58,6 +66,12 @@ async fn delete_account(
         .accounts
         .verify_password(&caller, body.password, client)
         .await?;
+    // First, so that a deleted account is never charged again; if Stripe cannot be reached,
+    // nothing is deleted and the user tries again.
+    let subscription_canceled = state.billing.end_for_deletion(&caller.id).await?;
     state.erasure.delete_account(&caller.id).await?;
-    Ok(Json(Deleted { ok: true }))
+    Ok(Json(Deleted {
+        ok: true,
+        subscription_canceled,
+    }))
 }

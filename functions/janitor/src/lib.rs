@@ -1,9 +1,12 @@
 //! The janitor, run on a schedule (EventBridge, see `infra/`): deletes expired pending uploads
 //! and blobs that no row refers to once they are older than the grace period, and finishes the
-//! purge of deleted accounts whose blobs or vectors could not be removed at once.
+//! purge of deleted accounts whose blobs or vectors could not be removed at once; and settles
+//! the marketplace's transfers and reversals that are recorded as owed but not made at Stripe
+//! yet (the outbox of `adiuva_marketplace::revenue`).
 
 use adiuva_account::Erasure;
 use adiuva_config::{ConfigError, Context};
+use adiuva_marketplace::Purchases;
 use adiuva_storage::{Storage, SweepReport};
 use aws_lambda_events::cloudwatch_events::CloudWatchEvent;
 use serde::Serialize;
@@ -14,6 +17,8 @@ pub struct JanitorReport {
     pub sweep: SweepReport,
     pub accounts_purged: u64,
     pub accounts_pending: u64,
+    pub transfers_settled: u64,
+    pub transfers_pending: u64,
 }
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -23,6 +28,7 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub struct Janitor {
     storage: Storage,
     erasure: Erasure,
+    purchases: Purchases,
 }
 
 impl Janitor {
@@ -30,6 +36,7 @@ impl Janitor {
         Ok(Self {
             storage: context.get()?,
             erasure: context.get()?,
+            purchases: context.get()?,
         })
     }
 
@@ -46,10 +53,13 @@ impl Janitor {
     pub async fn run(&self) -> Result<JanitorReport, Error> {
         let purges = self.erasure.finish_pending().await?;
         let sweep = self.storage.sweep().await?;
+        let (transfers_settled, transfers_pending) = self.purchases.settle_pending().await?;
         let report = JanitorReport {
             sweep,
             accounts_purged: purges.purged,
             accounts_pending: purges.pending,
+            transfers_settled,
+            transfers_pending,
         };
         tracing::info!(?report, "janitor run finished");
         Ok(report)

@@ -1,5 +1,12 @@
 //! Account deletion (SPEC section 4: every row, blob, vector and backup of the user).
 //!
+//! Except the record of money: a purchase and its revenue event outlive the accounts on both
+//! sides (they keep the ids, nothing personal), so that a later refund or chargeback still
+//! finds what to reverse. A developer's approved plugins stay, closed to new installs, their
+//! packages kept, for those who bought or installed them; everything else of theirs goes.
+//! Ending the user's Stripe subscription comes first and is the account function's (this
+//! crate links no Stripe client).
+//!
 //! [`Erasure::delete_account`] deletes the user's rows (through foreign keys) in one
 //! transaction with an `account_deletions` note, then purges the blobs and the vectors. The
 //! account is gone once the transaction commits; if a store fails afterwards, the note makes the
@@ -71,12 +78,37 @@ impl Erasure {
     pub async fn delete_account(&self, user_id: &str) -> Result<(), ErasureError> {
         let mut tx = self.storage.database().pool().begin().await?;
         Storage::note_account_deletion(&mut tx, user_id).await?;
+        let now = adiuva_db::now_ms();
+        // The developer's listed plugins stay for those who have them; no new installs, and
+        // the name they published under is removed with them.
+        let closed = sqlx::query(
+            "UPDATE plugins SET closed_at = $2, author = '', updated_at = $2 \
+             WHERE author_id = $1 AND status = 'approved' AND closed_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Never listed and never sold: nothing to keep (releases the id).
+        sqlx::query(
+            "DELETE FROM plugins WHERE author_id = $1 AND status <> 'approved' \
+             AND NOT EXISTS (SELECT 1 FROM plugin_purchases p WHERE p.plugin_id = plugins.id)",
+        )
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        // The buyer's purchases stay as the record of payment; their checkout links do not.
+        sqlx::query("UPDATE plugin_purchases SET checkout_url = NULL WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        tracing::info!(user_id, "account deleted");
+        tracing::info!(user_id, plugins_closed = closed, "account deleted");
         match self.purge(user_id).await {
             Ok(blobs) => tracing::info!(user_id, blobs, "account data purged"),
             Err(err) => tracing::warn!(

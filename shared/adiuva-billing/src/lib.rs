@@ -232,6 +232,35 @@ impl Billing {
         self.subscription(caller).await
     }
 
+    /// Ends the user's personal subscription at once, before their account is deleted, so
+    /// that a deleted account is never charged again. `true` when a live subscription was
+    /// ended at Stripe (a stub one has nothing to end). Stripe being unreachable is an error:
+    /// the deletion must wait rather than leave a card being charged.
+    pub async fn end_for_deletion(&self, user_id: &str) -> Result<bool, BillingError> {
+        let db = &self.inner.db;
+        let Some(subscription) = state::live_subscription(db, user_id).await? else {
+            return Ok(false);
+        };
+        match (&self.inner.stripe, subscription) {
+            (Some(stripe), Some(stripe_id)) => {
+                let remote = match stripe.cancel_now(&stripe_id).await {
+                    Ok(remote) => remote,
+                    // Ended at Stripe already (or never there): nothing left to charge.
+                    Err(StripeFailure::NotFound) => return Ok(false),
+                    Err(err) => return Err(err.into()),
+                };
+                tracing::info!(
+                    user_id,
+                    subscription = stripe_id,
+                    status = remote.status,
+                    "subscription ended for the account's deletion"
+                );
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// A Billing Portal session of the caller's customer.
     pub async fn portal(&self, caller: &Caller) -> Result<String, BillingError> {
         let Some(stripe) = &self.inner.stripe else {

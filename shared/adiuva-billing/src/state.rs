@@ -109,25 +109,11 @@ pub(crate) async fn set_customer(
     Ok(())
 }
 
-/// The user a subscription event is about: the user id we put in the metadata (or the
-/// checkout's `client_reference_id`), if that account exists, else the owner of the customer.
-pub(crate) async fn user_for(
+/// The user whose Stripe customer this is (the one we created at their first checkout).
+pub(crate) async fn user_of_customer(
     db: &Database,
-    user_hint: Option<&str>,
-    customer: Option<&str>,
+    customer: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    if let Some(user_id) = user_hint {
-        let found: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(db.pool())
-            .await?;
-        if found.is_some() {
-            return Ok(found);
-        }
-    }
-    let Some(customer) = customer else {
-        return Ok(None);
-    };
     sqlx::query_scalar("SELECT id FROM users WHERE stripe_customer_id = $1")
         .bind(customer)
         .fetch_optional(db.pool())
@@ -156,16 +142,11 @@ pub(crate) async fn apply(
     remote: &Remote,
     prices: &Prices,
 ) -> Result<Applied, sqlx::Error> {
+    // The tier is the price's, and only a price of ours sells one: metadata is not trusted.
     let tier = remote
         .price
         .as_deref()
         .and_then(|price| prices.tier_of(price))
-        .or_else(|| {
-            remote
-                .metadata
-                .get("tier")
-                .and_then(|tier| Tier::parse(tier))
-        })
         .filter(|tier| *tier != Tier::Free);
     let Some(tier) = tier else {
         tracing::error!(

@@ -22,18 +22,19 @@ use stripe_billing::subscription::{CancelSubscription, RetrieveSubscription, Upd
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
-    CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionSubscriptionData, ProductData,
-    RetrieveCheckoutSession,
+    CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionSubscriptionData,
+    ExpireCheckoutSession, ProductData, RetrieveCheckoutSession,
 };
 use stripe_connect::account::{
     CreateAccount, CreateAccountCapabilities, CreateAccountCapabilitiesTransfers,
     CreateAccountType, RetrieveAccount,
 };
 use stripe_connect::account_link::{CreateAccountLink, CreateAccountLinkType};
-use stripe_connect::transfer::CreateTransfer;
+use stripe_connect::transfer::{CreateTransfer, ListTransfer, RetrieveTransfer};
 use stripe_connect::transfer_reversal::CreateIdTransferReversal;
 use stripe_core::charge::RetrieveCharge;
 use stripe_core::customer::CreateCustomer;
+use stripe_core::dispute::RetrieveDispute;
 use stripe_core::payment_intent::RetrievePaymentIntent;
 use stripe_types::Currency;
 
@@ -407,7 +408,9 @@ impl StripeApi {
 
     /// The developer's share of a purchase, to their Connect account, from the purchase's
     /// charge (`source_transaction`: the transfer waits for the funds). Exactly one per
-    /// purchase: the key is the purchase's id.
+    /// purchase, at any delay: a transfer already made for the purchase's transfer group is
+    /// found and returned (Stripe keeps an idempotency key for 24 hours only), else one is
+    /// made with the key `transfer:{purchase id}`.
     pub async fn transfer(
         &self,
         purchase_id: &str,
@@ -415,6 +418,14 @@ impl StripeApi {
         destination: &str,
         charge: &str,
     ) -> Result<String, StripeFailure> {
+        if let Some(made) = self.transfer_of(purchase_id).await? {
+            tracing::info!(
+                purchase_id,
+                transfer = made.id,
+                "the purchase's transfer exists already"
+            );
+            return Ok(made.id);
+        }
         let request = CreateTransfer::new(Currency::EUR, destination)
             .amount(amount_cents)
             .source_transaction(charge)
@@ -430,24 +441,99 @@ impl StripeApi {
         Ok(transfer.id.to_string())
     }
 
-    /// Takes a purchase's transfer back (after a refund); one per purchase.
+    /// The transfer made for a purchase, if any (found by its transfer group).
+    async fn transfer_of(&self, purchase_id: &str) -> Result<Option<TransferState>, StripeFailure> {
+        let request = ListTransfer::new()
+            .transfer_group(transfer_group(purchase_id))
+            .limit(10);
+        let transfers = self
+            .call("list a purchase's transfers", None, &request)
+            .await?;
+        Ok(transfers
+            .data
+            .into_iter()
+            .find(|transfer| {
+                transfer.metadata.get("purchase_id").map(String::as_str) == Some(purchase_id)
+            })
+            .map(TransferState::from))
+    }
+
+    /// Takes back a purchase's transfer until `target_cents` of it are reversed in all
+    /// (refunds, partial ones included, and lost disputes). The amount to reverse is what
+    /// Stripe says is not reversed yet, so a retry at any delay reverses nothing twice;
+    /// `None` when there was nothing left to reverse.
     pub async fn reverse_transfer(
         &self,
         purchase_id: &str,
         transfer: &str,
-        amount_cents: i64,
-    ) -> Result<String, StripeFailure> {
+        target_cents: i64,
+    ) -> Result<Option<String>, StripeFailure> {
+        let state: TransferState = self
+            .call("read a transfer", None, &RetrieveTransfer::new(transfer))
+            .await?
+            .into();
+        let missing = target_cents.min(state.amount) - state.amount_reversed;
+        if missing <= 0 {
+            return Ok(None);
+        }
         let request = CreateIdTransferReversal::new(transfer)
-            .amount(amount_cents)
+            .amount(missing)
             .metadata(metadata(&[("purchase_id", purchase_id)]));
         let reversal = self
             .call(
                 "reverse a developer's transfer",
-                Some(format!("reversal:{purchase_id}")),
+                Some(format!("reversal:{purchase_id}:{target_cents}")),
                 &request,
             )
             .await?;
-        Ok(reversal.id.to_string())
+        Ok(Some(reversal.id.to_string()))
+    }
+
+    /// Ends an open Checkout Session, so that a link handed out before cannot be paid any
+    /// more. A session that is not open (paid, expired) is left as it is.
+    pub async fn expire_session(&self, id: &str) -> Result<(), StripeFailure> {
+        match self
+            .call(
+                "expire a checkout session",
+                None,
+                &ExpireCheckoutSession::new(id),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Not open any more: Stripe answers 400; already what we want.
+            Err(StripeFailure::Refused { status: 400, .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// A dispute as Stripe has it now.
+    pub async fn dispute(&self, id: &str) -> Result<DisputeState, StripeFailure> {
+        let dispute = self
+            .call("read a dispute", None, &RetrieveDispute::new(id))
+            .await?;
+        Ok(DisputeState {
+            charge: dispute.charge.id().to_string(),
+            status: dispute.status.as_str().to_owned(),
+        })
+    }
+
+    /// The purchase a charge pays for, from its payment intent's metadata (set at checkout).
+    pub async fn purchase_of_charge(&self, charge: &str) -> Result<Option<String>, StripeFailure> {
+        let charge = self
+            .call("read a charge", None, &RetrieveCharge::new(charge))
+            .await?;
+        let Some(intent) = charge.payment_intent else {
+            return Ok(None);
+        };
+        let intent = self
+            .call(
+                "read a payment intent",
+                None,
+                &RetrievePaymentIntent::new(intent.id().as_str()),
+            )
+            .await?;
+        Ok(intent.metadata.get("purchase_id").cloned())
     }
 
     /// A Connect Express account for a developer; one per developer (the key is their id).
@@ -521,6 +607,32 @@ pub struct ChargeState {
     pub amount_refunded: i64,
     /// Fully refunded.
     pub refunded: bool,
+}
+
+/// A transfer, as far as reversals go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TransferState {
+    id: String,
+    amount: i64,
+    amount_reversed: i64,
+}
+
+impl From<stripe_connect::Transfer> for TransferState {
+    fn from(transfer: stripe_connect::Transfer) -> Self {
+        Self {
+            id: transfer.id.to_string(),
+            amount: transfer.amount,
+            amount_reversed: transfer.amount_reversed,
+        }
+    }
+}
+
+/// A dispute of a charge: its charge and Stripe's status (`needs_response`, `under_review`,
+/// `won`, `lost`, the `warning_*` of inquiries, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisputeState {
+    pub charge: String,
+    pub status: String,
 }
 
 /// What a plugin checkout sells.

@@ -87,34 +87,32 @@ fn id_of(value: &Value) -> Option<&str> {
     value.as_str().or_else(|| value["id"].as_str())
 }
 
-/// What an event is about: a subscription, its customer, and the user we put in its metadata.
+/// What an event is about: a subscription and its customer. The user is the owner of the
+/// customer on file, never a user id from the event's metadata: metadata is whatever the
+/// creator of the object put there, and anyone with a Stripe session of ours could name
+/// another account in it.
 struct Target<'a> {
     subscription: &'a str,
     customer: Option<&'a str>,
-    user_hint: Option<&'a str>,
 }
 
 fn target<'a>(kind: &str, object: &'a Value) -> Option<Target<'a>> {
-    let user_hint = object["metadata"]["user_id"].as_str();
     match kind {
         "checkout.session.completed" if object["mode"] == "subscription" => Some(Target {
             subscription: id_of(&object["subscription"])?,
             customer: id_of(&object["customer"]),
-            user_hint: object["client_reference_id"].as_str().or(user_hint),
         }),
         "customer.subscription.created"
         | "customer.subscription.updated"
         | "customer.subscription.deleted" => Some(Target {
             subscription: object["id"].as_str()?,
             customer: id_of(&object["customer"]),
-            user_hint,
         }),
         "invoice.paid" | "invoice.payment_failed" => Some(Target {
             // Older API versions name it on the invoice, newer ones under parent.
             subscription: id_of(&object["subscription"])
                 .or_else(|| id_of(&object["parent"]["subscription_details"]["subscription"]))?,
             customer: id_of(&object["customer"]),
-            user_hint: object["parent"]["subscription_details"]["metadata"]["user_id"].as_str(),
         }),
         _ => None,
     }
@@ -182,22 +180,19 @@ pub(crate) async fn apply(
         return Ok(Some(WebhookOutcome::Duplicate));
     }
 
-    let mut user = state::user_for(db, target.user_hint, target.customer).await?;
-    if user.is_none() {
-        // The subscription's own metadata may name the user the event does not.
+    let mut customer = target.customer.map(str::to_owned);
+    if customer.is_none() {
+        // The event does not name the customer: the subscription does.
         match stripe.subscription(target.subscription).await {
-            Ok(remote) => {
-                user = state::user_for(
-                    db,
-                    remote.metadata.get("user_id").map(String::as_str),
-                    Some(&remote.customer),
-                )
-                .await?;
-            }
+            Ok(remote) => customer = Some(remote.customer),
             Err(StripeFailure::NotFound) => {}
             Err(err) => return Err(err.into()),
         }
     }
+    let user = match &customer {
+        Some(customer) => state::user_of_customer(db, customer).await?,
+        None => None,
+    };
     let Some(user_id) = user else {
         tracing::warn!(
             subscription = target.subscription,
@@ -231,6 +226,14 @@ pub(crate) async fn apply(
         // Nothing recorded: Stripe delivers the event again.
         Err(err) => return Err(err.into()),
     };
+    if customer.as_deref() != Some(remote.customer.as_str()) {
+        tracing::warn!(
+            subscription = target.subscription,
+            "the event names another customer than the subscription's; acknowledged"
+        );
+        tx.commit().await?;
+        return Ok(Some(WebhookOutcome::Ignored("customer mismatch")));
+    }
     let applied = state::apply(&mut tx, &user_id, &remote, prices).await?;
     tx.commit().await?;
     Ok(Some(match applied {

@@ -115,6 +115,8 @@ pub(crate) struct PluginRow {
     pub rating_count: i64,
     pub blocked_at: Option<i64>,
     pub block_reason: Option<String>,
+    /// Set when the developer's account was deleted: no new installs; those who have it keep it.
+    pub closed_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -123,7 +125,7 @@ pub(crate) struct PluginRow {
 macro_rules! plugin_columns {
     () => {
         "id, name, description, version, author, author_id, category, price_cents, permissions, \
-         status, s3_package_key, install_count, avg_rating, rating_count, blocked_at, \
+         status, s3_package_key, install_count, avg_rating, rating_count, blocked_at, closed_at, \
          block_reason, created_at, updated_at"
     };
 }
@@ -231,7 +233,8 @@ impl Marketplace {
             ));
         }
 
-        let mut filter = String::from("status = 'approved' AND blocked_at IS NULL");
+        let mut filter =
+            String::from("status = 'approved' AND blocked_at IS NULL AND closed_at IS NULL");
         let mut binds = Vec::new();
         if let Some(category) = category {
             binds.push(category.to_lowercase());

@@ -52,14 +52,16 @@ pub struct Uninstalled {
     pub removed: bool,
 }
 
-/// Adds an installation and counts it; `false` when it was there already.
+/// Adds an installation and counts it; `false` when it was there already, or when the user's
+/// account is gone (a payment that completes after the buyer deleted their account).
 pub(crate) async fn add_installation(
     conn: &mut AnyConnection,
     plugin_id: &str,
     user_id: &str,
 ) -> Result<bool, sqlx::Error> {
     let added = sqlx::query(
-        "INSERT INTO plugin_installations (id, plugin_id, user_id, installed_at) VALUES ($1, $2, $3, $4) \
+        "INSERT INTO plugin_installations (id, plugin_id, user_id, installed_at) \
+         SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM users WHERE id = $3) \
          ON CONFLICT (plugin_id, user_id) DO NOTHING",
     )
     .bind(new_id())
@@ -105,8 +107,10 @@ pub(crate) async fn remove_installation(
 }
 
 impl Marketplace {
-    /// Installs a listed plugin: at once when it is free, already installed or already paid
-    /// for; otherwise answers where to pay (the install follows the payment).
+    /// Installs a listed plugin: at once when it is free or already paid for (a paid version
+    /// needs a purchase even where an earlier free version is installed); otherwise answers
+    /// where to pay (the install follows the payment). A disputed purchase is 403 until the
+    /// dispute closes; a closed plugin installs only for those who have or bought it.
     pub async fn install(
         &self,
         caller: &Caller,
@@ -131,9 +135,11 @@ impl Marketplace {
         .fetch_optional(&mut *conn)
         .await?;
         drop(conn);
-        if installed.is_none() && row.price_cents > 0 {
+        // A paid version is downloaded only with a purchase of the plugin, whatever was
+        // installed before (an install of an earlier free version pays for nothing).
+        let paid_for = if row.price_cents > 0 {
             match self.purchases().checkout(caller, &row).await? {
-                Checkout::Paid => {}
+                Checkout::Paid => true,
                 Checkout::Pay { purchase_id, url } => {
                     return Ok(InstallOutcome::CheckoutNeeded(CheckoutNeeded {
                         ok: false,
@@ -144,6 +150,12 @@ impl Marketplace {
                     }));
                 }
             }
+        } else {
+            false
+        };
+        // A closed plugin (its developer's account is gone) stays with those who have it.
+        if row.closed_at.is_some() && installed.is_none() && !paid_for {
+            return Err(MarketplaceError::PluginClosed);
         }
         if installed.is_none() {
             let mut tx = self.db().pool().begin().await?;

@@ -65,6 +65,12 @@ pub enum MarketplaceError {
     NotInstalled,
     #[error("this link is not for a purchase of yours")]
     ForeignPurchase,
+    #[error(
+        "the payment of this plugin is disputed; it can be installed again once the dispute is resolved"
+    )]
+    PurchaseDisputed,
+    #[error("this plugin takes no new installs: its developer left the marketplace")]
+    PluginClosed,
     #[error(transparent)]
     Billing(#[from] BillingError),
     #[error(transparent)]
@@ -91,7 +97,10 @@ impl DomainError for MarketplaceError {
             Self::PluginNotFound => ErrorKind::NotFound,
             Self::Invalid(_) | Self::ChecklistFailed(_) => ErrorKind::Invalid,
             Self::Access(err) => err.kind(),
-            Self::NotInstalled | Self::ForeignPurchase => ErrorKind::Forbidden,
+            Self::NotInstalled | Self::ForeignPurchase | Self::PurchaseDisputed => {
+                ErrorKind::Forbidden
+            }
+            Self::PluginClosed => ErrorKind::Gone,
             Self::IdTaken(_) | Self::ReviewPending | Self::NothingToReview | Self::Blocked(_) => {
                 ErrorKind::Conflict
             }
@@ -115,6 +124,8 @@ impl DomainError for MarketplaceError {
             Self::Blocked(_) => "plugin_blocked",
             Self::NotInstalled => "not_installed",
             Self::ForeignPurchase => "invalid_checkout_link",
+            Self::PurchaseDisputed => "purchase_disputed",
+            Self::PluginClosed => "plugin_closed",
             Self::Billing(err) => err.code(),
             Self::Storage(err) => err.code(),
             Self::Blob(err) if err.is_unavailable() => "dependency_unavailable",

@@ -1,11 +1,19 @@
-//! Paid installs. Installing a paid plugin not bought yet opens a purchase (one pending or paid
-//! per user and plugin) and answers a Stripe Checkout Session in payment mode for its price,
-//! with the purchase id in the session's metadata; in stub mode, a signed one-time link of the
-//! local stub page instead. The purchase completes when Stripe says the session is paid (the
-//! billing webhook, `checkout.session.completed`, re-read from Stripe) or the stub link is
-//! opened: in one transaction the event is recorded, the purchase paid, the plugin installed
-//! and the sale split and recorded, its transfer made ([`revenue`]). A full refund of the
-//! charge (`charge.refunded`) uninstalls the plugin and reverses the developer's transfer.
+//! Paid installs. Installing a paid plugin not bought yet opens a purchase (one pending, paid
+//! or disputed per user and plugin) and answers a Stripe Checkout Session in payment mode for
+//! its price, with the purchase id in the session's metadata; in stub mode, a signed one-time
+//! link of the local stub page instead. A new session for the same purchase (the old one
+//! about to expire, or the price changed) expires the old one at Stripe, so only the newest
+//! link can be paid. The purchase completes when Stripe says the session is paid (the billing
+//! webhook, `checkout.session.completed`, re-read from Stripe) or the stub link is opened: in
+//! one transaction the event is recorded, the purchase paid, the plugin installed and the sale
+//! split and recorded with its transfer owed; the transfer is made after the commit
+//! ([`revenue`]).
+//!
+//! Money coming back, each re-read from Stripe: a refund (`charge.refunded`) takes back the
+//! developer's share of what was refunded; a full one also uninstalls. A refund that arrives
+//! before the purchase completed is remembered (the purchase is refunded while pending) and
+//! the completion then refuses. A dispute (`charge.dispute.*`) suspends the install while it
+//! is open; won, the install comes back; lost, it is a refund in full.
 //!
 //! [`revenue`]: crate::revenue
 
@@ -18,7 +26,7 @@ use sqlx::AnyConnection;
 
 use crate::catalog::PluginRow;
 use crate::installs::{add_installation, remove_installation};
-use crate::revenue::{self, Sale};
+use crate::revenue::{self, Sale, share_to_reverse};
 use crate::{MarketplaceError, MarketplaceSettings, Purchases};
 
 /// How long before its end an open checkout URL is no longer handed out again.
@@ -51,6 +59,7 @@ struct OpenPurchase {
     id: String,
     amount_cents: i64,
     status: String,
+    checkout_session_id: Option<String>,
     checkout_url: Option<String>,
     checkout_expires_at: Option<i64>,
 }
@@ -76,12 +85,28 @@ impl Purchases {
         caller: &Caller,
         plugin: &PluginRow,
     ) -> Result<Checkout, MarketplaceError> {
+        if plugin.closed_at.is_some() {
+            // No new sales; a buyer keeps what they bought.
+            let status: Option<String> = sqlx::query_scalar(
+                "SELECT status FROM plugin_purchases WHERE plugin_id = $1 AND user_id = $2 \
+                 AND status IN ('paid', 'disputed')",
+            )
+            .bind(&plugin.id)
+            .bind(&caller.id)
+            .fetch_optional(self.db().pool())
+            .await?;
+            return match status.as_deref() {
+                Some("paid") => Ok(Checkout::Paid),
+                Some(_) => Err(MarketplaceError::PurchaseDisputed),
+                None => Err(MarketplaceError::PluginClosed),
+            };
+        }
         let now = now_ms();
         let mut conn = self.db().pool().acquire().await?;
         sqlx::query(
             "INSERT INTO plugin_purchases (id, plugin_id, user_id, amount_cents, status, created_at) \
              VALUES ($1, $2, $3, $4, 'pending', $5) \
-             ON CONFLICT (plugin_id, user_id) WHERE status IN ('pending', 'paid') DO NOTHING",
+             ON CONFLICT (plugin_id, user_id) WHERE status IN ('pending', 'paid', 'disputed') DO NOTHING",
         )
         .bind(new_id())
         .bind(&plugin.id)
@@ -91,16 +116,19 @@ impl Purchases {
         .execute(&mut *conn)
         .await?;
         let open: OpenPurchase = sqlx::query_as(
-            "SELECT id, amount_cents, status, checkout_url, checkout_expires_at FROM plugin_purchases \
-             WHERE plugin_id = $1 AND user_id = $2 AND status IN ('pending', 'paid')",
+            "SELECT id, amount_cents, status, checkout_session_id, checkout_url, checkout_expires_at \
+             FROM plugin_purchases WHERE plugin_id = $1 AND user_id = $2 \
+             AND status IN ('pending', 'paid', 'disputed')",
         )
         .bind(&plugin.id)
         .bind(&caller.id)
         .fetch_one(&mut *conn)
         .await?;
         drop(conn);
-        if open.status == "paid" {
-            return Ok(Checkout::Paid);
+        match open.status.as_str() {
+            "paid" => return Ok(Checkout::Paid),
+            "disputed" => return Err(MarketplaceError::PurchaseDisputed),
+            _ => {}
         }
         if let (Some(url), Some(expires_at)) = (&open.checkout_url, open.checkout_expires_at)
             && expires_at > now + REUSE_MARGIN_MS
@@ -152,6 +180,21 @@ impl Purchases {
         .bind(plugin.price_cents)
         .execute(self.db().pool())
         .await?;
+        // The link handed out before must not be payable any more.
+        if let (Some(stripe), Some(superseded)) = (self.stripe(), &open.checkout_session_id)
+            && session.as_ref() != Some(superseded)
+        {
+            match stripe.expire_session(superseded).await {
+                Ok(()) => tracing::info!(
+                    purchase_id = open.id,
+                    session = superseded,
+                    "superseded checkout session expired"
+                ),
+                Err(err) => {
+                    tracing::warn!(purchase_id = open.id, session = superseded, error = %adiuva_error::cause_chain(&err), "could not expire a superseded checkout session; it expires within 24 hours")
+                }
+            }
+        }
         tracing::info!(
             plugin_id = plugin.id,
             purchase_id = open.id,
@@ -165,8 +208,9 @@ impl Purchases {
         })
     }
 
-    /// Applies a webhook event of the marketplace's: a paid plugin checkout, a refunded
-    /// charge of a purchase, a developer's account update. `None` for any other event.
+    /// Applies a webhook event of the marketplace's: a paid plugin checkout, a refunded or
+    /// disputed charge of a purchase, a developer's account update. `None` for any other
+    /// event. What a purchase owes at Stripe is settled after the commit.
     pub async fn apply(&self, event: &Event) -> Result<Option<WebhookOutcome>, MarketplaceError> {
         let Some(stripe) = self.stripe() else {
             return Ok(None);
@@ -178,6 +222,9 @@ impl Purchases {
                 self.payment_completed(stripe, event).await.map(Some)
             }
             "charge.refunded" => self.charge_refunded(stripe, event).await,
+            kind if kind.starts_with("charge.dispute.") => {
+                self.dispute_changed(stripe, event).await
+            }
             "account.updated" => self.account_updated(stripe, event).await,
             _ => Ok(None),
         }
@@ -225,6 +272,9 @@ impl Purchases {
             )
             .await?;
         tx.commit().await?;
+        if matches!(completion, Completion::Completed { .. }) {
+            self.settle_now(&purchase_id).await;
+        }
         Ok(match completion {
             Completion::Completed { .. } => WebhookOutcome::Applied,
             Completion::AlreadyDone => WebhookOutcome::Duplicate,
@@ -306,6 +356,40 @@ impl Purchases {
         Ok(Completion::Completed { plugin_id })
     }
 
+    /// A purchase's charge, or, for a charge not recorded yet (the purchase is still
+    /// pending), the purchase its payment intent names.
+    async fn purchase_of_charge(
+        &self,
+        stripe: &StripeApi,
+        charge_id: &str,
+    ) -> Result<Option<String>, MarketplaceError> {
+        let recorded: Option<String> =
+            sqlx::query_scalar("SELECT id FROM plugin_purchases WHERE charge_id = $1")
+                .bind(charge_id)
+                .fetch_optional(self.db().pool())
+                .await?;
+        if recorded.is_some() {
+            return Ok(recorded);
+        }
+        let named = match stripe.purchase_of_charge(charge_id).await {
+            Ok(named) => named,
+            Err(StripeFailure::NotFound) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        };
+        let Some(purchase_id) = named else {
+            return Ok(None);
+        };
+        // Only a purchase of ours that has no other charge.
+        let ours: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM plugin_purchases WHERE id = $1 AND (charge_id IS NULL OR charge_id = $2)",
+        )
+        .bind(&purchase_id)
+        .bind(charge_id)
+        .fetch_optional(self.db().pool())
+        .await?;
+        Ok(ours)
+    }
+
     async fn charge_refunded(
         &self,
         stripe: &StripeApi,
@@ -314,12 +398,7 @@ impl Purchases {
         let Some(charge_id) = event.object["id"].as_str() else {
             return Ok(None);
         };
-        let purchase: Option<String> =
-            sqlx::query_scalar("SELECT id FROM plugin_purchases WHERE charge_id = $1")
-                .bind(charge_id)
-                .fetch_optional(self.db().pool())
-                .await?;
-        let Some(purchase_id) = purchase else {
+        let Some(purchase_id) = self.purchase_of_charge(stripe, charge_id).await? else {
             // Not a marketplace charge.
             return Ok(None);
         };
@@ -330,49 +409,180 @@ impl Purchases {
             }
             Err(err) => return Err(err.into()),
         };
-        if !charge.refunded {
-            tracing::warn!(
-                purchase_id,
-                refunded = charge.amount_refunded,
-                amount = charge.amount,
-                "partial refund of a plugin purchase: the install and the developer's share stay; reverse by hand if needed"
-            );
-            return Ok(Some(WebhookOutcome::Ignored("partial refund")));
-        }
         let mut tx = self.db().pool().begin().await?;
         if !Billing::first_time(&mut tx, &event.id, &event.kind).await? {
             return Ok(Some(WebhookOutcome::Duplicate));
         }
-        let locked: Option<(String, String, String)> = sqlx::query_as(
-            "UPDATE plugin_purchases SET status = status WHERE id = $1 RETURNING plugin_id, user_id, status",
+        let locked: Option<(String, String, String, i64, i64)> = sqlx::query_as(
+            "UPDATE plugin_purchases SET status = status WHERE id = $1 \
+             RETURNING plugin_id, user_id, status, amount_cents, refunded_cents",
         )
         .bind(&purchase_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((plugin_id, user_id, status)) = locked else {
+        let Some((plugin_id, user_id, status, amount, refunded_before)) = locked else {
             tx.commit().await?;
             return Ok(Some(WebhookOutcome::Ignored("purchase gone")));
         };
-        if status != "paid" {
+        let now = now_ms();
+        if status == "pending" {
+            // Refunded before it completed: remembered, so that the completion refuses.
+            sqlx::query(
+                "UPDATE plugin_purchases SET status = 'refunded', refunded_at = $2, \
+                 refunded_cents = $3, charge_id = $4 WHERE id = $1",
+            )
+            .bind(&purchase_id)
+            .bind(now)
+            .bind(charge.amount_refunded)
+            .bind(charge_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::warn!(
+                purchase_id,
+                "refund of a purchase that had not completed; it will not complete"
+            );
+            return Ok(Some(WebhookOutcome::Applied));
+        }
+        let refunded = charge.amount_refunded.max(refunded_before);
+        if refunded <= refunded_before && !(charge.refunded && status != "refunded") {
             tx.commit().await?;
             return Ok(Some(WebhookOutcome::Duplicate));
         }
-        sqlx::query(
-            "UPDATE plugin_purchases SET status = 'refunded', refunded_at = $2 WHERE id = $1",
-        )
-        .bind(&purchase_id)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        remove_installation(&mut tx, &plugin_id, &user_id).await?;
-        revenue::reverse(self, &mut tx, &purchase_id).await?;
+        let full = charge.refunded || refunded >= amount;
+        if full {
+            sqlx::query(
+                "UPDATE plugin_purchases SET status = 'refunded', refunded_at = $2, \
+                 refunded_cents = $3 WHERE id = $1",
+            )
+            .bind(&purchase_id)
+            .bind(now)
+            .bind(refunded)
+            .execute(&mut *tx)
+            .await?;
+            remove_installation(&mut tx, &plugin_id, &user_id).await?;
+        } else {
+            // A partial refund keeps the install; the developer gives back the share of it.
+            sqlx::query("UPDATE plugin_purchases SET refunded_cents = $2 WHERE id = $1")
+                .bind(&purchase_id)
+                .bind(refunded)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let target = if full {
+            revenue::split(amount).0
+        } else {
+            share_to_reverse(amount, refunded)
+        };
+        revenue::reverse(&mut tx, &purchase_id, target, full).await?;
         tx.commit().await?;
         tracing::info!(
             purchase_id,
             plugin_id,
-            "plugin purchase refunded and uninstalled"
+            refunded_cents = refunded,
+            full,
+            "plugin purchase refunded"
         );
+        self.settle_now(&purchase_id).await;
         Ok(Some(WebhookOutcome::Applied))
+    }
+
+    /// A dispute opened, changed or closed: the install is suspended while it is open, comes
+    /// back when it is won, and a lost one is a full refund (the developer's share taken back).
+    /// The dispute is read again from Stripe, so deliveries in any order end in its state.
+    async fn dispute_changed(
+        &self,
+        stripe: &StripeApi,
+        event: &Event,
+    ) -> Result<Option<WebhookOutcome>, MarketplaceError> {
+        let Some(dispute_id) = event.object["id"].as_str() else {
+            return Ok(None);
+        };
+        let dispute = match stripe.dispute(dispute_id).await {
+            Ok(dispute) => dispute,
+            Err(StripeFailure::NotFound) => {
+                return Ok(Some(WebhookOutcome::Ignored("unknown dispute")));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let Some(purchase_id) = self.purchase_of_charge(stripe, &dispute.charge).await? else {
+            return Ok(None);
+        };
+        let mut tx = self.db().pool().begin().await?;
+        if !Billing::first_time(&mut tx, &event.id, &event.kind).await? {
+            return Ok(Some(WebhookOutcome::Duplicate));
+        }
+        let locked: Option<(String, String, String, i64)> = sqlx::query_as(
+            "UPDATE plugin_purchases SET status = status WHERE id = $1 \
+             RETURNING plugin_id, user_id, status, amount_cents",
+        )
+        .bind(&purchase_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((plugin_id, user_id, status, amount)) = locked else {
+            tx.commit().await?;
+            return Ok(Some(WebhookOutcome::Ignored("purchase gone")));
+        };
+        let now = now_ms();
+        let outcome = match (dispute.status.as_str(), status.as_str()) {
+            // Closed in the buyer's favour: the money went back, as a refund in full.
+            ("lost", "paid" | "disputed") => {
+                sqlx::query(
+                    "UPDATE plugin_purchases SET status = 'refunded', refunded_at = $2, \
+                     refunded_cents = amount_cents WHERE id = $1",
+                )
+                .bind(&purchase_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                remove_installation(&mut tx, &plugin_id, &user_id).await?;
+                revenue::reverse(&mut tx, &purchase_id, revenue::split(amount).0, true).await?;
+                tracing::warn!(purchase_id, "dispute lost: the purchase is refunded");
+                WebhookOutcome::Applied
+            }
+            // Closed in our favour (or an inquiry that ended): the install comes back.
+            ("won" | "warning_closed" | "prevented", "disputed") => {
+                sqlx::query(
+                    "UPDATE plugin_purchases SET status = 'paid', disputed_at = NULL WHERE id = $1",
+                )
+                .bind(&purchase_id)
+                .execute(&mut *tx)
+                .await?;
+                add_installation(&mut tx, &plugin_id, &user_id).await?;
+                tracing::info!(purchase_id, "dispute won: the install is back");
+                WebhookOutcome::Applied
+            }
+            ("lost" | "won" | "warning_closed" | "prevented", _) => {
+                WebhookOutcome::Ignored("dispute closed")
+            }
+            // Open: suspended until it closes.
+            (_, "paid") => {
+                sqlx::query(
+                    "UPDATE plugin_purchases SET status = 'disputed', disputed_at = $2 WHERE id = $1",
+                )
+                .bind(&purchase_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                remove_installation(&mut tx, &plugin_id, &user_id).await?;
+                tracing::warn!(purchase_id, "charge disputed: the install is suspended");
+                WebhookOutcome::Applied
+            }
+            _ => WebhookOutcome::Ignored("dispute open"),
+        };
+        tx.commit().await?;
+        if outcome == WebhookOutcome::Applied {
+            self.settle_now(&purchase_id).await;
+        }
+        Ok(Some(outcome))
+    }
+
+    /// Settles a purchase's transfer after a commit; a failure is logged, and the janitor
+    /// settles it later ([`Purchases::settle_pending`]).
+    async fn settle_now(&self, purchase_id: &str) {
+        if let Err(err) = self.settle(purchase_id).await {
+            tracing::warn!(purchase_id, error = %adiuva_error::cause_chain(&err), "transfer not settled yet; the janitor will");
+        }
     }
 
     /// Completes what a stub link stands for: a purchase (paid, installed, split, with a

@@ -140,7 +140,8 @@ impl Storage {
             "SELECT s3_key FROM storage_records WHERE s3_key IN ({list}) \
              UNION ALL SELECT s3_key FROM backup_metadata WHERE s3_key IN ({list}) \
              UNION ALL SELECT s3_key FROM pending_uploads WHERE s3_key IN ({list}) \
-             UNION ALL SELECT s3_key FROM plugin_packages WHERE s3_key IN ({list})"
+             UNION ALL SELECT s3_key FROM plugin_packages WHERE s3_key IN ({list}) \
+             UNION ALL SELECT s3_package_key FROM plugins WHERE s3_package_key IN ({list})"
         );
         let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for key in &keys {

@@ -188,10 +188,19 @@ impl Storage {
     /// Deletes every blob of a user (account deletion). Rows are already gone with the user.
     pub async fn purge_user_blobs(&self, user_id: &str) -> Result<usize, StorageError> {
         let blobs = self.inner.blobs.list(&format!("{user_id}/")).await?;
-        for blob in &blobs {
+        // The packages of a deleted developer's plugins that stay listed for their buyers.
+        let kept: Vec<String> = sqlx::query_scalar(
+            "SELECT s3_package_key FROM plugins WHERE author_id = $1 AND s3_package_key IS NOT NULL",
+        )
+        .bind(user_id)
+        .fetch_all(self.inner.db.pool())
+        .await?;
+        let mut purged = 0;
+        for blob in blobs.iter().filter(|blob| !kept.contains(&blob.key)) {
             self.inner.blobs.delete(&blob.key).await?;
+            purged += 1;
         }
-        Ok(blobs.len())
+        Ok(purged)
     }
 
     /// Deletes the new blob of a write that failed, unless the failure was a `COMMIT` whose
