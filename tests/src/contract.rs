@@ -494,3 +494,34 @@ async fn documented_parameters_are_where_the_routes_read_them() {
         );
     }
 }
+
+/// `EdgeProtection`: WAF counts each address on the auth routes (API Gateway's own throttle is
+/// shared by every client), CloudFront sends the origin secret that `adiuva-lambda` checks
+/// before it believes the viewer's address, and every function gets that secret.
+#[test]
+fn the_edge_throttles_each_address_on_the_auth_routes() {
+    let text = std::fs::read_to_string(workspace_root().join("infra/template.yaml")).unwrap();
+    let template: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
+    let resources = &template["Resources"];
+    let acl = &resources["EdgeWebAcl"]["Properties"];
+    assert_eq!(acl["Scope"].as_str(), Some("CLOUDFRONT"));
+    let rule = &acl["Rules"][0];
+    let rate = &rule["Statement"]["RateBasedStatement"];
+    assert_eq!(rate["AggregateKeyType"].as_str(), Some("IP"));
+    let scope = &rate["ScopeDownStatement"]["ByteMatchStatement"];
+    assert_eq!(scope["SearchString"].as_str(), Some("/api/v1/auth/"));
+    assert_eq!(scope["PositionalConstraint"].as_str(), Some("STARTS_WITH"));
+    assert_eq!(
+        rule["Action"]["Block"]["CustomResponse"]["ResponseCode"].as_u64(),
+        Some(429)
+    );
+    let distribution = &resources["EdgeDistribution"]["Properties"]["DistributionConfig"];
+    assert!(format!("{:?}", distribution["WebACLId"]).contains("EdgeWebAcl"));
+    let header = &distribution["Origins"][0]["OriginCustomHeaders"][0];
+    assert_eq!(header["HeaderName"].as_str(), Some("X-Origin-Verify"));
+    let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
+    assert!(
+        !globals["EDGE_ORIGIN_SECRET"].is_null(),
+        "the functions must get EDGE_ORIGIN_SECRET"
+    );
+}

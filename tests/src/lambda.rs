@@ -351,10 +351,13 @@ async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
         let file = &events[function][&(method.to_owned(), path.to_owned())];
         let template = std::fs::read_to_string(file).unwrap();
 
-        let answer =
-            adiuva_lambda::invoke(functions[function].clone(), &lambda_session.fill(&template))
-                .await
-                .expect("the handler failed");
+        let answer = adiuva_lambda::invoke(
+            functions[function].clone(),
+            adiuva_lambda::Edge::default(),
+            &lambda_session.fill(&template),
+        )
+        .await
+        .expect("the handler failed");
         let lambda_status = answer["statusCode"].as_u64().unwrap() as u16;
         let lambda_bytes = lambda_body(&answer);
         let event: Value = serde_json::from_str(&template).unwrap();
