@@ -245,9 +245,10 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 /// `spawn_app` with configuration overrides (`("MAX_BODY_BYTES", "1024")`, ...).
 ///
 /// The backends come in the two pairings the service runs in: PostgreSQL with S3, DynamoDB (a
-/// fresh bucket and table on a moto_server on loopback) and Qdrant (collections of its own on a
-/// Qdrant server on loopback), and SQLite with the embedded blob folder, the embedded vector
-/// store and the in-memory short-lived store.
+/// fresh bucket and table on a moto_server on loopback) and, with the `qdrant` feature
+/// (`.ci/test-qdrant`), Qdrant (collections of its own on a Qdrant server on loopback; without
+/// the feature, the embedded vector store), and SQLite with the embedded blob folder, the
+/// embedded vector store and the in-memory short-lived store.
 pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     // `TEST_LOG=1` shows the app's logs (with `--nocapture`), for finding why a test failed.
     if std::env::var_os("TEST_LOG").is_some() {
@@ -273,6 +274,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
             // The table's and the vector store's settings first, so that the test's own
             // overrides win.
             let mut pairs = adiuva_kv::testing::dynamo_settings().await;
+            #[cfg(feature = "qdrant")]
             pairs.extend(adiuva_vectors::testing::qdrant_settings().await);
             pairs.extend(test_settings(&database.url, &settings));
             let pairs: Vec<(&str, &str)> = pairs
@@ -294,6 +296,13 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         vectors: context.get().expect("vector store"),
         kv: context.get().expect("short-lived store"),
     };
+    #[cfg(feature = "qdrant")]
+    if backend == Backend::Postgres {
+        assert!(
+            matches!(backends.vectors, adiuva_vectors::VectorStore::Qdrant(_)),
+            "the qdrant feature runs the PostgreSQL pairing on Qdrant"
+        );
+    }
     let app = local::app(&context).expect("the app's settings are valid");
     let server = serve(listener, app);
     TestApp {

@@ -1,6 +1,7 @@
 //! The vector store: derived and client vectors, ranking, bounds and errors, the supported
 //! sizes, each account's one size, the per-tier quotas and account deletion racing an upsert,
-//! on Qdrant (the PostgreSQL pairing) and on the embedded store (the SQLite pairing).
+//! on Qdrant (the PostgreSQL pairing with the `qdrant` feature: `.ci/test-qdrant`) and on the
+//! embedded store (the SQLite pairing, and the PostgreSQL one without the feature).
 
 use adiuva_vectors::{VectorStore, derived_vector};
 use reqwest::{Method, Response, StatusCode};

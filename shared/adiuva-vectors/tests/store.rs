@@ -1,8 +1,9 @@
 //! Behaviour of `VectorStore`, the same test bodies run against each backend:
 //! - `embedded::*` always, each test on a fresh directory;
-//! - `qdrant::*` always, against a real Qdrant server: the one `adiuva_vectors::testing` starts
-//!   (`../shared/bin/qdrant`, or `QDRANT_BIN`), or the one at `QDRANT_URL` (with
-//!   `QDRANT_API_KEY` if it wants one). Without either they fail and say how to provide one.
+//! - `qdrant::*` with the `qdrant-tests` feature (`.ci/test-qdrant` runs them), against a real
+//!   Qdrant server: the one `adiuva_vectors::testing` starts (`../shared/bin/qdrant`, or
+//!   `QDRANT_BIN`), or the one at `QDRANT_URL` (with `QDRANT_API_KEY` if it wants one). Without
+//!   either they fail and say how to provide one.
 //!
 //! Every test uses fresh random user ids and collections of its own.
 
@@ -80,6 +81,7 @@ fn embedded() -> Backend {
     }
 }
 
+#[cfg(feature = "qdrant-tests")]
 async fn qdrant() -> Backend {
     let mut settings = adiuva_vectors::testing::qdrant_settings().await;
     settings.push((
@@ -113,6 +115,7 @@ macro_rules! shared_tests {
             )*
         }
 
+        #[cfg(feature = "qdrant-tests")]
         mod qdrant {
             $(
                 #[tokio::test]
@@ -736,6 +739,7 @@ async fn embedded_store_fails_cleanly_when_its_directory_breaks() {
 /// Collections exist only for sizes that were written: a search or a delete of another size
 /// creates none, a refused size creates none, and no request lists collections to find a user's
 /// size (the caller names it).
+#[cfg(feature = "qdrant-tests")]
 #[tokio::test]
 async fn qdrant_creates_a_collection_only_for_a_size_written() {
     let backend = qdrant().await;
