@@ -309,6 +309,36 @@ pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
     hex::encode(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), message))
 }
 
+/// The purposes keys are derived for ([`derive_key`]), in one list so no two uses share one.
+pub mod purpose {
+    /// The local blob store's upload and download URLs (adiuva-blob).
+    pub const BLOB_URLS: &str = "blob-urls";
+    /// Sync cursors, sealed per user (adiuva-storage).
+    pub const SYNC_CURSORS: &str = "sync-cursors";
+    /// Billing's stub checkout, purchase and onboarding links (adiuva-billing).
+    pub const BILLING_STUB_LINKS: &str = "billing-stub-links";
+}
+
+/// Label of [`derive_key`]: a key derived for a purpose is the HMAC of this and the purpose, so
+/// it can never equal a MAC the server's secret makes for anything else (JWTs, tokens signed
+/// with the secret itself).
+const DERIVE_LABEL: &[u8] = b"adiuva/derive-key/v1\0";
+
+/// The key of one purpose (one of [`purpose`]),
+/// derived from the server's secret: HMAC-SHA256(secret, label || purpose), a PRF of the
+/// purpose under the secret (HKDF-Expand's first block in all but name). One secret to
+/// configure, and a key per use: knowing or misusing one purpose's key (a signed URL
+/// checked by other code, a key logged by mistake) gives nothing of the secret or of the
+/// other purposes' keys, and a token made for one purpose never verifies for another.
+pub fn derive_key(secret: &[u8], purpose: &str) -> [u8; 32] {
+    let mut mac = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, secret));
+    mac.update(DERIVE_LABEL);
+    mac.update(purpose.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(mac.sign().as_ref());
+    key
+}
+
 /// Compares two strings in constant time (for signatures).
 pub fn same_secret(a: &str, b: &str) -> bool {
     bool::from(a.as_bytes().ct_eq(b.as_bytes()))
@@ -385,6 +415,26 @@ mod signer_tests {
         assert_eq!(signer.verify(payload), None);
         assert_eq!(Signer::new(b"secret", b"other/v1\0").verify(&token), None);
         assert_eq!(Signer::new(b"another", b"test/v1\0").verify(&token), None);
+    }
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_secret() {
+        let blob = derive_key(b"secret", purpose::BLOB_URLS);
+        assert_eq!(blob, derive_key(b"secret", purpose::BLOB_URLS));
+        assert_ne!(blob, derive_key(b"secret", purpose::BILLING_STUB_LINKS));
+        assert_ne!(blob, derive_key(b"secret", purpose::SYNC_CURSORS));
+        assert_ne!(blob, derive_key(b"another", "blob-urls"));
+        // Not the secret, and not a plain HMAC of the purpose under it.
+        assert_ne!(&blob[..6], b"secret");
+        assert_ne!(hex::encode(blob), hmac_sha256_hex(b"secret", b"blob-urls"));
+        // A token made with one purpose's key fails verification with another's, even in
+        // the same domain.
+        let signer = Signer::new(&blob, b"test/v1\0");
+        let token = signer.sign(b"user-1\nkey");
+        assert!(signer.verify(&token).is_some());
+        let other = Signer::new(&derive_key(b"secret", "billing-stub-links"), b"test/v1\0");
+        assert_eq!(other.verify(&token), None);
+        assert_eq!(Signer::new(b"secret", b"test/v1\0").verify(&token), None);
     }
 
     #[test]
