@@ -218,8 +218,11 @@ async fn changes(
             "limit is 1 to 1000",
         ));
     }
-    let since = adiuva_storage::SyncCursor::parse(query.since.as_deref())?;
-    Ok(Json(storage.changes(&caller.id, since, limit).await?))
+    Ok(Json(
+        storage
+            .changes(&caller.id, query.since.as_deref(), limit)
+            .await?,
+    ))
 }
 
 /// Downloads a record's encrypted bytes, with `X-Checksum` and the version as `ETag`. A record

@@ -397,6 +397,131 @@ impl Signer {
     }
 }
 
+/// Sealed tokens: the payload encrypted and authenticated (AES-256-GCM, ring's), bound to a
+/// context (whose token it is), as `base64url(nonce || ciphertext || tag)`. For values the
+/// client must hand back but not read, such as sync cursors holding a global counter; a
+/// [`Signer`] token shows its payload.
+///
+/// Each context seals under a key of its own, derived from the sealer's key and the context
+/// ([`derive_key`]), and the context is also the associated data, so a token opens only for
+/// the context it was sealed for. Sealing is deterministic (the SIV construction): the nonce is
+/// a PRF (HMAC-SHA256 under a key of its own) of the context and the payload, so a nonce
+/// repeats only with the same payload, and then the token is the same. It shows only whether
+/// two tokens hold the same payload (a client that syncs twice with nothing new gets the same
+/// cursor back, as before), never the payload.
+#[derive(Clone)]
+pub struct Sealer {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer").finish_non_exhaustive()
+    }
+}
+
+impl Sealer {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    fn key_of(&self, context: &str) -> ring::aead::LessSafeKey {
+        let key = derive_key(&self.key, &format!("seal\0{context}"));
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &key)
+            .expect("a 32-byte key is an AES-256 key");
+        ring::aead::LessSafeKey::new(unbound)
+    }
+
+    fn nonce_of(&self, context: &str, payload: &[u8]) -> [u8; ring::aead::NONCE_LEN] {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &derive_key(&self.key, "nonce"));
+        let mut mac = hmac::Context::with_key(&key);
+        // Length-prefixed, so no context and payload pair reads as another.
+        mac.update(&(context.len() as u64).to_be_bytes());
+        mac.update(context.as_bytes());
+        mac.update(payload);
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        nonce.copy_from_slice(&mac.sign().as_ref()[..ring::aead::NONCE_LEN]);
+        nonce
+    }
+
+    /// The payload, encrypted for `context` only.
+    pub fn seal(&self, context: &str, payload: &[u8]) -> String {
+        let nonce = self.nonce_of(context, payload);
+        let mut sealed = payload.to_vec();
+        let tag = self
+            .key_of(context)
+            .seal_in_place_separate_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(context.as_bytes()),
+                &mut sealed,
+            )
+            .expect("AES-GCM seals any payload under 64 GiB");
+        let mut token = Vec::with_capacity(nonce.len() + sealed.len() + tag.as_ref().len());
+        token.extend_from_slice(&nonce);
+        token.extend_from_slice(&sealed);
+        token.extend_from_slice(tag.as_ref());
+        base64_simd::URL_SAFE_NO_PAD.encode_to_string(token)
+    }
+
+    /// The payload of a token sealed for `context`; `None` for anything else (altered, forged,
+    /// sealed for another context or under another key).
+    pub fn open(&self, context: &str, token: &str) -> Option<Vec<u8>> {
+        let mut bytes = base64_simd::URL_SAFE_NO_PAD
+            .decode_to_vec(token.as_bytes())
+            .ok()?;
+        if bytes.len() < ring::aead::NONCE_LEN + ring::aead::AES_256_GCM.tag_len() {
+            return None;
+        }
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        nonce.copy_from_slice(&bytes[..ring::aead::NONCE_LEN]);
+        let opened = self
+            .key_of(context)
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(context.as_bytes()),
+                &mut bytes[ring::aead::NONCE_LEN..],
+            )
+            .ok()?;
+        Some(opened.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod sealer_tests {
+    use super::*;
+
+    #[test]
+    fn sealed_tokens_hide_their_payload_and_open_only_for_their_context() {
+        let sealer = Sealer::new(derive_key(b"secret", purpose::SYNC_CURSORS));
+        let payload = 123_456_789_i64.to_be_bytes();
+        let token = sealer.seal("user-a", &payload);
+        assert_eq!(sealer.open("user-a", &token).as_deref(), Some(&payload[..]));
+        // Deterministic: the same payload seals the same; another payload or another
+        // context seals to something unrelated (another nonce).
+        assert_eq!(sealer.seal("user-a", &payload), token);
+        let next = sealer.seal("user-a", &123_456_790_i64.to_be_bytes());
+        assert_ne!(next[..16], token[..16]);
+        assert_ne!(sealer.seal("user-b", &payload)[..16], token[..16]);
+        // Neither the number nor its bytes show.
+        let raw = base64_simd::URL_SAFE_NO_PAD
+            .decode_to_vec(token.as_bytes())
+            .unwrap();
+        assert!(!raw.windows(payload.len()).any(|w| w == payload));
+        assert!(!token.contains("123456789"));
+        // Another context, another key, an altered token: nothing.
+        assert_eq!(sealer.open("user-b", &token), None);
+        let other = Sealer::new(derive_key(b"secret", purpose::BLOB_URLS));
+        assert_eq!(other.open("user-a", &token), None);
+        let mut altered = raw.clone();
+        altered[14] ^= 1;
+        let altered = base64_simd::URL_SAFE_NO_PAD.encode_to_string(&altered);
+        assert_eq!(sealer.open("user-a", &altered), None);
+        for junk in ["", "AAAA", "!!", &token[..token.len() - 2]] {
+            assert_eq!(sealer.open("user-a", junk), None, "{junk}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod signer_tests {
     use super::*;
