@@ -416,6 +416,11 @@ async fn receive_local_upload(
             "the upload URL is invalid or expired",
         )
     })?;
+    // The token names one key; it writes only while an upload to that key is open (not
+    // after its commit, when the record may since have moved on and the key been freed).
+    if !storage.upload_open(&grant.key).await? {
+        return Err(adiuva_storage::StorageError::UploadClosed.into());
+    }
     local
         .put_upload(&grant, body.into_data_stream())
         .await

@@ -49,6 +49,10 @@ pub enum StorageError {
     /// No key to seal sync cursors with (no server secret).
     #[error("sync cursors cannot be sealed: {0}")]
     Cursors(&'static str),
+    /// An upload URL used when its upload is no longer open (committed, or the record moved
+    /// on): the URL wrote its blob once already.
+    #[error("this upload is closed (committed or expired): start a new upload")]
+    UploadClosed,
 }
 
 impl From<QuotaError> for StorageError {
@@ -77,7 +81,7 @@ impl DomainError for StorageError {
             }
             // The write may have happened: retrying later shows which.
             Self::CommitUncertain(_) => ErrorKind::Unavailable,
-            Self::VersionConflict { .. } => ErrorKind::PreconditionFailed,
+            Self::VersionConflict { .. } | Self::UploadClosed => ErrorKind::PreconditionFailed,
             Self::ChangesExpired => ErrorKind::Gone,
             Self::TooLarge { .. } => ErrorKind::TooLarge,
             Self::Access(err) => err.kind(),
@@ -104,6 +108,7 @@ impl DomainError for StorageError {
             Self::TooLarge { .. } => "payload_too_large",
             Self::Access(err) => err.code(),
             Self::BlobMissing { .. } | Self::Cursors(_) => "internal_error",
+            Self::UploadClosed => "already_uploaded",
             Self::Blob(_) | Self::Database(_) | Self::CommitUncertain(_) => match self.kind() {
                 ErrorKind::Unavailable => "dependency_unavailable",
                 _ => "internal_error",
