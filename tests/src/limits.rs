@@ -291,7 +291,12 @@ async fn the_failure_window_moves_on(backend: Backend) {
 /// before its check, so exactly ten are checked (401) and two are refused (429) however the
 /// requests interleave; afterwards the right password is refused too.
 async fn a_burst_of_concurrent_guesses_is_checked_only_up_to_the_cap(backend: Backend) {
-    let app = spawn_app_with(backend, &[("AUTH_FAILURES_PER_EMAIL", "10")]).await;
+    // A bcrypt cost that makes each check take a while, so the twelve checks overlap.
+    let app = spawn_app_with(
+        backend,
+        &[("AUTH_FAILURES_PER_EMAIL", "10"), ("BCRYPT_COST", "8")],
+    )
+    .await;
     let victim = app.register_user().await;
     let guesses: Vec<_> = (0..12)
         .map(|_| {
