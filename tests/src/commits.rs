@@ -115,6 +115,7 @@ async fn a_commit_whose_answer_is_lost_keeps_the_blob_its_row_points_at() {
             inline_download_bytes: 1 << 20,
             tombstone_retention_days: 30,
             janitor: Default::default(),
+            cursor_key: None,
         },
     );
     let user = app.pro_user().await;

@@ -168,6 +168,9 @@ fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Vec<(String,
         ("BCRYPT_COST", "4"),
         ("LOG_FORMAT", "pretty"),
         ("RATE_LIMIT_ENABLED", "false"),
+        // Every test client registers from loopback, many accounts per test process; the
+        // limit's own tests set it low again.
+        ("AUTH_REGISTRATIONS_PER_ADDRESS", "1000000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -67,6 +67,40 @@ async fn unknown_routes_and_methods_answer_in_json() {
     .await;
 }
 
+/// Client text in an error (a path, a value serde quotes) is a short escaped excerpt, never
+/// the whole text: it goes into the answer and into the log line of the request.
+#[tokio::test]
+async fn client_text_is_never_echoed_in_full() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let long = "y".repeat(3000);
+    let path = format!("/api/v1/{long}%0Aforged%1B[2J");
+    let body = error_body(app.get(&path).await, StatusCode::NOT_FOUND, "not_found").await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.len() < 100 && detail.ends_with('…'), "{detail:.200}");
+    // A value inside the JSON body, with control characters, in a 422 of the parser.
+    let user = app.register_user().await;
+    let purpose = format!("{long}\n\u{1b}[2J");
+    let response = app
+        .request(Method::POST, "/api/v1/storage/uploads")
+        .bearer_auth(&user.tokens.access_token)
+        .json(&json!({"purpose": purpose, "size_bytes": 1, "checksum": "0"}))
+        .send()
+        .await
+        .unwrap();
+    let body = error_body(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_error",
+    )
+    .await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        !detail.contains(&"y".repeat(33)) && !detail.contains('\u{1b}') && !detail.contains('\n'),
+        "{detail:.300}"
+    );
+    assert!(detail.contains(&format!("{}…", "y".repeat(32))), "{detail}");
+}
+
 #[tokio::test]
 async fn cors_allows_only_configured_origins() {
     let app = spawn_app_with(

@@ -18,7 +18,9 @@ backend_tests!(
     failed_logins_lock_the_email_from_any_address,
     failures_from_one_address_lock_it_on_any_email,
     the_failure_window_moves_on,
-    taken_emails_count_against_the_address_but_registrations_do_not,
+    a_burst_of_concurrent_guesses_is_checked_only_up_to_the_cap,
+    taken_emails_count_against_the_address,
+    registrations_are_limited_per_address,
     bad_refresh_tokens_count_against_the_address,
     wrong_passwords_on_account_deletion_are_limited,
 );
@@ -285,7 +287,92 @@ async fn the_failure_window_moves_on(backend: Backend) {
     assert_eq!(again.status(), StatusCode::OK);
 }
 
-async fn taken_emails_count_against_the_address_but_registrations_do_not(backend: Backend) {
+/// Twelve wrong passwords sent at once against a cap of 10 per email: each attempt is counted
+/// before its check, so exactly ten are checked (401) and two are refused (429) however the
+/// requests interleave; afterwards the right password is refused too.
+async fn a_burst_of_concurrent_guesses_is_checked_only_up_to_the_cap(backend: Backend) {
+    // A bcrypt cost that makes each check take a while, so the twelve checks overlap.
+    let app = spawn_app_with(
+        backend,
+        &[("AUTH_FAILURES_PER_EMAIL", "10"), ("BCRYPT_COST", "8")],
+    )
+    .await;
+    let victim = app.register_user().await;
+    let guesses: Vec<_> = (0..12)
+        .map(|_| {
+            let (client, url) = (
+                http_client_from("127.0.0.70"),
+                app.url("/api/v1/auth/login"),
+            );
+            let body = json!({"email": victim.email, "password": "wrong-password!"});
+            tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() })
+        })
+        .collect();
+    let (mut checked, mut refused) = (0, 0);
+    for guess in guesses {
+        let response = guess.await.unwrap();
+        match response.status() {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let retry_after: u64 = header(&response, "retry-after").parse().unwrap();
+                assert!((1..=17 * 60).contains(&retry_after), "{retry_after}");
+                error_body(response, StatusCode::TOO_MANY_REQUESTS, "too_many_failures").await;
+                refused += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((checked, refused), (10, 2));
+    let right = login_from(&app, "127.0.0.71", &victim.email, &victim.password).await;
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// A client at `address` registers `email`; the answer's status.
+async fn register_from(app: &TestApp, address: &str, email: &str) -> Response {
+    http_client_from(address)
+        .post(app.url("/api/v1/auth/register"))
+        .json(&json!({"email": email, "password": "correct-horse-battery"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn registrations_are_limited_per_address(backend: Backend) {
+    let app = spawn_app_with(backend, &[("AUTH_REGISTRATIONS_PER_ADDRESS", "3")]).await;
+    // Invalid input does not use up the address's allowance...
+    for bad in ["not-an-email", "a@b", "  @example.com"] {
+        let response = register_from(&app, "127.0.0.80", bad).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+    // ...successful registrations do.
+    for n in 0..3 {
+        let email = format!("member-{n}@example.com");
+        let response = register_from(&app, "127.0.0.80", &email).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    let refused = register_from(&app, "127.0.0.80", "member-3@example.com").await;
+    let retry_after: u64 = header(&refused, "retry-after").parse().unwrap();
+    assert!((1..=2 * 3600).contains(&retry_after), "{retry_after}");
+    error_body(
+        refused,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_registrations",
+    )
+    .await;
+    // Another address has an allowance of its own, and signing in is not affected.
+    let elsewhere = register_from(&app, "127.0.0.81", "member-3@example.com").await;
+    assert_eq!(elsewhere.status(), StatusCode::CREATED);
+    let login = login_from(
+        &app,
+        "127.0.0.80",
+        "member-0@example.com",
+        "correct-horse-battery",
+    )
+    .await;
+    assert_eq!(login.status(), StatusCode::OK);
+}
+
+async fn taken_emails_count_against_the_address(backend: Backend) {
     let app = spawn_app_with(backend, &[("AUTH_FAILURES_PER_ADDRESS", "3")]).await;
     let register_from = |address: &'static str, email: String| {
         let (client, url) = (http_client_from(address), app.url("/api/v1/auth/register"));
@@ -299,7 +386,8 @@ async fn taken_emails_count_against_the_address_but_registrations_do_not(backend
                 .status()
         }
     };
-    // An office behind one address signs ten people up.
+    // An office behind one address signs ten people up (registrations per address are raised
+    // for every test by the harness).
     for n in 0..10 {
         let status = register_from("127.0.0.40", format!("colleague-{n}@example.com")).await;
         assert_eq!(status, StatusCode::CREATED);

@@ -19,7 +19,69 @@ backend_tests!(
     uploads_are_verified_before_they_count,
     open_uploads_are_capped_and_count_against_the_quota,
     large_blobs_are_read_through_a_redirect,
+    upload_urls_are_used_up_once_their_record_moves_on,
 );
+
+/// An upload URL names the one blob key it was issued for. Once its upload is committed and
+/// the record moves on to a newer blob (whose write frees the old key), the URL must not
+/// write the old key again: locally it is refused (412) because no open upload targets that
+/// key; on S3, which cannot be asked, whatever the URL stores is no record's and no commit can
+/// use it.
+async fn upload_urls_are_used_up_once_their_record_moves_on(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let user = app.pro_user().await;
+    let token = &user.tokens.access_token;
+    let first = b"the first version, uploaded".to_vec();
+    let request = json!({"purpose": "record", "table": "notes", "size_bytes": first.len(), "checksum": sha(&first)});
+    let ticket: Value = app
+        .request(Method::POST, "/api/v1/storage/uploads")
+        .bearer_auth(token)
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(upload_to(&app, &ticket, &first).await.is_success());
+    let commit = format!(
+        "/api/v1/storage/uploads/{}/commit",
+        ticket["upload_id"].as_str().unwrap()
+    );
+    let committed = app
+        .request(Method::POST, &commit)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(committed.status(), StatusCode::OK);
+    let id = ticket["target_id"].as_str().unwrap();
+    // The record moves on: its first blob's key is deleted.
+    let second = b"the second version".to_vec();
+    let updated = app.update_record(token, id, &second, None).await;
+    assert_eq!(updated.status(), StatusCode::OK);
+    assert_eq!(app.blob_keys(&user.id).await.len(), 1);
+
+    let reused = upload_to(&app, &ticket, &first).await;
+    if backend == Backend::Sqlite {
+        assert_eq!(reused, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(
+            app.blob_keys(&user.id).await.len(),
+            1,
+            "the used-up URL stored a blob"
+        );
+    }
+    // Either way the old upload cannot be committed again, and the record keeps its blob.
+    let again = app
+        .request(Method::POST, &commit)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    error_body(again, StatusCode::NOT_FOUND, "not_found").await;
+    let current = app.get_record(token, id).await;
+    assert_eq!(current.bytes().await.unwrap().as_ref(), second.as_slice());
+}
 
 async fn records_round_trip_with_versions(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -1,7 +1,9 @@
 //! Incremental sync (`GET /api/v1/storage/changes`), on both backends: creates, updates and
 //! deletes after a cursor come once each and in order, in pages of `?limit`; `since=0` gives
 //! the live records; a cursor older than the kept tombstones is 410 and a sync from 0 recovers;
-//! another user's changes never appear; malformed cursors and limits are 422.
+//! another user's changes never appear; cursors are sealed for their user (no global number
+//! in them, another user's is 422, one of the earlier readable format is 410); malformed cursors
+//! and limits are 422.
 
 use adiuva_storage::Storage;
 use reqwest::StatusCode;
@@ -16,7 +18,86 @@ backend_tests!(
     a_cursor_older_than_the_tombstones_is_gone,
     another_users_changes_never_appear,
     malformed_cursors_and_limits_are_refused,
+    cursors_are_opaque_and_only_their_user_s,
 );
+
+/// A cursor carries a number of the sequence every user's writes share: the client must not
+/// be able to read it (it would show how much everyone else writes), and a cursor opens only
+/// for the user it was made for.
+async fn cursors_are_opaque_and_only_their_user_s(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.pro_user().await;
+    let bob = app.pro_user().await;
+    let (alice_token, bob_token) = (&alice.tokens.access_token, &bob.tokens.access_token);
+    // Some traffic, so the numbers are not all small.
+    for n in 0..3 {
+        app.record(bob_token, "tasks", format!("bob {n}").as_bytes())
+            .await;
+    }
+    let mine = app.record(alice_token, "tasks", b"alice").await;
+    let seq: i64 =
+        adiuva_db::sqlx::query_scalar("SELECT change_seq FROM storage_records WHERE id = $1")
+            .bind(&mine)
+            .fetch_one(app.database.db.pool())
+            .await
+            .unwrap();
+    let (_, cursor, _) = changes(&app, alice_token, "?since=0").await;
+    assert_ne!(cursor, "0");
+    // Not in the text, nor in its bytes (base64url or not), as digits or as an integer.
+    let bytes = adiuva_checksum::decode_base64(
+        cursor
+            .replace('-', "+")
+            .replace('_', "/")
+            .chars()
+            .chain(std::iter::repeat_n('=', (4 - cursor.len() % 4) % 4))
+            .collect::<String>()
+            .as_bytes(),
+    )
+    .unwrap();
+    // As digits only where a number that long is not in a random text by chance.
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        seq < 1000 || !(cursor.contains(&seq.to_string()) || text.contains(&seq.to_string())),
+        "{cursor}"
+    );
+    assert!(!text.contains("changes"), "{cursor}");
+    for width in [seq.to_be_bytes().to_vec(), seq.to_le_bytes().to_vec()] {
+        assert!(!bytes.windows(8).any(|w| w == width.as_slice()), "{cursor}");
+    }
+    // The same position gives the same cursor (a device that is caught up keeps its cursor).
+    let (_, again, _) = changes(&app, alice_token, "?since=0").await;
+    assert_eq!(again, cursor);
+    let (after, _, _) = changes(&app, alice_token, &format!("?since={again}")).await;
+    assert!(after.is_empty(), "{after:?}");
+    // Alice's cursor in Bob's hands is refused, not read.
+    error_body(
+        app.get_authed(
+            &format!("/api/v1/storage/changes?since={cursor}"),
+            bob_token,
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_cursor",
+    )
+    .await;
+    // A cursor of the earlier format (the numbers readable): sync again from 0.
+    let old = base64url(format!("v1.{seq}.0.changes").as_bytes());
+    error_body(
+        app.get_authed(&format!("/api/v1/storage/changes?since={old}"), alice_token)
+            .await,
+        StatusCode::GONE,
+        "cursor_expired",
+    )
+    .await;
+}
+
+/// base64url without padding, as the earlier cursors were written.
+fn base64url(bytes: &[u8]) -> String {
+    adiuva_checksum::encode_base64(bytes)
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
 
 /// One page of the feed: its changes, the next cursor and whether more follow.
 async fn changes(app: &TestApp, token: &str, query: &str) -> (Vec<Value>, String, bool) {
@@ -271,16 +352,18 @@ async fn another_users_changes_never_appear(backend: Backend) {
     );
     let (after, _, _) = changes(&app, alice_token, &format!("?since={alice_cursor}")).await;
     assert!(after.is_empty(), "{after:?}");
-    // Bob's cursor in Alice's hands selects only Alice's changes.
+    // Bob's cursor in Alice's hands is refused (it is sealed for Bob).
     let (_, bob_cursor, _) = changes(&app, bob_token, "?since=0&limit=1").await;
-    let (with_bobs_cursor, _, _) =
-        changes(&app, alice_token, &format!("?since={bob_cursor}")).await;
-    assert!(
-        with_bobs_cursor
-            .iter()
-            .all(|change| change["id"] == json!(mine)),
-        "{with_bobs_cursor:?}"
-    );
+    error_body(
+        app.get_authed(
+            &format!("/api/v1/storage/changes?since={bob_cursor}"),
+            alice_token,
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_cursor",
+    )
+    .await;
     let (bobs, _, _) = changes(&app, bob_token, "").await;
     assert_eq!(
         bobs.iter().map(summary).collect::<Vec<_>>(),

@@ -50,7 +50,7 @@ pub struct OkResponse {
         (status = 201, description = "Account created", body = AuthTokens),
         (status = 409, description = "The email is taken", body = ErrorBody),
         (status = 422, description = "Invalid email or password length", body = ErrorBody),
-        (status = 429, description = "Too many failed attempts from this address", body = ErrorBody,
+        (status = 429, description = "Too many registrations from this address (`too_many_registrations`, AUTH_REGISTRATIONS_PER_ADDRESS an hour; invalid input does not count), or too many failed attempts (`too_many_failures`: taken emails)", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 async fn register(

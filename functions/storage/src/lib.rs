@@ -198,13 +198,13 @@ pub struct ChangesQuery {
 /// updated (its metadata as now, `deleted: false`) or deleted (a tombstone, `deleted: true`).
 /// From `since=0` (or none), every live record and no tombstones. Deletions are remembered for
 /// `TOMBSTONE_RETENTION_DAYS` (30 by default); an older cursor is 410, and the device syncs
-/// again from `0`.
+/// again from `0`. Cursors are opaque, sealed for the caller: another user's is 422.
 #[utoipa::path(get, path = "/api/v1/storage/changes", tag = "storage",
     params(ChangesQuery),
     responses(
         (status = 200, description = "A page of changes and the cursor to ask with next", body = Changes),
-        (status = 410, description = "The cursor is older than the deletions kept: sync again from 0", body = ErrorBody),
-        (status = 422, description = "Invalid cursor or limit", body = ErrorBody),
+        (status = 410, description = "The cursor is older than the deletions kept, or of the earlier readable format: sync again from 0", body = ErrorBody),
+        (status = 422, description = "Invalid cursor (one this feed did not give the caller) or limit", body = ErrorBody),
     ))]
 async fn changes(
     State(storage): State<Storage>,
@@ -218,8 +218,11 @@ async fn changes(
             "limit is 1 to 1000",
         ));
     }
-    let since = adiuva_storage::SyncCursor::parse(query.since.as_deref())?;
-    Ok(Json(storage.changes(&caller.id, since, limit).await?))
+    Ok(Json(
+        storage
+            .changes(&caller.id, query.since.as_deref(), limit)
+            .await?,
+    ))
 }
 
 /// Downloads a record's encrypted bytes, with `X-Checksum` and the version as `ETag`. A record
@@ -413,6 +416,11 @@ async fn receive_local_upload(
             "the upload URL is invalid or expired",
         )
     })?;
+    // The token names one key; it writes only while an upload to that key is open (not
+    // after its commit, when the record may since have moved on and the key been freed).
+    if !storage.upload_open(&grant.key).await? {
+        return Err(adiuva_storage::StorageError::UploadClosed.into());
+    }
     local
         .put_upload(&grant, body.into_data_stream())
         .await

@@ -89,39 +89,58 @@ impl Accounts {
         &self.inner.jwt
     }
 
-    /// Creates an account. A taken email counts as a failure of the client's address (it is
-    /// how addresses are enumerated); successful registrations are not limited, so an office
-    /// behind one address can sign everyone up.
+    /// Creates an account. Every attempt counts against the client address's registrations
+    /// (`AUTH_REGISTRATIONS_PER_ADDRESS` an hour; 429 `too_many_registrations` past it), except
+    /// one refused as invalid input, so a typo does not use up a household's allowance; a
+    /// successful one counts, since each account costs a bcrypt hash and brings per-user limits
+    /// of its own. A taken email also counts as a failure of the address (it is how addresses
+    /// are enumerated).
     pub async fn register(
         &self,
         email: &str,
         password: String,
         client: IpAddr,
     ) -> Result<AuthTokens, AuthError> {
-        self.limited(
-            &[Subject::Address(client)],
-            |err| matches!(err, AuthError::EmailTaken),
+        let failures = [Subject::Address(client)];
+        let attempt = self.limited(
+            &failures,
+            |outcome| matches!(outcome, Err(AuthError::EmailTaken)),
             self.create_account(email, password),
+        );
+        self.limited(
+            &[Subject::Registration(client)],
+            // Refused before any work (invalid input, or the failure limit): not counted.
+            |outcome| {
+                !matches!(
+                    outcome,
+                    Err(AuthError::InvalidEmail(_)
+                        | AuthError::InvalidPassword
+                        | AuthError::Limited(_))
+                )
+            },
+            attempt,
         )
         .await
     }
 
-    /// Runs `attempt` behind the brute-force limits of `subjects`: refused (429) while any of
-    /// them is at its cap, and a failure that `counts` is counted against each.
+    /// Runs `attempt` behind the limits of `subjects`. The attempt is counted before it runs
+    /// (one unit reserved per subject, atomically, see [`Limits::reserve`]), so concurrent
+    /// attempts cannot together pass a cap: 429 when any subject is at it. The units are given
+    /// back afterwards unless `counts` says the outcome counts (a failure, a registration).
+    /// Counting after the check instead let a burst of concurrent guesses all be checked
+    /// against a cap none of them had reached yet.
     async fn limited<T>(
         &self,
         subjects: &[Subject<'_>],
-        counts: impl Fn(&AuthError) -> bool,
+        counts: impl Fn(&Result<T, AuthError>) -> bool,
         attempt: impl std::future::Future<Output = Result<T, AuthError>>,
     ) -> Result<T, AuthError> {
-        self.inner.limits.check_failures(subjects).await?;
-        let result = attempt.await;
-        if let Err(err) = &result
-            && counts(err)
-        {
-            self.inner.limits.record_failure(subjects).await;
+        let reservation = self.inner.limits.reserve(subjects).await?;
+        let outcome = attempt.await;
+        if !counts(&outcome) {
+            reservation.release().await;
         }
-        result
+        outcome
     }
 
     async fn create_account(&self, email: &str, password: String) -> Result<AuthTokens, AuthError> {
@@ -165,7 +184,7 @@ impl Accounts {
     ) -> Result<AuthTokens, AuthError> {
         self.limited(
             &[Subject::Address(client), Subject::Email(email)],
-            |err| matches!(err, AuthError::InvalidCredentials),
+            |outcome| matches!(outcome, Err(AuthError::InvalidCredentials)),
             self.sign_in(email, password),
         )
         .await
@@ -208,10 +227,10 @@ impl Accounts {
     pub async fn refresh(&self, presented: &str, client: IpAddr) -> Result<AuthTokens, AuthError> {
         self.limited(
             &[Subject::Address(client)],
-            |err| {
+            |outcome| {
                 matches!(
-                    err,
-                    AuthError::InvalidRefreshToken | AuthError::RefreshTokenReused
+                    outcome,
+                    Err(AuthError::InvalidRefreshToken | AuthError::RefreshTokenReused)
                 )
             },
             self.rotate(presented),
@@ -347,7 +366,7 @@ impl Accounts {
         };
         self.limited(
             &[Subject::Address(client), Subject::Email(&caller.email)],
-            |err| matches!(err, AuthError::InvalidCredentials),
+            |outcome| matches!(outcome, Err(AuthError::InvalidCredentials)),
             check,
         )
         .await

@@ -16,5 +16,5 @@ pub use accounts::{Accounts, AuthTokens, UserProfile};
 pub use adiuva_access::{Caller, Role, Tier};
 pub use error::AuthError;
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
-pub use settings::{AuthSettings, DEFAULT_JWT_SECRET, MIN_PROD_SECRET_BYTES};
+pub use settings::{AuthSettings, MIN_PROD_SECRET_BYTES};
 pub use tokens::{AccessClaims, JwtKeys};

@@ -4,11 +4,8 @@ use std::time::Duration;
 
 use adiuva_config::{ConfigError, Env, Secret, Source};
 
-/// The secret that ships as the default and must never reach production.
-pub const DEFAULT_JWT_SECRET: &str = "change-me-in-production";
-
 /// Shortest `JWT_SECRET` accepted in production: 256 bits for HMAC-SHA-256.
-pub const MIN_PROD_SECRET_BYTES: usize = 32;
+pub const MIN_PROD_SECRET_BYTES: usize = adiuva_config::MIN_SECRET_BYTES;
 
 /// `JWT_SECRET`, `JWT_ALGORITHM` (HS256, HS384 or HS512), `JWT_ISSUER`, `JWT_AUDIENCE`,
 /// `JWT_ACCESS_TOKEN_EXPIRE_MINUTES`, `JWT_REFRESH_TOKEN_EXPIRE_DAYS` and `BCRYPT_COST`.
@@ -25,28 +22,11 @@ pub struct AuthSettings {
 }
 
 impl AuthSettings {
-    /// Reads and checks the settings; with `ENV=prod` the default, an empty or a short
-    /// `JWT_SECRET` is refused.
+    /// Reads and checks the settings. The secret is [`Source::server_secret`]'s: `JWT_SECRET`,
+    /// else (in development only) one generated once into the data directory; with `ENV=prod`
+    /// an unset, empty or short one is refused, and so is an unset one in AWS Lambda.
     pub fn from_source(source: &Source, env: Env) -> Result<Self, ConfigError> {
-        // Untrimmed: spaces in a secret are part of it. Unset or empty is the default.
-        let secret = source
-            .raw("JWT_SECRET")
-            .filter(|secret| !secret.is_empty())
-            .unwrap_or(DEFAULT_JWT_SECRET);
-        if env == Env::Prod {
-            if secret == DEFAULT_JWT_SECRET {
-                return Err(ConfigError::InsecureInProduction(
-                    "JWT_SECRET is empty or the default; set a random secret of at least 32 bytes"
-                        .to_owned(),
-                ));
-            }
-            if secret.len() < MIN_PROD_SECRET_BYTES {
-                return Err(ConfigError::InsecureInProduction(format!(
-                    "JWT_SECRET is {} bytes; use at least {MIN_PROD_SECRET_BYTES}",
-                    secret.len()
-                )));
-            }
-        }
+        let secret = source.server_secret(env)?;
         let jwt_algorithm = match source
             .string("JWT_ALGORITHM", "HS256")
             .to_ascii_uppercase()
@@ -65,7 +45,7 @@ impl AuthSettings {
         let minutes: u64 = source.number_in("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", 30, 0..=24 * 60)?;
         let days: u64 = source.number_in("JWT_REFRESH_TOKEN_EXPIRE_DAYS", 30, 0..=3650)?;
         Ok(Self {
-            jwt_secret: Secret::new(secret),
+            jwt_secret: secret,
             jwt_algorithm,
             jwt_issuer: source.string("JWT_ISSUER", "adiuva-api"),
             jwt_audience: source.string("JWT_AUDIENCE", "adiuva-app"),
@@ -80,14 +60,16 @@ impl AuthSettings {
 mod tests {
     use super::*;
 
+    /// Settings of `pairs` with a secret set (the generated one is adiuva-config's to test).
     fn settings(pairs: &[(&str, &str)], env: Env) -> Result<AuthSettings, ConfigError> {
-        AuthSettings::from_source(&Source::from_pairs(pairs.iter().copied()), env)
+        let mut all = vec![("JWT_SECRET", "0123456789abcdef0123456789abcdef")];
+        all.extend_from_slice(pairs);
+        AuthSettings::from_source(&Source::from_pairs(all), env)
     }
 
     #[test]
     fn defaults_match_the_reference() {
         let settings = settings(&[], Env::Dev).unwrap();
-        assert_eq!(settings.jwt_secret.expose(), DEFAULT_JWT_SECRET);
         assert_eq!(settings.jwt_algorithm, jsonwebtoken::Algorithm::HS256);
         assert_eq!(settings.access_token_ttl, Duration::from_secs(30 * 60));
         assert_eq!(settings.refresh_token_ttl, Duration::from_secs(30 * 86_400));
@@ -96,17 +78,8 @@ mod tests {
 
     #[test]
     fn prod_refuses_default_empty_and_short_secrets() {
-        for secret in [
-            None,
-            Some(""),
-            Some(DEFAULT_JWT_SECRET),
-            Some("short-secret"),
-        ] {
-            let pairs: Vec<(&str, &str)> = secret
-                .map(|secret| ("JWT_SECRET", secret))
-                .into_iter()
-                .collect();
-            let err = settings(&pairs, Env::Prod).unwrap_err();
+        for secret in ["", "short-secret"] {
+            let err = settings(&[("JWT_SECRET", secret)], Env::Prod).unwrap_err();
             assert!(
                 matches!(err, ConfigError::InsecureInProduction(_)),
                 "{secret:?} gave {err:?}"
@@ -119,7 +92,11 @@ mod tests {
             )
             .is_ok()
         );
-        assert!(settings(&[("JWT_SECRET", "")], Env::Dev).is_ok());
+        // Unset in production (not "generated"), and the old public default anywhere.
+        let unset = AuthSettings::from_source(&Source::default(), Env::Prod).unwrap_err();
+        assert!(matches!(unset, ConfigError::InsecureInProduction(_)));
+        let old = settings(&[("JWT_SECRET", "change-me-in-production")], Env::Dev).unwrap_err();
+        assert!(matches!(old, ConfigError::Invalid { .. }), "{old:?}");
     }
 
     #[test]

@@ -112,13 +112,15 @@ pub enum BlobStore {
 
 /// `S3_BUCKET` (unset: a folder under `ADIUVA_DATA_DIR`), `S3_REGION`, `S3_ENDPOINT_URL`, the
 /// AWS credentials, `UPLOAD_URL_EXPIRE_MINUTES`; for the folder, `PUBLIC_BASE_URL` (its upload
-/// URLs start with it) and `JWT_SECRET` (signs them).
+/// URLs start with it) and the server's secret (`JWT_SECRET`, or the generated development
+/// one: see `Source::server_secret`), from which the key that signs them is derived.
 #[derive(Debug, Clone)]
 pub struct BlobSettings {
     pub s3: Option<S3Settings>,
     pub data_dir: PathBuf,
     pub public_base_url: String,
-    /// Signs the local upload URLs; `None`: a random key of this process.
+    /// The server's secret, for the folder only (S3 signs its own URLs); `None`: a random key
+    /// of this process.
     pub signing_secret: Option<Secret>,
     /// How long an upload URL stays valid.
     pub upload_ttl: Duration,
@@ -136,8 +138,14 @@ pub struct S3Settings {
 impl BlobSettings {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         let minutes: u64 = source.number_in("UPLOAD_URL_EXPIRE_MINUTES", 15, 1..=7 * 24 * 60)?;
+        let s3 = source.optional("S3_BUCKET");
+        // Read only where it signs something: a Lambda on S3 (the janitor) needs no secret.
+        let signing_secret = match s3 {
+            None => Some(source.server_secret(source.env()?)?),
+            Some(_) => None,
+        };
         Ok(Self {
-            s3: source.optional("S3_BUCKET").map(|bucket| S3Settings {
+            s3: s3.map(|bucket| S3Settings {
                 bucket,
                 region: source.string("S3_REGION", "us-east-1"),
                 endpoint_url: source.url("S3_ENDPOINT_URL"),
@@ -145,10 +153,7 @@ impl BlobSettings {
             }),
             data_dir: source.data_dir(),
             public_base_url: source.public_base_url(),
-            signing_secret: source
-                .raw("JWT_SECRET")
-                .filter(|s| !s.is_empty())
-                .map(Secret::new),
+            signing_secret,
             upload_ttl: Duration::from_secs(minutes * 60),
         })
     }
@@ -167,9 +172,14 @@ impl BlobStore {
         match &settings.s3 {
             None => {
                 let secret = match &settings.signing_secret {
-                    Some(secret) => secret.expose().as_bytes().to_vec(),
+                    // A key of its own, so these URLs share nothing with access tokens, stub
+                    // links or cursors made from the same secret.
+                    Some(secret) => adiuva_checksum::derive_key(
+                        secret.expose().as_bytes(),
+                        adiuva_checksum::purpose::BLOB_URLS,
+                    ),
                     None => {
-                        let mut key = vec![0u8; 32];
+                        let mut key = [0u8; 32];
                         getrandom::fill(&mut key).map_err(|err| BlobError::Failed(err.into()))?;
                         key
                     }

@@ -22,8 +22,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::{BlobError, BlobInfo, BoxError, PresignedDownload, PresignedUpload, validate_key};
 
-/// Domain separation: the signing secret is the JWT secret, so an upload token's MAC must never
-/// be valid as any other MAC made with it (or the other way round).
+/// Domain separation between the two kinds of token signed with this store's key (derived for
+/// `adiuva_checksum::purpose::BLOB_URLS`): an upload token never opens a download, or the
+/// other way round.
 const TOKEN_DOMAIN: &[u8] = b"adiuva-blob/upload-token/v1\0";
 /// The same for download tokens.
 const DOWNLOAD_DOMAIN: &[u8] = b"adiuva-blob/download-token/v1\0";

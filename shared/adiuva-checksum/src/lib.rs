@@ -309,6 +309,36 @@ pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
     hex::encode(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), message))
 }
 
+/// The purposes keys are derived for ([`derive_key`]), in one list so no two uses share one.
+pub mod purpose {
+    /// The local blob store's upload and download URLs (adiuva-blob).
+    pub const BLOB_URLS: &str = "blob-urls";
+    /// Sync cursors, sealed per user (adiuva-storage).
+    pub const SYNC_CURSORS: &str = "sync-cursors";
+    /// Billing's stub checkout, purchase and onboarding links (adiuva-billing).
+    pub const BILLING_STUB_LINKS: &str = "billing-stub-links";
+}
+
+/// Label of [`derive_key`]: a key derived for a purpose is the HMAC of this and the purpose, so
+/// it can never equal a MAC the server's secret makes for anything else (JWTs, tokens signed
+/// with the secret itself).
+const DERIVE_LABEL: &[u8] = b"adiuva/derive-key/v1\0";
+
+/// The key of one purpose (one of [`purpose`]),
+/// derived from the server's secret: HMAC-SHA256(secret, label || purpose), a PRF of the
+/// purpose under the secret (HKDF-Expand's first block in all but name). One secret to
+/// configure, and a key per use: knowing or misusing one purpose's key (a signed URL
+/// checked by other code, a key logged by mistake) gives nothing of the secret or of the
+/// other purposes' keys, and a token made for one purpose never verifies for another.
+pub fn derive_key(secret: &[u8], purpose: &str) -> [u8; 32] {
+    let mut mac = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, secret));
+    mac.update(DERIVE_LABEL);
+    mac.update(purpose.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(mac.sign().as_ref());
+    key
+}
+
 /// Compares two strings in constant time (for signatures).
 pub fn same_secret(a: &str, b: &str) -> bool {
     bool::from(a.as_bytes().ct_eq(b.as_bytes()))
@@ -367,6 +397,131 @@ impl Signer {
     }
 }
 
+/// Sealed tokens: the payload encrypted and authenticated (AES-256-GCM, ring's), bound to a
+/// context (whose token it is), as `base64url(nonce || ciphertext || tag)`. For values the
+/// client must hand back but not read, such as sync cursors holding a global counter; a
+/// [`Signer`] token shows its payload.
+///
+/// Each context seals under a key of its own, derived from the sealer's key and the context
+/// ([`derive_key`]), and the context is also the associated data, so a token opens only for
+/// the context it was sealed for. Sealing is deterministic (the SIV construction): the nonce is
+/// a PRF (HMAC-SHA256 under a key of its own) of the context and the payload, so a nonce
+/// repeats only with the same payload, and then the token is the same. It shows only whether
+/// two tokens hold the same payload (a client that syncs twice with nothing new gets the same
+/// cursor back, as before), never the payload.
+#[derive(Clone)]
+pub struct Sealer {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer").finish_non_exhaustive()
+    }
+}
+
+impl Sealer {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    fn key_of(&self, context: &str) -> ring::aead::LessSafeKey {
+        let key = derive_key(&self.key, &format!("seal\0{context}"));
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &key)
+            .expect("a 32-byte key is an AES-256 key");
+        ring::aead::LessSafeKey::new(unbound)
+    }
+
+    fn nonce_of(&self, context: &str, payload: &[u8]) -> [u8; ring::aead::NONCE_LEN] {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &derive_key(&self.key, "nonce"));
+        let mut mac = hmac::Context::with_key(&key);
+        // Length-prefixed, so no context and payload pair reads as another.
+        mac.update(&(context.len() as u64).to_be_bytes());
+        mac.update(context.as_bytes());
+        mac.update(payload);
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        nonce.copy_from_slice(&mac.sign().as_ref()[..ring::aead::NONCE_LEN]);
+        nonce
+    }
+
+    /// The payload, encrypted for `context` only.
+    pub fn seal(&self, context: &str, payload: &[u8]) -> String {
+        let nonce = self.nonce_of(context, payload);
+        let mut sealed = payload.to_vec();
+        let tag = self
+            .key_of(context)
+            .seal_in_place_separate_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(context.as_bytes()),
+                &mut sealed,
+            )
+            .expect("AES-GCM seals any payload under 64 GiB");
+        let mut token = Vec::with_capacity(nonce.len() + sealed.len() + tag.as_ref().len());
+        token.extend_from_slice(&nonce);
+        token.extend_from_slice(&sealed);
+        token.extend_from_slice(tag.as_ref());
+        base64_simd::URL_SAFE_NO_PAD.encode_to_string(token)
+    }
+
+    /// The payload of a token sealed for `context`; `None` for anything else (altered, forged,
+    /// sealed for another context or under another key).
+    pub fn open(&self, context: &str, token: &str) -> Option<Vec<u8>> {
+        let mut bytes = base64_simd::URL_SAFE_NO_PAD
+            .decode_to_vec(token.as_bytes())
+            .ok()?;
+        if bytes.len() < ring::aead::NONCE_LEN + ring::aead::AES_256_GCM.tag_len() {
+            return None;
+        }
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        nonce.copy_from_slice(&bytes[..ring::aead::NONCE_LEN]);
+        let opened = self
+            .key_of(context)
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(context.as_bytes()),
+                &mut bytes[ring::aead::NONCE_LEN..],
+            )
+            .ok()?;
+        Some(opened.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod sealer_tests {
+    use super::*;
+
+    #[test]
+    fn sealed_tokens_hide_their_payload_and_open_only_for_their_context() {
+        let sealer = Sealer::new(derive_key(b"secret", purpose::SYNC_CURSORS));
+        let payload = 123_456_789_i64.to_be_bytes();
+        let token = sealer.seal("user-a", &payload);
+        assert_eq!(sealer.open("user-a", &token).as_deref(), Some(&payload[..]));
+        // Deterministic: the same payload seals the same; another payload or another
+        // context seals to something unrelated (another nonce).
+        assert_eq!(sealer.seal("user-a", &payload), token);
+        let next = sealer.seal("user-a", &123_456_790_i64.to_be_bytes());
+        assert_ne!(next[..16], token[..16]);
+        assert_ne!(sealer.seal("user-b", &payload)[..16], token[..16]);
+        // Neither the number nor its bytes show.
+        let raw = base64_simd::URL_SAFE_NO_PAD
+            .decode_to_vec(token.as_bytes())
+            .unwrap();
+        assert!(!raw.windows(payload.len()).any(|w| w == payload));
+        assert!(!token.contains("123456789"));
+        // Another context, another key, an altered token: nothing.
+        assert_eq!(sealer.open("user-b", &token), None);
+        let other = Sealer::new(derive_key(b"secret", purpose::BLOB_URLS));
+        assert_eq!(other.open("user-a", &token), None);
+        let mut altered = raw.clone();
+        altered[14] ^= 1;
+        let altered = base64_simd::URL_SAFE_NO_PAD.encode_to_string(&altered);
+        assert_eq!(sealer.open("user-a", &altered), None);
+        for junk in ["", "AAAA", "!!", &token[..token.len() - 2]] {
+            assert_eq!(sealer.open("user-a", junk), None, "{junk}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod signer_tests {
     use super::*;
@@ -385,6 +540,26 @@ mod signer_tests {
         assert_eq!(signer.verify(payload), None);
         assert_eq!(Signer::new(b"secret", b"other/v1\0").verify(&token), None);
         assert_eq!(Signer::new(b"another", b"test/v1\0").verify(&token), None);
+    }
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_secret() {
+        let blob = derive_key(b"secret", purpose::BLOB_URLS);
+        assert_eq!(blob, derive_key(b"secret", purpose::BLOB_URLS));
+        assert_ne!(blob, derive_key(b"secret", purpose::BILLING_STUB_LINKS));
+        assert_ne!(blob, derive_key(b"secret", purpose::SYNC_CURSORS));
+        assert_ne!(blob, derive_key(b"another", "blob-urls"));
+        // Not the secret, and not a plain HMAC of the purpose under it.
+        assert_ne!(&blob[..6], b"secret");
+        assert_ne!(hex::encode(blob), hmac_sha256_hex(b"secret", b"blob-urls"));
+        // A token made with one purpose's key fails verification with another's, even in
+        // the same domain.
+        let signer = Signer::new(&blob, b"test/v1\0");
+        let token = signer.sign(b"user-1\nkey");
+        assert!(signer.verify(&token).is_some());
+        let other = Signer::new(&derive_key(b"secret", "billing-stub-links"), b"test/v1\0");
+        assert_eq!(other.verify(&token), None);
+        assert_eq!(Signer::new(b"secret", b"test/v1\0").verify(&token), None);
     }
 
     #[test]

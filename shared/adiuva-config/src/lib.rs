@@ -14,9 +14,11 @@
 
 mod context;
 pub mod logging;
+mod secret;
 mod source;
 
 pub use context::{Component, Context};
+pub use secret::{MIN_SECRET_BYTES, SECRET_FILE};
 pub use source::{Env, Secret, Source};
 
 use std::fmt;

@@ -200,9 +200,109 @@ pub fn cause_chain(err: &(dyn StdError + 'static)) -> String {
     chain
 }
 
+/// Characters of client text that [`excerpt`] keeps.
+pub const EXCERPT_CHARS: usize = 32;
+
+/// What may be shown of text a client sent (a path, a value, a header) in a log line or an
+/// error message: its first [`EXCERPT_CHARS`] characters, escaped (`escape_debug`: control
+/// characters, quotes and backslashes as escapes), with `…` when cut. Client text echoed in
+/// full lets one request forge log lines (newlines, terminal escapes), hide a payload in a
+/// 422 that a browser or a log viewer renders, or grow every log line and error by as much as
+/// the body limit allows.
+pub fn excerpt(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(EXCERPT_CHARS) {
+        out.extend(c.escape_debug());
+    }
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// `message` with each part between backticks or double quotes (how serde and most parsers
+/// quote what they were given) reduced to its [`excerpt`], and any control character outside
+/// them escaped: for messages of third-party parsers that quote client input in full.
+pub fn excerpt_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(512));
+    let mut rest = message;
+    while let Some(start) = rest.find(['`', '"']) {
+        let quote = rest[start..].chars().next().unwrap_or('"');
+        let Some(len) = rest[start + 1..].find(quote) else {
+            break;
+        };
+        push_escaped_controls(&mut out, &rest[..start]);
+        out.push(quote);
+        out.push_str(&excerpt(&rest[start + 1..start + 1 + len]));
+        out.push(quote);
+        rest = &rest[start + 1 + len + 1..];
+    }
+    // An unclosed quote: what follows it is client text too.
+    match rest.find(['`', '"']) {
+        Some(start) => {
+            push_escaped_controls(&mut out, &rest[..=start]);
+            out.push_str(&excerpt(&rest[start + 1..]));
+        }
+        None => push_escaped_controls(&mut out, rest),
+    }
+    out
+}
+
+fn push_escaped_controls(out: &mut String, text: &str) {
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn excerpts_are_short_escaped_prefixes() {
+        assert_eq!(excerpt("notes"), "notes");
+        assert_eq!(excerpt(""), "");
+        let exact = "a".repeat(EXCERPT_CHARS);
+        assert_eq!(excerpt(&exact), exact);
+        assert_eq!(
+            excerpt(&"b".repeat(10_000)),
+            format!("{}…", "b".repeat(EXCERPT_CHARS))
+        );
+        // Control characters cannot start a new log line or move a terminal's cursor.
+        assert_eq!(
+            excerpt("x\nINFO forged\u{1b}[2J"),
+            "x\\nINFO forged\\u{1b}[2J"
+        );
+        // Cut by characters, never inside one.
+        assert_eq!(excerpt(&"é".repeat(40)), format!("{}…", "é".repeat(32)));
+    }
+
+    #[test]
+    fn quoted_parts_of_a_message_are_excerpted() {
+        let long = "z".repeat(500);
+        let message = format!("unknown variant `{long}`, expected one of `a`, `b` at line 1");
+        assert_eq!(
+            excerpt_quoted(&message),
+            format!(
+                "unknown variant `{}…`, expected one of `a`, `b` at line 1",
+                "z".repeat(EXCERPT_CHARS)
+            )
+        );
+        assert_eq!(
+            excerpt_quoted("invalid value: string \"a\nb\", expected x"),
+            "invalid value: string \"a\\nb\", expected x"
+        );
+        assert_eq!(
+            excerpt_quoted(&format!("trailing `{long}")),
+            format!("trailing `{}…", "z".repeat(EXCERPT_CHARS))
+        );
+        assert_eq!(excerpt_quoted("plain\r\n"), "plain\\r\\n");
+    }
 
     #[derive(Debug)]
     struct Failure(ErrorKind);

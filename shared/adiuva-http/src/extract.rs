@@ -34,8 +34,14 @@ where
     }
 }
 
+/// serde's message with what the client sent (a variant, a field name, a string value: serde
+/// quotes them) cut to a short escaped excerpt: it goes into the 4xx body and the log line.
+fn client_detail(body_text: String) -> String {
+    adiuva_error::excerpt_quoted(&body_text)
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let detail = rejection.body_text();
+    let detail = client_detail(rejection.body_text());
     match rejection {
         JsonRejection::JsonDataError(_) => ApiError::unprocessable("validation_error", detail),
         JsonRejection::JsonSyntaxError(_) => ApiError::bad_request("invalid_json", detail),
@@ -69,7 +75,10 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(too_large())
             }
-            Err(rejection) => Err(ApiError::bad_request("invalid_body", rejection.body_text())),
+            Err(rejection) => Err(ApiError::bad_request(
+                "invalid_body",
+                client_detail(rejection.body_text()),
+            )),
         }
     }
 }
@@ -96,7 +105,7 @@ where
             .await
             .map(|axum::extract::Query(value)| Self(value))
             .map_err(|rejection: QueryRejection| {
-                ApiError::bad_request("invalid_query", rejection.body_text())
+                ApiError::bad_request("invalid_query", client_detail(rejection.body_text()))
             })
     }
 }
@@ -117,7 +126,7 @@ where
             .await
             .map(|axum::extract::Path(value)| Self(value))
             .map_err(|rejection: PathRejection| {
-                ApiError::bad_request("invalid_path", rejection.body_text())
+                ApiError::bad_request("invalid_path", client_detail(rejection.body_text()))
             })
     }
 }

@@ -153,13 +153,21 @@ impl Function {
 }
 
 async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no route for {}", uri.path()))
+    // The path is the client's: an excerpt only (it also goes into the log line).
+    ApiError::not_found(format!(
+        "no route for {}",
+        adiuva_error::excerpt(uri.path())
+    ))
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         ErrorKind::MethodNotAllowed,
         "method_not_allowed",
-        format!("{method} is not allowed on {}", uri.path()),
+        format!(
+            "{} is not allowed on {}",
+            adiuva_error::excerpt(method.as_str()),
+            adiuva_error::excerpt(uri.path())
+        ),
     )
 }

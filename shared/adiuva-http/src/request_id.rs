@@ -81,7 +81,8 @@ pub(crate) async fn middleware(mut request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| request.uri().path().to_owned());
+        // No route matched: the path is the client's, so only an excerpt of it is logged.
+        .unwrap_or_else(|| adiuva_error::excerpt(request.uri().path()));
     // `user_id` is recorded by the authentication stage once the caller is known.
     let span = tracing::info_span!(
         "request",

@@ -208,6 +208,40 @@ impl DynamoStore {
         ))
     }
 
+    /// One conditional `UpdateItem`: `count - 1` only on a live item whose count is above zero.
+    /// The condition fails on a missing item, so no item is created, and on an expired one, so
+    /// a unit is never given back to a counter DynamoDB has not swept yet.
+    pub(crate) async fn decrement(&self, namespace: &str, key: &str) -> Result<bool, KvError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(namespace.to_owned()))
+            .key(SK, AttributeValue::S(key.to_owned()))
+            .update_expression("SET #count = #count - :one")
+            .condition_expression(
+                "#count > :zero AND (attribute_not_exists(#expires_at) OR #expires_at > :now)",
+            )
+            .expression_attribute_names("#count", COUNT)
+            .expression_attribute_names("#expires_at", EXPIRES_AT)
+            .expression_attribute_values(":zero", number(0))
+            .expression_attribute_values(":one", number(1))
+            .expression_attribute_values(":now", number(now_epoch_secs()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(classify(err)),
+        }
+    }
+
     pub(crate) async fn count(&self, namespace: &str, key: &str) -> Result<u64, KvError> {
         Ok(match self.item(namespace, key).await? {
             Some(item) if is_live(&item, now_epoch_secs()) => {

@@ -169,6 +169,19 @@ impl KvStore {
         }
     }
 
+    /// Lowers the live counter under `(namespace, key)` by one, never below zero: gives back a
+    /// unit that [`KvStore::increment`] took for something that then did not count (a
+    /// reservation released). Atomic across processes, like `increment`. Returns whether the
+    /// counter was lowered; an absent, expired or zero counter is left alone (`false`), so a
+    /// unit is never given back to a window that has since expired and started again. The
+    /// counter keeps its TTL.
+    pub async fn decrement(&self, namespace: &str, key: &str) -> Result<bool, KvError> {
+        match self {
+            Self::Dynamo(store) => store.decrement(namespace, key).await,
+            Self::Memory(store) => Ok(store.decrement(namespace, key).await),
+        }
+    }
+
     /// The live value of a counter; 0 when there is none.
     pub async fn count(&self, namespace: &str, key: &str) -> Result<u64, KvError> {
         match self {

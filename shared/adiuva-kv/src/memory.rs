@@ -137,6 +137,27 @@ impl MemoryStore {
         Counted::Added(count + 1)
     }
 
+    pub(crate) async fn decrement(&self, namespace: &str, key: &str) -> bool {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let Some(count) = state
+            .live(namespace, key, now)
+            .and_then(|entry| entry.value.as_u64())
+            .filter(|count| *count > 0)
+        else {
+            return false;
+        };
+        if let Some(entry) = state
+            .namespaces
+            .get_mut(namespace)
+            .and_then(|items| items.get_mut(key))
+        {
+            // The same entry, so its TTL stays what the first increment set.
+            entry.value = Value::from(count - 1);
+        }
+        true
+    }
+
     pub(crate) async fn count(&self, namespace: &str, key: &str) -> u64 {
         self.lock()
             .live(namespace, key, Instant::now())

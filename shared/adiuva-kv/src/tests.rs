@@ -50,7 +50,45 @@ kv_tests!(
     counters_stop_at_their_maximum,
     concurrent_increments_let_exactly_the_room_through,
     expired_counters_start_again,
+    decrements_give_back_exactly_what_was_taken,
 );
+
+async fn decrements_give_back_exactly_what_was_taken(store: KvStore) {
+    let ttl = Duration::from_secs(60);
+    // Nothing to give back: no counter is created.
+    assert!(!store.decrement("failures", "a").await.unwrap());
+    assert_eq!(store.count("failures", "a").await.unwrap(), 0);
+    for _ in 0..3 {
+        store.increment("failures", "a", 3, ttl).await.unwrap();
+    }
+    assert_eq!(
+        store.increment("failures", "a", 3, ttl).await.unwrap(),
+        Counted::Full(3)
+    );
+    // A unit given back makes room for exactly one more.
+    assert!(store.decrement("failures", "a").await.unwrap());
+    assert_eq!(store.count("failures", "a").await.unwrap(), 2);
+    assert_eq!(
+        store.increment("failures", "a", 3, ttl).await.unwrap(),
+        Counted::Added(3)
+    );
+    // Concurrent give-backs never take the counter below zero.
+    let releases = (0..6).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.decrement("failures", "a").await.unwrap() })
+    });
+    let mut lowered = 0;
+    for release in releases {
+        lowered += u64::from(release.await.unwrap());
+    }
+    assert_eq!(lowered, 3);
+    assert_eq!(store.count("failures", "a").await.unwrap(), 0);
+    assert!(!store.decrement("failures", "a").await.unwrap());
+    // Other keys are untouched.
+    store.increment("failures", "b", 3, ttl).await.unwrap();
+    assert!(store.decrement("failures", "a").await.is_ok());
+    assert_eq!(store.count("failures", "b").await.unwrap(), 1);
+}
 
 async fn counters_stop_at_their_maximum(store: KvStore) {
     let ttl = Duration::from_secs(60);

@@ -33,6 +33,9 @@ pub struct Estimate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Taken {
     pub allowed: bool,
+    /// The index of the window whose counter was raised: [`Window::give_back`] lowers that
+    /// counter, also when the window has moved on in the meantime.
+    pub index: u64,
     pub remaining: u64,
     pub reset_secs: u64,
     pub retry_after_secs: u64,
@@ -115,20 +118,6 @@ impl Window {
         (index, elapsed)
     }
 
-    pub async fn estimate(&self, kv: &KvStore) -> Result<Estimate, KvError> {
-        let (index, elapsed) = self.position();
-        let previous = kv
-            .count(self.namespace, &self.key(index.saturating_sub(1)))
-            .await?;
-        let current = kv.count(self.namespace, &self.key(index)).await?;
-        Ok(Estimate {
-            previous,
-            current,
-            elapsed,
-            length_ms: self.length_ms,
-        })
-    }
-
     /// Counts one unit unless that would take the estimate above `limit`.
     pub async fn take(&self, kv: &KvStore, limit: u64) -> Result<Taken, KvError> {
         let (index, elapsed) = self.position();
@@ -153,6 +142,7 @@ impl Window {
         };
         Ok(Taken {
             allowed,
+            index,
             remaining: estimate.room(limit),
             reset_secs: estimate.reset_secs(),
             retry_after_secs: if allowed {
@@ -163,10 +153,11 @@ impl Window {
         })
     }
 
-    /// Counts one unit, whatever the count.
-    pub async fn add(&self, kv: &KvStore) -> Result<(), KvError> {
-        let (index, _) = self.position();
-        kv.increment(self.namespace, &self.key(index), u64::MAX, self.ttl())
+    /// Gives back a unit [`Window::take`] counted in window `index` (its [`Taken::index`]).
+    /// Lowering the counter that was raised, rather than the current one, keeps the estimate
+    /// right when the window moved on while the attempt ran.
+    pub async fn give_back(&self, kv: &KvStore, index: u64) -> Result<(), KvError> {
+        kv.decrement(self.namespace, &self.key(index))
             .await
             .map(|_| ())
     }
@@ -223,6 +214,12 @@ mod tests {
         assert!(refused.retry_after_secs >= 1);
         assert!(refused.retry_after_secs <= refused.reset_secs + 3600);
         // A higher limit (a tier upgrade) lets the next one through at once.
-        assert!(window.take(&kv, 4).await.unwrap().allowed);
+        let upgraded = window.take(&kv, 4).await.unwrap();
+        assert!(upgraded.allowed);
+        // A unit given back makes room for one more under the old limit.
+        window.give_back(&kv, upgraded.index).await.unwrap();
+        window.give_back(&kv, upgraded.index).await.unwrap();
+        assert!(window.take(&kv, 3).await.unwrap().allowed);
+        assert!(!window.take(&kv, 3).await.unwrap().allowed);
     }
 }

@@ -8,8 +8,12 @@
 //!
 //! From `0` (or no cursor) the feed holds the live records only. Tombstones are kept for the
 //! retention (`TOMBSTONE_RETENTION_DAYS`); the janitor removes older ones and raises the user's
-//! horizon to the highest number it removed. A cursor (opaque to clients) holds the number of
-//! the last change the device saw and the horizon as it was before the page was read. A
+//! horizon to the highest number it removed. A cursor holds the number of the last change the
+//! device saw and the horizon as it was before the page was read, sealed for the user
+//! (encrypted and authenticated, `adiuva_checksum::Sealer`, with a key derived for
+//! `adiuva_checksum::purpose::SYNC_CURSORS`): the numbers come from one sequence shared by every user,
+//! so in the clear they would tell each user how much everyone else writes, and another user's
+//! cursor opens for nobody but its owner (`InvalidCursor`, 422). A
 //! tombstone the device still needs can only have gone in a purge after that: so a cursor whose
 //! horizon is below today's, and whose number is below it too, is `ChangesExpired` (410) and
 //! the device syncs again from `0`. (A sync from `0` needs no tombstone purged before it began:
@@ -108,40 +112,90 @@ pub struct SyncCursor {
     horizon: i64,
 }
 
-/// The id part of a sync cursor, which tells it from the cursors of lists.
+/// The id part of the sync cursors of earlier versions (`v1.<seq>.<horizon>.changes` in
+/// base64url, the numbers in the clear). One is answered like an expired cursor (410), so a
+/// device that kept one syncs again from 0 and gets sealed cursors from then on.
 const SYNC: &str = "changes";
 
 impl SyncCursor {
     /// The start of a sync: every live record.
     pub const START: Self = Self { seq: 0, horizon: 0 };
 
-    /// Reads `?since=`: `0` (or none) to start, else a `next_cursor` this feed gave.
-    pub fn parse(since: Option<&str>) -> Result<Self, StorageError> {
-        match since {
-            None | Some("0") => Ok(Self::START),
-            Some(text) => match Cursor::parse(text, 2)? {
-                Cursor { keys, id } if id == SYNC && keys[0] > 0 && keys[1] >= 0 => Ok(Self {
-                    seq: keys[0],
-                    horizon: keys[1],
-                }),
-                _ => Err(StorageError::InvalidCursor),
-            },
+    /// Reads `?since=` for `user_id`: `0` (or none) to start, else a `next_cursor` this feed
+    /// gave that user.
+    fn parse(
+        sealer: &adiuva_checksum::Sealer,
+        user_id: &str,
+        since: Option<&str>,
+    ) -> Result<Self, StorageError> {
+        let text = match since {
+            None | Some("0") => return Ok(Self::START),
+            Some(text) => text,
+        };
+        if let Ok(Cursor { id, .. }) = Cursor::parse(text, 2)
+            && id == SYNC
+        {
+            return Err(StorageError::ChangesExpired);
         }
+        let payload = sealer
+            .open(user_id, text)
+            .ok_or(StorageError::InvalidCursor)?;
+        let payload: [u8; 16] = payload
+            .try_into()
+            .map_err(|_| StorageError::InvalidCursor)?;
+        let [
+            s0,
+            s1,
+            s2,
+            s3,
+            s4,
+            s5,
+            s6,
+            s7,
+            h0,
+            h1,
+            h2,
+            h3,
+            h4,
+            h5,
+            h6,
+            h7,
+        ] = payload;
+        let seq = i64::from_be_bytes([s0, s1, s2, s3, s4, s5, s6, s7]);
+        let horizon = i64::from_be_bytes([h0, h1, h2, h3, h4, h5, h6, h7]);
+        if seq <= 0 || horizon < 0 {
+            return Err(StorageError::InvalidCursor);
+        }
+        Ok(Self { seq, horizon })
     }
 
-    fn encode(self) -> String {
-        Cursor::new(vec![self.seq, self.horizon], SYNC.to_owned()).encode()
+    /// The cursor sealed for `user_id`; the start stays `0`.
+    fn encode(self, sealer: &adiuva_checksum::Sealer, user_id: &str) -> String {
+        if self == Self::START {
+            return "0".to_owned();
+        }
+        let mut payload = [0u8; 16];
+        payload[..8].copy_from_slice(&self.seq.to_be_bytes());
+        payload[8..].copy_from_slice(&self.horizon.to_be_bytes());
+        sealer.seal(user_id, &payload)
     }
 }
 
 impl Storage {
-    /// The caller's changes after `since` (see the module), at most `limit` of them.
+    /// The caller's changes after `since` (`?since=`: `0`, none, or a `next_cursor` this feed
+    /// gave the caller; see the module), at most `limit` of them.
     pub async fn changes(
         &self,
         user_id: &str,
-        since: SyncCursor,
+        since: Option<&str>,
         limit: u32,
     ) -> Result<Changes, StorageError> {
+        let sealer = self
+            .inner
+            .cursors
+            .as_ref()
+            .ok_or(StorageError::Cursors("no server secret is configured"))?;
+        let since = SyncCursor::parse(sealer, user_id, since)?;
         let db = self.inner.db.pool();
         let horizon = |db| async move {
             let purged: Option<i64> = sqlx::query_scalar(
@@ -187,11 +241,7 @@ impl Storage {
         };
         Ok(Changes {
             changes: rows.into_iter().map(ChangeRow::into_change).collect(),
-            next_cursor: if next == SyncCursor::START {
-                "0".to_owned()
-            } else {
-                next.encode()
-            },
+            next_cursor: next.encode(sealer, user_id),
             has_more,
         })
     }
@@ -223,18 +273,40 @@ impl Storage {
 mod tests {
     use super::*;
 
+    use adiuva_checksum::{Sealer, derive_key};
+
+    fn sealer() -> Sealer {
+        Sealer::new(derive_key(
+            b"secret",
+            adiuva_checksum::purpose::SYNC_CURSORS,
+        ))
+    }
+
     #[test]
-    fn sync_cursors_round_trip_and_refuse_others() {
-        assert_eq!(SyncCursor::parse(None).unwrap(), SyncCursor::START);
-        assert_eq!(SyncCursor::parse(Some("0")).unwrap(), SyncCursor::START);
+    fn sync_cursors_round_trip_sealed_for_their_user_only() {
+        let sealer = sealer();
+        let parse = |user: &str, since: Option<&str>| SyncCursor::parse(&sealer, user, since);
+        assert_eq!(parse("u1", None).unwrap(), SyncCursor::START);
+        assert_eq!(parse("u1", Some("0")).unwrap(), SyncCursor::START);
+        assert_eq!(SyncCursor::START.encode(&sealer, "u1"), "0");
         let cursor = SyncCursor {
-            seq: 42,
+            seq: 4_242_424,
             horizon: 7,
         };
-        assert_eq!(SyncCursor::parse(Some(&cursor.encode())).unwrap(), cursor);
+        let text = cursor.encode(&sealer, "u1");
+        assert_eq!(parse("u1", Some(&text)).unwrap(), cursor);
+        // The global number is not in it, in any encoding the client could try.
+        assert!(!text.contains("4242424"));
+        assert!(Cursor::parse(&text, 2).is_err());
+        // Another user's cursor, one sealed under another key, and junk are invalid.
+        assert!(matches!(
+            parse("u2", Some(&text)),
+            Err(StorageError::InvalidCursor)
+        ));
+        let foreign = Sealer::new(derive_key(b"other", adiuva_checksum::purpose::SYNC_CURSORS));
+        let forged = cursor.encode(&foreign, "u1");
         let list_cursor = Cursor::new(vec![42], "abc".to_owned()).encode();
         let history_cursor = Cursor::new(vec![42, 7], "abc".to_owned()).encode();
-        let negative = Cursor::new(vec![-1, 0], SYNC.to_owned()).encode();
         for bad in [
             "",
             "00",
@@ -243,15 +315,18 @@ mod tests {
             "abc",
             &list_cursor,
             &history_cursor,
-            &negative,
+            &forged,
         ] {
             assert!(
-                matches!(
-                    SyncCursor::parse(Some(bad)),
-                    Err(StorageError::InvalidCursor)
-                ),
+                matches!(parse("u1", Some(bad)), Err(StorageError::InvalidCursor)),
                 "{bad}"
             );
         }
+        // A cursor of the earlier, readable format: sync again from 0.
+        let old = Cursor::new(vec![42, 7], SYNC.to_owned()).encode();
+        assert!(matches!(
+            parse("u1", Some(&old)),
+            Err(StorageError::ChangesExpired)
+        ));
     }
 }

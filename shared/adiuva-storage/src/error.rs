@@ -46,6 +46,13 @@ pub enum StorageError {
     Blob(#[from] BlobError),
     #[error("database query failed")]
     Database(#[from] sqlx::Error),
+    /// No key to seal sync cursors with (no server secret).
+    #[error("sync cursors cannot be sealed: {0}")]
+    Cursors(&'static str),
+    /// An upload URL used when its upload is no longer open (committed, or the record moved
+    /// on): the URL wrote its blob once already.
+    #[error("this upload is closed (committed or expired): start a new upload")]
+    UploadClosed,
 }
 
 impl From<QuotaError> for StorageError {
@@ -74,11 +81,11 @@ impl DomainError for StorageError {
             }
             // The write may have happened: retrying later shows which.
             Self::CommitUncertain(_) => ErrorKind::Unavailable,
-            Self::VersionConflict { .. } => ErrorKind::PreconditionFailed,
+            Self::VersionConflict { .. } | Self::UploadClosed => ErrorKind::PreconditionFailed,
             Self::ChangesExpired => ErrorKind::Gone,
             Self::TooLarge { .. } => ErrorKind::TooLarge,
             Self::Access(err) => err.kind(),
-            Self::BlobMissing { .. } => ErrorKind::Internal,
+            Self::BlobMissing { .. } | Self::Cursors(_) => ErrorKind::Internal,
             Self::Blob(err) if err.is_unavailable() => ErrorKind::Unavailable,
             Self::Blob(_) => ErrorKind::Internal,
             Self::Database(err) => adiuva_db::kind_of(err),
@@ -100,7 +107,8 @@ impl DomainError for StorageError {
             Self::VersionConflict { .. } => "version_conflict",
             Self::TooLarge { .. } => "payload_too_large",
             Self::Access(err) => err.code(),
-            Self::BlobMissing { .. } => "internal_error",
+            Self::BlobMissing { .. } | Self::Cursors(_) => "internal_error",
+            Self::UploadClosed => "already_uploaded",
             Self::Blob(_) | Self::Database(_) | Self::CommitUncertain(_) => match self.kind() {
                 ErrorKind::Unavailable => "dependency_unavailable",
                 _ => "internal_error",

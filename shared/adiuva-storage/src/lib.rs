@@ -22,7 +22,7 @@ use adiuva_config::{Component, ConfigError, Context, Source};
 use adiuva_db::Database;
 
 pub use backups::{BackupMeta, NewBackup};
-pub use changes::{Change, Changes, RecordChange, SyncCursor, Tombstone};
+pub use changes::{Change, Changes, RecordChange, Tombstone};
 pub use cursor::Listing;
 pub use error::StorageError;
 pub use janitor::SweepReport;
@@ -46,6 +46,9 @@ struct Inner {
     inline_download_bytes: u64,
     tombstone_retention_ms: i64,
     janitor: JanitorSettings,
+    /// Seals sync cursors (see [`changes`]); `None` where no server secret is configured (the
+    /// janitor, which serves no cursor).
+    cursors: Option<adiuva_checksum::Sealer>,
 }
 
 /// How long the URL of a large blob's download works.
@@ -81,6 +84,11 @@ pub struct StorageSettings {
     pub inline_download_bytes: u64,
     pub tombstone_retention_days: u64,
     pub janitor: JanitorSettings,
+    /// The key sync cursors are sealed with, derived from the server's secret for
+    /// `adiuva_checksum::purpose::SYNC_CURSORS`; `None` without a secret (the janitor's Lambda has none and
+    /// serves no cursor; every function that serves the feed also verifies tokens, which
+    /// refuses to start without one).
+    pub cursor_key: Option<[u8; 32]>,
 }
 
 /// `JANITOR_BUDGET_SECS` (how long one sweep walks the blob store; the function's timeout is
@@ -123,6 +131,12 @@ impl StorageSettings {
                 )?),
                 page_size: source.number_in("JANITOR_PAGE_SIZE", 1000, 1..=1000)?,
             },
+            cursor_key: source.server_secret(source.env()?).ok().map(|secret| {
+                adiuva_checksum::derive_key(
+                    secret.expose().as_bytes(),
+                    adiuva_checksum::purpose::SYNC_CURSORS,
+                )
+            }),
         })
     }
 }
@@ -151,6 +165,7 @@ impl Storage {
                 inline_download_bytes: settings.inline_download_bytes,
                 tombstone_retention_ms: retention_ms,
                 janitor: settings.janitor.clone(),
+                cursors: settings.cursor_key.map(adiuva_checksum::Sealer::new),
             }),
         }
     }

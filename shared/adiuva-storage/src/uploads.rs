@@ -466,6 +466,25 @@ impl Storage {
 }
 
 impl Storage {
+    /// Whether an upload to `key` is still open: a pending upload that has not expired targets
+    /// exactly that key. An upload URL names its key, and that key is written once; but once
+    /// its upload was committed and the record then moved on to a newer blob, the old key is
+    /// deleted and a write-once check alone would let the URL write it again, as an orphan
+    /// nobody counts. The local upload route asks this before it takes any byte. (A presigned
+    /// S3 URL cannot be asked: S3 refuses a second write while the blob exists, and what the
+    /// URL can write after a move, until it expires, is the same announced bytes, which no row
+    /// refers to and the janitor removes.)
+    pub async fn upload_open(&self, key: &str) -> Result<bool, StorageError> {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pending_uploads WHERE s3_key = $1 AND expires_at >= $2",
+        )
+        .bind(key)
+        .bind(now_ms())
+        .fetch_one(self.inner.db.pool())
+        .await?;
+        Ok(open > 0)
+    }
+
     /// Records a verified package and ends its upload, in one transaction.
     async fn finish_package(
         &self,
