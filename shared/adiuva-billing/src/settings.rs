@@ -6,8 +6,9 @@ use adiuva_config::{ConfigError, Secret, Source};
 /// `STRIPE_SECRET_KEY` (unset or empty: stub mode), `STRIPE_API_BASE` (tests point it at a
 /// local server), `STRIPE_WEBHOOK_SECRET`, the prices `STRIPE_PRICE_PRO|POWER|TEAM`, and where
 /// Stripe sends the user afterwards: `BILLING_SUCCESS_URL`, `BILLING_CANCEL_URL`,
-/// `BILLING_PORTAL_RETURN_URL`. Stub links start with `PUBLIC_BASE_URL` and are signed with
-/// `JWT_SECRET` (a random key of the process without one).
+/// `BILLING_PORTAL_RETURN_URL`. Stub links start with `PUBLIC_BASE_URL` and are signed with a
+/// key derived from the server's secret (`JWT_SECRET`, or the one generated for development;
+/// a random key of the process in a Lambda without one).
 #[derive(Debug, Clone)]
 pub struct BillingSettings {
     pub stripe: Option<StripeSettings>,
@@ -85,10 +86,16 @@ impl BillingSettings {
             portal_return_url: source
                 .string("BILLING_PORTAL_RETURN_URL", "https://adiuva.app/billing"),
             public_base_url: source.public_base_url(),
-            stub_signing_secret: source
-                .raw("JWT_SECRET")
-                .filter(|secret| !secret.is_empty())
-                .map(Secret::new),
+            // The server's secret (its billing key is derived from it), where the function
+            // has one or a developer's machine generates one; a Lambda without it (the janitor,
+            // which makes no links) signs with a key of its own process.
+            stub_signing_secret: if source.raw("JWT_SECRET").is_some_and(|s| !s.is_empty())
+                || source.optional("AWS_LAMBDA_FUNCTION_NAME").is_none()
+            {
+                Some(source.server_secret(source.env()?)?)
+            } else {
+                None
+            },
         })
     }
 }

@@ -15,7 +15,7 @@ use crate::{BillingError, state};
 /// The route of the stub page (public: the signed one-time link is the credential).
 pub const STUB_PATH: &str = "/api/v1/billing/stub/{token}";
 
-/// Domain separation from the other uses of `JWT_SECRET`.
+/// Domain separation within the stub links' key (derived for them alone from the secret).
 const DOMAIN: &[u8] = b"adiuva-billing/stub-link/v1\0";
 
 /// How long a stub link works.
@@ -42,7 +42,12 @@ pub struct StubLink {
 
 pub(crate) fn signer(settings: &BillingSettings) -> Result<Signer, ConfigError> {
     let key = match &settings.stub_signing_secret {
-        Some(secret) => secret.expose().as_bytes().to_vec(),
+        // A key of its own: a stub link's MAC is never one the secret makes for anything else.
+        Some(secret) => adiuva_checksum::derive_key(
+            secret.expose().as_bytes(),
+            adiuva_checksum::purpose::BILLING_STUB_LINKS,
+        )
+        .to_vec(),
         None => {
             let mut key = vec![0u8; 32];
             getrandom::fill(&mut key)
