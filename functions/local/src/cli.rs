@@ -1,6 +1,7 @@
 //! The `adiuva-local` commands:
 //!
-//! - `serve` (the default): the whole API on 127.0.0.1:$PORT;
+//! - `serve` (the default): the whole API on `BIND_ADDR` (default 127.0.0.1:$PORT; a container
+//!   sets `0.0.0.0:8000`);
 //! - `migrate`: applies the database migrations and exits (what a deploy runs against
 //!   production);
 //! - `admin grant <email>` / `admin revoke <email>`: gives or takes the admin role, against the
@@ -13,6 +14,25 @@ use adiuva_config::Context;
 use adiuva_db::{Backend, Database};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where `serve` listens: `BIND_ADDR` (`host:port`, e.g. `0.0.0.0:8000` in a container), else
+/// 127.0.0.1 on `PORT` (8000): only this machine, unless asked otherwise.
+pub fn bind_address(
+    source: &adiuva_config::Source,
+) -> Result<std::net::SocketAddr, adiuva_config::ConfigError> {
+    match source.optional("BIND_ADDR") {
+        Some(address) => address.parse().map_err(|_| {
+            adiuva_config::ConfigError::invalid(
+                "BIND_ADDR",
+                "must be an address and a port, such as 0.0.0.0:8000 or [::]:8000",
+            )
+        }),
+        None => Ok(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            source.number("PORT", 8000)?,
+        ))),
+    }
+}
 
 /// Runs one command (`args` without the program name); what `main` does, and what the tests
 /// call.
@@ -29,9 +49,9 @@ pub async fn run(args: &[String], context: &Context) -> Result<(), Error> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         [] | ["serve"] => {
-            let port: u16 = context.source().number("PORT", 8000)?;
+            let bind = bind_address(context.source())?;
             let app = crate::app(context)?;
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+            let listener = tokio::net::TcpListener::bind(bind).await?;
             let address = listener.local_addr()?;
             println!("adiuva-local listening on http://{address} (database: {database})");
             println!("OpenAPI document: http://{address}{}", crate::OPENAPI_PATH);
@@ -58,5 +78,28 @@ pub async fn run(args: &[String], context: &Context) -> Result<(), Error> {
             args.join(" ")
         )
         .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adiuva_config::Source;
+
+    #[test]
+    fn serve_binds_loopback_unless_bind_addr_says_otherwise() {
+        let address = |pairs: &[(&str, &str)]| {
+            bind_address(&Source::from_pairs(pairs.iter().copied())).map(|a| a.to_string())
+        };
+        assert_eq!(address(&[]).unwrap(), "127.0.0.1:8000");
+        assert_eq!(address(&[("PORT", "9000")]).unwrap(), "127.0.0.1:9000");
+        assert_eq!(
+            address(&[("BIND_ADDR", "0.0.0.0:8080"), ("PORT", "9000")]).unwrap(),
+            "0.0.0.0:8080"
+        );
+        assert_eq!(address(&[("BIND_ADDR", "[::]:8000")]).unwrap(), "[::]:8000");
+        for bad in ["0.0.0.0", "localhost:8000", "8000"] {
+            assert!(address(&[("BIND_ADDR", bad)]).is_err(), "{bad}");
+        }
     }
 }
