@@ -29,6 +29,8 @@ mod contract;
 #[cfg(test)]
 mod faults;
 #[cfg(test)]
+mod headers;
+#[cfg(test)]
 mod health;
 #[cfg(test)]
 mod http;

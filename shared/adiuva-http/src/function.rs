@@ -1,5 +1,5 @@
 //! One function's routes with the request pipeline around them. Outermost first: request id
-//! and span (with the request log and its metrics), CORS, body limit, then the caller-aware stages when the function has them
+//! and span (with the request log, its metrics and the security headers), CORS, body limit, then the caller-aware stages when the function has them
 //! (authentication, rate limiting, idempotency; see adiuva-pipeline), then the routes.
 //!
 //! A function crate builds its [`Function`] once, from the context; its Lambda `main`, the

@@ -17,6 +17,7 @@ pub mod cors;
 mod error;
 mod extract;
 mod function;
+pub mod headers;
 pub mod metrics;
 pub mod paging;
 mod request_id;

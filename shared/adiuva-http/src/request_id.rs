@@ -2,7 +2,8 @@
 //! a well-formed client `x-request-id`, else a new UUID. The id is echoed as `x-request-id`, put
 //! in error bodies, and carried by the `request` span, so every log line of the request (domain
 //! lines included) carries it; one line per request logs its status and latency, and in Lambda
-//! one more line carries the same as metrics (see [`crate::metrics`]).
+//! one more line carries the same as metrics (see [`crate::metrics`]). The security headers
+//! ([`crate::headers`]) are set here too, on every answer, as the last thing before it leaves.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument as _;
 
+use crate::headers;
 use crate::metrics::Measured;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -151,5 +153,6 @@ pub(crate) async fn middleware(
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
+    headers::secure(response.headers_mut(), gateway);
     response
 }
