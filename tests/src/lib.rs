@@ -27,6 +27,8 @@ mod commits;
 #[cfg(test)]
 mod contract;
 #[cfg(test)]
+mod docs;
+#[cfg(test)]
 mod faults;
 #[cfg(test)]
 mod headers;
