@@ -21,7 +21,7 @@ fn guarded(app: &TestApp) -> axum::Router {
             axum::Json(json!({"email": caller.email}))
         }),
     ));
-    adiuva_pipeline::authenticated(routes, &app.context)
+    adiuva_pipeline::authenticated("admin-test", routes, &app.context)
         .unwrap()
         .into_router()
 }

@@ -282,3 +282,16 @@ fn only_the_functions_that_bill_link_stripe() {
         );
     }
 }
+
+/// The docs page's bundle (Scalar, 5 MB of JavaScript embedded in the binary) is the local
+/// server's alone: no Lambda and no shared crate links it.
+#[test]
+fn only_the_local_server_links_the_docs_page() {
+    let graph = graph();
+    let mut packages = graph.in_folder("functions");
+    packages.extend(graph.in_folder("shared"));
+    for package in packages {
+        let links = graph.closure(package, &[]).contains("scalar_api_reference");
+        assert_eq!(links, package == "local", "{package}");
+    }
+}

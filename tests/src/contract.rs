@@ -317,12 +317,15 @@ async fn public_and_idempotent_routes_are_declared_in_one_place() {
         );
     }
     // The local server's own routes (the document itself, signed uploads and downloads, the
-    // stub page) are not in the API's document; every other entry is.
+    // stub page, the docs page) are not in the API's document; every other entry is.
     let local_only = [
         ("GET", local::OPENAPI_PATH),
         ("PUT", "/api/v1/storage/blobs/{token}"),
         ("GET", "/api/v1/storage/blobs/{token}"),
         ("GET", adiuva_billing::STUB_PATH),
+        ("GET", local::docs::DOCS_PATH),
+        ("GET", local::docs::INIT_PATH),
+        ("GET", local::docs::SCRIPT_PATH),
     ];
     for (method, path) in PUBLIC_ROUTES {
         let route = ((*method).to_owned(), (*path).to_owned());

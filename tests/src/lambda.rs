@@ -232,6 +232,12 @@ const NOT_FOR_EXPOSURE: &[&str] = &[
     "vary",
     "access-control-allow-origin",
     "access-control-expose-headers",
+    // The security headers (adiuva-http's `headers`): for the browser itself.
+    "cache-control",
+    "x-content-type-options",
+    "referrer-policy",
+    "strict-transport-security",
+    "content-security-policy",
 ];
 
 /// Sends the request an event describes to the local server; returns status and body bytes,

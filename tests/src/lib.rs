@@ -27,7 +27,11 @@ mod commits;
 #[cfg(test)]
 mod contract;
 #[cfg(test)]
+mod docs;
+#[cfg(test)]
 mod faults;
+#[cfg(test)]
+mod headers;
 #[cfg(test)]
 mod health;
 #[cfg(test)]

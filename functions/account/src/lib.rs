@@ -28,7 +28,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let routes = Routes::new()
         .routes(routes!(delete_account))
         .with_state(state);
-    adiuva_pipeline::authenticated(routes, context)
+    adiuva_pipeline::authenticated("account", routes, context)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

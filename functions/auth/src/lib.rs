@@ -19,7 +19,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(logout))
         .routes(routes!(me))
         .with_state(accounts);
-    adiuva_pipeline::authenticated(routes, context)
+    adiuva_pipeline::authenticated("auth", routes, context)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

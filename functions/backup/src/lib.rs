@@ -23,7 +23,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(backup_history))
         .routes(routes!(delete_backup))
         .with_state(storage);
-    adiuva_pipeline::authenticated(routes, context)
+    adiuva_pipeline::authenticated("backup", routes, context)
 }
 
 const VERSION: &str = "x-backup-version";

@@ -44,7 +44,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(subscription, cancel))
         .routes(routes!(portal))
         .with_state(services(context)?);
-    adiuva_pipeline::authenticated(routes, context)
+    adiuva_pipeline::authenticated("billing", routes, context)
 }
 
 /// The page a stub link opens (local server only, never in production): it completes what

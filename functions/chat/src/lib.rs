@@ -14,7 +14,7 @@ use axum::extract::State;
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let service: Chat = context.get()?;
     let routes = Routes::new().routes(routes!(chat)).with_state(service);
-    adiuva_pipeline::authenticated(routes, context)
+    adiuva_pipeline::authenticated("chat", routes, context)
 }
 
 /// Routes a message through the orchestrator: a `ChatResponse` (`execution_mode` "direct", the

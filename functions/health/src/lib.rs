@@ -20,7 +20,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(health))
         .routes(routes!(ready))
         .with_state(db);
-    Function::public(routes, context)
+    Function::public("health", routes, context)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -1,5 +1,6 @@
 //! The whole API in one process: every function, built by its own constructor, merged behind
-//! one request pipeline, plus the OpenAPI document at `/api/v1/openapi.json` and, with the
+//! one request pipeline, plus the OpenAPI document at `/api/v1/openapi.json` (and outside
+//! production its interactive reference at `/docs`) and, with the
 //! embedded blob store, the URL that stands in for S3 presigned uploads, and the streaming chat
 //! WebSocket that stands in for API Gateway's WebSocket API. The binary `adiuva-local` and the
 //! integration tests both build the app here.
@@ -17,6 +18,7 @@ use utoipa::openapi::OpenApi;
 
 pub mod chat_stream;
 pub mod cli;
+pub mod docs;
 
 /// Where the local server serves the OpenAPI document.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
@@ -53,8 +55,8 @@ pub fn openapi(context: &Context) -> Result<OpenApi, ConfigError> {
 }
 
 /// The local app: all routes, the OpenAPI document, the streaming chat, the embedded blob
-/// store's upload and download URLs, the stub page (outside production), and the shared pipeline
-/// around all of it.
+/// store's upload and download URLs, the stub page and the docs page (outside production), and
+/// the shared pipeline around all of it.
 pub fn app(context: &Context) -> Result<Router, ConfigError> {
     let api = merged(context)?;
     let document = api.openapi();
@@ -68,6 +70,9 @@ pub fn app(context: &Context) -> Result<Router, ConfigError> {
     // production.
     if !context.is_prod() {
         extras = extras.merge(Routes::from(billing::stub_router(context)?));
+        // The interactive reference of the document, as the reference serves it: in
+        // development only.
+        extras = extras.merge(Routes::from(docs::router()));
     }
     let blobs: BlobStore = context.get()?;
     if blobs.local().is_some() {

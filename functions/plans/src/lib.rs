@@ -45,7 +45,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(list_playbooks))
         .routes(routes!(get_playbook))
         .with_state(State::new(PlanCache::new(context.get()?)));
-    adiuva_pipeline::authenticated(routes, context)
+    adiuva_pipeline::authenticated("plans", routes, context)
 }
 
 fn is_plan_id(plan_id: &str) -> bool {

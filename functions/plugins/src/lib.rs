@@ -46,7 +46,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(earnings))
         .with_state(marketplace)
         .merge(admin);
-    adiuva_pipeline::authenticated(routes, context)
+    adiuva_pipeline::authenticated("plugins", routes, context)
 }
 
 /// Browses the marketplace (Power and Team): approved, unblocked plugins, 20 a page.

@@ -32,7 +32,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(start_upload))
         .routes(routes!(commit_upload))
         .with_state(storage);
-    adiuva_pipeline::authenticated(routes, context)
+    adiuva_pipeline::authenticated("storage", routes, context)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

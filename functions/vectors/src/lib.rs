@@ -24,7 +24,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(search))
         .routes(routes!(delete))
         .with_state(spaces);
-    adiuva_pipeline::authenticated(routes, context)
+    adiuva_pipeline::authenticated("vectors", routes, context)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

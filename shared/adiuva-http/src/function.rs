@@ -1,5 +1,5 @@
 //! One function's routes with the request pipeline around them. Outermost first: request id
-//! and span, CORS, body limit, then the caller-aware stages when the function has them
+//! and span (with the request log, its metrics and the security headers), CORS, body limit, then the caller-aware stages when the function has them
 //! (authentication, rate limiting, idempotency; see adiuva-pipeline), then the routes.
 //!
 //! A function crate builds its [`Function`] once, from the context; its Lambda `main`, the
@@ -46,6 +46,9 @@ pub type Stages = Arc<dyn Fn(Router) -> Router + Send + Sync>;
 
 /// A function's routes and its pipeline.
 pub struct Function {
+    /// The binary's name (`storage`, ...): the `function` dimension of its metrics. The local
+    /// server's merged function is `local`.
+    name: &'static str,
     routes: Routes,
     settings: HttpSettings,
     stages: Option<Stages>,
@@ -58,6 +61,7 @@ pub struct Function {
 impl std::fmt::Debug for Function {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Function")
+            .field("name", &self.name)
             .field("settings", &self.settings)
             .field("caller_aware", &self.stages.is_some())
             .finish_non_exhaustive()
@@ -66,8 +70,13 @@ impl std::fmt::Debug for Function {
 
 impl Function {
     /// A function whose routes are all public: the pipeline without the caller and the store.
-    pub fn public(routes: Routes, context: &Context) -> Result<Self, ConfigError> {
+    pub fn public(
+        name: &'static str,
+        routes: Routes,
+        context: &Context,
+    ) -> Result<Self, ConfigError> {
         Ok(Self {
+            name,
             routes,
             settings: context.get()?,
             stages: None,
@@ -78,11 +87,13 @@ impl Function {
 
     /// A function with caller-aware stages between the body limit and the routes.
     pub fn with_stages(
+        name: &'static str,
         routes: Routes,
         context: &Context,
         stages: Stages,
     ) -> Result<Self, ConfigError> {
         Ok(Self {
+            name,
             routes,
             settings: context.get()?,
             stages: Some(stages),
@@ -109,6 +120,7 @@ impl Function {
         self.complete();
         other.complete();
         Function {
+            name: "local",
             routes: self.routes.merge(other.routes),
             settings: self.settings,
             stages: self.stages.or(other.stages),
@@ -134,7 +146,13 @@ impl Function {
         document
     }
 
-    /// The service Lambda and the local server run.
+    /// The function's name (its binary's).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The service Lambda and the local server run. Each router is one instance: its first
+    /// request is its cold start.
     pub fn into_router(self) -> Router {
         let router = self
             .routes
@@ -148,7 +166,10 @@ impl Function {
         router
             .layer(DefaultBodyLimit::max(self.settings.max_body_bytes))
             .layer(cors::layer(&self.settings.cors_origins))
-            .layer(axum::middleware::from_fn(request_id::middleware))
+            .layer(axum::middleware::from_fn_with_state(
+                request_id::RequestLog::new(self.name),
+                request_id::middleware,
+            ))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP layer every function shares: the API error type (the one place domain errors
 //! become statuses and JSON bodies), extractors whose rejections use that body, request ids and
-//! spans, the client address, CORS from one list, the body limit, the route policy table, and
+//! spans, the request log and its metrics (CloudWatch EMF, in Lambda), the security headers of
+//! every answer, the client address, CORS from one list, the body limit, the route policy table, and
 //! [`Function`]: a function's routes ([`Routes`], built with [`routes!`]) with the request
 //! pipeline around them. The caller-aware stages (authentication, rate limits, idempotency)
 //! live in adiuva-pipeline, so a function with only public routes links no authentication or
@@ -16,6 +17,8 @@ pub mod cors;
 mod error;
 mod extract;
 mod function;
+pub mod headers;
+pub mod metrics;
 pub mod paging;
 mod request_id;
 mod router;
@@ -26,7 +29,7 @@ pub use base64::{Base64, Blob};
 pub use error::{ApiError, ErrorBody, Result};
 pub use extract::{Json, Octets, Path, Query, RawBody};
 pub use function::{Function, HttpSettings, Stages};
-pub use request_id::{ClientAddr, RequestId, current_request_id};
+pub use request_id::{ClientAddr, Gateway, RequestId, current_request_id};
 pub use router::{Declaration, MethodRoutes, Routes};
 
 /// What [`routes!`] expands to, not an API.

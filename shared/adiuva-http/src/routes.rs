@@ -25,6 +25,11 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     // adiuva-local's stub page (checkouts, plugin purchases, payout onboarding): the signed
     // one-time link is the credential.
     ("GET", "/api/v1/billing/stub/{token}"),
+    // adiuva-local's interactive reference of the document (outside production): the page,
+    // its start-up script and Scalar's bundle.
+    ("GET", "/docs"),
+    ("GET", "/docs/init.js"),
+    ("GET", "/docs/scalar.js"),
 ];
 
 /// POSTs that create something: the same `Idempotency-Key` replays their first answer.

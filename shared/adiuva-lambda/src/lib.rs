@@ -1,7 +1,7 @@
 //! Runs a function as an AWS Lambda function behind an API Gateway HTTP API. The router is the
-//! one the local server mounts; this crate only adds what the gateway knows (its request id and
-//! the client's source address), so nothing in a handler knows whether it runs in Lambda or
-//! locally.
+//! one the local server mounts; this crate only adds what the gateway knows (its request id,
+//! the client's source address, and that the request came over HTTPS through it), so nothing in
+//! a handler knows whether it runs in Lambda or locally.
 //!
 //! The client's address is API Gateway's `sourceIp`. Behind the CloudFront distribution of
 //! `infra/` (its `EdgeProtection`, whose WAF throttles each address on the auth routes), the
@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use adiuva_config::{ConfigError, Context, Secret};
-use adiuva_http::{ClientAddr, Function, RequestId};
+use adiuva_http::{ClientAddr, Function, Gateway, RequestId};
 use axum::Router;
 use axum::extract::{Request, State};
 use lambda_http::request::{LambdaRequest, RequestContext};
@@ -70,12 +70,14 @@ fn viewer_address(value: &str) -> Option<IpAddr> {
 }
 
 /// The router with the API Gateway request id and the client's address copied into
-/// extensions.
+/// extensions, and every request marked as having come through the gateway ([`Gateway`]: over
+/// HTTPS, so answers carry HSTS; in Lambda, so the request log writes its metrics).
 pub fn service(router: Router, edge: Edge) -> Router {
     router.layer(axum::middleware::map_request_with_state(edge, from_gateway))
 }
 
 async fn from_gateway(State(edge): State<Edge>, mut request: Request) -> Request {
+    request.extensions_mut().insert(Gateway);
     let (id, source) = match request.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(context)) => (
             context.request_id.clone(),

@@ -40,8 +40,12 @@ struct Stages {
 }
 
 /// `routes` behind the whole pipeline: the function constructor of every function with
-/// authenticated routes.
-pub fn authenticated(routes: Routes, context: &Context) -> Result<Function, ConfigError> {
+/// authenticated routes. `name` is the function's (its binary's) name.
+pub fn authenticated(
+    name: &'static str,
+    routes: Routes,
+    context: &Context,
+) -> Result<Function, ConfigError> {
     let stages = Stages {
         accounts: context.get()?,
         limits: context.get()?,
@@ -53,7 +57,7 @@ pub fn authenticated(routes: Routes, context: &Context) -> Result<Function, Conf
         // one layer: one middleware call per request, not three.
         router.route_layer(from_fn_with_state(stages.clone(), caller_stages))
     });
-    Function::with_stages(routes, context, layer)
+    Function::with_stages(name, routes, context, layer)
 }
 
 /// Authentication, then the rate limit, then idempotency, then the route.
