@@ -106,7 +106,9 @@ mod tests {
 
     #[test]
     fn stub_mode_without_a_key_and_the_reference_prices_by_default() {
-        let settings = BillingSettings::from_source(&Source::default()).unwrap();
+        // A secret given, so that the test generates no development secret in its folder.
+        const SECRET: (&str, &str) = ("JWT_SECRET", "a-test-secret-of-at-least-32-bytes!");
+        let settings = BillingSettings::from_source(&Source::from_pairs([SECRET])).unwrap();
         assert!(settings.stripe.is_none());
         assert_eq!(settings.prices.of(Tier::Pro), "price_pro_monthly");
         assert_eq!(
@@ -115,14 +117,18 @@ mod tests {
         );
         assert_eq!(settings.prices.tier_of("price_other"), None);
         let keyed = BillingSettings::from_source(&Source::from_pairs([
+            SECRET,
             ("STRIPE_SECRET_KEY", "sk_test_1"),
             ("STRIPE_API_BASE", "http://127.0.0.1:9/"),
         ]))
         .unwrap();
         assert_eq!(keyed.stripe.unwrap().api_base, "http://127.0.0.1:9/");
         assert!(
-            BillingSettings::from_source(&Source::from_pairs([("STRIPE_API_BASE", "stripe")]))
-                .is_err()
+            BillingSettings::from_source(&Source::from_pairs([
+                SECRET,
+                ("STRIPE_API_BASE", "stripe")
+            ]))
+            .is_err()
         );
     }
 }
