@@ -525,3 +525,24 @@ fn the_edge_throttles_each_address_on_the_auth_routes() {
         "the functions must get EDGE_ORIGIN_SECRET"
     );
 }
+
+/// Idempotency records, WebSocket connections, limit windows and chat slots expire through
+/// the table's TTL: the template declares, and enables, the attribute the code writes.
+#[test]
+fn the_short_lived_table_expires_items_by_the_attribute_the_code_writes() {
+    let text = std::fs::read_to_string(workspace_root().join("infra/template.yaml")).unwrap();
+    let template: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
+    let table = &template["Resources"]["ShortLivedTable"];
+    assert_eq!(table["Type"].as_str(), Some("AWS::DynamoDB::Table"));
+    let ttl = &table["Properties"]["TimeToLiveSpecification"];
+    assert_eq!(
+        ttl["AttributeName"].as_str(),
+        Some(adiuva_kv::TTL_ATTRIBUTE),
+        "ShortLivedTable's TimeToLiveSpecification"
+    );
+    assert_eq!(
+        ttl["Enabled"].as_bool(),
+        Some(true),
+        "the table's TTL is off"
+    );
+}
