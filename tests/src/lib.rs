@@ -17,7 +17,7 @@ mod auth;
 #[cfg(test)]
 mod backup;
 #[cfg(test)]
-mod billing;
+pub(crate) mod billing;
 #[cfg(test)]
 mod chat;
 #[cfg(test)]
@@ -36,6 +36,8 @@ mod http;
 mod idempotency;
 #[cfg(test)]
 mod isolation;
+#[cfg(test)]
+mod jobs;
 #[cfg(test)]
 mod lambda;
 #[cfg(test)]
