@@ -35,6 +35,8 @@ mod http;
 #[cfg(test)]
 mod idempotency;
 #[cfg(test)]
+mod infra_docs;
+#[cfg(test)]
 mod isolation;
 #[cfg(test)]
 mod jobs;
