@@ -218,6 +218,18 @@ fn janitor_and_chat_ws_link_no_http_framework() {
     }
 }
 
+/// The janitor's jobs purge sessions without the code that makes them: `adiuva-sessions`, not
+/// adiuva-auth with its password hashing and access tokens.
+#[test]
+fn the_janitor_links_no_password_hashing_or_access_tokens() {
+    let graph = graph();
+    let linked = graph.closure("janitor", &[]);
+    for forbidden in ["adiuva-auth", "bcrypt", "jsonwebtoken"] {
+        assert!(!linked.contains(forbidden), "janitor links {forbidden}");
+    }
+    assert!(linked.contains("adiuva-sessions"));
+}
+
 #[test]
 fn health_links_no_caller_store_or_client() {
     let graph = graph();

@@ -25,13 +25,13 @@ backend_tests!(
     after_a_downgrade_data_stays_readable_and_deletable,
 );
 
-async fn billing_app(backend: Backend, stripe: &FakeStripe) -> TestApp {
+pub(crate) async fn billing_app(backend: Backend, stripe: &FakeStripe) -> TestApp {
     let settings = stripe.settings();
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     spawn_app_with(backend, &settings).await
 }
 
-async fn tier(app: &TestApp, user: &TestUser) -> String {
+pub(crate) async fn tier(app: &TestApp, user: &TestUser) -> String {
     let me: Value = app
         .me(&user.tokens.access_token)
         .await
@@ -57,7 +57,7 @@ async fn checkout_url(app: &TestApp, user: &TestUser, tier: &str) -> String {
     body["checkout_url"].as_str().unwrap().to_owned()
 }
 
-async fn subscription(app: &TestApp, user: &TestUser) -> Value {
+pub(crate) async fn subscription(app: &TestApp, user: &TestUser) -> Value {
     app.get_authed("/api/v1/billing/subscription", &user.tokens.access_token)
         .await
         .json()
@@ -66,7 +66,11 @@ async fn subscription(app: &TestApp, user: &TestUser) -> Value {
 }
 
 /// A user who paid for `tier`: checkout, payment, `checkout.session.completed` delivered.
-async fn subscribed(app: &TestApp, stripe: &FakeStripe, tier: &str) -> (TestUser, String) {
+pub(crate) async fn subscribed(
+    app: &TestApp,
+    stripe: &FakeStripe,
+    tier: &str,
+) -> (TestUser, String) {
     let user = app.register_user().await;
     let url = checkout_url(app, &user, tier).await;
     let (session, subscription_id) = stripe.complete_checkout(&url);

@@ -528,3 +528,63 @@ fn the_edge_throttles_each_address_on_the_auth_routes() {
         "the functions must get EDGE_ORIGIN_SECRET"
     );
 }
+
+/// Idempotency records, WebSocket connections, limit windows and chat slots expire through
+/// the table's TTL: the template declares, and enables, the attribute the code writes.
+#[test]
+fn the_short_lived_table_expires_items_by_the_attribute_the_code_writes() {
+    let text = std::fs::read_to_string(workspace_root().join("infra/template.yaml")).unwrap();
+    let template: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
+    let table = &template["Resources"]["ShortLivedTable"];
+    assert_eq!(table["Type"].as_str(), Some("AWS::DynamoDB::Table"));
+    let ttl = &table["Properties"]["TimeToLiveSpecification"];
+    assert_eq!(
+        ttl["AttributeName"].as_str(),
+        Some(adiuva_kv::TTL_ATTRIBUTE),
+        "ShortLivedTable's TimeToLiveSpecification"
+    );
+    assert_eq!(
+        ttl["Enabled"].as_bool(),
+        Some(true),
+        "the table's TTL is off"
+    );
+}
+
+/// Each scheduled job has one EventBridge schedule on the janitor function, whose constant
+/// input names it, and every schedule names a job the function knows.
+#[test]
+fn every_job_has_a_schedule_on_the_janitor_function() {
+    let text = std::fs::read_to_string(workspace_root().join("infra/template.yaml")).unwrap();
+    let template: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
+    let janitor = &template["Resources"]["JanitorFunction"];
+    assert_eq!(
+        janitor["Metadata"]["BuildProperties"]["Binary"].as_str(),
+        Some("janitor")
+    );
+    let events = janitor["Properties"]["Events"]
+        .as_mapping()
+        .expect("JanitorFunction has no Events");
+    let mut scheduled = Vec::new();
+    for (name, event) in events {
+        assert_eq!(event["Type"].as_str(), Some("Schedule"), "{name:?}");
+        let properties = &event["Properties"];
+        let schedule = properties["Schedule"].as_str().unwrap_or_default();
+        assert!(
+            schedule.starts_with("rate(") || schedule.starts_with("cron("),
+            "{name:?}: {schedule}"
+        );
+        let input: serde_json::Value = serde_json::from_str(
+            properties["Input"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name:?} has no constant Input naming its job")),
+        )
+        .unwrap();
+        let job = janitor::Job::of_event(&input).unwrap_or_else(|err| panic!("{name:?}: {err}"));
+        assert_eq!(input["job"].as_str(), Some(job.name()), "{name:?}");
+        scheduled.push(job.name());
+    }
+    scheduled.sort_unstable();
+    let mut jobs: Vec<&str> = janitor::Job::ALL.map(janitor::Job::name).to_vec();
+    jobs.sort_unstable();
+    assert_eq!(scheduled, jobs, "one schedule per job");
+}

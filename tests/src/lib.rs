@@ -17,7 +17,7 @@ mod auth;
 #[cfg(test)]
 mod backup;
 #[cfg(test)]
-mod billing;
+pub(crate) mod billing;
 #[cfg(test)]
 mod chat;
 #[cfg(test)]
@@ -39,7 +39,11 @@ mod http;
 #[cfg(test)]
 mod idempotency;
 #[cfg(test)]
+mod infra_docs;
+#[cfg(test)]
 mod isolation;
+#[cfg(test)]
+mod jobs;
 #[cfg(test)]
 mod lambda;
 #[cfg(test)]

@@ -197,6 +197,16 @@ impl FakeStripe {
         subscription["metadata"]["tier"] = json!(tier);
     }
 
+    /// Stripe moves a subscription's paid period (a renewal, an extension in the dashboard).
+    pub fn set_period_end(&self, id: &str, period_end_secs: i64) {
+        let mut state = self.lock();
+        let subscription = state
+            .subscriptions
+            .get_mut(id)
+            .expect("no such subscription");
+        subscription["items"]["data"][0]["current_period_end"] = json!(period_end_secs);
+    }
+
     /// The user pays on the hosted page: the session completes and its subscription starts.
     /// Returns the session (as the `checkout.session.completed` event carries it) and the
     /// subscription id.

@@ -6,7 +6,10 @@
 //!   production);
 //! - `admin grant <email>` / `admin revoke <email>`: gives or takes the admin role, against the
 //!   database `DATABASE_URL` names (the embedded SQLite file when unset). It takes effect on the
-//!   user's next request.
+//!   user's next request;
+//! - `job <name>`: runs one scheduled job of the janitor function (`janitor`,
+//!   `purge-sessions`, `purge-tombstones`, `reconcile-billing`) once, against the configured
+//!   stores, and prints its summary `{"job":"<name>", ...counts}` as the last line of stdout.
 
 use adiuva_access::Role;
 use adiuva_auth::Accounts;
@@ -73,12 +76,32 @@ pub async fn run(args: &[String], context: &Context) -> Result<(), Error> {
             println!("{email} ({user_id}) is now {} in {database}", role.as_str());
             Ok(())
         }
+        ["job", name] => {
+            let line = job(context, name).await?;
+            println!("{line}");
+            Ok(())
+        }
         _ => Err(format!(
-            "unknown command {:?}; expected `serve`, `migrate`, or `admin grant|revoke <email>`",
-            args.join(" ")
+            "unknown command {:?}; expected `serve`, `migrate`, `admin grant|revoke <email>`, or `job <name>` ({})",
+            args.join(" "),
+            janitor::Job::names()
         )
         .into()),
     }
+}
+
+/// Runs the scheduled job `name` once, as its schedule does in Lambda (the same
+/// `Janitor::run_job`), and answers its summary line `{"job":"<name>", ...counts}`.
+pub async fn job(context: &Context, name: &str) -> Result<String, Error> {
+    let Some(job) = janitor::Job::parse(name) else {
+        return Err(format!(
+            "unknown job {name:?}; expected one of {}",
+            janitor::Job::names()
+        )
+        .into());
+    };
+    let janitor = janitor::Janitor::new(context)?;
+    Ok(janitor.run_job(job).await?.summary_line())
 }
 
 #[cfg(test)]

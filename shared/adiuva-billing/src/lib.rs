@@ -10,6 +10,8 @@
 //!   any order end in the current state (`state`).
 //! - [`Billing::cancel`]: at the end of the paid period (default) or now.
 //! - [`Billing::portal`]: a Billing Portal session for cards and invoices.
+//! - [`Billing::reconcile`]: every live subscription read again from Stripe, for changes whose
+//!   webhook was lost (`reconcile`; the janitor's `reconcile-billing` job).
 //! - Stub mode, without `STRIPE_SECRET_KEY`: checkout answers a signed one-time URL; opening
 //!   it (the local server serves it) activates the tier, so the desktop app can try every
 //!   tier without Stripe.
@@ -17,6 +19,7 @@
 //! Every POST to Stripe carries an idempotency key made of our ids, and retries of a call reuse
 //! it (`stripe`).
 
+mod reconcile;
 mod settings;
 mod state;
 mod stripe;
@@ -33,6 +36,7 @@ use adiuva_db::Database;
 use adiuva_error::{DomainError, ErrorKind};
 use serde::Serialize;
 
+pub use reconcile::ReconcileReport;
 pub use settings::{BillingSettings, Prices, StripeSettings};
 pub use state::SubscriptionView;
 pub use stripe::{ChargeState, PaymentSession, Purchase, Remote, StripeApi, StripeFailure};
@@ -259,6 +263,17 @@ impl Billing {
             }
             _ => Ok(false),
         }
+    }
+
+    /// Reads every live subscription (active, trialing, past due) again from Stripe and
+    /// corrects the rows that drifted (tier, status, period), logging each correction. Stub
+    /// mode has nothing at Stripe to compare with: nothing is checked.
+    pub async fn reconcile(&self) -> Result<ReconcileReport, BillingError> {
+        let Some(stripe) = &self.inner.stripe else {
+            tracing::info!("stub mode (no STRIPE_SECRET_KEY): no subscription to reconcile");
+            return Ok(ReconcileReport::default());
+        };
+        reconcile::reconcile(&self.inner.db, stripe, &self.inner.settings.prices).await
     }
 
     /// A Billing Portal session of the caller's customer.

@@ -42,7 +42,7 @@ const TRANSIENT_CODES: &[&str] = &[
 pub(crate) const PK: &str = "pk";
 pub(crate) const SK: &str = "sk";
 pub(crate) const VALUE: &str = "value";
-pub(crate) const EXPIRES_AT: &str = "expires_at";
+pub(crate) const EXPIRES_AT: &str = crate::TTL_ATTRIBUTE;
 /// The number of a counter ([`crate::KvStore::increment`]); counters have no `value`.
 pub(crate) const COUNT: &str = "count";
 

@@ -33,6 +33,12 @@ use serde_json::Value;
 pub use dynamo::DynamoStore;
 pub use memory::MemoryStore;
 
+/// The DynamoDB attribute that holds an item's expiry (epoch seconds): the table's TTL
+/// attribute, so DynamoDB deletes expired idempotency records, WebSocket connections, limit
+/// windows and chat slots by itself. `infra/template.yaml` declares the same name in the
+/// table's `TimeToLiveSpecification` (a test compares them).
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
 /// Boxed cause carried by [`KvError`], so callers log the whole chain.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

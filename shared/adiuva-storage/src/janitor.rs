@@ -60,9 +60,7 @@ impl Storage {
         .execute(db)
         .await?
         .rows_affected();
-        let tombstones_purged = self
-            .purge_tombstones(now.saturating_sub(self.inner.tombstone_retention_ms))
-            .await?;
+        let tombstones_purged = self.purge_expired_tombstones().await?;
         let mut report = SweepReport {
             expired_uploads,
             tombstones_purged,
@@ -120,6 +118,18 @@ impl Storage {
         .execute(db)
         .await?;
         Ok(report)
+    }
+
+    /// Removes the sync tombstones older than `TOMBSTONE_RETENTION_DAYS` and raises their
+    /// users' horizons; how many went. Part of every [`Storage::sweep`], and the
+    /// `purge-tombstones` job on its own.
+    pub async fn purge_expired_tombstones(&self) -> Result<u64, StorageError> {
+        let cutoff = now_ms().saturating_sub(self.inner.tombstone_retention_ms);
+        let purged = self.purge_tombstones(cutoff).await?;
+        if purged > 0 {
+            tracing::info!(purged, "sync tombstones past the retention removed");
+        }
+        Ok(purged)
     }
 
     /// Which of `keys` a row refers to.
