@@ -43,6 +43,8 @@ mod limits;
 #[cfg(test)]
 pub(crate) mod marketplace;
 #[cfg(test)]
+mod measure;
+#[cfg(test)]
 mod paging;
 #[cfg(test)]
 mod pipeline;
