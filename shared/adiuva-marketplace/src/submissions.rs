@@ -1,5 +1,6 @@
 //! Developer submissions: a manifest and an uploaded package, checked by the [`checklist`],
-//! stored as a version waiting for review. Any signed-in user may be a developer. A plugin id
+//! stored as a version waiting for review. Any signed-in user may submit, but a package needs
+//! a tier with the marketplace (adiuva-storage's upload flow checks it). A plugin id
 //! belongs to the developer whose submission first passed the checklist while that
 //! submission is under review or once a version is approved; a reviewer's rejection of a
 //! plugin never approved releases the id to whoever next submits it. A new version of a
