@@ -39,7 +39,8 @@ pub struct ChatRequest {
         pattern = r"[^\t\n\x0B\x0C\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
     )]
     pub message: String,
-    /// Serialized, at most 256 KiB (more is 413).
+    /// Serialized, at most 256 KiB (more is 413). Read within its bounds: a context of tens of
+    /// thousands of tiny values (about 12 MiB once parsed) is refused the same way.
     #[serde(default)]
     pub context: ChatContext,
     #[serde(default)]
