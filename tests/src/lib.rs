@@ -51,6 +51,8 @@ mod limits;
 #[cfg(test)]
 pub(crate) mod marketplace;
 #[cfg(test)]
+mod measure;
+#[cfg(test)]
 mod money;
 #[cfg(test)]
 mod paging;

@@ -8,6 +8,7 @@ use adiuva_http::{
     ErrorBody, Function, Json, Path, Query, RawBody, Result, Routes, StatusCode, routes,
 };
 use adiuva_marketplace::catalog::{CatalogQuery, PluginDetail, PluginList, Rating, RatingRequest};
+use adiuva_marketplace::checklist::Manifest;
 use adiuva_marketplace::developers::{DeveloperAccount, Onboarding};
 use adiuva_marketplace::installs::{CheckoutNeeded, InstallOutcome, Installed, Uninstalled};
 use adiuva_marketplace::openapi::PluginSubmission;
@@ -71,7 +72,9 @@ async fn list(
 
 /// Submits a plugin version: the manifest and a package committed through
 /// `POST /api/v1/storage/uploads` with purpose `plugin_package`. Every check of the automated
-/// checklist runs; a failure answers 422 with every reason.
+/// checklist runs; a failure answers 422 with every reason. The body is read into a
+/// [`Manifest`] with every field's bound applied while parsing: no client array or string
+/// grows past its field's limit in memory, and a body that is not an object is 422 at once.
 #[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins",
     request_body(content = PluginSubmission, description = "The manifest and the committed package"),
     responses(
@@ -83,7 +86,7 @@ async fn list(
 async fn submit(
     State(marketplace): State<Marketplace>,
     CurrentUser(caller): CurrentUser,
-    Json(manifest): Json<serde_json::Value>,
+    Json(manifest): Json<Manifest>,
 ) -> Result<(StatusCode, Json<Submitted>)> {
     Ok((
         StatusCode::CREATED,
@@ -280,7 +283,7 @@ async fn queue(
     responses(
         (status = 200, description = "The decision, recorded", body = ReviewOutcome),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 403, description = "Not an admin, or the admin's own plugin (`own_plugin`)", body = ErrorBody),
         (status = 404, description = "No such plugin", body = ErrorBody),
         (status = 409, description = "No version waiting for review", body = ErrorBody),
         (status = 422, description = "Unknown decision, or a rejection without notes", body = ErrorBody),

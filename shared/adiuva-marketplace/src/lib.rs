@@ -53,6 +53,10 @@ pub enum MarketplaceError {
     Access(#[from] AccessError),
     #[error("the plugin id {0:?} belongs to another developer")]
     IdTaken(String),
+    #[error("an admin does not review their own plugin: another admin must")]
+    OwnPlugin,
+    #[error("the automated checklist did not finish")]
+    ChecklistAborted(#[source] tokio::task::JoinError),
     #[error("a version of this plugin is already waiting for review")]
     ReviewPending,
     #[error("no version of this plugin is waiting for review")]
@@ -97,10 +101,12 @@ impl DomainError for MarketplaceError {
             Self::PluginNotFound => ErrorKind::NotFound,
             Self::Invalid(_) | Self::ChecklistFailed(_) => ErrorKind::Invalid,
             Self::Access(err) => err.kind(),
-            Self::NotInstalled | Self::ForeignPurchase | Self::PurchaseDisputed => {
-                ErrorKind::Forbidden
-            }
+            Self::NotInstalled
+            | Self::ForeignPurchase
+            | Self::PurchaseDisputed
+            | Self::OwnPlugin => ErrorKind::Forbidden,
             Self::PluginClosed => ErrorKind::Gone,
+            Self::ChecklistAborted(_) => ErrorKind::Internal,
             Self::IdTaken(_) | Self::ReviewPending | Self::NothingToReview | Self::Blocked(_) => {
                 ErrorKind::Conflict
             }
@@ -118,6 +124,8 @@ impl DomainError for MarketplaceError {
             Self::Invalid(_) => "validation_error",
             Self::Access(err) => err.code(),
             Self::IdTaken(_) => "plugin_id_taken",
+            Self::OwnPlugin => "own_plugin",
+            Self::ChecklistAborted(_) => "internal_error",
             Self::ReviewPending => "review_pending",
             Self::NothingToReview => "nothing_to_review",
             Self::ChecklistFailed(_) => "checklist_failed",

@@ -81,7 +81,8 @@ pub struct PluginSubmission {
     /// 3 to 64 characters on one line, without leading or trailing whitespace.
     #[schema(schema_with = name)]
     pub name: String,
-    /// A semantic version (`MAJOR.MINOR.PATCH`, pre-release and build allowed).
+    /// A semantic version (`MAJOR.MINOR.PATCH`, pre-release and build allowed), at most 64
+    /// characters.
     #[schema(schema_with = version)]
     pub version: String,
     /// 10 to 2000 characters without leading or trailing whitespace; control characters but
@@ -101,7 +102,7 @@ pub struct PluginSubmission {
     #[schema(schema_with = price_cents)]
     pub price_cents: Option<i64>,
     /// The `target_id` of a committed `plugin_package` upload of the caller.
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, max_length = 64)]
     pub package_id: String,
     /// Lowercase hex SHA-256 of the package.
     #[schema(pattern = "^[0-9a-f]{64}$")]
@@ -122,9 +123,10 @@ fn version() -> ObjectBuilder {
         format!(
             r"^{NUMBER}\.{NUMBER}\.{NUMBER}(?:-{PRE}(?:\.{PRE})*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
         ),
-        "A semantic version (`MAJOR.MINOR.PATCH`, pre-release and build allowed), higher than \
-         the plugin's approved version.",
+        "A semantic version (`MAJOR.MINOR.PATCH`, pre-release and build allowed) of at most 64 \
+         characters, higher than the plugin's approved version.",
     )
+    .max_length(Some(crate::checklist::MAX_VERSION_CHARS))
 }
 
 fn description() -> ObjectBuilder {
@@ -161,6 +163,7 @@ fn permissions() -> ArrayBuilder {
                 .enum_values(Some(ALLOWED_PERMISSIONS)),
         )
         .unique_items(true)
+        .max_items(Some(crate::checklist::MAX_PERMISSIONS))
         .description(Some("Distinct permissions from the allowed set."))
 }
 

@@ -107,6 +107,7 @@ struct QueueRow {
 struct Pending {
     id: String,
     version: String,
+    developer_id: String,
 }
 
 fn notes_of(notes: Option<String>) -> Result<Option<String>, MarketplaceError> {
@@ -164,7 +165,8 @@ impl Marketplace {
 
     /// Approves or rejects the plugin's version under review. An approval makes it the
     /// listing (name, version, price, package, ...); a rejection of a plugin never approved
-    /// marks the listing rejected, and leaves a listed plugin as it was.
+    /// marks the listing rejected (which releases its id), and leaves a listed plugin as it
+    /// was. No admin decides on a version they submitted (403 `own_plugin`).
     pub async fn review(
         &self,
         admin: &Caller,
@@ -193,12 +195,17 @@ impl Marketplace {
             return Err(MarketplaceError::PluginNotFound);
         }
         let pending: Pending = sqlx::query_as(
-            "SELECT id, version FROM plugin_versions WHERE plugin_id = $1 AND status = 'pending_review'",
+            "SELECT id, version, developer_id FROM plugin_versions \
+             WHERE plugin_id = $1 AND status = 'pending_review'",
         )
         .bind(plugin_id)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(MarketplaceError::NothingToReview)?;
+        if pending.developer_id == admin.id {
+            // Four eyes: the review is the check of a developer's work by someone else.
+            return Err(MarketplaceError::OwnPlugin);
+        }
         sqlx::query("UPDATE plugin_versions SET status = $2 WHERE id = $1")
             .bind(&pending.id)
             .bind(decision)

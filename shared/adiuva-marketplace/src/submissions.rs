@@ -1,7 +1,14 @@
 //! Developer submissions: a manifest and an uploaded package, checked by the [`checklist`],
-//! stored as a version waiting for review. Any signed-in user may be a developer. A plugin id
-//! belongs to the developer whose submission first passed the checklist; a new version of a
+//! stored as a version waiting for review. Any signed-in user may submit, but a package needs
+//! a tier with the marketplace (adiuva-storage's upload flow checks it). A plugin id
+//! belongs to the developer whose submission first passed the checklist while that
+//! submission is under review or once a version is approved; a reviewer's rejection of a
+//! plugin never approved releases the id to whoever next submits it. A new version of a
 //! plugin is a new submission of its id by that developer, one under review at a time.
+//!
+//! A submission that fails the checklist keeps only the verdict (the checks' results, the
+//! version and when): none of the fields it was sent with, and no hold on its package, which
+//! the janitor collects like any unused one.
 //!
 //! [`checklist`]: crate::checklist
 
@@ -10,7 +17,6 @@ use std::collections::BTreeMap;
 use adiuva_access::Caller;
 use adiuva_db::{new_id, now_ms};
 use serde::Serialize;
-use serde_json::Value;
 use sqlx::AnyConnection;
 
 use crate::catalog::lock_plugin;
@@ -101,10 +107,14 @@ struct Owner {
 
 impl Marketplace {
     /// Checks a submission and stores it: waiting for review when every check passed, else
-    /// as rejected by the checklist (under an id the caller may use) and refused with every
-    /// reason.
-    pub async fn submit(&self, caller: &Caller, raw: Value) -> Result<Submitted, MarketplaceError> {
-        let manifest = Manifest::read(raw);
+    /// as rejected by the checklist (under an id the caller may use: only the verdict) and
+    /// refused with every reason. The manifest was read within its bounds; the checks run on
+    /// the blocking pool, so a name compared with many others never holds an async worker.
+    pub async fn submit(
+        &self,
+        caller: &Caller,
+        manifest: Manifest,
+    ) -> Result<Submitted, MarketplaceError> {
         let id_usable = checklist::valid_id(&manifest.id);
         let mut facts = Facts::default();
         if id_usable {
@@ -115,7 +125,7 @@ impl Marketplace {
                     .fetch_optional(&mut *conn)
                     .await?;
             if let Some(owner) = &owner {
-                if owner.author_id.as_deref() != Some(caller.id.as_str()) {
+                if owner.author_id.as_deref() != Some(caller.id.as_str()) && !released(owner) {
                     return Err(MarketplaceError::IdTaken(manifest.id));
                 }
                 if owner.status == "approved" {
@@ -148,22 +158,18 @@ impl Marketplace {
             facts.payouts_ready = self.purchases().payouts_ready(&caller.id).await?;
         }
 
-        let checks = checklist::run(&manifest, &facts);
+        let (manifest, facts, checks) = tokio::task::spawn_blocking(move || {
+            let checks = checklist::run(&manifest, &facts);
+            (manifest, facts, checks)
+        })
+        .await
+        .map_err(MarketplaceError::ChecklistAborted)?;
         let package_key = facts.package.as_ref().map(|p| p.s3_key.as_str());
         let version_id = new_id();
         if checks.iter().any(|check| !check.passed) {
             if id_usable {
                 let mut conn = self.db().pool().acquire().await?;
-                insert_version(
-                    &mut conn,
-                    &version_id,
-                    caller,
-                    &manifest,
-                    package_key,
-                    "rejected",
-                    &checks,
-                )
-                .await?;
+                insert_verdict(&mut conn, &version_id, caller, &manifest, &checks).await?;
             }
             tracing::info!(plugin_id = manifest.id, "submission failed the checklist");
             return Err(MarketplaceError::ChecklistFailed(checks));
@@ -207,11 +213,21 @@ impl Marketplace {
                     .bind(&manifest.id)
                     .fetch_one(&mut *tx)
                     .await?;
-            if owner.author_id.as_deref() != Some(caller.id.as_str()) {
+            let mine = owner.author_id.as_deref() == Some(caller.id.as_str());
+            if !mine && !released(&owner) {
                 // Another developer's first submission of this id won a race with ours.
                 return Err(MarketplaceError::IdTaken(manifest.id));
             }
-            if owner.status != "approved" {
+            if !mine {
+                // The id was released by the rejection of its first developer's submission:
+                // the listing is made again from ours.
+                sqlx::query("UPDATE plugins SET author_id = $2 WHERE id = $1")
+                    .bind(&manifest.id)
+                    .bind(&caller.id)
+                    .execute(&mut *tx)
+                    .await?;
+                list_version(&mut tx, &version_id, "pending_review").await?;
+            } else if owner.status != "approved" {
                 // Not listed yet: the listing shows the submission under review.
                 list_version(&mut tx, &version_id, "pending_review").await?;
             }
@@ -289,6 +305,27 @@ impl Marketplace {
         }
         Ok(plugins.into_values().collect())
     }
+}
+
+/// A listing whose every submission was rejected by a reviewer (never approved: an approved
+/// plugin's rejected update leaves it approved) holds its id for no one. The built-in plugins
+/// (no author) are approved, so they stay nobody's.
+fn released(owner: &Owner) -> bool {
+    owner.status == "rejected"
+}
+
+/// Records a submission refused by the checklist: its verdict (the checks, with their bounded
+/// details), the id and the version it was for, and nothing else it was sent with (no name,
+/// description or author; no package, which stays unused and is collected).
+async fn insert_verdict(
+    conn: &mut AnyConnection,
+    version_id: &str,
+    caller: &Caller,
+    manifest: &Manifest,
+    checks: &[CheckResult],
+) -> Result<(), sqlx::Error> {
+    let verdict = manifest.verdict_only();
+    insert_version(conn, version_id, caller, &verdict, None, "rejected", checks).await
 }
 
 /// Makes a version the plugin's listing (its name, version, price, package, ...), with

@@ -15,8 +15,32 @@ use serde::Serialize;
 
 use crate::{Storage, StorageError};
 
-/// How long a committed plugin package may wait for a submission that uses it.
-const UNUSED_PACKAGE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// How long a committed plugin package may wait for a submission that uses it, and how long
+/// the package of a rejected version is kept after the rejection (the developer may fix the
+/// manifest and submit the same package again).
+pub const PACKAGE_GRACE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Packages one sweep collects at most (the rest waits for the next run).
+const PACKAGES_PER_SWEEP: i64 = 500;
+
+/// A package nothing needs: no version under review or approved names it (approved ones are
+/// kept for good: their installers and buyers may need the version they got), the listing does
+/// (unless rejected) does not name it, no version naming it was submitted or rejected within the grace period, and
+/// it is older than the grace period. `$1` is the cutoff.
+const COLLECTABLE: &str = "plugin_packages.created_at < $1 \
+     AND NOT EXISTS (SELECT 1 FROM plugins WHERE plugins.s3_package_key = plugin_packages.s3_key \
+         AND plugins.status <> 'rejected') \
+     AND NOT EXISTS (SELECT 1 FROM plugin_versions v WHERE v.package_id = plugin_packages.id \
+         AND (v.status <> 'rejected' OR v.submitted_at >= $1 OR EXISTS (SELECT 1 FROM \
+         plugin_reviews r WHERE r.version_id = v.id AND r.reviewed_at >= $1)))";
+
+#[derive(sqlx::FromRow)]
+struct Collectable {
+    id: String,
+    user_id: String,
+    size_bytes: i64,
+    quota_counted: i64,
+}
 
 /// The `janitor_state` row of the blob walk.
 const BLOB_WALK: &str = "blobs";
@@ -31,7 +55,8 @@ pub struct SweepReport {
     pub expired_uploads: u64,
     /// Sync tombstones older than the retention.
     pub tombstones_purged: u64,
-    /// Plugin packages uploaded but never submitted.
+    /// Plugin packages collected: never submitted, or only by rejected versions, for longer
+    /// than the grace period. Their bytes were given back to the developer's quota.
     pub unused_packages: u64,
     pub orphans_deleted: u64,
     /// Unreferenced blobs younger than the grace period: possibly a write still in flight.
@@ -40,7 +65,7 @@ pub struct SweepReport {
 
 impl Storage {
     /// Deletes expired pending uploads, sync tombstones older than the retention and plugin
-    /// packages no submission used within a week, then, page by page from where the last sweep stopped and within the time budget, every
+    /// packages nothing needs (unused, or of rejected versions, for a week), then, page by page from where the last sweep stopped and within the time budget, every
     /// blob no row refers to that is older than the grace period. A blob is referenced by a
     /// record, a backup, a pending upload or a plugin package.
     pub async fn sweep(&self) -> Result<SweepReport, StorageError> {
@@ -52,14 +77,7 @@ impl Storage {
             .execute(db)
             .await?
             .rows_affected();
-        let unused_packages = sqlx::query(
-            "DELETE FROM plugin_packages WHERE created_at < $1 AND NOT EXISTS \
-             (SELECT 1 FROM plugin_versions WHERE plugin_versions.package_id = plugin_packages.id)",
-        )
-        .bind(now - UNUSED_PACKAGE_MS)
-        .execute(db)
-        .await?
-        .rows_affected();
+        let unused_packages = self.collect_packages(now - PACKAGE_GRACE_MS).await?;
         let tombstones_purged = self.purge_expired_tombstones().await?;
         let mut report = SweepReport {
             expired_uploads,
@@ -130,6 +148,67 @@ impl Storage {
             tracing::info!(purged, "sync tombstones past the retention removed");
         }
         Ok(purged)
+    }
+
+    /// Deletes the package rows nothing needs any more (see [`COLLECTABLE`]), each in a
+    /// transaction that gives its bytes back to the developer's cloud storage quota; the blob
+    /// is then unreferenced, and the blob walk deletes it. The condition is checked again in
+    /// the `DELETE`, so a package submitted again meanwhile (or a sweep running beside this
+    /// one) keeps it, and bytes are given back once.
+    async fn collect_packages(&self, cutoff: i64) -> Result<u64, StorageError> {
+        let candidates: Vec<Collectable> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, user_id, size_bytes, quota_counted FROM plugin_packages \
+             WHERE {COLLECTABLE} ORDER BY created_at LIMIT {PACKAGES_PER_SWEEP}"
+        )))
+        .bind(cutoff)
+        .fetch_all(self.inner.db.pool())
+        .await?;
+        let mut collected = 0;
+        for package in candidates {
+            let mut tx = self.inner.db.pool().begin().await?;
+            // The rejected versions that named it no longer point at its blob.
+            sqlx::query(
+                "UPDATE plugin_versions SET package_key = NULL \
+                 WHERE package_id = $1 AND status = 'rejected'",
+            )
+            .bind(&package.id)
+            .execute(&mut *tx)
+            .await?;
+            let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM plugin_packages WHERE id = $2 AND {COLLECTABLE}"
+            )))
+            .bind(cutoff)
+            .bind(&package.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if deleted == 0 {
+                tx.rollback().await?;
+                continue;
+            }
+            if package.quota_counted != 0 {
+                adiuva_access::quota::reserve(
+                    &mut tx,
+                    &package.user_id,
+                    adiuva_access::tiers::Tier::Free,
+                    adiuva_access::tiers::Quota::CloudStorage,
+                    adiuva_access::quota::Delta {
+                        count: 0,
+                        bytes: -package.size_bytes,
+                    },
+                    None,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            collected += 1;
+            tracing::info!(
+                package_id = package.id,
+                user_id = package.user_id,
+                "unneeded plugin package collected"
+            );
+        }
+        Ok(collected)
     }
 
     /// Which of `keys` a row refers to.

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use adiuva_access::Caller;
-use adiuva_access::quota::used_bytes;
-use adiuva_access::tiers::{AccessError, Quota};
+use adiuva_access::quota::{Delta, reserve, used_bytes};
+use adiuva_access::tiers::{AccessError, Feature, Quota, require_feature};
 use adiuva_db::{new_id, now_ms};
 use serde::{Deserialize, Serialize};
 
@@ -62,8 +62,9 @@ pub enum UploadRequest {
         #[schema(pattern = "^[0-9a-f]{64}$")]
         checksum: String,
     },
-    /// A plugin package (an opaque archive, at most 20 MiB) for a marketplace submission; it
-    /// counts against no quota.
+    /// A plugin package (an opaque archive, at most 20 MiB) for a marketplace submission: a
+    /// tier with the marketplace (Power, Team; else 403), and its bytes count against the
+    /// cloud storage quota until the janitor collects it (unused, or of a rejected version).
     PluginPackage {
         #[schema(schema_with = size_bytes)]
         size_bytes: u64,
@@ -153,19 +154,21 @@ impl Storage {
         size: u64,
     ) -> Result<(), StorageError> {
         let Some(limit) = limit else { return Ok(()) };
-        let purpose = match quota {
-            Quota::CloudStorage => "record",
-            Quota::Backup => "backup",
+        // Packages count against cloud storage like records.
+        let (purpose, also) = match quota {
+            Quota::CloudStorage => ("record", "plugin_package"),
+            Quota::Backup => ("backup", "backup"),
         };
         let mut conn = self.inner.db.pool().acquire().await?;
         let used = u64::try_from(used_bytes(&mut conn, &user.id, quota).await?).unwrap_or(0);
         let pending: i64 = sqlx::query_scalar(
             "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM pending_uploads \
-             WHERE user_id = $1 AND purpose = $2 AND expires_at >= $3",
+             WHERE user_id = $1 AND purpose IN ($2, $4) AND expires_at >= $3",
         )
         .bind(&user.id)
         .bind(purpose)
         .bind(now_ms())
+        .bind(also)
         .fetch_one(&mut *conn)
         .await?;
         let pending = u64::try_from(pending).unwrap_or(0);
@@ -309,6 +312,9 @@ impl Storage {
                 pending.target_id = backup_id;
             }
             UploadRequest::PluginPackage { .. } => {
+                let limit = package_quota(self, user)?;
+                self.quota_precheck(user, Quota::CloudStorage, limit, size)
+                    .await?;
                 let package_id = new_id();
                 pending.purpose = "plugin_package".into();
                 pending.s3_key = package_key(&user.id, &package_id);
@@ -428,7 +434,7 @@ impl Storage {
                 Committed::Record { record }
             }
             ("plugin_package", _) => {
-                let package = self
+                let finished = self
                     .finish_package(
                         user,
                         &pending.target_id,
@@ -437,7 +443,14 @@ impl Storage {
                         &pending.checksum,
                         upload_id,
                     )
-                    .await?;
+                    .await;
+                let package = match finished {
+                    Ok(package) => package,
+                    Err(err) => {
+                        self.discard_unless_uncertain(key, &err).await;
+                        return Err(err);
+                    }
+                };
                 Committed::PluginPackage { package }
             }
             _ => {
@@ -465,6 +478,25 @@ impl Storage {
     }
 }
 
+/// The cloud storage a package may use: only a tier with the marketplace uploads packages,
+/// and a tier without cloud storage (none has the marketplace today) stores none.
+fn package_quota(storage: &Storage, user: &Caller) -> Result<Option<u64>, StorageError> {
+    require_feature(user.tier, Feature::PluginMarketplace)?;
+    let limit = adiuva_access::tiers::quota_bytes(
+        user.tier,
+        Quota::CloudStorage,
+        storage.inner.quota_unit_bytes,
+    );
+    if limit == Some(0) {
+        return Err(AccessError::QuotaExceeded {
+            quota: Quota::CloudStorage,
+            tier: user.tier,
+        }
+        .into());
+    }
+    Ok(limit)
+}
+
 impl Storage {
     /// Whether an upload to `key` is still open: a pending upload that has not expired targets
     /// exactly that key. An upload URL names its key, and that key is written once; but once
@@ -485,7 +517,9 @@ impl Storage {
         Ok(open > 0)
     }
 
-    /// Records a verified package and ends its upload, in one transaction.
+    /// Records a verified package and ends its upload, in one transaction that reserves its
+    /// bytes under the cloud storage quota (the tier is checked again: it is the live one).
+    /// `quota_counted` tells the janitor to give them back when it collects the package.
     async fn finish_package(
         &self,
         user: &Caller,
@@ -495,12 +529,25 @@ impl Storage {
         checksum: &str,
         upload_id: &str,
     ) -> Result<PackageMeta, StorageError> {
+        let limit = package_quota(self, user)?;
         let created_at = now_ms();
         let mut tx = self.inner.db.pool().begin().await?;
+        reserve(
+            &mut tx,
+            &user.id,
+            user.tier,
+            Quota::CloudStorage,
+            Delta {
+                count: 0,
+                bytes: size_bytes,
+            },
+            limit,
+        )
+        .await?;
         forget_upload(&mut tx, Some(upload_id)).await?;
         sqlx::query(
-            "INSERT INTO plugin_packages (id, user_id, s3_key, size_bytes, checksum, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO plugin_packages (id, user_id, s3_key, size_bytes, checksum, created_at, \
+             quota_counted) VALUES ($1, $2, $3, $4, $5, $6, 1)",
         )
         .bind(package_id)
         .bind(&user.id)
