@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::harness::{Backend, TestApp, TestUser, error_body};
+use crate::harness::{Backend, TestApp, TestUser, error_body, spawn_app_with};
 use crate::marketplace::{
     PACKAGE, admin, buy, decide, detail, install, json_of, manifest, payout_ready, publish,
     revenue_of, send, stripe_app, submit, upload_package, user_with_tier,
@@ -76,7 +76,11 @@ async fn purchase_status(app: &TestApp, purchase_id: &str) -> String {
 
 async fn a_deleted_developer_s_sales_are_still_refunded_and_disputed(backend: Backend) {
     let stripe = FakeStripe::start().await;
-    let app = stripe_app(backend, &stripe).await;
+    // No grace period: the janitor's sweep below deletes any blob nothing refers to.
+    let mut settings = stripe.settings();
+    settings.push(("ORPHAN_GRACE_MINUTES", "0".to_owned()));
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn_app_with(backend, &settings).await;
     let (developer, reviewer) = (user_with_tier(&app, "power").await, admin(&app).await);
     let (first, second, newcomer) = (
         user_with_tier(&app, "power").await,
@@ -129,9 +133,10 @@ async fn a_deleted_developer_s_sales_are_still_refunded_and_disputed(backend: Ba
         .unwrap();
     assert_eq!(downloaded.status(), StatusCode::OK);
     assert_eq!(downloaded.bytes().await.unwrap().as_ref(), PACKAGE);
-    // The janitor keeps it too.
+    // The janitor keeps it too, and the account's purge did not take it.
     let storage: adiuva_storage::Storage = app.context.get().unwrap();
     storage.sweep().await.unwrap();
+    storage.purge_user_blobs(&developer.id).await.unwrap();
     let installed = json_of(install(&app, &second, "focus-timer").await, StatusCode::OK).await;
     let downloaded = app
         .client
@@ -140,6 +145,7 @@ async fn a_deleted_developer_s_sales_are_still_refunded_and_disputed(backend: Ba
         .await
         .unwrap();
     assert_eq!(downloaded.status(), StatusCode::OK);
+    assert_eq!(downloaded.bytes().await.unwrap().as_ref(), PACKAGE);
     // No one else can buy it any more, and the catalog does not list it.
     error_body(
         install(&app, &newcomer, "focus-timer").await,

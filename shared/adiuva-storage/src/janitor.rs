@@ -230,7 +230,8 @@ impl Storage {
              UNION ALL SELECT s3_key FROM backup_metadata WHERE s3_key IN ({list}) \
              UNION ALL SELECT s3_key FROM pending_uploads WHERE s3_key IN ({list}) \
              UNION ALL SELECT s3_key FROM plugin_packages WHERE s3_key IN ({list}) \
-             UNION ALL SELECT s3_package_key FROM plugins WHERE s3_package_key IN ({list})"
+             UNION ALL SELECT s3_package_key FROM plugins WHERE s3_package_key IN ({list}) \
+             AND status <> 'rejected'"
         );
         let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for key in &keys {
