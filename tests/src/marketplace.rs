@@ -32,6 +32,7 @@ backend_tests!(
     packages_need_the_marketplace_tier_and_count_against_the_quota,
     a_failed_submission_keeps_only_the_verdict,
     the_janitor_collects_a_rejected_versions_package_after_the_grace_period,
+    the_janitor_collects_a_superseded_versions_package_after_the_grace_period,
     no_admin_reviews_their_own_plugin,
     a_rejected_first_submission_releases_its_id,
 );
@@ -2216,6 +2217,56 @@ async fn the_janitor_collects_a_rejected_versions_package_after_the_grace_period
     assert_eq!((again.unused_packages, again.orphans_deleted), (0, 0));
     let buyer = user_with_tier(&app, "power").await;
     json_of(install(&app, &buyer, "listed-one").await, StatusCode::OK).await;
+}
+
+/// Issue 20, item 4: packages of superseded versions were never collected. Installs download
+/// the listing's package, so once a newer version is approved the older package serves no
+/// one: the janitor removes it a grace period after that approval, with its bytes; the
+/// listing's stays.
+async fn the_janitor_collects_a_superseded_versions_package_after_the_grace_period(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, &[("ORPHAN_GRACE_MINUTES", "0")]).await;
+    let (developer, reviewer) = (developer(&app).await, admin(&app).await);
+    let storage: adiuva_storage::Storage = app.context.get().unwrap();
+    publish(&app, &developer, &reviewer, "focus-timer", "Focus Timer", 0).await;
+    let first = package_rows(&app).await;
+    age(&app, 30).await;
+    let newer_bytes = b"the package of version 2";
+    let package = upload_package(&app, &developer.tokens.access_token, newer_bytes).await;
+    let mut newer = manifest("focus-timer", "Focus Timer", "2.0.0", 0, &package);
+    newer["package_checksum"] = json!(sha(newer_bytes));
+    json_of(submit(&app, &developer, &newer).await, StatusCode::CREATED).await;
+    // Under review, the old version is still the listing: nothing goes.
+    assert_eq!(storage.sweep().await.unwrap().unused_packages, 0);
+    json_of(
+        decide(&app, &reviewer, "focus-timer", "approve", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    // Within the grace period after the approval: kept.
+    assert_eq!(storage.sweep().await.unwrap().unused_packages, 0);
+    assert_eq!(package_rows(&app).await.len(), 2);
+    age(&app, 8).await;
+    let swept = storage.sweep().await.unwrap();
+    assert_eq!((swept.unused_packages, swept.orphans_deleted), (1, 1));
+    let left = package_rows(&app).await;
+    assert_eq!(left.len(), 1);
+    assert!(!first.contains(&left[0]), "the superseded package went");
+    assert_eq!(
+        stored_bytes(&app, &developer).await,
+        i64::try_from(newer_bytes.len()).unwrap()
+    );
+    // Installs get the listing's package, which stays.
+    let user = user_with_tier(&app, "power").await;
+    let installed = json_of(install(&app, &user, "focus-timer").await, StatusCode::OK).await;
+    let downloaded = app
+        .client
+        .get(installed["download_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(downloaded.bytes().await.unwrap().as_ref(), newer_bytes);
 }
 
 /// Issue 20, item 5: an admin could approve their own plugin. Another admin must.

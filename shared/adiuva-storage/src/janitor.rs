@@ -17,22 +17,26 @@ use crate::{Storage, StorageError};
 
 /// How long a committed plugin package may wait for a submission that uses it, and how long
 /// the package of a rejected version is kept after the rejection (the developer may fix the
-/// manifest and submit the same package again).
+/// manifest and submit the same package again), or that of a superseded version after the
+/// newer one's approval.
 pub const PACKAGE_GRACE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// Packages one sweep collects at most (the rest waits for the next run).
 const PACKAGES_PER_SWEEP: i64 = 500;
 
-/// A package nothing needs: no version under review or approved names it (approved ones are
-/// kept for good: their installers and buyers may need the version they got), the listing does
-/// (unless rejected) does not name it, no version naming it was submitted or rejected within the grace period, and
-/// it is older than the grace period. `$1` is the cutoff.
+/// A package nothing needs: the listing does not name it (unless rejected: installs download
+/// the listing's package, so it is the one buyers and installers get, also after their
+/// developer left), no version under review names it, no version naming it was submitted
+/// within the grace period, no version of its plugin was reviewed within it (so a version
+/// rejected, or superseded by a newer approval, keeps its package for the grace period), and it
+/// is older than the grace period. `$1` is the cutoff.
 const COLLECTABLE: &str = "plugin_packages.created_at < $1 \
      AND NOT EXISTS (SELECT 1 FROM plugins WHERE plugins.s3_package_key = plugin_packages.s3_key \
          AND plugins.status <> 'rejected') \
      AND NOT EXISTS (SELECT 1 FROM plugin_versions v WHERE v.package_id = plugin_packages.id \
-         AND (v.status <> 'rejected' OR v.submitted_at >= $1 OR EXISTS (SELECT 1 FROM \
-         plugin_reviews r WHERE r.version_id = v.id AND r.reviewed_at >= $1)))";
+         AND (v.status = 'pending_review' OR v.submitted_at >= $1 OR EXISTS (SELECT 1 FROM \
+         plugin_reviews r JOIN plugin_versions w ON w.id = r.version_id \
+         WHERE w.plugin_id = v.plugin_id AND r.reviewed_at >= $1)))";
 
 #[derive(sqlx::FromRow)]
 struct Collectable {
@@ -166,14 +170,11 @@ impl Storage {
         let mut collected = 0;
         for package in candidates {
             let mut tx = self.inner.db.pool().begin().await?;
-            // The rejected versions that named it no longer point at its blob.
-            sqlx::query(
-                "UPDATE plugin_versions SET package_key = NULL \
-                 WHERE package_id = $1 AND status = 'rejected'",
-            )
-            .bind(&package.id)
-            .execute(&mut *tx)
-            .await?;
+            // The rejected and superseded versions that named it no longer point at its blob.
+            sqlx::query("UPDATE plugin_versions SET package_key = NULL WHERE package_id = $1")
+                .bind(&package.id)
+                .execute(&mut *tx)
+                .await?;
             let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM plugin_packages WHERE id = $2 AND {COLLECTABLE}"
             )))
