@@ -588,3 +588,32 @@ fn every_job_has_a_schedule_on_the_janitor_function() {
     jobs.sort_unstable();
     assert_eq!(scheduled, jobs, "one schedule per job");
 }
+
+/// utoipa names a schema after its Rust type, and the merged document keeps one schema per
+/// name: two functions' types of the same name but different shapes would silently answer
+/// with the other's schema (account deletion's `Deleted` once documented vector deletion's
+/// answer). Every name must mean one shape across the functions.
+#[tokio::test]
+async fn a_schema_name_means_one_shape_across_functions() {
+    let (context, _dir) = code_context();
+    let mut seen: BTreeMap<String, (String, Value)> = BTreeMap::new();
+    for (name, function) in local::functions(&context).unwrap() {
+        let document = serde_json::to_value(function.openapi()).unwrap();
+        let Some(schemas) = document["components"]["schemas"].as_object() else {
+            continue;
+        };
+        for (schema, shape) in schemas {
+            match seen.get(schema) {
+                Some((first, known)) => assert_eq!(
+                    known, shape,
+                    "schema {schema} differs between the {first} and {name} functions: \
+                     give one of the types another name"
+                ),
+                None => {
+                    seen.insert(schema.clone(), (name.to_owned(), shape.clone()));
+                }
+            }
+        }
+    }
+    assert!(seen.len() > 20, "only {} schemas found", seen.len());
+}

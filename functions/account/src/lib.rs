@@ -39,7 +39,7 @@ pub struct DeleteAccount {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Deleted {
+pub struct AccountDeleted {
     pub ok: bool,
     /// Whether a paid subscription was ended at Stripe with the account (at once, so the
     /// card is not charged again).
@@ -50,7 +50,7 @@ pub struct Deleted {
 #[utoipa::path(delete, path = "/api/v1/auth/me", tag = "auth",
     request_body = DeleteAccount,
     responses(
-        (status = 200, description = "Deleted", body = Deleted),
+        (status = 200, description = "Deleted", body = AccountDeleted),
         (status = 401, description = "Wrong password or invalid token", body = ErrorBody),
         (status = 429, description = "Too many wrong passwords", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
@@ -61,7 +61,7 @@ async fn delete_account(
     CurrentUser(caller): CurrentUser,
     ClientAddr(client): ClientAddr,
     Json(body): Json<DeleteAccount>,
-) -> Result<Json<Deleted>> {
+) -> Result<Json<AccountDeleted>> {
     state
         .accounts
         .verify_password(&caller, body.password, client)
@@ -70,7 +70,7 @@ async fn delete_account(
     // nothing is deleted and the user tries again.
     let subscription_canceled = state.billing.end_for_deletion(&caller.id).await?;
     state.erasure.delete_account(&caller.id).await?;
-    Ok(Json(Deleted {
+    Ok(Json(AccountDeleted {
         ok: true,
         subscription_canceled,
     }))
