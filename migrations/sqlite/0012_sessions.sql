@@ -35,3 +35,7 @@ CREATE TABLE security_events (
     new_device  BIGINT NOT NULL DEFAULT 0 CHECK (new_device IN (0, 1))
 );
 CREATE INDEX security_events_user_at_idx ON security_events (user_id, at, id);
+
+-- A platform admin's disabling of an account (`POST /admin/users/{id}/disable`): set, the
+-- account cannot sign in and its sessions have ended; cleared by `/enable`.
+ALTER TABLE users ADD COLUMN disabled_at BIGINT;

@@ -20,7 +20,7 @@ backend_tests!(lambda_handlers_answer_like_the_local_server);
 /// a tier, use the marketplace (browse, install, rate; as a developer submit; as an admin
 /// review), store, back up, search, manage the account (sessions, email, password, the
 /// security log), rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 49] = [
+const SEQUENCE: [(&str, &str, &str); 51] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
@@ -46,6 +46,8 @@ const SEQUENCE: [(&str, &str, &str); 49] = [
     ("plugins", "GET", "/api/v1/admin/plugins/queue"),
     ("plugins", "POST", "/api/v1/admin/plugins/{id}/review"),
     ("plugins", "POST", "/api/v1/admin/plugins/{id}/block"),
+    ("auth", "POST", "/api/v1/admin/users/{id}/disable"),
+    ("auth", "POST", "/api/v1/admin/users/{id}/enable"),
     ("plugins", "GET", "/api/v1/developer/earnings"),
     ("storage", "POST", "/api/v1/storage/records"),
     ("storage", "GET", "/api/v1/storage/records"),
@@ -195,6 +197,11 @@ impl<'a> Session<'a> {
                     .execute(self.app.database.db.pool())
                     .await
                     .unwrap();
+            }
+            ("POST", "/api/v1/admin/plugins/{id}/block") => {
+                // Someone for the admin to disable and enable.
+                let victim = self.app.register_user().await;
+                self.values.insert("victim_id", victim.id);
             }
             ("PUT", "/api/v1/backup") => {
                 self.values

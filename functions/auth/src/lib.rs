@@ -1,7 +1,8 @@
 //! Auth function: `register`, `login`, `refresh`, `logout` and `me` under `/api/v1/auth`, and
 //! the account's own management: password and email changes, sessions, the security log.
 //! Register, login and refresh are public and limited by failures (per client address, and per
-//! email for login); the others run behind authentication.
+//! email for login); the others run behind authentication. Platform admins disable and enable
+//! accounts under `/api/v1/admin/users`.
 
 use adiuva_auth::{Accounts, AuthTokens, Device, SecurityEvent, SessionView, UserProfile};
 use adiuva_config::{ConfigError, Context};
@@ -9,7 +10,7 @@ use adiuva_http::paging;
 use adiuva_http::{
     ApiError, ClientAddr, ErrorBody, Function, Json, Path, Query, Result, Routes, routes,
 };
-use adiuva_pipeline::CurrentUser;
+use adiuva_pipeline::{CurrentUser, admin_only};
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
@@ -18,6 +19,12 @@ use serde::{Deserialize, Serialize};
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let accounts: Accounts = context.get()?;
+    let admin = admin_only(
+        Routes::new()
+            .routes(routes!(disable_user))
+            .routes(routes!(enable_user))
+            .with_state(accounts.clone()),
+    );
     let routes = Routes::new()
         .routes(routes!(register))
         .routes(routes!(login))
@@ -29,7 +36,8 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(sessions))
         .routes(routes!(revoke_session))
         .routes(routes!(events))
-        .with_state(accounts);
+        .with_state(accounts)
+        .merge(admin);
     adiuva_pipeline::authenticated(routes, context)
 }
 
@@ -129,6 +137,7 @@ async fn register(
     responses(
         (status = 200, description = "Signed in", body = AuthTokens),
         (status = 401, description = "Invalid email or password", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`; said only to the right password)", body = ErrorBody),
         (status = 429, description = "Too many failed attempts for this email or from this address", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
@@ -291,4 +300,41 @@ async fn events(
     ))]
 async fn me(CurrentUser(caller): CurrentUser) -> Json<UserProfile> {
     Json(UserProfile::from(&caller))
+}
+
+/// Disables an account (platform admins): its sessions and access tokens end at once, and it
+/// cannot sign in (403 `account_disabled`) until it is enabled again. Its data stays.
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/disable", tag = "admin",
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 204, description = "Disabled (or already disabled)"),
+        (status = 403, description = "The caller is not an admin (`admin_required`)", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "An admin's own account (`cannot_disable_self`)", body = ErrorBody),
+    ))]
+async fn disable_user(
+    State(accounts): State<Accounts>,
+    CurrentUser(admin): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    accounts.set_disabled(&admin, &id, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Enables a disabled account again (platform admins): it can sign in; the sessions that
+/// disabling ended stay ended.
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/enable", tag = "admin",
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 204, description = "Enabled (or was not disabled)"),
+        (status = 403, description = "The caller is not an admin (`admin_required`)", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ))]
+async fn enable_user(
+    State(accounts): State<Accounts>,
+    CurrentUser(admin): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    accounts.set_disabled(&admin, &id, false).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -237,12 +237,13 @@ impl Accounts {
         device: &Device,
     ) -> Result<AuthTokens, AuthError> {
         let email = email.trim().to_lowercase();
-        let row: Option<(String, String, i64)> =
-            sqlx::query_as("SELECT id, password_hash, token_version FROM users WHERE email = $1")
-                .bind(&email)
-                .fetch_optional(self.inner.db.pool())
-                .await?;
-        let Some((user_id, password_hash, token_version)) = row else {
+        let row: Option<(String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, password_hash, token_version, disabled_at FROM users WHERE email = $1",
+        )
+        .bind(&email)
+        .fetch_optional(self.inner.db.pool())
+        .await?;
+        let Some((user_id, password_hash, token_version, disabled_at)) = row else {
             let cost = self.inner.bcrypt_cost;
             let dummy = tokio::task::spawn_blocking(move || password::dummy_hash(cost)).await?;
             password::verify(password, dummy).await?;
@@ -264,6 +265,11 @@ impl Accounts {
             )
             .await?;
             return Err(AuthError::InvalidCredentials);
+        }
+        // Only after the password: a guesser learns nothing about the account from it.
+        if disabled_at.is_some() {
+            tracing::info!(user_id, "login refused: the account is disabled");
+            return Err(AuthError::AccountDisabled);
         }
         let mut tx = self.inner.db.pool().begin().await?;
         let tokens = self
@@ -637,7 +643,7 @@ impl Accounts {
         session_id: Option<&str>,
     ) -> Result<Caller, AuthError> {
         let caller: Option<CallerRow> = sqlx::query_as(
-            "SELECT u.email, u.role, u.token_version, s.tier, s.status, \
+            "SELECT u.email, u.role, u.token_version, u.disabled_at, s.tier, s.status, \
              ss.id AS session_id, ss.revoked_at AS session_revoked_at \
              FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id \
              LEFT JOIN sessions ss ON ss.id = $2 AND ss.user_id = u.id WHERE u.id = $1",
@@ -650,6 +656,7 @@ impl Accounts {
             email,
             role,
             token_version: version,
+            disabled_at,
             tier,
             status,
             session_id: session,
@@ -658,7 +665,8 @@ impl Accounts {
         else {
             return Err(AuthError::InvalidToken);
         };
-        if token_version != version {
+        // Disabling bumps the version too; this holds even for a token that raced it.
+        if token_version != version || disabled_at.is_some() {
             return Err(AuthError::InvalidToken);
         }
         if session_id.is_some() && (session.is_none() || session_revoked_at.is_some()) {
@@ -688,6 +696,50 @@ impl Accounts {
         let user_id = user_id.ok_or(AuthError::UnknownEmail)?;
         tracing::info!(user_id, role = role.as_str(), "role changed");
         Ok(user_id)
+    }
+
+    /// Disables (or enables again) the account `user_id`, for a platform admin. Disabling ends
+    /// every session and access token at once (as a password change does) and refuses
+    /// sign-ins with 403 `account_disabled` until it is enabled; the account's data stays.
+    /// An admin cannot disable their own account, so the last admin cannot lock everyone out.
+    pub async fn set_disabled(
+        &self,
+        admin: &Caller,
+        user_id: &str,
+        disabled: bool,
+    ) -> Result<(), AuthError> {
+        if disabled && admin.id == user_id {
+            return Err(AuthError::CannotDisableSelf);
+        }
+        let now = now_ms();
+        let mut tx = self.inner.db.pool().begin().await?;
+        if lock_user(&mut tx, user_id).await?.is_none() {
+            return Err(AuthError::UserNotFound);
+        }
+        if disabled {
+            sqlx::query(
+                "UPDATE users SET disabled_at = COALESCE(disabled_at, $2), updated_at = $2 WHERE id = $1",
+            )
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sessions::end_all(&mut tx, user_id, now).await?;
+        } else {
+            sqlx::query("UPDATE users SET disabled_at = NULL, updated_at = $2 WHERE id = $1")
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        tracing::info!(
+            admin_id = admin.id,
+            user_id,
+            disabled,
+            "account disabled or enabled by an admin"
+        );
+        Ok(())
     }
 
     async fn issue_tokens(
@@ -744,6 +796,7 @@ struct CallerRow {
     email: String,
     role: String,
     token_version: i64,
+    disabled_at: Option<i64>,
     tier: Option<String>,
     status: Option<String>,
     /// The token's session, when it names one that is the user's.

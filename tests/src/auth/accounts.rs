@@ -1,7 +1,8 @@
 //! Accounts people manage themselves (issue 23): password and email changes, sessions listed
 //! and ended one by one (taking effect at the next request, not when the access token
 //! expires), and the security log with its cursor pages. The harness connects from
-//! 127.0.0.1, so every session and event shows the prefix `127.0.0.0/24`.
+//! 127.0.0.1, so every session and event shows the prefix `127.0.0.0/24`. And a platform
+//! admin's disabling of an account (issue 23, item 8).
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -17,6 +18,7 @@ backend_tests!(
     the_security_log_tells_what_happened_newest_first,
     the_security_log_pages_by_cursor_and_forgets_after_90_days,
     a_reused_refresh_token_and_a_locked_sign_in_show_in_the_log,
+    an_admin_disables_and_enables_an_account,
 );
 
 const LAPTOP: &str = "Adiuva/0.1.0 Electron/32.2.5 (laptop)";
@@ -596,5 +598,102 @@ async fn a_reused_refresh_token_and_a_locked_sign_in_show_in_the_log(backend: Ba
     assert_eq!(
         kinds.iter().filter(|kind| **kind == "login_failed").count(),
         10
+    );
+}
+
+async fn an_admin_disables_and_enables_an_account(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.register_user().await;
+    adiuva_db::sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1")
+        .bind(&admin.id)
+        .execute(app.database.db.pool())
+        .await
+        .unwrap();
+    let user = app.register_user().await;
+    let laptop = login_from(&app, &user, LAPTOP).await;
+    let action = |token: &str, id: &str, action: &str| {
+        let request = app
+            .request(Method::POST, &format!("/api/v1/admin/users/{id}/{action}"))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+
+    // Only admins; an unknown id is 404; an admin cannot disable themselves.
+    error_body(
+        action(&laptop.access_token, &admin.id, "disable").await,
+        StatusCode::FORBIDDEN,
+        "admin_required",
+    )
+    .await;
+    error_body(
+        action(
+            &admin.tokens.access_token,
+            "00000000-0000-0000-0000-000000000000",
+            "disable",
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    error_body(
+        action(&admin.tokens.access_token, &admin.id, "disable").await,
+        StatusCode::CONFLICT,
+        "cannot_disable_self",
+    )
+    .await;
+
+    let disabled = action(&admin.tokens.access_token, &user.id, "disable").await;
+    assert_eq!(disabled.status(), StatusCode::NO_CONTENT);
+    // Every session ends at once; signing in is refused, and said so only to the right
+    // password.
+    for tokens in [&user.tokens, &laptop] {
+        error_body(
+            app.me(&tokens.access_token).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        )
+        .await;
+        error_body(
+            app.refresh(&tokens.refresh_token).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+        )
+        .await;
+    }
+    error_body(
+        app.login(&user.email, &user.password).await,
+        StatusCode::FORBIDDEN,
+        "account_disabled",
+    )
+    .await;
+    error_body(
+        app.login(&user.email, "not-the-password").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    // Disabling twice is the same; the admin is unaffected.
+    assert_eq!(
+        action(&admin.tokens.access_token, &user.id, "disable")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.me(&admin.tokens.access_token).await.status(),
+        StatusCode::OK
+    );
+
+    let enabled = action(&admin.tokens.access_token, &user.id, "enable").await;
+    assert_eq!(enabled.status(), StatusCode::NO_CONTENT);
+    let back = app.login(&user.email, &user.password).await;
+    assert_eq!(back.status(), StatusCode::OK);
+    let back: Tokens = back.json().await.unwrap();
+    assert_eq!(app.me(&back.access_token).await.status(), StatusCode::OK);
+    // The sessions that disabling ended stay ended.
+    assert_eq!(
+        app.me(&laptop.access_token).await.status(),
+        StatusCode::UNAUTHORIZED
     );
 }
