@@ -251,19 +251,26 @@ impl Accounts {
         };
         if !password::verify(password, password_hash).await? {
             tracing::info!(user_id, "login failed: wrong password");
-            let mut conn = self.inner.db.pool().acquire().await?;
-            events::record(
-                &mut conn,
-                NewEvent {
-                    user_id: &user_id,
-                    kind: EventType::LoginFailed,
-                    session_id: None,
-                    device,
-                    new_device: false,
-                    now: now_ms(),
-                },
-            )
-            .await?;
+            // The answer stays `InvalidCredentials` even when the log cannot be written, so
+            // that the failure still counts against the limits.
+            let logged = async {
+                let mut conn = self.inner.db.pool().acquire().await?;
+                events::record(
+                    &mut conn,
+                    NewEvent {
+                        user_id: &user_id,
+                        kind: EventType::LoginFailed,
+                        session_id: None,
+                        device,
+                        new_device: false,
+                        now: now_ms(),
+                    },
+                )
+                .await
+            };
+            if let Err(err) = logged.await {
+                tracing::warn!(error = %adiuva_error::cause_chain(&err), "could not log a failed sign-in");
+            }
             return Err(AuthError::InvalidCredentials);
         }
         // Only after the password: a guesser learns nothing about the account from it.
