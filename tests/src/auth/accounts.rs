@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::harness::{Backend, TestApp, TestUser, Tokens, error_body, spawn_app};
+use crate::harness::{Backend, TestApp, TestUser, Tokens, error_body, sha, spawn_app};
 
 backend_tests!(
     password_change_ends_every_session_and_answers_new_tokens,
@@ -19,6 +19,7 @@ backend_tests!(
     the_security_log_pages_by_cursor_and_forgets_after_90_days,
     a_reused_refresh_token_and_a_locked_sign_in_show_in_the_log,
     an_admin_disables_and_enables_an_account,
+    a_family_from_before_sessions_becomes_a_session_at_its_refresh,
 );
 
 const LAPTOP: &str = "Adiuva/0.1.0 Electron/32.2.5 (laptop)";
@@ -696,4 +697,55 @@ async fn an_admin_disables_and_enables_an_account(backend: Backend) {
         app.me(&laptop.access_token).await.status(),
         StatusCode::UNAUTHORIZED
     );
+}
+
+async fn a_family_from_before_sessions_becomes_a_session_at_its_refresh(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let user = app.register_user().await;
+    // A refresh token issued before migration 0012: a family without a session row.
+    let legacy = "ab".repeat(32);
+    let family = uuid::Uuid::new_v4().to_string();
+    adiuva_db::sqlx::query(
+        "INSERT INTO refresh_tokens (id, user_id, token_hash, family_id, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 0)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(&user.id)
+    .bind(sha(legacy.as_bytes()))
+    .bind(&family)
+    .bind(adiuva_db::now_ms() + 86_400_000)
+    .execute(app.database.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(sessions(&app, &user.tokens.access_token).await.len(), 1);
+
+    let response = app
+        .request(Method::POST, "/api/v1/auth/refresh")
+        .header("user-agent", PHONE)
+        .json(&json!({"refresh_token": legacy}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let adopted: Tokens = response.json().await.unwrap();
+    // Its new tokens belong to a session like any other: listed, and ended on demand.
+    let listed = sessions(&app, &adopted.access_token).await;
+    let own = listed
+        .iter()
+        .find(|session| session["current"] == true)
+        .expect("the adopted family is the current session");
+    assert_eq!(own["id"], family.as_str());
+    assert_eq!(own["user_agent"], PHONE);
+    assert_eq!(
+        revoke(&app, &user.tokens.access_token, &family)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    error_body(
+        app.me(&adopted.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
 }
