@@ -633,6 +633,7 @@ async fn setup_user(target: &Target, storage: &Storage, settings: &Settings, n: 
         email,
         tier: settings.tier,
         role: Role::User,
+        session_id: None,
     };
     let mut rng = Rng::new(n as u64);
     let mut records = Vec::with_capacity(settings.seed_records);

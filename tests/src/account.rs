@@ -56,6 +56,8 @@ async fn rows_of(app: &TestApp, user_id: &str) -> i64 {
     for table in [
         "users",
         "refresh_tokens",
+        "sessions",
+        "security_events",
         "subscriptions",
         "storage_records",
         "backup_metadata",

@@ -1,4 +1,8 @@
-//! The auth flow and each of its errors, including JWT attacks and refresh-token reuse.
+//! The auth flow and each of its errors, including JWT attacks and refresh-token reuse; the
+//! account's own management (password and email changes, sessions, the security log) is in
+//! `auth::accounts`.
+
+mod accounts;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,7 +24,7 @@ backend_tests!(
     refresh_rotates_once_and_reuse_revokes_the_family,
     concurrent_refreshes_let_exactly_one_through,
     bad_and_expired_refresh_tokens_are_401,
-    logout_revokes_every_session,
+    logout_ends_only_the_current_session,
     tier_is_read_live_from_subscriptions,
     deleted_users_tokens_stop_working,
 );
@@ -447,7 +451,7 @@ async fn bad_and_expired_refresh_tokens_are_401(backend: Backend) {
     }
 }
 
-async fn logout_revokes_every_session(backend: Backend) {
+async fn logout_ends_only_the_current_session(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.register_user().await;
     let laptop: Tokens = app
@@ -466,15 +470,46 @@ async fn logout_revokes_every_session(backend: Backend) {
     assert_eq!(logout.status(), StatusCode::OK);
     assert_eq!(logout.json::<Value>().await.unwrap(), json!({"ok": true}));
 
-    for refresh_token in [&user.tokens.refresh_token, &laptop.refresh_token] {
-        error_body(
-            app.refresh(refresh_token).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_refresh_token",
-        )
-        .await;
-    }
-    for access_token in [&user.tokens.access_token, &laptop.access_token] {
+    // The laptop's session ended: its refresh token and its access token at once.
+    error_body(
+        app.refresh(&laptop.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
+    error_body(
+        app.me(&laptop.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+    // The registration's session (another device) is still signed in.
+    assert_eq!(
+        app.me(&user.tokens.access_token).await.status(),
+        StatusCode::OK
+    );
+    let other = app.refresh(&user.tokens.refresh_token).await;
+    assert_eq!(other.status(), StatusCode::OK);
+    let other: Tokens = other.json().await.unwrap();
+
+    // A token from before sessions existed names none: logging out with it ends them all.
+    let now = adiuva_db::now_ms() / 1000;
+    let legacy = sign(
+        &json!({
+            "sub": user.id, "iat": now, "exp": now + 600, "iss": "adiuva-api", "aud": "adiuva-app", "ver": 0
+        }),
+        Algorithm::HS256,
+        TEST_JWT_SECRET,
+    );
+    assert_eq!(app.me(&legacy).await.status(), StatusCode::OK);
+    let everywhere = app
+        .request(reqwest::Method::POST, "/api/v1/auth/logout")
+        .bearer_auth(&legacy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(everywhere.status(), StatusCode::OK);
+    for access_token in [&legacy, &other.access_token] {
         error_body(
             app.me(access_token).await,
             StatusCode::UNAUTHORIZED,
@@ -482,6 +517,13 @@ async fn logout_revokes_every_session(backend: Backend) {
         )
         .await;
     }
+    error_body(
+        app.refresh(&other.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
+
     // Signing in again works, and the new session is live.
     let fresh: Tokens = app
         .login(&user.email, &user.password)

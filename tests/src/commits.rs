@@ -124,6 +124,7 @@ async fn a_commit_whose_answer_is_lost_keeps_the_blob_its_row_points_at() {
         email: user.email.clone(),
         tier: Tier::Pro,
         role: Role::User,
+        session_id: None,
     };
     let stored = |record_id: String| {
         let pool = app.database.db.pool().clone();

@@ -117,10 +117,26 @@ async fn purge_sessions_forgets_expired_families_and_keeps_what_reuse_detection_
         ),
         (2, 1, 1, 2)
     );
+    // Every session older than the minute a sign-in may take; one security event past the
+    // log's 90 days.
+    adiuva_db::sqlx::query("UPDATE sessions SET created_at = created_at - 120000")
+        .execute(app.database.db.pool())
+        .await
+        .unwrap();
+    adiuva_db::sqlx::query(
+        "UPDATE security_events SET at = at - $2 WHERE id = \
+         (SELECT id FROM security_events WHERE user_id = $1 ORDER BY at LIMIT 1)",
+    )
+    .bind(&live.id)
+    .bind(91_i64 * 24 * 60 * 60 * 1000)
+    .execute(app.database.db.pool())
+    .await
+    .unwrap();
     let summary = run_job(&app, "purge-sessions").await;
+    // The two purged families' sessions go with them; the others stay.
     assert_eq!(
         summary,
-        serde_json::json!({"job": "purge-sessions", "deleted": 3})
+        serde_json::json!({"job": "purge-sessions", "deleted": 3, "sessions": 2, "events": 1})
     );
     assert_eq!(
         (

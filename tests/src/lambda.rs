@@ -18,8 +18,9 @@ backend_tests!(lambda_handlers_answer_like_the_local_server);
 
 /// The order that lets one user go through every route: sign up, read playbooks, chat, pay for
 /// a tier, use the marketplace (browse, install, rate; as a developer submit; as an admin
-/// review), store, back up, search, rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 44] = [
+/// review), store, back up, search, manage the account (sessions, email, password, the
+/// security log), rotate, sign out, and delete the account.
+const SEQUENCE: [(&str, &str, &str); 51] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
@@ -45,6 +46,8 @@ const SEQUENCE: [(&str, &str, &str); 44] = [
     ("plugins", "GET", "/api/v1/admin/plugins/queue"),
     ("plugins", "POST", "/api/v1/admin/plugins/{id}/review"),
     ("plugins", "POST", "/api/v1/admin/plugins/{id}/block"),
+    ("auth", "POST", "/api/v1/admin/users/{id}/disable"),
+    ("auth", "POST", "/api/v1/admin/users/{id}/enable"),
     ("plugins", "GET", "/api/v1/developer/earnings"),
     ("storage", "POST", "/api/v1/storage/records"),
     ("storage", "GET", "/api/v1/storage/records"),
@@ -65,6 +68,11 @@ const SEQUENCE: [(&str, &str, &str); 44] = [
     ("vectors", "POST", "/api/v1/storage/vectors/upsert"),
     ("vectors", "POST", "/api/v1/storage/vectors/search"),
     ("vectors", "DELETE", "/api/v1/storage/vectors"),
+    ("auth", "GET", "/api/v1/auth/sessions"),
+    ("auth", "DELETE", "/api/v1/auth/sessions/{id}"),
+    ("auth", "POST", "/api/v1/auth/email"),
+    ("auth", "POST", "/api/v1/auth/password"),
+    ("auth", "GET", "/api/v1/auth/events"),
     ("auth", "POST", "/api/v1/auth/refresh"),
     ("auth", "POST", "/api/v1/auth/logout"),
     ("account", "DELETE", "/api/v1/auth/me"),
@@ -75,6 +83,8 @@ const UPLOADED: &[u8] = b"large-encrypted-note";
 /// The package `events/plugins/submit.json` names by its SHA-256.
 const PACKAGE: &[u8] = b"events-plugin-package";
 const EVENTS_USER: (&str, &str) = ("events-user@example.com", "correct-horse-battery");
+/// What `events/auth/change_password.json` sets the password to.
+const CHANGED_PASSWORD: &str = "battery-staple-horse";
 
 /// One side of the comparison and what it has been handed so far, to fill the placeholders.
 struct Session<'a> {
@@ -202,9 +212,59 @@ impl<'a> Session<'a> {
                         .unwrap();
                 }
             }
+            ("POST", "/api/v1/admin/plugins/{id}/block") => {
+                // Someone for the admin to disable and enable.
+                let victim = self.app.register_user().await;
+                self.values.insert("victim_id", victim.id);
+            }
             ("PUT", "/api/v1/backup") => {
                 self.values
                     .insert("backup_id", body["id"].as_str().unwrap().to_owned());
+            }
+            ("GET", "/api/v1/auth/sessions") => {
+                // The registration's session: the requests go on with the login's.
+                let other = body
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|session| session["current"] == false)
+                    .expect("the registration's session is listed");
+                self.values
+                    .insert("session_id", other["id"].as_str().unwrap().to_owned());
+            }
+            // The later events name the first email and password: change them back.
+            ("POST", "/api/v1/auth/email") => {
+                let back = self
+                    .app
+                    .request(Method::POST, "/api/v1/auth/email")
+                    .bearer_auth(&self.values["access_token"])
+                    .json(
+                        &serde_json::json!({"new_email": EVENTS_USER.0, "password": EVENTS_USER.1}),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(back.status().is_success(), "changing the email back failed");
+            }
+            ("POST", "/api/v1/auth/password") => {
+                let back: Value = self
+                    .app
+                    .request(Method::POST, "/api/v1/auth/password")
+                    .bearer_auth(&self.values["access_token"])
+                    .json(&serde_json::json!({
+                        "current_password": CHANGED_PASSWORD,
+                        "new_password": EVENTS_USER.1,
+                    }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                for name in ["access_token", "refresh_token"] {
+                    self.values
+                        .insert(name, back[name].as_str().unwrap().to_owned());
+                }
             }
             ("POST", "/api/v1/auth/logout") => {
                 let tokens: Value = self
@@ -272,6 +332,7 @@ async fn send_locally(app: &TestApp, event: &Value) -> (u16, Vec<u8>) {
     for (name, value) in event["headers"].as_object().into_iter().flatten() {
         if name == "authorization"
             || name == "content-type"
+            || name == "user-agent"
             || name == "if-match"
             || name == "stripe-signature"
             || name.starts_with("x-backup-")

@@ -54,7 +54,10 @@ async fn development_signs_with_a_secret_generated_once_never_a_default() {
         )
     };
     let first: Accounts = start().get().unwrap();
-    let (token, _) = first.jwt().issue("user-1", 0, adiuva_db::now_ms()).unwrap();
+    let (token, _) = first
+        .jwt()
+        .issue("user-1", 0, None, adiuva_db::now_ms())
+        .unwrap();
     let file = dir.0.join(adiuva_config::SECRET_FILE);
     #[cfg(unix)]
     {

@@ -122,12 +122,22 @@ impl ChatWs {
             Err(err) => return refused(&err),
         };
         // The account must exist and the token must not be revoked already.
-        let caller = match self.accounts.caller(&claims.sub, claims.ver).await {
+        let caller = match self
+            .accounts
+            .caller(&claims.sub, claims.ver, claims.sid.as_deref())
+            .await
+        {
             Ok(caller) => caller,
             Err(err) => return refused(&err),
         };
-        let record =
-            json!({"user_id": caller.id, "token_version": claims.ver, "expires_at": claims.exp});
+        // The session too, so that ending it (logout, `DELETE /auth/sessions/{id}`) ends the
+        // stream at its next message.
+        let record = json!({
+            "user_id": caller.id,
+            "token_version": claims.ver,
+            "session_id": claims.sid,
+            "expires_at": claims.exp,
+        });
         match self
             .connections
             .put(CONNECTIONS, connection_id, &record, Some(CONNECTION_TTL))
@@ -198,7 +208,8 @@ impl ChatWs {
         200
     }
 
-    /// The connection's user, if their token is still valid: not expired, version current.
+    /// The connection's user, if their token is still valid: not expired, version current,
+    /// session not ended.
     async fn current_caller(&self, record: &Value) -> Result<adiuva_access::Caller, Public> {
         let expired = adiuva_auth::AuthError::InvalidToken;
         let user_id = record["user_id"].as_str().unwrap_or_default();
@@ -215,10 +226,14 @@ impl ChatWs {
             tracing::info!("message refused: the connection's token expired");
             return Err(Public::of(&expired));
         }
-        self.accounts.caller(user_id, version).await.map_err(|err| {
-            tracing::info!(code = err.code(), "message refused: the session ended");
-            Public::of(&err)
-        })
+        let session_id = record["session_id"].as_str();
+        self.accounts
+            .caller(user_id, version, session_id)
+            .await
+            .map_err(|err| {
+                tracing::info!(code = err.code(), "message refused: the session ended");
+                Public::of(&err)
+            })
     }
 }
 

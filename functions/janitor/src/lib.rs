@@ -95,7 +95,7 @@ impl Job {
 #[serde(tag = "job", rename_all = "kebab-case")]
 pub enum JobReport {
     Janitor(JanitorReport),
-    PurgeSessions { deleted: u64 },
+    PurgeSessions(adiuva_sessions::Purged),
     PurgeTombstones { deleted: u64 },
     ReconcileBilling(ReconcileReport),
 }
@@ -146,9 +146,7 @@ impl Janitor {
     pub async fn run_job(&self, job: Job) -> Result<JobReport, Error> {
         let report = match job {
             Job::Janitor => JobReport::Janitor(self.run().await?),
-            Job::PurgeSessions => JobReport::PurgeSessions {
-                deleted: self.sessions.purge_expired().await?,
-            },
+            Job::PurgeSessions => JobReport::PurgeSessions(self.sessions.purge_expired().await?),
             Job::PurgeTombstones => JobReport::PurgeTombstones {
                 deleted: self.storage.purge_expired_tombstones().await?,
             },
@@ -203,8 +201,16 @@ mod tests {
 
     #[test]
     fn a_report_is_one_json_line_led_by_the_job_name() {
-        let line = JobReport::PurgeSessions { deleted: 3 }.summary_line();
-        assert_eq!(line, r#"{"job":"purge-sessions","deleted":3}"#);
+        let line = JobReport::PurgeSessions(adiuva_sessions::Purged {
+            deleted: 3,
+            sessions: 1,
+            events: 0,
+        })
+        .summary_line();
+        assert_eq!(
+            line,
+            r#"{"job":"purge-sessions","deleted":3,"sessions":1,"events":0}"#
+        );
         let line = JobReport::ReconcileBilling(ReconcileReport::default()).summary_line();
         assert_eq!(
             line,

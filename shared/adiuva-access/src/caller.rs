@@ -35,6 +35,10 @@ pub struct Caller {
     pub email: String,
     pub tier: Tier,
     pub role: Role,
+    /// The session of the request's access token (`sid`), so that a route can tell the
+    /// caller's own device from the others (`GET /auth/sessions`, logout); `None` for a token
+    /// issued before sessions existed.
+    pub session_id: Option<String>,
 }
 
 impl Caller {

@@ -1,6 +1,6 @@
-//! Registration, login, refresh-token rotation, logout and authentication of access tokens.
+//! Registration, login, refresh-token rotation, logout, password and email changes, and
+//! authentication of access tokens.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use adiuva_access::tiers::live_tier;
@@ -11,8 +11,9 @@ use adiuva_limits::{Limits, Subject};
 use serde::Serialize;
 use sqlx::AnyConnection;
 
+use crate::events::{self, EventType, NewEvent};
 use crate::tokens::{AccessClaims, JwtKeys};
-use crate::{AuthError, AuthSettings, password, refresh};
+use crate::{AuthError, AuthSettings, Device, password, refresh, sessions};
 
 /// What register, login and refresh return (the reference's `AuthTokens`).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -26,7 +27,7 @@ pub struct AuthTokens {
 }
 
 /// The reference's `UserProfile`; `tier` is read live from the subscription.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserProfile {
     pub id: String,
     pub email: String,
@@ -95,20 +96,23 @@ impl Accounts {
     /// successful one counts, since each account costs a bcrypt hash and brings per-user limits
     /// of its own. A taken email also counts as a failure of the address (it is how addresses
     /// are enumerated).
+    ///
+    /// Registering signs the new account in: it starts the account's first session (a new
+    /// device, in the security log).
     pub async fn register(
         &self,
         email: &str,
         password: String,
-        client: IpAddr,
+        device: &Device,
     ) -> Result<AuthTokens, AuthError> {
-        let failures = [Subject::Address(client)];
+        let failures = [Subject::Address(device.address)];
         let attempt = self.limited(
             &failures,
             |outcome| matches!(outcome, Err(AuthError::EmailTaken)),
-            self.create_account(email, password),
+            self.create_account(email, password, device),
         );
         self.limited(
-            &[Subject::Registration(client)],
+            &[Subject::Registration(device.address)],
             // Refused before any work (invalid input, or the failure limit): not counted.
             |outcome| {
                 !matches!(
@@ -143,7 +147,12 @@ impl Accounts {
         outcome
     }
 
-    async fn create_account(&self, email: &str, password: String) -> Result<AuthTokens, AuthError> {
+    async fn create_account(
+        &self,
+        email: &str,
+        password: String,
+        device: &Device,
+    ) -> Result<AuthTokens, AuthError> {
         let email = normalize_email(email)?;
         let password_hash = password::hash(password, self.inner.bcrypt_cost).await?;
         let now = now_ms();
@@ -165,7 +174,7 @@ impl Accounts {
             .execute(&mut *tx)
             .await?;
         let tokens = self
-            .issue_tokens(&mut tx, &user_id, 0, &new_id(), now)
+            .sign_in_device(&mut tx, &user_id, 0, device, now)
             .await?;
         tx.commit().await?;
         tracing::info!(user_id, "account registered");
@@ -176,28 +185,65 @@ impl Accounts {
     /// verification, so neither the answer nor its timing tells which it was. Failures count
     /// against the email and the client's address; past either cap every attempt is 429, the
     /// right password included, until the window moves on.
+    ///
+    /// The email's unit is reserved on its own first, so that a refusal by the email's limit
+    /// (not the address's) is known: it is what the account's security log records as
+    /// `sign_in_locked`.
     pub async fn login(
         &self,
         email: &str,
         password: String,
-        client: IpAddr,
+        device: &Device,
     ) -> Result<AuthTokens, AuthError> {
-        self.limited(
-            &[Subject::Address(client), Subject::Email(email)],
-            |outcome| matches!(outcome, Err(AuthError::InvalidCredentials)),
-            self.sign_in(email, password),
-        )
-        .await
+        let counts = |outcome: &Result<AuthTokens, AuthError>| {
+            matches!(outcome, Err(AuthError::InvalidCredentials))
+        };
+        let email_unit = match self.inner.limits.reserve(&[Subject::Email(email)]).await {
+            Ok(unit) => unit,
+            Err(err) => {
+                self.note_lock(email, device).await;
+                return Err(err.into());
+            }
+        };
+        let outcome = self
+            .limited(
+                &[Subject::Address(device.address)],
+                counts,
+                self.sign_in(email, password, device),
+            )
+            .await;
+        if !counts(&outcome) {
+            email_unit.release().await;
+        }
+        outcome
     }
 
-    async fn sign_in(&self, email: &str, password: String) -> Result<AuthTokens, AuthError> {
+    /// Writes `sign_in_locked` to the log of the account of `email`; a failure to write it is
+    /// logged, never the answer (the sign-in is refused either way).
+    async fn note_lock(&self, email: &str, device: &Device) {
+        let noted = async {
+            let mut conn = self.inner.db.pool().acquire().await?;
+            events::record_lock(&mut conn, email, device, now_ms()).await
+        };
+        if let Err(err) = noted.await {
+            tracing::warn!(error = %adiuva_error::cause_chain(&err), "could not log a locked sign-in");
+        }
+    }
+
+    async fn sign_in(
+        &self,
+        email: &str,
+        password: String,
+        device: &Device,
+    ) -> Result<AuthTokens, AuthError> {
         let email = email.trim().to_lowercase();
-        let row: Option<(String, String, i64)> =
-            sqlx::query_as("SELECT id, password_hash, token_version FROM users WHERE email = $1")
-                .bind(&email)
-                .fetch_optional(self.inner.db.pool())
-                .await?;
-        let Some((user_id, password_hash, token_version)) = row else {
+        let row: Option<(String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, password_hash, token_version, disabled_at FROM users WHERE email = $1",
+        )
+        .bind(&email)
+        .fetch_optional(self.inner.db.pool())
+        .await?;
+        let Some((user_id, password_hash, token_version, disabled_at)) = row else {
             let cost = self.inner.bcrypt_cost;
             let dummy = tokio::task::spawn_blocking(move || password::dummy_hash(cost)).await?;
             password::verify(password, dummy).await?;
@@ -205,13 +251,68 @@ impl Accounts {
         };
         if !password::verify(password, password_hash).await? {
             tracing::info!(user_id, "login failed: wrong password");
+            // The answer stays `InvalidCredentials` even when the log cannot be written, so
+            // that the failure still counts against the limits.
+            let logged = async {
+                let mut conn = self.inner.db.pool().acquire().await?;
+                events::record(
+                    &mut conn,
+                    NewEvent {
+                        user_id: &user_id,
+                        kind: EventType::LoginFailed,
+                        session_id: None,
+                        device,
+                        new_device: false,
+                        now: now_ms(),
+                    },
+                )
+                .await
+            };
+            if let Err(err) = logged.await {
+                tracing::warn!(error = %adiuva_error::cause_chain(&err), "could not log a failed sign-in");
+            }
             return Err(AuthError::InvalidCredentials);
         }
-        let mut conn = self.inner.db.pool().acquire().await?;
+        // Only after the password: a guesser learns nothing about the account from it.
+        if disabled_at.is_some() {
+            tracing::info!(user_id, "login refused: the account is disabled");
+            return Err(AuthError::AccountDisabled);
+        }
+        let mut tx = self.inner.db.pool().begin().await?;
         let tokens = self
-            .issue_tokens(&mut conn, &user_id, token_version, &new_id(), now_ms())
+            .sign_in_device(&mut tx, &user_id, token_version, device, now_ms())
             .await?;
+        tx.commit().await?;
         tracing::info!(user_id, "login succeeded");
+        Ok(tokens)
+    }
+
+    /// Starts a session for `device` with its first tokens, and logs the sign-in.
+    async fn sign_in_device(
+        &self,
+        conn: &mut AnyConnection,
+        user_id: &str,
+        token_version: i64,
+        device: &Device,
+        now: i64,
+    ) -> Result<AuthTokens, AuthError> {
+        let session_id = new_id();
+        let new_device = sessions::start(conn, user_id, &session_id, device, now).await?;
+        let tokens = self
+            .issue_tokens(conn, user_id, token_version, &session_id, now)
+            .await?;
+        events::record(
+            conn,
+            NewEvent {
+                user_id,
+                kind: EventType::LoginSucceeded,
+                session_id: Some(&session_id),
+                device,
+                new_device,
+                now,
+            },
+        )
+        .await?;
         Ok(tokens)
     }
 
@@ -224,21 +325,21 @@ impl Accounts {
     /// one after the other: a refresh racing a logout either finishes first (and logout revokes
     /// the token it issued) or finds its token revoked. Without the lock, logout's `UPDATE`
     /// could miss the row a concurrent refresh was inserting.
-    pub async fn refresh(&self, presented: &str, client: IpAddr) -> Result<AuthTokens, AuthError> {
+    pub async fn refresh(&self, presented: &str, device: &Device) -> Result<AuthTokens, AuthError> {
         self.limited(
-            &[Subject::Address(client)],
+            &[Subject::Address(device.address)],
             |outcome| {
                 matches!(
                     outcome,
                     Err(AuthError::InvalidRefreshToken | AuthError::RefreshTokenReused)
                 )
             },
-            self.rotate(presented),
+            self.rotate(presented, device),
         )
         .await
     }
 
-    async fn rotate(&self, presented: &str) -> Result<AuthTokens, AuthError> {
+    async fn rotate(&self, presented: &str, device: &Device) -> Result<AuthTokens, AuthError> {
         if !refresh::well_formed(presented) {
             return Err(AuthError::InvalidRefreshToken);
         }
@@ -267,8 +368,9 @@ impl Accounts {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(family_id) = rotated else {
-            return Err(self.reject_refresh(tx, &token_hash, now).await?);
+            return Err(self.reject_refresh(tx, &token_hash, device, now).await?);
         };
+        sessions::touch(&mut tx, &user_id, &family_id, device, now).await?;
         let tokens = self
             .issue_tokens(&mut tx, &user_id, token_version, &family_id, now)
             .await?;
@@ -278,11 +380,13 @@ impl Accounts {
 
     /// Explains why a refresh token was not accepted, inside the transaction that holds the
     /// user's row. A reused token revokes its family and ends the user's access tokens (the
-    /// token version moves on; other devices refresh with their own refresh tokens).
+    /// token version moves on; other devices refresh with their own refresh tokens), ends its
+    /// session and is written to the security log.
     async fn reject_refresh(
         &self,
         mut tx: sqlx::Transaction<'_, sqlx::Any>,
         token_hash: &str,
+        device: &Device,
         now: i64,
     ) -> Result<AuthError, AuthError> {
         let known: Option<(String, String, Option<i64>)> = sqlx::query_as(
@@ -308,6 +412,19 @@ impl Accounts {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        sessions::end(&mut tx, &user_id, &family_id, now).await?;
+        events::record(
+            &mut tx,
+            NewEvent {
+                user_id: &user_id,
+                kind: EventType::RefreshReuseDetected,
+                session_id: Some(&family_id),
+                device,
+                new_device: false,
+                now,
+            },
+        )
+        .await?;
         tx.commit().await?;
         tracing::warn!(
             user_id,
@@ -318,29 +435,177 @@ impl Accounts {
         Ok(AuthError::RefreshTokenReused)
     }
 
-    /// Revokes every refresh token of the user and ends their access tokens. The user's row is
-    /// locked first (by the version bump), as refresh does, so a concurrent refresh cannot
-    /// leave a token behind (see [`Accounts::refresh`]).
-    pub async fn logout(&self, user_id: &str) -> Result<(), AuthError> {
+    /// Ends the caller's session: its refresh token and its access tokens (from the next
+    /// request on). Other devices stay signed in; a password change ends them all. A token
+    /// issued before sessions existed names none, so for it logout ends every session, as it
+    /// did then. The user's row is locked first, as refresh does, so a concurrent refresh
+    /// cannot leave a token behind (see [`Accounts::refresh`]).
+    pub async fn logout(&self, caller: &Caller) -> Result<(), AuthError> {
         let now = now_ms();
         let mut tx = self.inner.db.pool().begin().await?;
-        sqlx::query(
-            "UPDATE users SET token_version = token_version + 1, updated_at = $2 WHERE id = $1",
-        )
-        .bind(user_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(user_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        tracing::info!(user_id, "logged out; all sessions revoked");
+        if lock_user(&mut tx, &caller.id).await?.is_none() {
+            return Err(AuthError::InvalidToken);
+        }
+        match &caller.session_id {
+            Some(session_id) => {
+                sessions::end(&mut tx, &caller.id, session_id, now).await?;
+                tx.commit().await?;
+                tracing::info!(user_id = caller.id, session_id, "logged out");
+            }
+            None => {
+                sessions::end_all(&mut tx, &caller.id, now).await?;
+                tx.commit().await?;
+                tracing::info!(user_id = caller.id, "logged out; all sessions revoked");
+            }
+        }
         Ok(())
+    }
+
+    /// Changes the caller's password and signs every device out, the caller's own included:
+    /// the answer is the tokens of a new session for the caller's device. A wrong current
+    /// password counts against the brute-force limits like a failed login; the new password
+    /// follows registration's rules (checked first, so a typo costs no attempt).
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        current_password: String,
+        new_password: String,
+        device: &Device,
+    ) -> Result<AuthTokens, AuthError> {
+        password::validate(&new_password)?;
+        let change = async {
+            self.check_password(&caller.id, current_password).await?;
+            let password_hash = password::hash(new_password, self.inner.bcrypt_cost).await?;
+            let now = now_ms();
+            let mut tx = self.inner.db.pool().begin().await?;
+            if lock_user(&mut tx, &caller.id).await?.is_none() {
+                return Err(AuthError::InvalidToken);
+            }
+            let version = sessions::end_all(&mut tx, &caller.id, now).await?;
+            sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+                .bind(&caller.id)
+                .bind(&password_hash)
+                .execute(&mut *tx)
+                .await?;
+            let session_id = new_id();
+            sessions::start(&mut tx, &caller.id, &session_id, device, now).await?;
+            let tokens = self
+                .issue_tokens(&mut tx, &caller.id, version, &session_id, now)
+                .await?;
+            events::record(
+                &mut tx,
+                NewEvent {
+                    user_id: &caller.id,
+                    kind: EventType::PasswordChanged,
+                    session_id: Some(&session_id),
+                    device,
+                    new_device: false,
+                    now,
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(
+                user_id = caller.id,
+                "password changed; all sessions revoked"
+            );
+            Ok(tokens)
+        };
+        self.limited(
+            &[
+                Subject::Address(device.address),
+                Subject::Email(&caller.email),
+            ],
+            |outcome| matches!(outcome, Err(AuthError::InvalidCredentials)),
+            change,
+        )
+        .await
+    }
+
+    /// Moves the caller's account to `new_email`, after checking their password (failures
+    /// count like a failed login). A taken email is 409 and, as for registration, counts
+    /// against the client's address, since it tells that the address has an account. Sessions
+    /// stay: a token names the user, not the email.
+    pub async fn change_email(
+        &self,
+        caller: &Caller,
+        new_email: &str,
+        password: String,
+        device: &Device,
+    ) -> Result<UserProfile, AuthError> {
+        let new_email = normalize_email(new_email)?;
+        let change = async {
+            self.check_password(&caller.id, password).await?;
+            let now = now_ms();
+            let mut tx = self.inner.db.pool().begin().await?;
+            let changed = sqlx::query("UPDATE users SET email = $2, updated_at = $3 WHERE id = $1")
+                .bind(&caller.id)
+                .bind(&new_email)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|err| {
+                    if is_unique_violation(&err) {
+                        AuthError::EmailTaken
+                    } else {
+                        err.into()
+                    }
+                })?;
+            if changed.rows_affected() == 0 {
+                return Err(AuthError::InvalidToken);
+            }
+            events::record(
+                &mut tx,
+                NewEvent {
+                    user_id: &caller.id,
+                    kind: EventType::EmailChanged,
+                    session_id: caller.session_id.as_deref(),
+                    device,
+                    new_device: false,
+                    now,
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(user_id = caller.id, "email changed");
+            Ok(UserProfile {
+                id: caller.id.clone(),
+                email: new_email.clone(),
+                tier: caller.tier,
+            })
+        };
+        let email_subject = [Subject::Email(&caller.email)];
+        let checked = self.limited(
+            &email_subject,
+            |outcome| matches!(outcome, Err(AuthError::InvalidCredentials)),
+            change,
+        );
+        self.limited(
+            &[Subject::Address(device.address)],
+            |outcome| {
+                matches!(
+                    outcome,
+                    Err(AuthError::InvalidCredentials | AuthError::EmailTaken)
+                )
+            },
+            checked,
+        )
+        .await
+    }
+
+    /// `Ok` when `password` is the user's; `InvalidCredentials` when not.
+    async fn check_password(&self, user_id: &str, password: String) -> Result<(), AuthError> {
+        let hash: Option<String> =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(self.inner.db.pool())
+                .await?;
+        let hash = hash.ok_or(AuthError::InvalidToken)?;
+        if password::verify(password, hash).await? {
+            Ok(())
+        } else {
+            Err(AuthError::InvalidCredentials)
+        }
     }
 
     /// Checks a signed-in user's password again, before a destructive action. Failures count
@@ -349,25 +614,12 @@ impl Accounts {
         &self,
         caller: &Caller,
         password: String,
-        client: IpAddr,
+        client: std::net::IpAddr,
     ) -> Result<(), AuthError> {
-        let check = async {
-            let hash: Option<String> =
-                sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
-                    .bind(&caller.id)
-                    .fetch_optional(self.inner.db.pool())
-                    .await?;
-            let hash = hash.ok_or(AuthError::InvalidToken)?;
-            if password::verify(password, hash).await? {
-                Ok(())
-            } else {
-                Err(AuthError::InvalidCredentials)
-            }
-        };
         self.limited(
             &[Subject::Address(client), Subject::Email(&caller.email)],
             |outcome| matches!(outcome, Err(AuthError::InvalidCredentials)),
-            check,
+            self.check_password(&caller.id, password),
         )
         .await
     }
@@ -375,7 +627,8 @@ impl Accounts {
     /// Verifies an access token and loads the caller with their live tier, in one query.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
         let claims = self.verify_token(token)?;
-        self.caller(&claims.sub, claims.ver).await
+        self.caller(&claims.sub, claims.ver, claims.sid.as_deref())
+            .await
     }
 
     /// Checks an access token's signature, algorithm, issuer, audience and expiry, without
@@ -384,27 +637,46 @@ impl Accounts {
         self.inner.jwt.verify(token)
     }
 
-    /// The caller `user_id` with their live tier and role, if the account still exists and its
-    /// token version is still `token_version` (logout and account deletion end it).
-    pub async fn caller(&self, user_id: &str, token_version: i64) -> Result<Caller, AuthError> {
+    /// The caller `user_id` with their live tier and role, if the account still exists, its
+    /// token version is still `token_version` (a password change, a reused refresh token and
+    /// account deletion end it) and the token's session `session_id` has not ended (logout,
+    /// `DELETE /auth/sessions/{id}`). One query: the session rides on the join that reads the
+    /// tier. A token without a session (issued before sessions existed) is checked by its
+    /// version alone until it expires.
+    pub async fn caller(
+        &self,
+        user_id: &str,
+        token_version: i64,
+        session_id: Option<&str>,
+    ) -> Result<Caller, AuthError> {
         let caller: Option<CallerRow> = sqlx::query_as(
-            "SELECT u.email, u.role, u.token_version, s.tier, s.status \
-             FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id WHERE u.id = $1",
+            "SELECT u.email, u.role, u.token_version, u.disabled_at, s.tier, s.status, \
+             ss.id AS session_id, ss.revoked_at AS session_revoked_at \
+             FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id \
+             LEFT JOIN sessions ss ON ss.id = $2 AND ss.user_id = u.id WHERE u.id = $1",
         )
         .bind(user_id)
+        .bind(session_id)
         .fetch_optional(self.inner.db.pool())
         .await?;
         let Some(CallerRow {
             email,
             role,
             token_version: version,
+            disabled_at,
             tier,
             status,
+            session_id: session,
+            session_revoked_at,
         }) = caller
         else {
             return Err(AuthError::InvalidToken);
         };
-        if token_version != version {
+        // Disabling bumps the version too; this holds even for a token that raced it.
+        if token_version != version || disabled_at.is_some() {
+            return Err(AuthError::InvalidToken);
+        }
+        if session_id.is_some() && (session.is_none() || session_revoked_at.is_some()) {
             return Err(AuthError::InvalidToken);
         }
         Ok(Caller {
@@ -412,6 +684,7 @@ impl Accounts {
             email,
             tier: live_tier(tier.as_deref(), status.as_deref()),
             role: Role::parse(&role),
+            session_id: session,
         })
     }
 
@@ -430,6 +703,50 @@ impl Accounts {
         let user_id = user_id.ok_or(AuthError::UnknownEmail)?;
         tracing::info!(user_id, role = role.as_str(), "role changed");
         Ok(user_id)
+    }
+
+    /// Disables (or enables again) the account `user_id`, for a platform admin. Disabling ends
+    /// every session and access token at once (as a password change does) and refuses
+    /// sign-ins with 403 `account_disabled` until it is enabled; the account's data stays.
+    /// An admin cannot disable their own account, so the last admin cannot lock everyone out.
+    pub async fn set_disabled(
+        &self,
+        admin: &Caller,
+        user_id: &str,
+        disabled: bool,
+    ) -> Result<(), AuthError> {
+        if disabled && admin.id == user_id {
+            return Err(AuthError::CannotDisableSelf);
+        }
+        let now = now_ms();
+        let mut tx = self.inner.db.pool().begin().await?;
+        if lock_user(&mut tx, user_id).await?.is_none() {
+            return Err(AuthError::UserNotFound);
+        }
+        if disabled {
+            sqlx::query(
+                "UPDATE users SET disabled_at = COALESCE(disabled_at, $2), updated_at = $2 WHERE id = $1",
+            )
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sessions::end_all(&mut tx, user_id, now).await?;
+        } else {
+            sqlx::query("UPDATE users SET disabled_at = NULL, updated_at = $2 WHERE id = $1")
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        tracing::info!(
+            admin_id = admin.id,
+            user_id,
+            disabled,
+            "account disabled or enabled by an admin"
+        );
+        Ok(())
     }
 
     async fn issue_tokens(
@@ -453,7 +770,10 @@ impl Accounts {
         .bind(now)
         .execute(&mut *conn)
         .await?;
-        let (access_token, expires_at) = self.inner.jwt.issue(user_id, token_version, now)?;
+        let (access_token, expires_at) =
+            self.inner
+                .jwt
+                .issue(user_id, token_version, Some(family_id), now)?;
         Ok(AuthTokens {
             access_token,
             refresh_token,
@@ -465,7 +785,10 @@ impl Accounts {
 /// Locks the user's row for the rest of the transaction (a no-op write: portable, where
 /// `SELECT ... FOR UPDATE` is not) and returns its token version; `None` when the account is
 /// gone.
-async fn lock_user(conn: &mut AnyConnection, user_id: &str) -> Result<Option<i64>, AuthError> {
+pub(crate) async fn lock_user(
+    conn: &mut AnyConnection,
+    user_id: &str,
+) -> Result<Option<i64>, AuthError> {
     Ok(sqlx::query_scalar(
         "UPDATE users SET token_version = token_version WHERE id = $1 RETURNING token_version",
     )
@@ -480,8 +803,12 @@ struct CallerRow {
     email: String,
     role: String,
     token_version: i64,
+    disabled_at: Option<i64>,
     tier: Option<String>,
     status: Option<String>,
+    /// The token's session, when it names one that is the user's.
+    session_id: Option<String>,
+    session_revoked_at: Option<i64>,
 }
 
 /// Trims and lowercases an email and checks that it is a plausible address.

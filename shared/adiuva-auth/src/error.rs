@@ -20,6 +20,16 @@ pub enum AuthError {
     RefreshTokenReused,
     #[error("no account has this email")]
     UnknownEmail,
+    #[error("no such session")]
+    SessionNotFound,
+    #[error("no such user")]
+    UserNotFound,
+    #[error("this account is disabled")]
+    AccountDisabled,
+    #[error("an admin cannot disable their own account")]
+    CannotDisableSelf,
+    #[error("invalid cursor: use the X-Next-Cursor of the page before")]
+    InvalidCursor,
     #[error(transparent)]
     Limited(#[from] adiuva_limits::LimitError),
     #[error("database query failed")]
@@ -37,14 +47,18 @@ pub enum AuthError {
 impl DomainError for AuthError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidEmail(_) | Self::InvalidPassword => ErrorKind::Invalid,
+            Self::InvalidEmail(_) | Self::InvalidPassword | Self::InvalidCursor => {
+                ErrorKind::Invalid
+            }
             Self::EmailTaken => ErrorKind::Conflict,
             Self::InvalidCredentials
             | Self::MissingToken
             | Self::InvalidToken
             | Self::InvalidRefreshToken
             | Self::RefreshTokenReused => ErrorKind::Unauthenticated,
-            Self::UnknownEmail => ErrorKind::NotFound,
+            Self::UnknownEmail | Self::SessionNotFound | Self::UserNotFound => ErrorKind::NotFound,
+            Self::AccountDisabled => ErrorKind::Forbidden,
+            Self::CannotDisableSelf => ErrorKind::Conflict,
             Self::Limited(err) => err.kind(),
             Self::Database(err) => adiuva_db::kind_of(err),
             Self::Hashing(_) | Self::Signing(_) | Self::Random(_) | Self::Task(_) => {
@@ -63,7 +77,10 @@ impl DomainError for AuthError {
             Self::InvalidToken => "invalid_token",
             Self::InvalidRefreshToken => "invalid_refresh_token",
             Self::RefreshTokenReused => "refresh_token_reused",
-            Self::UnknownEmail => "not_found",
+            Self::UnknownEmail | Self::SessionNotFound | Self::UserNotFound => "not_found",
+            Self::AccountDisabled => "account_disabled",
+            Self::CannotDisableSelf => "cannot_disable_self",
+            Self::InvalidCursor => "invalid_cursor",
             Self::Limited(err) => err.code(),
             Self::Database(err) if adiuva_db::is_unavailable(err) => "dependency_unavailable",
             _ => "internal_error",

@@ -1,20 +1,27 @@
 //! Accounts and everything that decides who a caller is: registration and login, password
 //! hashing (bcrypt), access tokens (JWT), single-use refresh tokens with family revocation, and
 //! [`Accounts::authenticate`], which turns an access token into the [`Caller`] with the live
-//! tier. Nothing here knows HTTP; the HTTP layer calls `authenticate` once per request.
+//! tier; sessions (one per sign-in, listed and ended one by one) and the account's security
+//! log. Nothing here knows HTTP; the HTTP layer calls `authenticate` once per request.
 
 mod accounts;
+mod device;
 mod error;
+mod events;
 mod jwt_crypto;
 pub mod openapi;
 mod password;
 mod refresh;
+mod sessions;
 mod settings;
 mod tokens;
 
 pub use accounts::{Accounts, AuthTokens, UserProfile};
 pub use adiuva_access::{Caller, Role, Tier};
+pub use device::{Device, MAX_USER_AGENT_CHARS, ip_prefix};
 pub use error::AuthError;
+pub use events::{EventPage, EventType, SecurityEvent};
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
+pub use sessions::SessionView;
 pub use settings::{AuthSettings, MIN_PROD_SECRET_BYTES};
 pub use tokens::{AccessClaims, JwtKeys};

@@ -1,5 +1,5 @@
-//! Access tokens: HMAC-signed JWTs with `sub`, `exp`, `iat`, `iss`, `aud` and the user's token
-//! version `ver`. Verification accepts exactly the configured algorithm, so `alg: none` and
+//! Access tokens: HMAC-signed JWTs with `sub`, `exp`, `iat`, `iss`, `aud`, the user's token
+//! version `ver` and the session `sid`. Verification accepts exactly the configured algorithm, so `alg: none` and
 //! algorithm-confusion tokens fail like any bad signature.
 
 use crate::AuthSettings;
@@ -16,8 +16,13 @@ pub struct AccessClaims {
     pub iat: u64,
     pub iss: String,
     pub aud: String,
-    /// Must equal `users.token_version`; logout bumps it.
+    /// Must equal `users.token_version`; a password change bumps it.
     pub ver: i64,
+    /// The session (refresh-token family) the token was issued for; the session must not have
+    /// ended. Absent from tokens issued before sessions existed, which are accepted by `ver`
+    /// alone until they expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 #[derive(Clone)]
@@ -69,6 +74,7 @@ impl JwtKeys {
         &self,
         user_id: &str,
         token_version: i64,
+        session_id: Option<&str>,
         now_ms: i64,
     ) -> Result<(String, i64), AuthError> {
         let iat = u64::try_from(now_ms / 1000).unwrap_or_default();
@@ -79,6 +85,7 @@ impl JwtKeys {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             ver: token_version,
+            sid: session_id.map(str::to_owned),
         };
         let token = encode(&Header::new(self.algorithm), &claims, &self.encoding)
             .map_err(AuthError::Signing)?;
