@@ -324,6 +324,7 @@ async fn delete_record(
     responses(
         (status = 201, description = "Upload URL", body = UploadTicket),
         (status = 402, description = "Would exceed the quota", body = ErrorBody),
+        (status = 403, description = "A plugin package needs a tier with the plugin marketplace", body = ErrorBody),
         (status = 404, description = "The record to update is not yours or does not exist", body = ErrorBody),
         (status = 409, description = "20 uploads are open already: commit them or let them expire", body = ErrorBody),
         (status = 412, description = "The record is at another version", body = ErrorBody),
@@ -348,6 +349,7 @@ async fn start_upload(
         (status = 200, description = "Committed", body = Committed),
         (status = 400, description = "What was uploaded does not match the size or checksum", body = ErrorBody),
         (status = 402, description = "Over the tier's quota now", body = ErrorBody),
+        (status = 403, description = "A plugin package needs a tier with the plugin marketplace", body = ErrorBody),
         (status = 404, description = "No such upload of yours, or expired", body = ErrorBody),
         (status = 409, description = "Nothing was uploaded yet", body = ErrorBody),
         (status = 412, description = "The record moved on since the upload started", body = ErrorBody),

@@ -355,18 +355,21 @@ struct BoundedList<'a, T> {
 /// Reads one entry of a list.
 struct ItemSeed<'a, T> {
     budget: &'a mut Budget,
-    read: fn(Value) -> Result<T, &'static str>,
+    /// The entry's value, and whether the budget ran out while it was read (its value is then
+    /// `null`, whatever it was).
+    read: fn(Value, bool) -> Result<T, &'static str>,
 }
 
 impl<'de, T> DeserializeSeed<'de> for ItemSeed<'_, T> {
     type Value = T;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        let budget = self.budget;
         let value = BoundedValue {
-            budget: self.budget,
+            budget: &mut *budget,
         }
         .deserialize(deserializer)?;
-        (self.read)(value).map_err(de::Error::custom)
+        (self.read)(value, budget.exceeded).map_err(de::Error::custom)
     }
 }
 
@@ -412,16 +415,19 @@ impl<'de, T> Visitor<'de> for BoundedList<'_, T> {
 }
 
 fn any_value(budget: &mut Budget) -> ItemSeed<'_, Value> {
-    ItemSeed { budget, read: Ok }
+    ItemSeed {
+        budget,
+        read: |value, _| Ok(value),
+    }
 }
 
 fn document(budget: &mut Budget) -> ItemSeed<'_, String> {
     ItemSeed {
         budget,
-        read: |value| match value {
+        read: |value, exceeded| match value {
             Value::String(text) => Ok(text),
             // Past the budget the text was not kept; the context is refused as too large.
-            Value::Null => Ok(String::new()),
+            Value::Null if exceeded => Ok(String::new()),
             _ => Err("relevant_documents must hold strings"),
         },
     }
@@ -556,6 +562,7 @@ mod tests {
     fn shapes_are_still_checked() {
         for bad in [
             r#"{"relevant_documents": [1]}"#,
+            r#"{"relevant_documents": [null]}"#,
             r#"{"user_profile": []}"#,
             r#"{"recent_tasks": {}}"#,
             r#"[]"#,
