@@ -66,6 +66,43 @@ fn transfers_made(stripe: &FakeStripe) -> usize {
         .count()
 }
 
+/// A marketplace on the fake Stripe: a developer with payouts ready whose "focus-timer" is
+/// listed at `price` cents, the admin who approved it, and a Power-tier buyer.
+struct Market {
+    stripe: FakeStripe,
+    app: TestApp,
+    developer: TestUser,
+    reviewer: TestUser,
+    buyer: TestUser,
+}
+
+async fn market(backend: Backend, price: i64) -> Market {
+    let stripe = FakeStripe::start().await;
+    let app = stripe_app(backend, &stripe).await;
+    let (developer, reviewer, buyer) = (
+        user_with_tier(&app, "power").await,
+        admin(&app).await,
+        user_with_tier(&app, "power").await,
+    );
+    payout_ready(&app, &stripe, &developer).await;
+    publish(
+        &app,
+        &developer,
+        &reviewer,
+        "focus-timer",
+        "Focus Timer",
+        price,
+    )
+    .await;
+    Market {
+        stripe,
+        app,
+        developer,
+        reviewer,
+        buyer,
+    }
+}
+
 async fn purchase_status(app: &TestApp, purchase_id: &str) -> String {
     adiuva_db::sqlx::query_scalar("SELECT status FROM plugin_purchases WHERE id = $1")
         .bind(purchase_id)
@@ -272,15 +309,13 @@ async fn deleting_an_account_ends_its_subscription_at_stripe_first(backend: Back
 }
 
 async fn a_paid_version_needs_a_purchase_after_a_free_one(backend: Backend) {
-    let stripe = FakeStripe::start().await;
-    let app = stripe_app(backend, &stripe).await;
-    let (developer, reviewer, user) = (
-        user_with_tier(&app, "power").await,
-        admin(&app).await,
-        user_with_tier(&app, "power").await,
-    );
-    payout_ready(&app, &stripe, &developer).await;
-    publish(&app, &developer, &reviewer, "focus-timer", "Focus Timer", 0).await;
+    let Market {
+        stripe,
+        app,
+        developer,
+        reviewer,
+        buyer: user,
+    } = market(backend, 0).await;
     json_of(install(&app, &user, "focus-timer").await, StatusCode::OK).await;
 
     // Version 2 costs 4.99: having installed version 1 pays for nothing.
@@ -318,23 +353,9 @@ async fn a_paid_version_needs_a_purchase_after_a_free_one(backend: Backend) {
 }
 
 async fn a_dispute_suspends_the_install_until_it_is_won(backend: Backend) {
-    let stripe = FakeStripe::start().await;
-    let app = stripe_app(backend, &stripe).await;
-    let (developer, reviewer, buyer) = (
-        user_with_tier(&app, "power").await,
-        admin(&app).await,
-        user_with_tier(&app, "power").await,
-    );
-    payout_ready(&app, &stripe, &developer).await;
-    publish(
-        &app,
-        &developer,
-        &reviewer,
-        "focus-timer",
-        "Focus Timer",
-        999,
-    )
-    .await;
+    let Market {
+        stripe, app, buyer, ..
+    } = market(backend, 999).await;
     let (purchase_id, charge, _) = buy(&app, &stripe, &buyer, "focus-timer").await;
 
     let opened = stripe.dispute(&charge, "warning_needs_response");
@@ -374,23 +395,9 @@ async fn a_dispute_suspends_the_install_until_it_is_won(backend: Backend) {
 }
 
 async fn a_refund_before_the_completion_is_remembered(backend: Backend) {
-    let stripe = FakeStripe::start().await;
-    let app = stripe_app(backend, &stripe).await;
-    let (developer, reviewer, buyer) = (
-        user_with_tier(&app, "power").await,
-        admin(&app).await,
-        user_with_tier(&app, "power").await,
-    );
-    payout_ready(&app, &stripe, &developer).await;
-    publish(
-        &app,
-        &developer,
-        &reviewer,
-        "focus-timer",
-        "Focus Timer",
-        499,
-    )
-    .await;
+    let Market {
+        stripe, app, buyer, ..
+    } = market(backend, 499).await;
     let pending = json_of(
         install(&app, &buyer, "focus-timer").await,
         StatusCode::ACCEPTED,
@@ -425,23 +432,9 @@ async fn a_refund_before_the_completion_is_remembered(backend: Backend) {
 }
 
 async fn a_transfer_retried_after_a_lost_commit_and_a_day_pays_once(backend: Backend) {
-    let stripe = FakeStripe::start().await;
-    let app = stripe_app(backend, &stripe).await;
-    let (developer, reviewer, buyer) = (
-        user_with_tier(&app, "power").await,
-        admin(&app).await,
-        user_with_tier(&app, "power").await,
-    );
-    payout_ready(&app, &stripe, &developer).await;
-    publish(
-        &app,
-        &developer,
-        &reviewer,
-        "focus-timer",
-        "Focus Timer",
-        499,
-    )
-    .await;
+    let Market {
+        stripe, app, buyer, ..
+    } = market(backend, 499).await;
 
     let pending = json_of(
         install(&app, &buyer, "focus-timer").await,
@@ -536,23 +529,9 @@ async fn a_transfer_retried_after_a_lost_commit_and_a_day_pays_once(backend: Bac
 }
 
 async fn a_new_checkout_expires_the_superseded_session(backend: Backend) {
-    let stripe = FakeStripe::start().await;
-    let app = stripe_app(backend, &stripe).await;
-    let (developer, reviewer, buyer) = (
-        user_with_tier(&app, "power").await,
-        admin(&app).await,
-        user_with_tier(&app, "power").await,
-    );
-    payout_ready(&app, &stripe, &developer).await;
-    publish(
-        &app,
-        &developer,
-        &reviewer,
-        "focus-timer",
-        "Focus Timer",
-        499,
-    )
-    .await;
+    let Market {
+        stripe, app, buyer, ..
+    } = market(backend, 499).await;
     let first = json_of(
         install(&app, &buyer, "focus-timer").await,
         StatusCode::ACCEPTED,
