@@ -125,18 +125,7 @@ async fn deleting_an_account_purges_everything(backend: Backend) {
         json!({"ok": true, "subscription_canceled": false})
     );
 
-    error_body(
-        app.me(&user.tokens.access_token).await,
-        StatusCode::UNAUTHORIZED,
-        "invalid_token",
-    )
-    .await;
-    error_body(
-        app.refresh(&user.tokens.refresh_token).await,
-        StatusCode::UNAUTHORIZED,
-        "invalid_refresh_token",
-    )
-    .await;
+    app.assert_signed_out(&user.tokens).await;
     error_body(
         app.login(&user.email, &user.password).await,
         StatusCode::UNAUTHORIZED,

@@ -424,6 +424,23 @@ impl TestApp {
         .await
     }
 
+    /// Asserts that a device's tokens ended: its access token is refused on the next request
+    /// (401 `invalid_token`) and its refresh token too (401 `invalid_refresh_token`).
+    pub async fn assert_signed_out(&self, tokens: &Tokens) {
+        error_body(
+            self.me(&tokens.access_token).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        )
+        .await;
+        error_body(
+            self.refresh(&tokens.refresh_token).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+        )
+        .await;
+    }
+
     pub async fn me(&self, access_token: &str) -> Response {
         self.get_authed("/api/v1/auth/me", access_token).await
     }

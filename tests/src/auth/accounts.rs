@@ -128,18 +128,7 @@ async fn password_change_ends_every_session_and_answers_new_tokens(backend: Back
 
     // Every earlier token ends at once, the caller's own included.
     for old in [&user.tokens, &laptop] {
-        error_body(
-            app.me(&old.access_token).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-        )
-        .await;
-        error_body(
-            app.refresh(&old.refresh_token).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_refresh_token",
-        )
-        .await;
+        app.assert_signed_out(old).await;
     }
     // The new pair works, and it is the one session left.
     assert_eq!(app.me(&fresh.access_token).await.status(), StatusCode::OK);
@@ -339,18 +328,7 @@ async fn sessions_are_listed_and_ended_one_by_one(backend: Backend) {
     // request, long before it expires, and its refresh token no longer works.
     let ended = revoke(&app, &phone.access_token, laptop_id).await;
     assert_eq!(ended.status(), StatusCode::NO_CONTENT);
-    error_body(
-        app.me(&user.tokens.access_token).await,
-        StatusCode::UNAUTHORIZED,
-        "invalid_token",
-    )
-    .await;
-    error_body(
-        app.refresh(&user.tokens.refresh_token).await,
-        StatusCode::UNAUTHORIZED,
-        "invalid_refresh_token",
-    )
-    .await;
+    app.assert_signed_out(&user.tokens).await;
     // The phone goes on; its refresh keeps the session (and moves last_used_at).
     let refreshed: Tokens = app
         .refresh(&phone.refresh_token)
@@ -649,18 +627,7 @@ async fn an_admin_disables_and_enables_an_account(backend: Backend) {
     // Every session ends at once; signing in is refused, and said so only to the right
     // password.
     for tokens in [&user.tokens, &laptop] {
-        error_body(
-            app.me(&tokens.access_token).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-        )
-        .await;
-        error_body(
-            app.refresh(&tokens.refresh_token).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_refresh_token",
-        )
-        .await;
+        app.assert_signed_out(tokens).await;
     }
     error_body(
         app.login(&user.email, &user.password).await,
