@@ -29,6 +29,8 @@ mod contract;
 #[cfg(test)]
 mod docs;
 #[cfg(test)]
+mod entitlements;
+#[cfg(test)]
 mod faults;
 #[cfg(test)]
 mod headers;

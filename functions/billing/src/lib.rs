@@ -1,10 +1,11 @@
 //! Billing function: `POST /api/v1/billing/checkout`, `POST /api/v1/billing/webhook` (public:
-//! Stripe signs it), `GET` and `DELETE /api/v1/billing/subscription`, and
+//! Stripe signs it), `GET` and `DELETE /api/v1/billing/subscription`, `GET /api/v1/billing/entitlements`, and
 //! `POST /api/v1/billing/portal`. The webhook is Stripe's one endpoint: the marketplace's
 //! events (plugin purchases, refunds, developers' accounts) go to its [`Purchases`], the
 //! subscription events to billing. The local server also mounts [`stub_router`], the page
 //! that completes stub links (tiers, plugin purchases, payout onboarding).
 
+use adiuva_access::entitlements::{Allowances, Entitlements};
 use adiuva_billing::{Billing, Checkout, Delivery, StubItem, SubscriptionView};
 use adiuva_config::{ConfigError, Context};
 use adiuva_http::{ErrorBody, Function, Json, Path, Query, RawBody, Result, Routes, routes};
@@ -22,6 +23,7 @@ use tracing::Instrument as _;
 struct Services {
     billing: Billing,
     purchases: Purchases,
+    allowances: Allowances,
 }
 
 impl FromRef<Services> for Billing {
@@ -34,6 +36,7 @@ fn services(context: &Context) -> Result<Services, ConfigError> {
     Ok(Services {
         billing: context.get()?,
         purchases: context.get()?,
+        allowances: context.get()?,
     })
 }
 
@@ -43,6 +46,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(webhook))
         .routes(routes!(subscription, cancel))
         .routes(routes!(portal))
+        .routes(routes!(entitlements))
         .with_state(services(context)?);
     adiuva_pipeline::authenticated("billing", routes, context)
 }
@@ -169,6 +173,21 @@ async fn subscription(
     CurrentUser(caller): CurrentUser,
 ) -> Result<Json<SubscriptionView>> {
     Ok(Json(billing.subscription(&caller).await?))
+}
+
+/// What the caller's tier allows (features as numbers, `null` for unlimited, or flags) and how
+/// much of each quota they use: the desktop app's one source for the gates it applies itself.
+#[utoipa::path(get, path = "/api/v1/billing/entitlements", tag = "billing",
+    responses(
+        (status = 200, description = "The tier's features and the caller's usage", body = Entitlements),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ))]
+async fn entitlements(
+    State(services): State<Services>,
+    CurrentUser(caller): CurrentUser,
+) -> Result<Json<Entitlements>> {
+    Ok(Json(services.allowances.of(&caller).await?))
 }
 
 /// Cancels the subscription: at the end of the paid period by default (the tier stays until

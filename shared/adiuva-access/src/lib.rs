@@ -6,8 +6,16 @@
 //! per request (adiuva-auth verifies the token and reads the live tier) and hands the value in.
 
 mod caller;
+pub mod entitlements;
 pub mod quota;
 pub mod tiers;
 
 pub use caller::{Caller, Role};
+pub use entitlements::Entitlements;
 pub use tiers::{AccessError, Feature, Limit, Quota, Tier, TierLimits};
+
+/// One "GB" of the tier matrix in bytes: `QUOTA_UNIT_BYTES` (1 GiB by default; tests shrink it
+/// so that quotas are small). Read here once for storage's quotas and the entitlements alike.
+pub fn quota_unit_bytes(source: &adiuva_config::Source) -> Result<u64, adiuva_config::ConfigError> {
+    source.number_in("QUOTA_UNIT_BYTES", 1 << 30, 1..=1 << 50)
+}

@@ -111,7 +111,7 @@ impl Default for JanitorSettings {
 impl StorageSettings {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         Ok(Self {
-            quota_unit_bytes: source.number_in("QUOTA_UNIT_BYTES", 1 << 30, 1..=1 << 50)?,
+            quota_unit_bytes: adiuva_access::quota_unit_bytes(source)?,
             orphan_grace_minutes: source.number_in(
                 "ORPHAN_GRACE_MINUTES",
                 60,

@@ -1,0 +1,96 @@
+//! `GET /billing/entitlements` on both pairings: the tier matrix as the desktop app reads it,
+//! and the caller's usage from the same counters the quotas are checked against.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::backend_tests;
+use crate::harness::{Backend, TestApp, TestUser, spawn_app_with};
+
+backend_tests!(
+    a_free_user_reads_the_free_matrix_and_no_storage,
+    usage_follows_what_the_user_stores_and_deletes,
+    the_route_needs_a_token,
+);
+
+async fn entitlements(app: &TestApp, user: &TestUser) -> Value {
+    let response = app
+        .get_authed("/api/v1/billing/entitlements", &user.tokens.access_token)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn a_free_user_reads_the_free_matrix_and_no_storage(backend: Backend) {
+    let app = spawn_app_with(backend, &[("QUOTA_UNIT_BYTES", "100")]).await;
+    let user = app.register_user().await;
+    let body = entitlements(&app, &user).await;
+    assert_eq!(body["tier"], "free");
+    assert_eq!(body["tier_source"], "own");
+    assert_eq!(
+        body["features"],
+        json!({
+            "agents": 3, "batch_active": 2, "providers": 1, "batch_builder": false,
+            "plugin_marketplace": false, "sso": false, "requests_per_minute": 20,
+        })
+    );
+    assert_eq!(body["usage"]["storage"], json!({"used": 0, "limit": 0}));
+    assert_eq!(body["usage"]["records"], json!({"used": 0, "limit": 0}));
+    assert_eq!(
+        body["usage"]["vector_points"],
+        json!({"used": 0, "limit": 1000})
+    );
+}
+
+async fn usage_follows_what_the_user_stores_and_deletes(backend: Backend) {
+    let app = spawn_app_with(backend, &[("QUOTA_UNIT_BYTES", "100")]).await;
+    let user = app.pro_user().await;
+    let token = &user.tokens.access_token;
+    let first = app.record(token, "tasks", b"0123456789").await;
+    app.record(token, "tasks", b"abc").await;
+    let upserted = app
+        .upsert_vectors(token, &[("p1", b"blob-of-seven".as_slice(), None)])
+        .await;
+    assert_eq!(upserted.status(), StatusCode::OK);
+
+    let body = entitlements(&app, &user).await;
+    assert_eq!(body["tier"], "pro");
+    assert_eq!(
+        body["features"]["agents"],
+        Value::Null,
+        "pro: unlimited agents"
+    );
+    assert_eq!(body["features"]["plugin_marketplace"], false);
+    assert_eq!(body["features"]["requests_per_minute"], 60);
+    // Pro: 5 quota units (here 100 bytes each) of storage and of backups.
+    assert_eq!(body["usage"]["storage"], json!({"used": 13, "limit": 500}));
+    assert_eq!(body["usage"]["backup"], json!({"used": 0, "limit": 500}));
+    assert_eq!(
+        body["usage"]["records"],
+        json!({"used": 2, "limit": 100_000})
+    );
+    assert_eq!(body["usage"]["vector_points"]["used"], 1);
+    assert_eq!(body["usage"]["vector_bytes"]["used"], 13);
+
+    let deleted = app.delete_record(token, &first).await;
+    assert!(deleted.status().is_success());
+    let body = entitlements(&app, &user).await;
+    assert_eq!(body["usage"]["storage"], json!({"used": 3, "limit": 500}));
+    assert_eq!(body["usage"]["records"]["used"], 1);
+
+    // Someone else's counters are not the caller's.
+    let other = app.pro_user().await;
+    let body = entitlements(&app, &other).await;
+    assert_eq!(body["usage"]["storage"]["used"], 0);
+    assert_eq!(body["usage"]["vector_points"]["used"], 0);
+}
+
+async fn the_route_needs_a_token(backend: Backend) {
+    let app = spawn_app_with(backend, &[]).await;
+    let response = app
+        .request(reqwest::Method::GET, "/api/v1/billing/entitlements")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
