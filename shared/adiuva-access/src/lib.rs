@@ -9,5 +9,5 @@ mod caller;
 pub mod quota;
 pub mod tiers;
 
-pub use caller::{Caller, Role};
+pub use caller::{Caller, Role, TeamRole, TierSource, effective_tier};
 pub use tiers::{AccessError, Feature, Limit, Quota, Tier, TierLimits};
