@@ -52,7 +52,7 @@ pub struct InvitationView {
     pub email: String,
     pub role: TeamRole,
     pub state: InvitationState,
-    /// Who invited (a user id; null once their account is gone).
+    /// Who invited (a user id; it stays after that account is deleted).
     pub invited_by: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
@@ -337,9 +337,15 @@ impl Teams {
     }
 }
 
-/// Seats the team holds now: members and pending, unexpired invitations.
-async fn seats_held(conn: &mut AnyConnection, team_id: &str, now: i64) -> Result<i64, TeamError> {
-    Ok(sqlx::query_scalar(
+/// Seats the team holds at `now`: members and pending, unexpired invitations. Billing's seat
+/// changes compare the new quantity with it (inside their own transaction, after locking the
+/// team's row, so that no invitation slips in between).
+pub async fn seats_held(
+    conn: &mut AnyConnection,
+    team_id: &str,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
         "SELECT (SELECT COUNT(*) FROM team_members WHERE team_id = $1) + \
          (SELECT COUNT(*) FROM team_invitations WHERE team_id = $1 AND accepted_at IS NULL \
           AND revoked_at IS NULL AND expires_at > $2)",
@@ -347,7 +353,7 @@ async fn seats_held(conn: &mut AnyConnection, team_id: &str, now: i64) -> Result
     .bind(team_id)
     .bind(now)
     .fetch_one(conn)
-    .await?)
+    .await
 }
 
 fn token_hash(token: &str) -> String {

@@ -27,7 +27,7 @@ pub struct NewTeamKey {
 pub struct TeamKey {
     pub wrapped_key: String,
     pub key_version: i64,
-    /// The admin who wrapped it (a user id; null once their account is gone).
+    /// The owner or admin who wrapped it (a user id; it stays after that account is deleted).
     pub wrapped_by: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub updated_at: i64,

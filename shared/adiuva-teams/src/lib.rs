@@ -36,6 +36,7 @@ pub use error::TeamError;
 pub use events::{EventPage, MAX_PAGE, TeamEvent, TeamEventType, record_event};
 pub use invitations::{
     INVITATION_TTL_MS, InvitationCreated, InvitationState, InvitationView, NewInvitation,
+    seats_held,
 };
 pub use keys::{MAX_WRAPPED_KEY_CHARS, NewTeamKey, TeamKey};
 pub use members::Member;
@@ -286,26 +287,29 @@ impl Teams {
     }
 }
 
-/// What [`lock_team`] (or [`find_team`]) read from the team's row.
-pub(crate) struct Locked {
-    pub(crate) seats: i64,
-    pub(crate) status: String,
+/// What [`lock_team`] read from the team's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedTeam {
+    pub seats: i64,
+    /// `none`, `active`, `past_due` or `canceled`.
+    pub status: String,
 }
 
 /// Locks the team's row for the rest of the transaction (a no-op write: a row lock on
 /// PostgreSQL, the database's write lock on SQLite, taken first so that SQLite never has to
-/// upgrade a read) and reads its seats and status; `None` when there is no such team.
-pub(crate) async fn lock_team(
+/// upgrade a read) and reads its seats and status; `None` when there is no such team. Billing's
+/// seat changes take the same lock before they count [`seats_held`].
+pub async fn lock_team(
     conn: &mut AnyConnection,
     team_id: &str,
-) -> Result<Option<Locked>, TeamError> {
+) -> Result<Option<LockedTeam>, TeamError> {
     let row: Option<(i64, String)> = sqlx::query_as(
         "UPDATE teams SET updated_at = updated_at WHERE id = $1 RETURNING seats, status",
     )
     .bind(team_id)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|(seats, status)| Locked { seats, status }))
+    Ok(row.map(|(seats, status)| LockedTeam { seats, status }))
 }
 
 /// The team's seats and status without locking its row, for reads; `None` when there is no
@@ -313,13 +317,13 @@ pub(crate) async fn lock_team(
 pub(crate) async fn find_team(
     conn: &mut AnyConnection,
     team_id: &str,
-) -> Result<Option<Locked>, TeamError> {
+) -> Result<Option<LockedTeam>, TeamError> {
     let row: Option<(i64, String)> =
         sqlx::query_as("SELECT seats, status FROM teams WHERE id = $1")
             .bind(team_id)
             .fetch_optional(conn)
             .await?;
-    Ok(row.map(|(seats, status)| Locked { seats, status }))
+    Ok(row.map(|(seats, status)| LockedTeam { seats, status }))
 }
 
 pub(crate) async fn role_of(
@@ -339,7 +343,7 @@ pub(crate) async fn role_of(
 /// The caller's role in a team that exists (`locked`); 404 for anyone not a member.
 pub(crate) async fn require_member(
     conn: &mut AnyConnection,
-    locked: Option<&Locked>,
+    locked: Option<&LockedTeam>,
     team_id: &str,
     user_id: &str,
 ) -> Result<TeamRole, TeamError> {
@@ -354,7 +358,7 @@ pub(crate) async fn require_member(
 /// 404 for anyone not a member, then 403 unless the owner or an admin.
 pub(crate) async fn require_admin(
     conn: &mut AnyConnection,
-    locked: Option<&Locked>,
+    locked: Option<&LockedTeam>,
     team_id: &str,
     user_id: &str,
 ) -> Result<TeamRole, TeamError> {
@@ -369,7 +373,7 @@ pub(crate) async fn require_admin(
 /// 404 for anyone not a member, then 403 unless the owner.
 pub(crate) async fn require_owner(
     conn: &mut AnyConnection,
-    locked: Option<&Locked>,
+    locked: Option<&LockedTeam>,
     team_id: &str,
     user_id: &str,
 ) -> Result<(), TeamError> {
