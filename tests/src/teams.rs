@@ -1432,6 +1432,22 @@ async fn deleting_a_team_removes_its_rows_and_nothing_of_another(backend: Backen
     let before = rows_of(&app, &kept).await;
     assert!(rows_of(&app, &doomed).await.iter().all(|n| *n > 0));
 
+    // What the storage and billing code ask.
+    let teams = adiuva_teams::Teams::new(app.database.db.clone());
+    let role = |team: &str, user: &TestUser| {
+        let (teams, team, user) = (teams.clone(), team.to_owned(), user.id.clone());
+        async move { teams.membership(&team, &user).await.unwrap() }
+    };
+    assert_eq!(
+        role(&doomed, &owner).await,
+        Some(adiuva_teams::TeamRole::Owner)
+    );
+    assert_eq!(
+        role(&doomed, &member).await,
+        Some(adiuva_teams::TeamRole::Member)
+    );
+    assert_eq!(role(&kept, &member).await, None);
+
     let deleted = ok_json(
         call(
             &app,
@@ -1458,9 +1474,9 @@ async fn deleting_a_team_removes_its_rows_and_nothing_of_another(backend: Backen
     }
     // The accounts stay.
     assert_eq!(profile(&app, &member).await["id"], member.id);
+    assert_eq!(role(&doomed, &member).await, None);
 
     // The domain's purge for operators and jobs does the same.
-    let teams = adiuva_teams::Teams::new(app.database.db.clone());
     assert!(teams.purge_team(&kept).await.unwrap());
     assert_eq!(rows_of(&app, &kept).await, [0, 0, 0, 0, 0]);
     assert!(!teams.purge_team(&kept).await.unwrap());
