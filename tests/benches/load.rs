@@ -47,7 +47,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use adiuva_access::{Caller, Role, Tier};
+use adiuva_access::{Caller, Role, Tier, TierSource};
 use adiuva_checksum::Digested;
 use adiuva_config::Context;
 use adiuva_db::{Backend, Database};
@@ -632,6 +632,7 @@ async fn setup_user(target: &Target, storage: &Storage, settings: &Settings, n: 
         id,
         email,
         tier: settings.tier,
+        tier_source: TierSource::Own,
         role: Role::User,
         session_id: None,
     };

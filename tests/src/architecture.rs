@@ -307,3 +307,20 @@ fn only_the_local_server_links_the_docs_page() {
         assert_eq!(links, package == "local", "{package}");
     }
 }
+
+/// The teams function keeps rows only: no storage or vector store, no Stripe, no model client.
+/// (The S3 client is in every pipeline function's graph through adiuva-kv's adiuva-blob.)
+#[test]
+fn teams_links_no_store_stripe_or_model_client() {
+    let graph = graph();
+    let linked = graph.closure("teams", &[]);
+    for forbidden in [
+        "qdrant-client",
+        "async-stripe",
+        "async-openai",
+        "adiuva-storage",
+    ] {
+        assert!(!linked.contains(forbidden), "teams links {forbidden}");
+    }
+    assert!(linked.contains("adiuva-teams") && linked.contains("adiuva-pipeline"));
+}

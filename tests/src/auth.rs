@@ -47,10 +47,12 @@ async fn register_signs_in_and_normalizes_email(backend: Backend) {
     let profile: Value = app.me(&tokens.access_token).await.json().await.unwrap();
     assert_eq!(profile["email"], "alice@example.com");
     assert_eq!(profile["tier"], "free");
+    assert_eq!(profile["tier_source"], "own");
+    assert_eq!(profile["teams"], serde_json::json!([]));
     assert_eq!(
         profile.as_object().unwrap().len(),
-        3,
-        "UserProfile is {{id, email, tier}}: {profile}"
+        5,
+        "the profile is {{id, email, tier, tier_source, teams}}: {profile}"
     );
 
     let login = app

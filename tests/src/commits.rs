@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use adiuva_access::{Caller, Role, Tier};
+use adiuva_access::{Caller, Role, Tier, TierSource};
 use adiuva_checksum::Digested;
 use adiuva_db::Database;
 use adiuva_storage::{Storage, StorageError, StorageSettings};
@@ -123,6 +123,7 @@ async fn a_commit_whose_answer_is_lost_keeps_the_blob_its_row_points_at() {
         id: user.id.clone(),
         email: user.email.clone(),
         tier: Tier::Pro,
+        tier_source: TierSource::Own,
         role: Role::User,
         session_id: None,
     };

@@ -11,6 +11,7 @@ backend_tests!(
     a_free_user_reads_the_free_matrix_and_no_storage,
     usage_follows_what_the_user_stores_and_deletes,
     the_route_needs_a_token,
+    a_seat_in_an_active_team_gives_the_team_s_entitlements,
 );
 
 async fn entitlements(app: &TestApp, user: &TestUser) -> Value {
@@ -93,4 +94,31 @@ async fn the_route_needs_a_token(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn a_seat_in_an_active_team_gives_the_team_s_entitlements(backend: Backend) {
+    let app = spawn_app_with(backend, &[]).await;
+    let owner = app.register_user().await;
+    let created = app
+        .request(reqwest::Method::POST, "/api/v1/teams")
+        .bearer_auth(&owner.tokens.access_token)
+        .json(&json!({"name": "Studio"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let team: Value = created.json().await.unwrap();
+    let body = entitlements(&app, &owner).await;
+    assert_eq!(
+        (body["tier"].clone(), body["tier_source"].clone()),
+        (json!("free"), json!("own"))
+    );
+
+    crate::teams::activate_team(&app, team["id"].as_str().unwrap(), 1).await;
+    let body = entitlements(&app, &owner).await;
+    assert_eq!(body["tier"], "team");
+    assert_eq!(body["tier_source"], "team");
+    assert_eq!(body["features"]["sso"], true);
+    assert_eq!(body["features"]["requests_per_minute"], 200);
+    assert_eq!(body["usage"]["storage"]["limit"], Value::Null);
 }

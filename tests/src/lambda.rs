@@ -16,16 +16,38 @@ use crate::stripe::FakeStripe;
 
 backend_tests!(lambda_handlers_answer_like_the_local_server);
 
-/// The order that lets one user go through every route: sign up, read playbooks, chat, pay for
+/// The order that lets one user go through every route: sign up, publish a public key, run a
+/// team (create, invite a second user who accepts, roles, keys, the log, transfer; deleted
+/// before the account), read playbooks, chat, pay for
 /// a tier, use the marketplace (browse, install, rate; as a developer submit; as an admin
 /// review), store, back up, search, manage the account (sessions, email, password, the
 /// security log), rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 52] = [
+const SEQUENCE: [(&str, &str, &str); 69] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
     ("auth", "POST", "/api/v1/auth/login"),
     ("auth", "GET", "/api/v1/auth/me"),
+    ("auth", "PUT", "/api/v1/auth/me/public-key"),
+    ("teams", "POST", "/api/v1/teams"),
+    ("teams", "GET", "/api/v1/teams"),
+    ("teams", "GET", "/api/v1/teams/{id}"),
+    ("teams", "PATCH", "/api/v1/teams/{id}"),
+    ("teams", "POST", "/api/v1/teams/{id}/invitations"),
+    ("teams", "GET", "/api/v1/teams/{id}/invitations"),
+    ("teams", "POST", "/api/v1/teams/invitations/accept"),
+    ("teams", "GET", "/api/v1/teams/{id}/members"),
+    ("teams", "PATCH", "/api/v1/teams/{id}/members/{user_id}"),
+    ("teams", "PUT", "/api/v1/teams/{id}/keys/{user_id}"),
+    ("teams", "GET", "/api/v1/teams/{id}/keys/me"),
+    ("teams", "GET", "/api/v1/teams/{id}/events"),
+    (
+        "teams",
+        "DELETE",
+        "/api/v1/teams/{id}/invitations/{invitation_id}",
+    ),
+    ("teams", "POST", "/api/v1/teams/{id}/transfer"),
+    ("teams", "DELETE", "/api/v1/teams/{id}/members/{user_id}"),
     ("plans", "GET", "/api/v1/plans/playbook"),
     ("plans", "GET", "/api/v1/plans/playbook/{plan_id}"),
     ("chat", "POST", "/api/v1/chat"),
@@ -76,6 +98,7 @@ const SEQUENCE: [(&str, &str, &str); 52] = [
     ("auth", "GET", "/api/v1/auth/events"),
     ("auth", "POST", "/api/v1/auth/refresh"),
     ("auth", "POST", "/api/v1/auth/logout"),
+    ("teams", "DELETE", "/api/v1/teams/{id}"),
     ("account", "DELETE", "/api/v1/auth/me"),
 ];
 
@@ -84,6 +107,8 @@ const UPLOADED: &[u8] = b"large-encrypted-note";
 /// The package `events/plugins/submit.json` names by its SHA-256.
 const PACKAGE: &[u8] = b"events-plugin-package";
 const EVENTS_USER: (&str, &str) = ("events-user@example.com", "correct-horse-battery");
+/// Whom `events/teams/invite.json` invites.
+const EVENTS_INVITEE: &str = "events-invitee@example.com";
 /// What `events/auth/change_password.json` sets the password to.
 const CHANGED_PASSWORD: &str = "battery-staple-horse";
 
@@ -155,6 +180,58 @@ impl<'a> Session<'a> {
                 self.values.insert("customer_id", customer);
                 self.values
                     .insert("event_id", format!("evt_{}", uuid::Uuid::new_v4().simple()));
+            }
+            ("POST", "/api/v1/teams") => {
+                // The team's seats are paid (what billing's checkout does): standing in for it.
+                let team_id = body["id"].as_str().unwrap();
+                self.values.insert("team_id", team_id.to_owned());
+                crate::teams::activate_team(self.app, team_id, 10).await;
+            }
+            ("POST", "/api/v1/teams/{id}/invitations") => {
+                // The invitee signs up with the invited email and will accept.
+                self.values.insert(
+                    "invitation_token",
+                    body["token"].as_str().unwrap().to_owned(),
+                );
+                let invitee = crate::teams::register_as(self.app, EVENTS_INVITEE).await;
+                self.values.insert("member_id", invitee.id);
+                self.values
+                    .insert("invitee_token", invitee.tokens.access_token);
+            }
+            ("POST", "/api/v1/teams/invitations/accept") => {
+                // A second invitation, still pending, for the revoke event.
+                let pending: Value = self
+                    .app
+                    .request(
+                        Method::POST,
+                        &format!("/api/v1/teams/{}/invitations", self.values["team_id"]),
+                    )
+                    .bearer_auth(&self.values["access_token"])
+                    .json(&serde_json::json!({"email": "events-pending@example.com", "role": "member"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                self.values
+                    .insert("invitation_id", pending["id"].as_str().unwrap().to_owned());
+            }
+            ("POST", "/api/v1/teams/{id}/transfer") => {
+                // The new owner hands the team back, so that the events user can remove them
+                // and delete the team.
+                let back = self
+                    .app
+                    .request(
+                        Method::POST,
+                        &format!("/api/v1/teams/{}/transfer", self.values["team_id"]),
+                    )
+                    .bearer_auth(&self.values["invitee_token"])
+                    .json(&serde_json::json!({"user_id": self.values["user_id"]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(back.status().is_success(), "transferring back failed");
             }
             ("GET", "/api/v1/plans/playbook") => {
                 let plan_id = body

@@ -69,4 +69,6 @@ mod storage;
 #[cfg(test)]
 mod sync;
 #[cfg(test)]
+pub(crate) mod teams;
+#[cfg(test)]
 mod vectors;

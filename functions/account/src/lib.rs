@@ -52,6 +52,7 @@ pub struct AccountDeleted {
     responses(
         (status = 200, description = "Deleted", body = AccountDeleted),
         (status = 401, description = "Wrong password or invalid token", body = ErrorBody),
+        (status = 409, description = "The account owns a team (`owner_must_transfer`): transfer it or delete it first; nothing was deleted", body = ErrorBody),
         (status = 429, description = "Too many wrong passwords", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 503, description = "Stripe could not end the subscription; nothing was deleted", body = ErrorBody),
@@ -66,6 +67,8 @@ async fn delete_account(
         .accounts
         .verify_password(&caller, body.password, client)
         .await?;
+    // A team's owner transfers it (or deletes it) first: refused before Stripe is touched.
+    state.erasure.check_deletable(&caller.id).await?;
     // First, so that a deleted account is never charged again; if Stripe cannot be reached,
     // nothing is deleted and the user tries again.
     let subscription_canceled = state.billing.end_for_deletion(&caller.id).await?;

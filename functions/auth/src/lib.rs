@@ -4,7 +4,10 @@
 //! email for login); the others run behind authentication. Platform admins disable and enable
 //! accounts under `/api/v1/admin/users`.
 
-use adiuva_auth::{Accounts, AuthTokens, Device, SecurityEvent, SessionView, UserProfile};
+use adiuva_auth::{
+    Accounts, AuthTokens, CurrentProfile, Device, PublicKey, SecurityEvent, SessionView,
+    UserProfile,
+};
 use adiuva_config::{ConfigError, Context};
 use adiuva_http::paging;
 use adiuva_http::{
@@ -31,6 +34,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(refresh))
         .routes(routes!(logout))
         .routes(routes!(me))
+        .routes(routes!(set_public_key))
         .routes(routes!(change_password))
         .routes(routes!(change_email))
         .routes(routes!(sessions))
@@ -292,14 +296,34 @@ async fn events(
     ))
 }
 
-/// The caller's profile with their current billing tier.
+/// The caller's profile with their effective billing tier (the better of their own
+/// subscription's and the Team tier of a seat in a team with an active subscription), where it
+/// comes from, and their teams.
 #[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
     responses(
-        (status = 200, description = "The caller", body = UserProfile),
+        (status = 200, description = "The caller", body = CurrentProfile),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
     ))]
-async fn me(CurrentUser(caller): CurrentUser) -> Json<UserProfile> {
-    Json(UserProfile::from(&caller))
+async fn me(
+    State(accounts): State<Accounts>,
+    CurrentUser(caller): CurrentUser,
+) -> Result<Json<CurrentProfile>> {
+    Ok(Json(accounts.current_profile(&caller).await?))
+}
+
+/// Publishes the caller's public key, which team admins wrap the team key with on their
+/// device. Replaces the one before; the server never sees a private key.
+#[utoipa::path(put, path = "/api/v1/auth/me/public-key", tag = "auth", request_body = PublicKey,
+    responses(
+        (status = 200, description = "The key is published", body = PublicKey),
+        (status = 422, description = "Not base64, longer than 1 KiB, or an unknown algorithm (`invalid_public_key`)", body = ErrorBody),
+    ))]
+async fn set_public_key(
+    State(accounts): State<Accounts>,
+    CurrentUser(caller): CurrentUser,
+    Json(body): Json<PublicKey>,
+) -> Result<Json<PublicKey>> {
+    Ok(Json(accounts.set_public_key(&caller, &body).await?))
 }
 
 /// Disables an account (platform admins): its sessions and access tokens end at once, and it

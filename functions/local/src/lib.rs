@@ -37,6 +37,7 @@ pub fn functions(context: &Context) -> Result<Vec<(&'static str, Function)>, Con
         ("chat", chat::function(context)?),
         ("billing", billing::function(context)?),
         ("plugins", plugins::function(context)?),
+        ("teams", teams::function(context)?),
     ])
 }
 

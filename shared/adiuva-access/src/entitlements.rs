@@ -39,7 +39,7 @@ impl Allowances {
         let counters = Counters::read(&mut conn, &caller.id).await?;
         Ok(Entitlements::new(
             caller.tier,
-            "own",
+            caller.tier_source.as_str(),
             counters,
             self.unit_bytes,
         ))

@@ -10,7 +10,7 @@ pub mod entitlements;
 pub mod quota;
 pub mod tiers;
 
-pub use caller::{Caller, Role};
+pub use caller::{Caller, Role, TeamRole, TierSource, effective_tier};
 pub use entitlements::Entitlements;
 pub use tiers::{AccessError, Feature, Limit, Quota, Tier, TierLimits};
 

@@ -24,6 +24,8 @@ pub enum ErasureError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Vectors(#[from] VectorError),
+    #[error("the account owns a team: transfer its ownership to another member or delete it first")]
+    OwnerMustTransfer,
     #[error("database query failed")]
     Database(#[from] sqlx::Error),
 }
@@ -33,6 +35,7 @@ impl DomainError for ErasureError {
         match self {
             Self::Storage(err) => err.kind(),
             Self::Vectors(err) => err.kind(),
+            Self::OwnerMustTransfer => ErrorKind::Conflict,
             Self::Database(err) => adiuva_db::kind_of(err),
         }
     }
@@ -41,10 +44,27 @@ impl DomainError for ErasureError {
         match self {
             Self::Storage(err) => err.code(),
             Self::Vectors(err) => err.code(),
+            Self::OwnerMustTransfer => "owner_must_transfer",
             Self::Database(err) if adiuva_db::is_unavailable(err) => "dependency_unavailable",
             Self::Database(_) => "internal_error",
         }
     }
+}
+
+async fn refuse_team_owner(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+) -> Result<(), ErasureError> {
+    let owned: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM team_members WHERE user_id = $1 AND role = 'owner'",
+    )
+    .bind(user_id)
+    .fetch_one(conn)
+    .await?;
+    if owned > 0 {
+        return Err(ErasureError::OwnerMustTransfer);
+    }
+    Ok(())
 }
 
 /// What one janitor pass over deleted accounts did.
@@ -72,12 +92,24 @@ impl Erasure {
         Self { storage, vectors }
     }
 
+    /// 409 `owner_must_transfer` while the user owns a team (issue 21): a team keeps exactly
+    /// one owner, so ownership moves to another member, or the team is deleted, first. The
+    /// account function asks before it ends the subscription at Stripe;
+    /// [`Erasure::delete_account`] asks again inside its transaction.
+    pub async fn check_deletable(&self, user_id: &str) -> Result<(), ErasureError> {
+        let mut conn = self.storage.database().pool().acquire().await?;
+        refuse_team_owner(&mut conn, user_id).await
+    }
+
     /// Deletes the account: rows first, in one transaction with the note that makes the janitor
     /// finish the purge; then blobs and vectors. A purge failure is logged, not returned: the
-    /// account is gone either way.
+    /// account is gone either way. The owner of a team is refused (409 `owner_must_transfer`);
+    /// a member's memberships and wrapped team keys go with the account (foreign keys), and the
+    /// team records they wrote stay with the team.
     pub async fn delete_account(&self, user_id: &str) -> Result<(), ErasureError> {
         let mut tx = self.storage.database().pool().begin().await?;
         Storage::note_account_deletion(&mut tx, user_id).await?;
+        refuse_team_owner(&mut tx, user_id).await?;
         let now = adiuva_db::now_ms();
         // The developer's listed plugins stay for those who have them; no new installs, and
         // the name they published under is removed with them.

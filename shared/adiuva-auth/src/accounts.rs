@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use adiuva_access::tiers::live_tier;
-use adiuva_access::{Caller, Role, Tier};
+use adiuva_access::{Caller, Role, TeamRole, Tier, TierSource, effective_tier};
 use adiuva_config::{Component, ConfigError, Context};
 use adiuva_db::{Database, is_unique_violation, new_id, now_ms};
 use adiuva_limits::{Limits, Subject};
@@ -26,12 +26,15 @@ pub struct AuthTokens {
     pub expires_at: i64,
 }
 
-/// The reference's `UserProfile`; `tier` is read live from the subscription.
+/// The reference's `UserProfile`; `tier` is read live: the better of the own subscription's
+/// and a team seat's.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserProfile {
     pub id: String,
     pub email: String,
     pub tier: Tier,
+    /// `own`: the caller's subscription; `team`: a seat in a team with an active subscription.
+    pub tier_source: TierSource,
 }
 
 impl From<&Caller> for UserProfile {
@@ -40,8 +43,44 @@ impl From<&Caller> for UserProfile {
             id: caller.id.clone(),
             email: caller.email.clone(),
             tier: caller.tier,
+            tier_source: caller.tier_source,
         }
     }
+}
+
+/// `GET /auth/me`: the profile and the caller's teams.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CurrentProfile {
+    pub id: String,
+    pub email: String,
+    pub tier: Tier,
+    /// `own`: the caller's subscription; `team`: a seat in a team with an active subscription.
+    pub tier_source: TierSource,
+    /// Every team the caller is a member of, oldest membership first.
+    pub teams: Vec<TeamSeat>,
+}
+
+/// One of the caller's teams and their role in it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TeamSeat {
+    pub id: String,
+    pub role: TeamRole,
+}
+
+/// The algorithms a member's public key may be for.
+pub const KEY_ALGORITHMS: [&str; 3] = ["x25519", "p256", "rsa-oaep-256"];
+/// The longest public key accepted, in base64 characters (1 KiB).
+pub const MAX_PUBLIC_KEY_CHARS: usize = 1024;
+
+/// A member's public key, which admins wrap team keys with.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct PublicKey {
+    /// Standard base64, at most 1 KiB of text.
+    #[schema(max_length = 1024, min_length = 1)]
+    pub public_key: String,
+    /// `x25519`, `p256` or `rsa-oaep-256`.
+    #[schema(pattern = "^(x25519|p256|rsa-oaep-256)$")]
+    pub algorithm: String,
 }
 
 /// The account service. Cheap to clone; built once per process.
@@ -572,6 +611,7 @@ impl Accounts {
                 id: caller.id.clone(),
                 email: new_email.clone(),
                 tier: caller.tier,
+                tier_source: caller.tier_source,
             })
         };
         let email_subject = [Subject::Email(&caller.email)];
@@ -642,7 +682,10 @@ impl Accounts {
     /// account deletion end it) and the token's session `session_id` has not ended (logout,
     /// `DELETE /auth/sessions/{id}`). One query: the session rides on the join that reads the
     /// tier. A token without a session (issued before sessions existed) is checked by its
-    /// version alone until it expires.
+    /// version alone until it expires. The tier is the effective one: the better of the own
+    /// subscription's and the Team tier of a seat in a team whose subscription is active (a
+    /// subquery of the same statement, so leaving a team or its subscription ending shows at
+    /// the next request, with no extra round trip).
     pub async fn caller(
         &self,
         user_id: &str,
@@ -651,7 +694,9 @@ impl Accounts {
     ) -> Result<Caller, AuthError> {
         let caller: Option<CallerRow> = sqlx::query_as(
             "SELECT u.email, u.role, u.token_version, u.disabled_at, s.tier, s.status, \
-             ss.id AS session_id, ss.revoked_at AS session_revoked_at \
+             ss.id AS session_id, ss.revoked_at AS session_revoked_at, \
+             (SELECT COUNT(*) FROM team_members tm JOIN teams t ON t.id = tm.team_id \
+              WHERE tm.user_id = u.id AND t.status = 'active') AS team_seats \
              FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id \
              LEFT JOIN sessions ss ON ss.id = $2 AND ss.user_id = u.id WHERE u.id = $1",
         )
@@ -668,6 +713,7 @@ impl Accounts {
             status,
             session_id: session,
             session_revoked_at,
+            team_seats,
         }) = caller
         else {
             return Err(AuthError::InvalidToken);
@@ -679,13 +725,83 @@ impl Accounts {
         if session_id.is_some() && (session.is_none() || session_revoked_at.is_some()) {
             return Err(AuthError::InvalidToken);
         }
+        let (tier, tier_source) = effective_tier(
+            live_tier(tier.as_deref(), status.as_deref()),
+            team_seats > 0,
+        );
         Ok(Caller {
             id: user_id.to_owned(),
             email,
-            tier: live_tier(tier.as_deref(), status.as_deref()),
+            tier,
+            tier_source,
             role: Role::parse(&role),
             session_id: session,
         })
+    }
+
+    /// `GET /auth/me`: the caller's profile with their teams (one more query, on this route
+    /// only; the tier came with the caller).
+    pub async fn current_profile(&self, caller: &Caller) -> Result<CurrentProfile, AuthError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT team_id, role FROM team_members WHERE user_id = $1 \
+             ORDER BY joined_at, team_id",
+        )
+        .bind(&caller.id)
+        .fetch_all(self.inner.db.pool())
+        .await?;
+        Ok(CurrentProfile {
+            id: caller.id.clone(),
+            email: caller.email.clone(),
+            tier: caller.tier,
+            tier_source: caller.tier_source,
+            teams: rows
+                .into_iter()
+                .filter_map(|(id, role)| {
+                    Some(TeamSeat {
+                        id,
+                        role: TeamRole::parse(&role)?,
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    /// Publishes the caller's public key (replacing the one before), for admins to wrap team
+    /// keys with. The key must be standard base64 of at most [`MAX_PUBLIC_KEY_CHARS`]
+    /// characters and the algorithm one of [`KEY_ALGORITHMS`] (422 otherwise).
+    pub async fn set_public_key(
+        &self,
+        caller: &Caller,
+        key: &PublicKey,
+    ) -> Result<PublicKey, AuthError> {
+        if key.public_key.is_empty()
+            || key.public_key.len() > MAX_PUBLIC_KEY_CHARS
+            || adiuva_checksum::decode_base64(key.public_key.as_bytes()).is_err()
+        {
+            return Err(AuthError::InvalidPublicKey(
+                "public_key must be standard base64 of at most 1 KiB",
+            ));
+        }
+        if !KEY_ALGORITHMS.contains(&key.algorithm.as_str()) {
+            return Err(AuthError::InvalidPublicKey(
+                "algorithm must be x25519, p256 or rsa-oaep-256",
+            ));
+        }
+        sqlx::query(
+            "UPDATE users SET public_key = $2, key_algorithm = $3, updated_at = $4 WHERE id = $1",
+        )
+        .bind(&caller.id)
+        .bind(&key.public_key)
+        .bind(&key.algorithm)
+        .bind(now_ms())
+        .execute(self.inner.db.pool())
+        .await?;
+        tracing::info!(
+            user_id = caller.id,
+            algorithm = key.algorithm,
+            "public key published"
+        );
+        Ok(key.clone())
     }
 
     /// Grants or revokes a role by email (the `adiuva-local admin` command). Takes effect on the
@@ -809,6 +925,8 @@ struct CallerRow {
     /// The token's session, when it names one that is the user's.
     session_id: Option<String>,
     session_revoked_at: Option<i64>,
+    /// The caller's seats in teams whose subscription is active.
+    team_seats: i64,
 }
 
 /// Trims and lowercases an email and checks that it is a plausible address.

@@ -30,6 +30,8 @@ pub enum AuthError {
     CannotDisableSelf,
     #[error("invalid cursor: use the X-Next-Cursor of the page before")]
     InvalidCursor,
+    #[error("{0}")]
+    InvalidPublicKey(&'static str),
     #[error(transparent)]
     Limited(#[from] adiuva_limits::LimitError),
     #[error("database query failed")]
@@ -47,9 +49,10 @@ pub enum AuthError {
 impl DomainError for AuthError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidEmail(_) | Self::InvalidPassword | Self::InvalidCursor => {
-                ErrorKind::Invalid
-            }
+            Self::InvalidEmail(_)
+            | Self::InvalidPassword
+            | Self::InvalidCursor
+            | Self::InvalidPublicKey(_) => ErrorKind::Invalid,
             Self::EmailTaken => ErrorKind::Conflict,
             Self::InvalidCredentials
             | Self::MissingToken
@@ -81,6 +84,7 @@ impl DomainError for AuthError {
             Self::AccountDisabled => "account_disabled",
             Self::CannotDisableSelf => "cannot_disable_self",
             Self::InvalidCursor => "invalid_cursor",
+            Self::InvalidPublicKey(_) => "invalid_public_key",
             Self::Limited(err) => err.code(),
             Self::Database(err) if adiuva_db::is_unavailable(err) => "dependency_unavailable",
             _ => "internal_error",

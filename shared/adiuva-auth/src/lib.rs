@@ -16,8 +16,11 @@ mod sessions;
 mod settings;
 mod tokens;
 
-pub use accounts::{Accounts, AuthTokens, UserProfile};
-pub use adiuva_access::{Caller, Role, Tier};
+pub use accounts::{
+    Accounts, AuthTokens, CurrentProfile, KEY_ALGORITHMS, MAX_PUBLIC_KEY_CHARS, PublicKey,
+    TeamSeat, UserProfile,
+};
+pub use adiuva_access::{Caller, Role, TeamRole, Tier, TierSource};
 pub use device::{Device, MAX_USER_AGENT_CHARS, ip_prefix};
 pub use error::AuthError;
 pub use events::{EventPage, EventType, SecurityEvent};

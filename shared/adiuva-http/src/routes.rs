@@ -43,6 +43,8 @@ pub const IDEMPOTENT_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/plugins/{id}/install"),
     ("POST", "/api/v1/developer/connect"),
     ("POST", "/api/v1/admin/plugins/{id}/review"),
+    ("POST", "/api/v1/teams"),
+    ("POST", "/api/v1/teams/{id}/invitations"),
 ];
 
 fn listed(list: &[(&str, &str)], method: &Method, route: &str) -> bool {

@@ -245,7 +245,7 @@ async fn email_change_moves_the_sign_in(backend: Backend) {
     let profile: Value = changed.json().await.unwrap();
     assert_eq!(
         profile,
-        json!({"id": user.id, "email": "renamed@example.com", "tier": "free"})
+        json!({"id": user.id, "email": "renamed@example.com", "tier": "free", "tier_source": "own"})
     );
     // The session goes on; the profile, and signing in, follow the new email.
     let me: Value = app.me(token).await.json().await.unwrap();
