@@ -20,7 +20,7 @@ backend_tests!(lambda_handlers_answer_like_the_local_server);
 /// a tier, use the marketplace (browse, install, rate; as a developer submit; as an admin
 /// review), store, back up, search, manage the account (sessions, email, password, the
 /// security log), rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 51] = [
+const SEQUENCE: [(&str, &str, &str); 52] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
@@ -34,6 +34,7 @@ const SEQUENCE: [(&str, &str, &str); 51] = [
     ("billing", "GET", "/api/v1/billing/subscription"),
     ("billing", "POST", "/api/v1/billing/portal"),
     ("billing", "DELETE", "/api/v1/billing/subscription"),
+    ("billing", "PUT", "/api/v1/teams/{id}/seats"),
     ("plugins", "GET", "/api/v1/plugins"),
     ("plugins", "GET", "/api/v1/plugins/{id}"),
     ("plugins", "POST", "/api/v1/plugins/{id}/install"),
@@ -154,6 +155,38 @@ impl<'a> Session<'a> {
                 self.values.insert("customer_id", customer);
                 self.values
                     .insert("event_id", format!("evt_{}", uuid::Uuid::new_v4().simple()));
+            }
+            ("DELETE", "/api/v1/billing/subscription") => {
+                // A team the user owns, its subscription active (a stub one), for its seats.
+                let team_id = uuid::Uuid::new_v4().to_string();
+                let user_id = self.values["user_id"].clone();
+                let pool = self.app.database.db.pool();
+                adiuva_db::sqlx::query(
+                    "INSERT INTO teams (id, name, seats, status, created_at, updated_at) \
+                     VALUES ($1, 'Events team', 1, 'active', 0, 0)",
+                )
+                .bind(&team_id)
+                .execute(pool)
+                .await
+                .unwrap();
+                adiuva_db::sqlx::query(
+                    "INSERT INTO team_members (team_id, user_id, role, joined_at) \
+                     VALUES ($1, $2, 'owner', 0)",
+                )
+                .bind(&team_id)
+                .bind(&user_id)
+                .execute(pool)
+                .await
+                .unwrap();
+                self.values.insert("team_id", team_id);
+            }
+            ("PUT", "/api/v1/teams/{id}/seats") => {
+                // The team goes again: its owner's account is deleted at the end.
+                adiuva_db::sqlx::query("DELETE FROM teams WHERE id = $1")
+                    .bind(&self.values["team_id"])
+                    .execute(self.app.database.db.pool())
+                    .await
+                    .unwrap();
             }
             ("GET", "/api/v1/plans/playbook") => {
                 let plan_id = body

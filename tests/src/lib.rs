@@ -67,4 +67,6 @@ mod storage;
 #[cfg(test)]
 mod sync;
 #[cfg(test)]
+mod team_billing;
+#[cfg(test)]
 mod vectors;
