@@ -90,10 +90,10 @@ async fn checkout_of_each_paid_tier_sends_what_stripe_needs(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = billing_app(backend, &stripe).await;
     let user = app.register_user().await;
+    // The Team tier is bought per seat for a team: `team_billing`.
     for (tier, price) in [
         ("pro", "price_pro_monthly"),
         ("power", "price_power_monthly"),
-        ("team", "price_team_monthly"),
     ] {
         let url = checkout_url(&app, &user, tier).await;
         assert!(
@@ -140,10 +140,10 @@ async fn checkout_of_each_paid_tier_sends_what_stripe_needs(backend: Backend) {
             .iter()
             .all(|s| s.field("customer") == Some(customer))
     );
-    // Three checkouts, three keys: each call is its own attempt.
+    // Two checkouts, two keys: each call is its own attempt.
     let keys: std::collections::BTreeSet<_> =
         sessions.iter().map(|s| s.idempotency_key.clone()).collect();
-    assert_eq!(keys.len(), 3);
+    assert_eq!(keys.len(), 2);
     // Nothing is paid yet.
     assert_eq!(tier(&app, &user).await, "free");
 }
@@ -242,7 +242,7 @@ async fn a_duplicate_delivery_changes_nothing(backend: Backend) {
 async fn deliveries_out_of_order_end_in_the_current_state(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = billing_app(backend, &stripe).await;
-    let (user, id) = subscribed(&app, &stripe, "team").await;
+    let (user, id) = subscribed(&app, &stripe, "power").await;
     // An `updated` event made while the subscription was past due...
     let mut older = stripe.subscription(&id);
     older["status"] = json!("past_due");
@@ -435,7 +435,7 @@ async fn a_new_tier_replaces_the_old_subscription(backend: Backend) {
     let stripe = FakeStripe::start().await;
     let app = billing_app(backend, &stripe).await;
     let (user, old) = subscribed(&app, &stripe, "pro").await;
-    let url = checkout_url(&app, &user, "team").await;
+    let url = checkout_url(&app, &user, "power").await;
     let (session, new) = stripe.complete_checkout(&url);
     assert_eq!(
         FakeStripe::deliver(&app, &stripe.event("checkout.session.completed", &session))
@@ -443,7 +443,7 @@ async fn a_new_tier_replaces_the_old_subscription(backend: Backend) {
             .status(),
         StatusCode::OK
     );
-    assert_eq!(tier(&app, &user).await, "team");
+    assert_eq!(tier(&app, &user).await, "power");
     // The old subscription ends at Stripe, so the user pays for one; its own late events do
     // not take the new tier away.
     assert_eq!(
@@ -453,7 +453,7 @@ async fn a_new_tier_replaces_the_old_subscription(backend: Backend) {
         1
     );
     deliver_about(&app, &stripe, "customer.subscription.deleted", &old).await;
-    assert_eq!(tier(&app, &user).await, "team");
+    assert_eq!(tier(&app, &user).await, "power");
     assert_eq!(stripe.subscription(&new)["status"], "active");
 }
 

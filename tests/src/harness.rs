@@ -66,6 +66,13 @@ enum Cleanup {
 
 impl TestDatabase {
     pub async fn create(backend: Backend) -> Self {
+        let database = Self::create_unmigrated(backend).await;
+        database.db.migrate().await.expect("migrations failed");
+        database
+    }
+
+    /// An empty database, no migration applied (for tests of one migration's data changes).
+    pub async fn create_unmigrated(backend: Backend) -> Self {
         let (url, cleanup) = match backend {
             Backend::Postgres => {
                 let admin_url = admin_url();
@@ -100,7 +107,6 @@ impl TestDatabase {
             }
         };
         let db = Database::connect_lazy(&url, 5).expect("failed to open the test database");
-        db.migrate().await.expect("migrations failed");
         Self { url, db, cleanup }
     }
 }

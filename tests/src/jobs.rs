@@ -231,7 +231,7 @@ async fn reconcile_billing_fixes_a_subscription_changed_at_stripe_without_a_webh
     // Changed at Stripe, and no webhook arrives: a new price, a failed payment, a new period;
     // another subscription ended.
     let new_period_end = now_secs() + 60 * 24 * 60 * 60;
-    stripe.set_price(&drifted_id, "price_team_monthly", "team");
+    stripe.set_price(&drifted_id, "price_power_monthly", "power");
     stripe.set_status(&drifted_id, "past_due");
     stripe.set_period_end(&drifted_id, new_period_end);
     stripe.set_status(&ended_id, "canceled");
@@ -248,10 +248,10 @@ async fn reconcile_billing_fixes_a_subscription_changed_at_stripe_without_a_webh
         serde_json::json!({"job": "reconcile-billing", "checked": 3, "fixed": 2, "failed": 0})
     );
     let after = subscription(&app, &drifted).await;
-    assert_eq!(after["tier"], "team");
+    assert_eq!(after["tier"], "power");
     assert_eq!(after["status"], "past_due");
     assert_eq!(after["current_period_end"], new_period_end * 1000);
-    assert_eq!(tier(&app, &drifted).await, "team");
+    assert_eq!(tier(&app, &drifted).await, "power");
     assert_eq!(tier(&app, &ended).await, "free");
     assert_eq!(subscription(&app, &ended).await["status"], "canceled");
     assert_eq!(subscription(&app, &steady).await, steady_before);
@@ -274,7 +274,7 @@ async fn reconcile_billing_fixes_a_subscription_changed_at_stripe_without_a_webh
         ),
         (Some(2), Some(0), Some(2))
     );
-    assert_eq!(tier(&app, &drifted).await, "team");
+    assert_eq!(tier(&app, &drifted).await, "power");
 }
 
 async fn reconcile_billing_does_nothing_in_stub_mode(backend: Backend) {

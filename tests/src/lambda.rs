@@ -22,7 +22,7 @@ backend_tests!(lambda_handlers_answer_like_the_local_server);
 /// a tier, use the marketplace (browse, install, rate; as a developer submit; as an admin
 /// review), store, back up, search, manage the account (sessions, email, password, the
 /// security log), rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 69] = [
+const SEQUENCE: [(&str, &str, &str); 70] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
@@ -57,6 +57,7 @@ const SEQUENCE: [(&str, &str, &str); 69] = [
     ("billing", "GET", "/api/v1/billing/entitlements"),
     ("billing", "POST", "/api/v1/billing/portal"),
     ("billing", "DELETE", "/api/v1/billing/subscription"),
+    ("billing", "PUT", "/api/v1/teams/{id}/seats"),
     ("plugins", "GET", "/api/v1/plugins"),
     ("plugins", "GET", "/api/v1/plugins/{id}"),
     ("plugins", "POST", "/api/v1/plugins/{id}/install"),

@@ -69,6 +69,8 @@ mod storage;
 #[cfg(test)]
 mod sync;
 #[cfg(test)]
+mod team_billing;
+#[cfg(test)]
 pub(crate) mod teams;
 #[cfg(test)]
 mod vectors;

@@ -7,7 +7,8 @@
 //! It keeps the customers, checkout sessions, subscriptions, payment intents, charges, transfers
 //! (with their reversals), disputes and Connect accounts it made; tests play the part of the
 //! user paying ([`FakeStripe::complete_checkout`], [`FakeStripe::complete_payment`]), of Stripe
-//! changing a subscription ([`FakeStripe::set_status`]), of an admin refunding a charge
+//! changing a subscription ([`FakeStripe::set_status`], [`FakeStripe::set_quantity`] as the
+//! Billing Portal does for a team's seats), of an admin refunding a charge
 //! ([`FakeStripe::refund`]), of a buyer's bank disputing one ([`FakeStripe::dispute`]), of a
 //! developer finishing onboarding ([`FakeStripe::enable_payouts`]) and of time passing beyond
 //! Stripe's 24 hours of idempotency ([`FakeStripe::forget_idempotency_keys`]), then deliver
@@ -197,6 +198,16 @@ impl FakeStripe {
         subscription["metadata"]["tier"] = json!(tier);
     }
 
+    /// The customer changes a subscription's quantity in the Billing Portal (a team's seats).
+    pub fn set_quantity(&self, id: &str, quantity: u64) {
+        let mut state = self.lock();
+        let subscription = state
+            .subscriptions
+            .get_mut(id)
+            .expect("no such subscription");
+        subscription["items"]["data"][0]["quantity"] = json!(quantity);
+    }
+
     /// Stripe moves a subscription's paid period (a renewal, an extension in the dashboard).
     pub fn set_period_end(&self, id: &str, period_end_secs: i64) {
         let mut state = self.lock();
@@ -240,8 +251,13 @@ impl FakeStripe {
         subscription["canceled_at"] = Value::Null;
         subscription["ended_at"] = Value::Null;
         subscription["metadata"] = Value::Object(metadata);
+        let quantity: u64 = field("line_items[0][quantity]")
+            .and_then(|quantity| quantity.parse().ok())
+            .unwrap_or(1);
         let item = &mut subscription["items"]["data"][0];
+        item["id"] = json!(format!("si_fake{:05}", state.next));
         item["price"]["id"] = json!(field("line_items[0][price]"));
+        item["quantity"] = json!(quantity);
         item["current_period_end"] = json!(period_end);
         item["subscription"] = json!(subscription_id);
         state
@@ -435,6 +451,19 @@ fn public(object: &Value) -> Value {
     object
 }
 
+/// Stripe's 400 for a parameter it refuses.
+fn invalid(message: &str) -> (u16, Value) {
+    (
+        400,
+        json!({"error": {"type": "invalid_request_error", "message": message}}),
+    )
+}
+
+/// A quantity Stripe takes: a positive integer.
+fn positive(quantity: &str) -> bool {
+    quantity.parse::<u64>().is_ok_and(|quantity| quantity > 0)
+}
+
 fn missing(what: &str) -> (u16, Value) {
     (
         404,
@@ -569,6 +598,13 @@ async fn handle(
             customer["created"] = json!(now());
             state.customers.insert(id, customer.clone());
             (200, customer)
+        }
+        ("POST", ["v1", "checkout", "sessions"])
+            if field("mode").as_deref() == Some("subscription")
+                && (field("line_items[0][price]").is_none()
+                    || !field("line_items[0][quantity]").is_none_or(|q| positive(&q))) =>
+        {
+            invalid("line_items[0]: a subscription needs a price and a positive integer quantity")
         }
         ("POST", ["v1", "checkout", "sessions"]) => {
             state.next += 1;
@@ -747,10 +783,29 @@ async fn handle(
         },
         ("POST", ["v1", "subscriptions", id]) => match state.subscriptions.get_mut(*id) {
             Some(subscription) => {
-                if let Some(flag) = field("cancel_at_period_end") {
-                    subscription["cancel_at_period_end"] = json!(flag == "true");
+                let item_id = subscription["items"]["data"][0]["id"].clone();
+                let proration = field("proration_behavior");
+                let quantity = field("items[0][quantity]");
+                if proration.as_deref().is_some_and(|behavior| {
+                    !["create_prorations", "none", "always_invoice"].contains(&behavior)
+                }) {
+                    invalid("proration_behavior: Invalid value")
+                } else if quantity.is_some() && field("items[0][id]").as_deref() != item_id.as_str()
+                {
+                    // Without the item's id Stripe adds a second item: never what we mean.
+                    invalid("items[0][id]: the fake updates the subscription's one item only")
+                } else if quantity.as_deref().is_some_and(|q| !positive(q)) {
+                    invalid("items[0][quantity]: Invalid integer")
+                } else {
+                    if let Some(flag) = field("cancel_at_period_end") {
+                        subscription["cancel_at_period_end"] = json!(flag == "true");
+                    }
+                    if let Some(quantity) = quantity {
+                        subscription["items"]["data"][0]["quantity"] =
+                            json!(quantity.parse::<u64>().unwrap());
+                    }
+                    (200, subscription.clone())
                 }
-                (200, subscription.clone())
             }
             None => (
                 404,

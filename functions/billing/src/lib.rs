@@ -1,17 +1,20 @@
 //! Billing function: `POST /api/v1/billing/checkout`, `POST /api/v1/billing/webhook` (public:
-//! Stripe signs it), `GET` and `DELETE /api/v1/billing/subscription`, `GET /api/v1/billing/entitlements`, and
-//! `POST /api/v1/billing/portal`. The webhook is Stripe's one endpoint: the marketplace's
+//! Stripe signs it), `GET` and `DELETE /api/v1/billing/subscription`,
+//! `GET /api/v1/billing/entitlements`, `POST /api/v1/billing/portal`, and
+//! `PUT /api/v1/teams/{id}/seats` (a team's seats are its subscription's quantity at Stripe).
+//! The webhook is Stripe's one endpoint: the marketplace's
 //! events (plugin purchases, refunds, developers' accounts) go to its [`Purchases`], the
 //! subscription events to billing. The local server also mounts [`stub_router`], the page
 //! that completes stub links (tiers, plugin purchases, payout onboarding).
 
 use adiuva_access::entitlements::{Allowances, Entitlements};
-use adiuva_billing::{Billing, Checkout, Delivery, StubItem, SubscriptionView};
+use adiuva_billing::{Billing, Checkout, CheckoutOrder, Delivery, StubItem, SubscriptionView};
 use adiuva_config::{ConfigError, Context};
 use adiuva_http::{ErrorBody, Function, Json, Path, Query, RawBody, Result, Routes, routes};
 use adiuva_marketplace::Purchases;
 use adiuva_marketplace::purchases::StubCompleted;
 use adiuva_pipeline::CurrentUser;
+use adiuva_teams::Team;
 use axum::extract::{FromRef, State};
 use axum::http::HeaderMap;
 use axum::response::Html;
@@ -47,6 +50,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(subscription, cancel))
         .routes(routes!(portal))
         .routes(routes!(entitlements))
+        .routes(routes!(change_seats))
         .with_state(services(context)?);
     adiuva_pipeline::authenticated("billing", routes, context)
 }
@@ -65,6 +69,21 @@ pub struct CheckoutRequest {
     /// The paid tier to buy: `pro`, `power` or `team`.
     #[schema(schema_with = paid_tier)]
     pub tier: String,
+    /// Tier `team` only: the team whose seats to buy (the caller must own it). Without it, a
+    /// team is made for the caller, its owner, and billed.
+    #[serde(default)]
+    pub team_id: Option<String>,
+    /// Tier `team` only: how many seats, 1 to 1000 (default 1).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub seats: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct SeatsRequest {
+    /// The team's seats from now on, 1 to 1000: at least its members and pending invitations.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub seats: i64,
 }
 
 /// The tiers [`Billing::checkout`] sells (`free` is not one).
@@ -103,14 +122,19 @@ pub struct CancelQuery {
     pub at_period_end: Option<bool>,
 }
 
-/// Starts a Stripe Checkout of a paid tier; open `checkout_url` in a browser.
+/// Starts a Stripe Checkout of a paid tier; open `checkout_url` in a browser. The Team tier is
+/// bought per seat for a team (`quantity` = `seats` on the Team price): the caller's team named
+/// by `team_id`, or one made for the caller. A personal tier and a team's seats are separate
+/// subscriptions.
 #[utoipa::path(post, path = "/api/v1/billing/checkout", tag = "billing",
     request_body = CheckoutRequest,
     responses(
         (status = 200, description = "Where to pay", body = Checkout),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 409, description = "The caller already has this tier", body = ErrorBody),
-        (status = 422, description = "Not a paid tier", body = ErrorBody),
+        (status = 403, description = "The caller is a member of the team but not its owner", body = ErrorBody),
+        (status = 404, description = "No such team among the caller's", body = ErrorBody),
+        (status = 409, description = "The caller's own subscription already has this tier, or the team already has a subscription", body = ErrorBody),
+        (status = 422, description = "Not a paid tier, seats outside 1 to 1000, or team fields with another tier", body = ErrorBody),
         (status = 503, description = "Stripe is unavailable; nothing was charged", body = ErrorBody),
     ))]
 async fn checkout(
@@ -118,7 +142,36 @@ async fn checkout(
     CurrentUser(caller): CurrentUser,
     Json(body): Json<CheckoutRequest>,
 ) -> Result<Json<Checkout>> {
-    Ok(Json(billing.checkout(&caller, &body.tier).await?))
+    let order = CheckoutOrder {
+        tier: &body.tier,
+        team_id: body.team_id.as_deref(),
+        seats: body.seats,
+    };
+    Ok(Json(billing.checkout(&caller, &order).await?))
+}
+
+/// Changes a team's seats (its owner only): the subscription's quantity at Stripe, prorated
+/// on the next invoice (stub mode: at once).
+#[utoipa::path(put, path = "/api/v1/teams/{id}/seats", tag = "teams",
+    params(("id" = String, Path, description = "The team")),
+    request_body = SeatsRequest,
+    responses(
+        (status = 200, description = "The team with its new seats", body = Team),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 402, description = "The team has no active subscription (team_inactive)", body = ErrorBody),
+        (status = 403, description = "The caller is a member but not the owner", body = ErrorBody),
+        (status = 404, description = "No such team among the caller's", body = ErrorBody),
+        (status = 409, description = "Fewer seats than members and pending invitations (seats_in_use)", body = ErrorBody),
+        (status = 422, description = "Seats outside 1 to 1000", body = ErrorBody),
+        (status = 503, description = "Stripe is unavailable; nothing changed", body = ErrorBody),
+    ))]
+async fn change_seats(
+    State(billing): State<Billing>,
+    CurrentUser(caller): CurrentUser,
+    Path(id): Path<String>,
+    Json(body): Json<SeatsRequest>,
+) -> Result<Json<Team>> {
+    Ok(Json(billing.change_seats(&caller, &id, body.seats).await?))
 }
 
 /// Stripe's events (checkout completed, subscription created, updated and deleted, invoice
@@ -241,6 +294,13 @@ async fn complete_stub(
                 .complete_stub_checkout(&link, *tier)
                 .await?;
             format!("Your Adiuva <b>{}</b> plan is active", tier.as_str())
+        }
+        StubItem::Team { team_id, seats } => {
+            services
+                .billing
+                .complete_stub_team_checkout(&link, team_id, *seats)
+                .await?;
+            format!("Your team's <b>{seats}</b> seats are active")
         }
         StubItem::Purchase(_) | StubItem::Onboarding => {
             match services.purchases.complete_stub(&link).await? {

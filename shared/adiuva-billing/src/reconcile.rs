@@ -1,7 +1,9 @@
 //! Reconciliation: the subscriptions we hold as live, read again from Stripe, for the changes
 //! whose webhook never arrived or never applied (an endpoint down longer than Stripe's retries,
 //! a secret rotated too early, a change made in the dashboard while events were disabled).
-//! The `reconcile-billing` job of the janitor function runs it.
+//! The `reconcile-billing` job of the janitor function runs it. Teams' subscriptions are
+//! covered too: each live one is read again and recorded as its webhook would (status, seats,
+//! period), under the lock of the team's row.
 
 use adiuva_db::Database;
 use serde::Serialize;
@@ -10,11 +12,12 @@ use crate::BillingError;
 use crate::settings::Prices;
 use crate::state::{self, Applied};
 use crate::stripe::{StripeApi, StripeFailure};
+use crate::team;
 
 /// What one reconciliation did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ReconcileReport {
-    /// Live subscriptions read again from Stripe.
+    /// Live subscriptions (users' and teams') read again from Stripe.
     pub checked: u64,
     /// Of those, the ones whose row differed and was corrected.
     pub fixed: u64,
@@ -104,8 +107,108 @@ pub(crate) async fn reconcile(
             }
         }
     }
+    let teams: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, stripe_subscription_id FROM teams \
+         WHERE status IN ('active', 'past_due') AND stripe_subscription_id IS NOT NULL \
+         ORDER BY id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    for (team_id, subscription) in teams {
+        report.checked += 1;
+        match reconcile_team(db, stripe, prices, &team_id, &subscription).await {
+            Ok(true) => report.fixed += 1,
+            Ok(false) => {}
+            Err(err) => {
+                report.failed += 1;
+                tracing::warn!(
+                    team_id,
+                    subscription,
+                    error = %adiuva_error::cause_chain(&err),
+                    "team subscription not reconciled; the next run tries again"
+                );
+            }
+        }
+    }
     tracing::info!(?report, "subscriptions reconciled with Stripe");
     Ok(report)
+}
+
+/// One team's subscription; `true` when the team's row was corrected.
+async fn reconcile_team(
+    db: &Database,
+    stripe: &StripeApi,
+    prices: &Prices,
+    team_id: &str,
+    subscription: &str,
+) -> Result<bool, BillingError> {
+    let mut tx = db.pool().begin().await?;
+    if adiuva_teams::lock_team(&mut tx, team_id).await?.is_none() {
+        return Ok(false);
+    }
+    let Some(before) = team::held(&mut tx, team_id).await? else {
+        return Ok(false);
+    };
+    let remote = match stripe.subscription(subscription).await {
+        Ok(remote) => remote,
+        Err(StripeFailure::NotFound) => {
+            tracing::error!(
+                team_id,
+                subscription,
+                "a live team subscription of ours is unknown to Stripe; left as it is, check the Stripe account"
+            );
+            return Ok(false);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if let Applied::Ignored(reason) = team::apply(&mut tx, team_id, &remote, prices, None).await? {
+        tracing::warn!(
+            team_id,
+            subscription,
+            reason,
+            "team subscription state left alone"
+        );
+        return Ok(false);
+    }
+    let after = team::held(&mut tx, team_id).await?;
+    tx.commit().await?;
+    let Some(after) = after else {
+        return Ok(false);
+    };
+    let fields = team_drift(&before, &after);
+    for (field, old, new) in &fields {
+        tracing::warn!(
+            team_id,
+            subscription,
+            field,
+            old,
+            new,
+            "team subscription drifted from Stripe; corrected ({field}: {old} -> {new})"
+        );
+    }
+    Ok(!fields.is_empty())
+}
+
+/// Each field of a team's subscription that changed, as `(field, old, new)`.
+fn team_drift(before: &team::Held, after: &team::Held) -> Vec<(&'static str, String, String)> {
+    let mut fields = drift(
+        &Stored {
+            tier: "team".to_owned(),
+            status: before.status.clone(),
+            current_period_end: before.current_period_end,
+            cancel_at_period_end: before.cancel_at_period_end,
+        },
+        &Stored {
+            tier: "team".to_owned(),
+            status: after.status.clone(),
+            current_period_end: after.current_period_end,
+            cancel_at_period_end: after.cancel_at_period_end,
+        },
+    );
+    if before.seats != after.seats {
+        fields.push(("seats", before.seats.to_string(), after.seats.to_string()));
+    }
+    fields
 }
 
 /// One subscription; `true` when its row was corrected.

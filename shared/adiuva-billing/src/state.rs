@@ -156,6 +156,14 @@ pub(crate) async fn apply(
         );
         return Ok(Applied::Ignored("unknown price"));
     };
+    // The Team price pays for a team's seats (`team`), never a user's own tier.
+    if tier == Tier::Team {
+        tracing::warn!(
+            subscription = remote.id,
+            "a subscription on the Team price that no team holds; left alone"
+        );
+        return Ok(Applied::Ignored("a team's subscription"));
+    }
     let mut outcome = Applied::Recorded;
     if let Some(current) = row(conn, user_id).await? {
         let same = current.stripe_subscription_id.as_deref() == Some(remote.id.as_str());

@@ -18,7 +18,10 @@ use adiuva_config::ConfigError;
 use adiuva_error::{DomainError, ErrorKind};
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
-use stripe_billing::subscription::{CancelSubscription, RetrieveSubscription, UpdateSubscription};
+use stripe_billing::subscription::{
+    CancelSubscription, RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
+    UpdateSubscriptionProrationBehavior,
+};
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
@@ -95,6 +98,9 @@ pub struct Remote {
     pub status: String,
     /// The price of its first item.
     pub price: Option<String>,
+    /// The first item's id and quantity (a team's seats).
+    pub item: Option<String>,
+    pub quantity: Option<u64>,
     pub metadata: HashMap<String, String>,
     /// The end of the paid period, ms (the latest of the items').
     pub current_period_end_ms: Option<i64>,
@@ -110,6 +116,8 @@ impl From<stripe_billing::Subscription> for Remote {
             customer: subscription.customer.id().to_string(),
             status: subscription.status.as_str().to_owned(),
             price: items.first().map(|item| item.price.id.to_string()),
+            item: items.first().map(|item| item.id.to_string()),
+            quantity: items.first().and_then(|item| item.quantity),
             current_period_end_ms: items
                 .iter()
                 .map(|item| item.current_period_end.saturating_mul(1000))
@@ -252,21 +260,26 @@ impl StripeApi {
         Ok(customer.id.to_string())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A Checkout Session in subscription mode: `seller.quantity` of `price`, tagged with the
+    /// user (and the team, for a team's seats) in the metadata of the session and of the
+    /// subscription it starts, which is how the webhook finds the team.
     pub(crate) async fn checkout(
         &self,
-        user_id: &str,
+        buyer: &CheckoutFor<'_>,
         customer: &str,
         price: &str,
-        tier: Tier,
         success_url: &str,
         cancel_url: &str,
     ) -> Result<String, StripeFailure> {
         let mut item = CreateCheckoutSessionLineItems::new();
         item.price = Some(price.to_owned());
-        item.quantity = Some(1);
+        item.quantity = Some(buyer.quantity);
         let mut subscription = CreateCheckoutSessionSubscriptionData::new();
-        let tags = metadata(&[("user_id", user_id), ("tier", tier.as_str())]);
+        let mut pairs = vec![("user_id", buyer.user_id), ("tier", buyer.tier.as_str())];
+        if let Some(team_id) = buyer.team_id {
+            pairs.push(("team_id", team_id));
+        }
+        let tags = metadata(&pairs);
         subscription.metadata = Some(tags.clone());
         let request = CreateCheckoutSession::new()
             .mode(CheckoutSessionMode::Subscription)
@@ -274,10 +287,13 @@ impl StripeApi {
             .line_items(vec![item])
             .success_url(success_url)
             .cancel_url(cancel_url)
-            .client_reference_id(user_id)
+            .client_reference_id(buyer.user_id)
             .metadata(tags)
             .subscription_data(subscription);
-        let key = format!("checkout:{user_id}:{}", adiuva_db::new_id());
+        let key = match buyer.team_id {
+            Some(team_id) => format!("team-checkout:{team_id}:{}", adiuva_db::new_id()),
+            None => format!("checkout:{}:{}", buyer.user_id, adiuva_db::new_id()),
+        };
         let session = self
             .call("create a checkout session", Some(key), &request)
             .await?;
@@ -286,6 +302,32 @@ impl StripeApi {
                 "a checkout session without a url".to_owned(),
             ))
         })
+    }
+
+    /// Sets the quantity of a subscription's item (a team's seats), prorated: Stripe charges
+    /// or credits the rest of the period on the next invoice.
+    pub(crate) async fn set_quantity(
+        &self,
+        id: &str,
+        quantity: u64,
+    ) -> Result<Remote, StripeFailure> {
+        let current = self.subscription(id).await?;
+        let Some(item_id) = current.item else {
+            return Err(StripeFailure::Malformed(StripeError::JSONDeserialize(
+                "a subscription without an item".to_owned(),
+            )));
+        };
+        let mut item = UpdateSubscriptionItems::new();
+        item.id = Some(item_id);
+        item.quantity = Some(quantity);
+        let request = UpdateSubscription::new(id)
+            .items(vec![item])
+            .proration_behavior(UpdateSubscriptionProrationBehavior::CreateProrations);
+        let key = format!("seats:{id}:{quantity}:{}", adiuva_db::new_id());
+        let subscription = self
+            .call("change a subscription's quantity", Some(key), &request)
+            .await?;
+        Ok(subscription.into())
     }
 
     pub(crate) async fn subscription(&self, id: &str) -> Result<Remote, StripeFailure> {
@@ -587,6 +629,16 @@ impl StripeApi {
             account.details_submitted.unwrap_or(false),
         ))
     }
+}
+
+/// Who a subscription checkout is for: the buyer, the tier, and for the Team tier the team
+/// and its seats (`quantity`; 1 for a personal tier).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckoutFor<'a> {
+    pub user_id: &'a str,
+    pub tier: Tier,
+    pub team_id: Option<&'a str>,
+    pub quantity: u64,
 }
 
 /// A payment-mode Checkout Session, in the terms the marketplace uses.

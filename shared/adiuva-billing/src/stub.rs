@@ -10,7 +10,7 @@ use adiuva_config::ConfigError;
 use adiuva_db::{Database, now_ms};
 
 use crate::settings::BillingSettings;
-use crate::{BillingError, state};
+use crate::{BillingError, state, team};
 
 /// The route of the stub page (public: the signed one-time link is the credential).
 pub const STUB_PATH: &str = "/api/v1/billing/stub/{token}";
@@ -26,6 +26,8 @@ const LINK_TTL_MS: i64 = 60 * 60 * 1000;
 pub enum StubItem {
     /// A subscription checkout of a tier.
     Tier(Tier),
+    /// A team's subscription with this many seats.
+    Team { team_id: String, seats: i64 },
     /// A marketplace purchase (its id).
     Purchase(String),
     /// A developer's payout onboarding (Connect).
@@ -65,9 +67,10 @@ pub(crate) fn url(
     item: &StubItem,
 ) -> String {
     let (kind, value) = match item {
-        StubItem::Tier(tier) => ("tier", tier.as_str()),
-        StubItem::Purchase(id) => ("purchase", id.as_str()),
-        StubItem::Onboarding => ("onboarding", ""),
+        StubItem::Tier(tier) => ("tier", tier.as_str().to_owned()),
+        StubItem::Team { team_id, seats } => ("team", format!("{team_id}:{seats}")),
+        StubItem::Purchase(id) => ("purchase", id.clone()),
+        StubItem::Onboarding => ("onboarding", String::new()),
     };
     let nonce = adiuva_db::new_id();
     let expires_at = now_ms() + LINK_TTL_MS;
@@ -90,6 +93,15 @@ pub(crate) fn open(signer: &Signer, token: &str) -> Result<StubLink, BillingErro
     };
     let item = match *kind {
         "tier" => StubItem::Tier(Tier::parse(value).ok_or(BillingError::InvalidStubToken)?),
+        "team" => {
+            let (team_id, seats) = value
+                .split_once(':')
+                .ok_or(BillingError::InvalidStubToken)?;
+            StubItem::Team {
+                team_id: team_id.to_owned(),
+                seats: seats.parse().map_err(|_| BillingError::InvalidStubToken)?,
+            }
+        }
         "purchase" => StubItem::Purchase((*value).to_owned()),
         "onboarding" => StubItem::Onboarding,
         _ => return Err(BillingError::InvalidStubToken),
@@ -118,6 +130,27 @@ pub(crate) async fn use_once(
     } else {
         Err(BillingError::StubTokenUsed)
     }
+}
+
+/// Activates a team's stub subscription: the link's user must still own the team.
+pub(crate) async fn complete_team(
+    db: &Database,
+    link: &StubLink,
+    team_id: &str,
+    seats: i64,
+) -> Result<(), BillingError> {
+    let mut tx = db.pool().begin().await?;
+    use_once(&mut tx, link).await?;
+    if adiuva_teams::lock_team(&mut tx, team_id).await?.is_none()
+        || adiuva_teams::role_of(&mut tx, team_id, &link.user_id).await?
+            != Some(adiuva_teams::TeamRole::Owner)
+    {
+        return Err(BillingError::InvalidStubToken);
+    }
+    team::activate_stub(&mut tx, team_id, seats, &link.user_id).await?;
+    tx.commit().await?;
+    tracing::info!(team_id, seats, "stub team checkout completed");
+    Ok(())
 }
 
 /// Activates the tier of a stub checkout link.

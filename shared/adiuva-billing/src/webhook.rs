@@ -23,6 +23,7 @@ use crate::BillingError;
 use crate::settings::Prices;
 use crate::state::{self, Applied};
 use crate::stripe::{StripeApi, StripeFailure};
+use crate::team;
 
 /// Stripe's default tolerance between the signature's timestamp and now, both ways.
 pub const TOLERANCE_SECS: i64 = 300;
@@ -179,6 +180,10 @@ pub(crate) async fn apply(
         tracing::info!("webhook event delivered again; nothing to do");
         return Ok(Some(WebhookOutcome::Duplicate));
     }
+    // A team's subscription: its team holds it (never a user's row).
+    if let Some(team_id) = team::holder_of(db, target.subscription).await? {
+        return apply_to_team(db, stripe, prices, event, &target, &team_id).await;
+    }
 
     let mut customer = target.customer.map(str::to_owned);
     if customer.is_none() {
@@ -234,13 +239,86 @@ pub(crate) async fn apply(
         tx.commit().await?;
         return Ok(Some(WebhookOutcome::Ignored("customer mismatch")));
     }
-    let applied = state::apply(&mut tx, &user_id, &remote, prices).await?;
+    let applied = match remote.metadata.get("team_id") {
+        // A team's subscription no team holds yet (its first event): its checkout named the
+        // team, and the customer's user must own it, so that metadata names no one else's team.
+        Some(team_id) => {
+            if adiuva_teams::role_of(&mut tx, team_id, &user_id).await?
+                != Some(adiuva_teams::TeamRole::Owner)
+            {
+                tracing::warn!(
+                    subscription = target.subscription,
+                    team_id,
+                    "a team subscription whose customer does not own the team; acknowledged"
+                );
+                Applied::Ignored("not the team's owner")
+            } else if adiuva_teams::lock_team(&mut tx, team_id).await?.is_none() {
+                Applied::Ignored("team deleted")
+            } else {
+                team::apply(&mut tx, team_id, &remote, prices, None).await?
+            }
+        }
+        None => state::apply(&mut tx, &user_id, &remote, prices).await?,
+    };
     tx.commit().await?;
-    Ok(Some(match applied {
+    Ok(Some(finish(stripe, applied).await))
+}
+
+/// An event of a subscription a team holds, applied under the lock of the team's row, with the
+/// same dedupe and ordering as a user's.
+async fn apply_to_team(
+    db: &Database,
+    stripe: &StripeApi,
+    prices: &Prices,
+    event: &Event,
+    target: &Target<'_>,
+    team_id: &str,
+) -> Result<Option<WebhookOutcome>, BillingError> {
+    let mut tx = db.pool().begin().await?;
+    if !state::first_time(&mut tx, &event.id, &event.kind).await? {
+        return Ok(Some(WebhookOutcome::Duplicate));
+    }
+    if adiuva_teams::lock_team(&mut tx, team_id).await?.is_none() {
+        tx.commit().await?;
+        return Ok(Some(WebhookOutcome::Ignored("team deleted")));
+    }
+    let remote = match stripe.subscription(target.subscription).await {
+        Ok(remote) => remote,
+        Err(StripeFailure::NotFound) => {
+            tracing::warn!(
+                subscription = target.subscription,
+                "Stripe has no such subscription; acknowledged"
+            );
+            tx.commit().await?;
+            return Ok(Some(WebhookOutcome::Ignored("unknown subscription")));
+        }
+        // Nothing recorded: Stripe delivers the event again.
+        Err(err) => return Err(err.into()),
+    };
+    if target
+        .customer
+        .is_some_and(|customer| customer != remote.customer)
+    {
+        tracing::warn!(
+            subscription = target.subscription,
+            "the event names another customer than the subscription's; acknowledged"
+        );
+        tx.commit().await?;
+        return Ok(Some(WebhookOutcome::Ignored("customer mismatch")));
+    }
+    let applied = team::apply(&mut tx, team_id, &remote, prices, None).await?;
+    tx.commit().await?;
+    Ok(Some(finish(stripe, applied).await))
+}
+
+/// The outcome of an applied state; a subscription it replaced ends now.
+async fn finish(stripe: &StripeApi, applied: Applied) -> WebhookOutcome {
+    match applied {
         Applied::Recorded => WebhookOutcome::Applied,
         Applied::Replaced { previous } => {
-            // Switching tiers made a second subscription; the old one ends now, so the user
-            // pays for one. If this fails, its own events keep the row right (it is older).
+            // Switching tiers (or paying a team's checkout twice) made a second subscription;
+            // the old one ends now, so one is paid for. If this fails, its own events keep the
+            // row right (it is older).
             if let Err(err) = stripe.cancel_now(&previous).await {
                 tracing::error!(previous, error = %adiuva_error::cause_chain(&err), "could not end a replaced subscription; end it in the Stripe dashboard");
             }
@@ -250,7 +328,7 @@ pub(crate) async fn apply(
             tracing::info!(reason, "subscription state left alone");
             WebhookOutcome::Ignored(reason)
         }
-    }))
+    }
 }
 
 #[cfg(test)]

@@ -617,8 +617,8 @@ impl Purchases {
                 self.complete_stub_onboarding(link).await?;
                 Ok(StubCompleted::Onboarding)
             }
-            StubItem::Tier(_) => Err(MarketplaceError::Invalid(
-                "a tier's stub link is billing's".into(),
+            StubItem::Tier(_) | StubItem::Team { .. } => Err(MarketplaceError::Invalid(
+                "a subscription's stub link is billing's".into(),
             )),
         }
     }

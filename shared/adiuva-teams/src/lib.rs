@@ -326,7 +326,7 @@ pub(crate) async fn find_team(
     Ok(row.map(|(seats, status)| LockedTeam { seats, status }))
 }
 
-pub(crate) async fn role_of(
+pub async fn role_of(
     conn: &mut AnyConnection,
     team_id: &str,
     user_id: &str,
