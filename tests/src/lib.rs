@@ -67,4 +67,6 @@ mod storage;
 #[cfg(test)]
 mod sync;
 #[cfg(test)]
+pub(crate) mod team_space;
+#[cfg(test)]
 mod vectors;
