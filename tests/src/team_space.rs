@@ -19,6 +19,7 @@ backend_tests!(
     an_inactive_team_has_the_free_tiers_quotas,
     records_stay_when_their_authors_account_goes,
     a_teams_cursor_opens_for_that_team_only,
+    a_teams_cursor_older_than_its_tombstones_is_gone,
     purging_a_team_space_leaves_everything_else,
 );
 
@@ -803,4 +804,68 @@ async fn purging_a_team_space_leaves_everything_else(backend: Backend) {
     assert_eq!(&mine.bytes().await.unwrap()[..], b"own");
     assert_eq!(keys(&app, &format!("teams/{team_b}/")).await.len(), 1);
     assert_eq!(keys(&app, &format!("{}/", alice.id)).await.len(), 1);
+}
+
+async fn a_teams_cursor_older_than_its_tombstones_is_gone(backend: Backend) {
+    // Retention 0: the next sweep removes every tombstone, a team's as a user's.
+    let app = spawn_app_with(backend, &[("TOMBSTONE_RETENTION_DAYS", "0")]).await;
+    let storage: adiuva_storage::Storage = app.context.get().unwrap();
+    let alice = app.pro_user().await;
+    let team_id = team(&app, "active", &[(&alice.id, "owner")]).await;
+    let gone = created(&app, &alice, &team_id, b"gone").await;
+    let kept = created(&app, &alice, &team_id, b"kept").await;
+    let before = changes(&app, &alice, &team_id, "0").await["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Her own feed, with a cursor taken before any purge.
+    let own = app
+        .record(&alice.tokens.access_token, "tasks", b"own")
+        .await;
+    let own_feed: Value = get(&app, &alice, "/api/v1/storage/changes?since=0")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let own_cursor = own_feed["next_cursor"].as_str().unwrap().to_owned();
+
+    let deleted = app
+        .request(Method::DELETE, &format!("{}/{gone}", records(&team_id)))
+        .bearer_auth(&alice.tokens.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert_eq!(storage.sweep().await.unwrap().tombstones_purged, 1);
+
+    // The team's cursor from before the deletion may have missed it: 410, sync again from 0.
+    error_body(
+        get(
+            &app,
+            &alice,
+            &format!("/api/v1/teams/{team_id}/changes?since={before}"),
+        )
+        .await,
+        StatusCode::GONE,
+        "cursor_expired",
+    )
+    .await;
+    let fresh = changes(&app, &alice, &team_id, "0").await;
+    let live: Vec<&Value> = fresh["changes"].as_array().unwrap().iter().collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0]["id"], kept.as_str());
+    // Her own horizon did not move: her cursor still works.
+    let own_feed = get(
+        &app,
+        &alice,
+        &format!("/api/v1/storage/changes?since={own_cursor}"),
+    )
+    .await;
+    assert_eq!(own_feed.status(), StatusCode::OK);
+    assert_eq!(
+        app.get_record(&alice.tokens.access_token, &own)
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }
