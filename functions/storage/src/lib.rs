@@ -7,7 +7,6 @@
 mod team;
 
 // The team handlers with their `__path_*` declarations, which `routes!` names.
-#[allow(clippy::wildcard_imports)]
 use team::*;
 
 use adiuva_config::{ConfigError, Context};

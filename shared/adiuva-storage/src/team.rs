@@ -122,8 +122,7 @@ pub struct TeamUploadRequest {
     pub record_id: Option<String>,
     /// The version the upload replaces (with `record_id`); another one is 412.
     pub if_match: Option<i64>,
-    /// The exact size in bytes, at most 5 GiB (5368709120); more is 413.
-    #[schema(minimum = 0)]
+    #[schema(schema_with = size_bytes)]
     pub size_bytes: u64,
     /// Lowercase hex SHA-256 of the blob.
     #[schema(pattern = "^[0-9a-f]{64}$")]
@@ -132,6 +131,18 @@ pub struct TeamUploadRequest {
     /// once committed.
     #[schema(minimum = 1)]
     pub key_version: i64,
+}
+
+/// A size in bytes, bounded in its description only (past it the answer is 413, and no
+/// integer `format`: sizes up to 2^64 - 1 parse), as personal uploads document theirs.
+fn size_bytes() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Integer)
+        .minimum(Some(0))
+        .description(Some(
+            "The exact size in bytes: at most 5 GiB (5368709120); more is 413.",
+        ))
+        .build()
 }
 
 /// What a team upload's commit produced.
