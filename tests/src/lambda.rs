@@ -22,7 +22,7 @@ backend_tests!(lambda_handlers_answer_like_the_local_server);
 /// a tier, use the marketplace (browse, install, rate; as a developer submit; as an admin
 /// review), store, back up, search, manage the account (sessions, email, password, the
 /// security log), rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 70] = [
+const SEQUENCE: [(&str, &str, &str); 78] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
@@ -85,6 +85,22 @@ const SEQUENCE: [(&str, &str, &str); 70] = [
         "/api/v1/storage/uploads/{upload_id}/commit",
     ),
     ("storage", "DELETE", "/api/v1/storage/records/{id}"),
+    ("storage", "POST", "/api/v1/teams/{id}/records"),
+    ("storage", "GET", "/api/v1/teams/{id}/records"),
+    ("storage", "GET", "/api/v1/teams/{id}/records/{record_id}"),
+    ("storage", "PUT", "/api/v1/teams/{id}/records/{record_id}"),
+    ("storage", "GET", "/api/v1/teams/{id}/changes"),
+    ("storage", "POST", "/api/v1/teams/{id}/uploads"),
+    (
+        "storage",
+        "POST",
+        "/api/v1/teams/{id}/uploads/{upload_id}/commit",
+    ),
+    (
+        "storage",
+        "DELETE",
+        "/api/v1/teams/{id}/records/{record_id}",
+    ),
     ("backup", "PUT", "/api/v1/backup"),
     ("backup", "GET", "/api/v1/backup"),
     ("backup", "GET", "/api/v1/backup/history"),
@@ -166,7 +182,7 @@ impl<'a> Session<'a> {
             ("GET", "/api/v1/auth/me") => {
                 let user_id = body["id"].as_str().unwrap();
                 self.values.insert("user_id", user_id.to_owned());
-                self.app.set_subscription(user_id, "pro", "active").await
+                self.app.set_subscription(user_id, "pro", "active").await;
             }
             ("POST", "/api/v1/billing/checkout") => {
                 // The user pays on Stripe's page; Stripe then sends the events.
@@ -248,9 +264,18 @@ impl<'a> Session<'a> {
                 self.values
                     .insert("record_id", body["id"].as_str().unwrap().to_owned());
             }
-            ("POST", "/api/v1/storage/uploads") => {
+            ("POST", "/api/v1/teams/{id}/records") => {
                 self.values
-                    .insert("upload_id", body["upload_id"].as_str().unwrap().to_owned());
+                    .insert("team_record_id", body["id"].as_str().unwrap().to_owned());
+            }
+            ("POST", "/api/v1/storage/uploads" | "/api/v1/teams/{id}/uploads") => {
+                let name = if path.starts_with("/api/v1/teams") {
+                    "team_upload_id"
+                } else {
+                    "upload_id"
+                };
+                self.values
+                    .insert(name, body["upload_id"].as_str().unwrap().to_owned());
                 let mut put = self
                     .app
                     .client

@@ -71,6 +71,8 @@ mod sync;
 #[cfg(test)]
 mod team_billing;
 #[cfg(test)]
+pub(crate) mod team_space;
+#[cfg(test)]
 pub(crate) mod teams;
 #[cfg(test)]
 mod vectors;

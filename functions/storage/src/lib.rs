@@ -1,7 +1,13 @@
 //! Storage function: end-to-end-encrypted records under `/api/v1/storage/records`, their
 //! incremental sync feed (`/api/v1/storage/changes`) and the upload flow for blobs too large
-//! for one request (`/api/v1/storage/uploads`). The server
+//! for one request (`/api/v1/storage/uploads`); the same for a team's space under
+//! `/api/v1/teams/{id}/records`, `/changes` and `/uploads` (`team`). The server
 //! verifies checksums and quotas; it never sees plaintext.
+
+mod team;
+
+// The team handlers with their `__path_*` declarations, which `routes!` names.
+use team::*;
 
 use adiuva_config::{ConfigError, Context};
 use adiuva_error::ErrorKind;
@@ -31,6 +37,15 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(changes))
         .routes(routes!(start_upload))
         .routes(routes!(commit_upload))
+        .routes(routes!(create_team_record, list_team_records))
+        .routes(routes!(
+            download_team_record,
+            update_team_record,
+            delete_team_record
+        ))
+        .routes(routes!(team_changes))
+        .routes(routes!(start_team_upload))
+        .routes(routes!(commit_team_upload))
         .with_state(storage);
     adiuva_pipeline::authenticated("storage", routes, context)
 }

@@ -2,22 +2,29 @@
 //! their roles, invitations and their acceptance, the team key wrapped for each member, and
 //! the team's log. Every route runs behind authentication; anyone not a member of a team gets
 //! 404 for every route of it, before any other check. Seats are billed by the billing function
-//! and team spaces (records) are the storage function's.
+//! and team spaces (records) are the storage function's; deleting a team ends its subscription
+//! (adiuva-billing) and purges its space (adiuva-storage) before its rows go.
 
+use adiuva_billing::Billing;
 use adiuva_config::{ConfigError, Context};
 use adiuva_http::paging;
 use adiuva_http::{ErrorBody, Function, Json, Path, Query, Result, Routes, routes};
 use adiuva_pipeline::CurrentUser;
+use adiuva_storage::Storage;
 use adiuva_teams::{
     InvitationCreated, InvitationView, Member, NewInvitation, NewTeamKey, Team, TeamEvent, TeamKey,
     TeamRole, Teams,
 };
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
-    let teams: Teams = context.get()?;
+    let services = Services {
+        teams: context.get()?,
+        billing: context.get()?,
+        storage: context.get()?,
+    };
     let routes = Routes::new()
         .routes(routes!(create_team))
         .routes(routes!(list_teams))
@@ -35,8 +42,22 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(share_key))
         .routes(routes!(my_key))
         .routes(routes!(team_events))
-        .with_state(teams);
+        .with_state(services);
     adiuva_pipeline::authenticated("teams", routes, context)
+}
+
+/// What the routes share: the teams, and for a team's deletion its subscription and space.
+#[derive(Debug, Clone)]
+struct Services {
+    teams: Teams,
+    billing: Billing,
+    storage: Storage,
+}
+
+impl FromRef<Services> for Teams {
+    fn from_ref(services: &Services) -> Self {
+        services.teams.clone()
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -154,17 +175,22 @@ async fn rename_team(
         (status = 200, description = "Deleted", body = TeamDeleted),
         (status = 403, description = "Not the owner (`team_owner_required`)", body = ErrorBody),
         (status = 404, description = "No such team of yours", body = ErrorBody),
+        (status = 503, description = "Stripe or the database is unavailable; nothing was deleted", body = ErrorBody),
     ))]
 async fn delete_team(
-    State(teams): State<Teams>,
+    State(services): State<Services>,
     CurrentUser(caller): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<Json<TeamDeleted>> {
-    // Seam (issue 21, item 1): the team's subscription is ended at Stripe before this (as the
-    // account function does for an account), and the team space's records, blobs and vectors
-    // are purged after it, with `deleted.id`; both are wired here by the billing and storage
-    // parts of the issue.
-    let deleted = teams.delete(&caller, &id).await?;
+    // Only the owner gets past this, and only then is anything ended: first the subscription
+    // at Stripe (an error leaves the team as it was, so no card is charged for a team that is
+    // gone), then the team space's records and blobs, then the rows (members, invitations,
+    // keys, log). A failure halfway leaves a team the owner deletes again.
+    if services.teams.membership(&id, &caller.id).await? == Some(TeamRole::Owner) {
+        services.billing.cancel_team_subscription_now(&id).await?;
+        services.storage.purge_team_space(&id).await?;
+    }
+    let deleted = services.teams.delete(&caller, &id).await?;
     Ok(Json(TeamDeleted {
         id: deleted.id,
         ok: true,

@@ -22,6 +22,7 @@
 use serde::Serialize;
 
 use crate::cursor::Cursor;
+use crate::space::{Space, space_sql};
 use crate::{Storage, StorageError};
 
 /// One change: a record as it is now, or the tombstone of a deleted one.
@@ -70,15 +71,27 @@ pub struct Changes {
 /// A row of the feed: a record (`deleted` 0) or a tombstone (`deleted` 1, `updated_at` is the
 /// time of deletion).
 #[derive(sqlx::FromRow)]
-struct ChangeRow {
-    id: String,
-    table_name: String,
-    version: Option<i64>,
-    checksum: Option<String>,
-    size_bytes: Option<i64>,
-    updated_at: i64,
+pub(crate) struct ChangeRow {
+    pub(crate) id: String,
+    pub(crate) table_name: String,
+    pub(crate) version: Option<i64>,
+    pub(crate) checksum: Option<String>,
+    pub(crate) size_bytes: Option<i64>,
+    pub(crate) updated_at: i64,
     change_seq: i64,
-    deleted: i64,
+    pub(crate) deleted: i64,
+    /// A team record's (absent in a user's own space).
+    #[sqlx(default)]
+    pub(crate) key_version: Option<i64>,
+    #[sqlx(default)]
+    pub(crate) author_id: Option<String>,
+}
+
+/// A page of a space's changes, before it takes the space's shape.
+pub(crate) struct ChangePage {
+    pub(crate) rows: Vec<ChangeRow>,
+    pub(crate) next_cursor: String,
+    pub(crate) has_more: bool,
 }
 
 impl ChangeRow {
@@ -121,11 +134,11 @@ impl SyncCursor {
     /// The start of a sync: every live record.
     pub const START: Self = Self { seq: 0, horizon: 0 };
 
-    /// Reads `?since=` for `user_id`: `0` (or none) to start, else a `next_cursor` this feed
-    /// gave that user.
+    /// Reads `?since=` for `context` (a space's [`Space::cursor_context`]): `0` (or none) to
+    /// start, else a `next_cursor` this feed gave that space.
     fn parse(
         sealer: &adiuva_checksum::Sealer,
-        user_id: &str,
+        context: &str,
         since: Option<&str>,
     ) -> Result<Self, StorageError> {
         let text = match since {
@@ -138,7 +151,7 @@ impl SyncCursor {
             return Err(StorageError::ChangesExpired);
         }
         let payload = sealer
-            .open(user_id, text)
+            .open(context, text)
             .ok_or(StorageError::InvalidCursor)?;
         let payload: [u8; 16] = payload
             .try_into()
@@ -169,15 +182,15 @@ impl SyncCursor {
         Ok(Self { seq, horizon })
     }
 
-    /// The cursor sealed for `user_id`; the start stays `0`.
-    fn encode(self, sealer: &adiuva_checksum::Sealer, user_id: &str) -> String {
+    /// The cursor sealed for `context`; the start stays `0`.
+    fn encode(self, sealer: &adiuva_checksum::Sealer, context: &str) -> String {
         if self == Self::START {
             return "0".to_owned();
         }
         let mut payload = [0u8; 16];
         payload[..8].copy_from_slice(&self.seq.to_be_bytes());
         payload[8..].copy_from_slice(&self.horizon.to_be_bytes());
-        sealer.seal(user_id, &payload)
+        sealer.seal(context, &payload)
     }
 }
 
@@ -190,18 +203,39 @@ impl Storage {
         since: Option<&str>,
         limit: u32,
     ) -> Result<Changes, StorageError> {
+        let page = self
+            .changes_in(Space::Personal(user_id), since, limit)
+            .await?;
+        Ok(Changes {
+            changes: page.rows.into_iter().map(ChangeRow::into_change).collect(),
+            next_cursor: page.next_cursor,
+            has_more: page.has_more,
+        })
+    }
+
+    /// A space's changes after `since`, as [`Storage::changes`] reads a user's; the cursor is
+    /// sealed for the space.
+    pub(crate) async fn changes_in(
+        &self,
+        space: Space<'_>,
+        since: Option<&str>,
+        limit: u32,
+    ) -> Result<ChangePage, StorageError> {
         let sealer = self
             .inner
             .cursors
             .as_ref()
             .ok_or(StorageError::Cursors("no server secret is configured"))?;
-        let since = SyncCursor::parse(sealer, user_id, since)?;
+        let context = space.cursor_context();
+        let since = SyncCursor::parse(sealer, &context, since)?;
         let db = self.inner.db.pool();
+        let owner = space.owner();
         let horizon = |db| async move {
-            let purged: Option<i64> = sqlx::query_scalar(
-                "SELECT changes_purged_through FROM storage_usage WHERE user_id = $1",
-            )
-            .bind(user_id)
+            let purged: Option<i64> = sqlx::query_scalar(space_sql!(
+                space,
+                "SELECT changes_purged_through FROM {usage} WHERE {owner} = $1"
+            ))
+            .bind(owner)
             .fetch_optional(db)
             .await?;
             Ok::<_, StorageError>(purged.unwrap_or(0))
@@ -210,17 +244,18 @@ impl Storage {
         // then shows as a newer horizon, never as one this page accounted for.
         let horizon_before = horizon(db).await?;
         // Tombstones only after a cursor: from 0 the device has nothing to delete. Each branch
-        // is a range of its (user_id, change_seq) index, merged in order.
-        let mut rows: Vec<ChangeRow> = sqlx::query_as(
+        // is a range of its (owner, change_seq) index, merged in order.
+        let mut rows: Vec<ChangeRow> = sqlx::query_as(space_sql!(
+            space,
             "SELECT id, table_name, version, checksum, size_bytes, updated_at, change_seq, \
-                    CAST(0 AS BIGINT) AS deleted \
-             FROM storage_records WHERE user_id = $1 AND change_seq > $2 \
+                    CAST(0 AS BIGINT) AS deleted{meta} \
+             FROM {records} WHERE {owner} = $1 AND change_seq > $2 \
              UNION ALL \
-             SELECT id, table_name, NULL, NULL, NULL, deleted_at, change_seq, CAST(1 AS BIGINT) \
-             FROM storage_tombstones WHERE user_id = $1 AND change_seq > $2 AND $2 > 0 \
-             ORDER BY change_seq LIMIT $3",
-        )
-        .bind(user_id)
+             SELECT id, table_name, NULL, NULL, NULL, deleted_at, change_seq, CAST(1 AS BIGINT){null_meta} \
+             FROM {tombstones} WHERE {owner} = $1 AND change_seq > $2 AND $2 > 0 \
+             ORDER BY change_seq LIMIT $3"
+        ))
+        .bind(owner)
         .bind(since.seq)
         .bind(i64::from(limit) + 1)
         .fetch_all(db)
@@ -239,9 +274,9 @@ impl Storage {
             seq: rows.last().map_or(since.seq, |row| row.change_seq),
             horizon: horizon_before.max(since.horizon),
         };
-        Ok(Changes {
-            changes: rows.into_iter().map(ChangeRow::into_change).collect(),
-            next_cursor: next.encode(sealer, user_id),
+        Ok(ChangePage {
+            rows,
+            next_cursor: next.encode(sealer, &context),
             has_more,
         })
     }
@@ -250,20 +285,28 @@ impl Storage {
     /// user's horizon to the highest number removed. Returns how many were removed.
     pub(crate) async fn purge_tombstones(&self, cutoff: i64) -> Result<u64, StorageError> {
         let mut tx = self.inner.db.pool().begin().await?;
-        sqlx::query(
-            "UPDATE storage_usage SET changes_purged_through = \
-               (SELECT MAX(t.change_seq) FROM storage_tombstones t \
-                WHERE t.user_id = storage_usage.user_id AND t.deleted_at <= $1) \
-             WHERE user_id IN (SELECT user_id FROM storage_tombstones WHERE deleted_at <= $1)",
-        )
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?;
-        let purged = sqlx::query("DELETE FROM storage_tombstones WHERE deleted_at <= $1")
+        let mut purged = 0;
+        // Users' tombstones and teams' alike, each raising its own space's horizon.
+        for space in [Space::Personal(""), Space::Team("")] {
+            sqlx::query(space_sql!(
+                space,
+                "UPDATE {usage} SET changes_purged_through = \
+                   (SELECT MAX(t.change_seq) FROM {tombstones} t \
+                    WHERE t.{owner} = {usage}.{owner} AND t.deleted_at <= $1) \
+                 WHERE {owner} IN (SELECT {owner} FROM {tombstones} WHERE deleted_at <= $1)"
+            ))
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+            purged += sqlx::query(space_sql!(
+                space,
+                "DELETE FROM {tombstones} WHERE deleted_at <= $1"
+            ))
             .bind(cutoff)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        }
         tx.commit().await?;
         Ok(purged)
     }

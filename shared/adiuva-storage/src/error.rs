@@ -19,6 +19,10 @@ pub enum StorageError {
     ChangesExpired,
     #[error("record not found")]
     RecordNotFound,
+    /// Not a member of the team (or no such team): answered like a missing team, so that a
+    /// team's existence does not leak.
+    #[error("team not found")]
+    TeamNotFound,
     #[error("backup not found")]
     BackupNotFound,
     #[error("upload not found or expired")]
@@ -73,9 +77,10 @@ impl DomainError for StorageError {
             Self::Checksum(ChecksumError::Mismatch) | Self::UploadSize { .. } => {
                 ErrorKind::BadRequest
             }
-            Self::RecordNotFound | Self::BackupNotFound | Self::UploadNotFound => {
-                ErrorKind::NotFound
-            }
+            Self::RecordNotFound
+            | Self::TeamNotFound
+            | Self::BackupNotFound
+            | Self::UploadNotFound => ErrorKind::NotFound,
             Self::UploadIncomplete | Self::UploadCommitted | Self::TooManyUploads { .. } => {
                 ErrorKind::Conflict
             }
@@ -99,7 +104,10 @@ impl DomainError for StorageError {
             Self::ChangesExpired => "cursor_expired",
             Self::Checksum(ChecksumError::Malformed) => "invalid_checksum",
             Self::Checksum(ChecksumError::Mismatch) => "checksum_mismatch",
-            Self::RecordNotFound | Self::BackupNotFound | Self::UploadNotFound => "not_found",
+            Self::RecordNotFound
+            | Self::TeamNotFound
+            | Self::BackupNotFound
+            | Self::UploadNotFound => "not_found",
             Self::UploadIncomplete => "upload_incomplete",
             Self::UploadCommitted => "upload_committed",
             Self::TooManyUploads { .. } => "too_many_uploads",

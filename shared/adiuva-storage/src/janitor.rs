@@ -71,7 +71,7 @@ impl Storage {
     /// Deletes expired pending uploads, sync tombstones older than the retention and plugin
     /// packages nothing needs (unused, or of rejected versions, for a week), then, page by page from where the last sweep stopped and within the time budget, every
     /// blob no row refers to that is older than the grace period. A blob is referenced by a
-    /// record, a backup, a pending upload or a plugin package.
+    /// record (a user's or a team's), a backup, a pending upload or a plugin package.
     pub async fn sweep(&self) -> Result<SweepReport, StorageError> {
         let started = Instant::now();
         let now = now_ms();
@@ -228,6 +228,7 @@ impl Storage {
         // Only placeholders are spliced in; the keys are bound.
         let sql = format!(
             "SELECT s3_key FROM storage_records WHERE s3_key IN ({list}) \
+             UNION ALL SELECT s3_key FROM team_records WHERE s3_key IN ({list}) \
              UNION ALL SELECT s3_key FROM backup_metadata WHERE s3_key IN ({list}) \
              UNION ALL SELECT s3_key FROM pending_uploads WHERE s3_key IN ({list}) \
              UNION ALL SELECT s3_key FROM plugin_packages WHERE s3_key IN ({list}) \

@@ -13,6 +13,8 @@ mod cursor;
 mod error;
 mod janitor;
 mod records;
+mod space;
+mod team;
 mod uploads;
 
 use std::sync::Arc;
@@ -26,7 +28,11 @@ pub use changes::{Change, Changes, RecordChange, Tombstone};
 pub use cursor::Listing;
 pub use error::StorageError;
 pub use janitor::SweepReport;
-pub use records::{RecordMeta, validate_table};
+pub use records::{RecordMeta, TeamRecordMeta, validate_key_version, validate_table};
+pub use space::{Space, team_role};
+pub use team::{
+    TeamChange, TeamChanges, TeamCommitted, TeamMember, TeamRecordChange, TeamUploadRequest,
+};
 pub use uploads::{
     Committed, MAX_PACKAGE_BYTES, MAX_UPLOAD_BYTES, PackageMeta, UploadRequest, UploadTicket,
 };
@@ -237,10 +243,15 @@ impl Storage {
     }
 }
 
-/// Key of one stored version of a record's blob. Each write gets a new key, so concurrent
+/// Key of one stored version of a record's blob, under its space's prefix
+/// (`{user_id}/...` or `teams/{team_id}/...`). Each write gets a new key, so concurrent
 /// writers never overwrite each other's bytes and the old blob survives until the row moves.
-fn record_key(user_id: &str, table: &str, record_id: &str) -> String {
-    format!("{user_id}/{table}/{record_id}/{}", adiuva_db::new_id())
+fn record_key(space: Space<'_>, table: &str, record_id: &str) -> String {
+    format!(
+        "{}{table}/{record_id}/{}",
+        space.key_prefix(),
+        adiuva_db::new_id()
+    )
 }
 
 /// Key of a backup. Tables start with a letter, so `_backups` can never clash with a record key.

@@ -4,14 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use adiuva_access::Caller;
-use adiuva_access::quota::{Delta, reserve, used_bytes};
+use adiuva_access::quota::{Delta, reserve, used_bytes_of};
 use adiuva_access::tiers::{AccessError, Feature, Quota, require_feature};
+use adiuva_access::{Caller, Tier};
 use adiuva_db::{new_id, now_ms};
 use serde::{Deserialize, Serialize};
 
 use crate::backups::{BackupMeta, NewBackup, backup_limit, validate_backup};
-use crate::records::{RecordMeta, commit, forget_upload, validate_table};
+use crate::records::{RecordMeta, SpaceRecord, commit, forget_upload, validate_table};
+use crate::space::{Space, Writer, space_sql};
 use crate::{Storage, StorageError, backup_key, package_key, record_key};
 
 /// The largest blob one upload may carry: S3's limit for a single PUT.
@@ -129,7 +130,7 @@ pub struct PackageMeta {
 }
 
 #[derive(sqlx::FromRow)]
-struct PendingUpload {
+pub(crate) struct PendingUpload {
     purpose: String,
     target_id: String,
     table_name: Option<String>,
@@ -141,14 +142,36 @@ struct PendingUpload {
     size_bytes: i64,
     checksum: String,
     expires_at: i64,
+    /// A team upload's team key version.
+    pub(crate) key_version: Option<i64>,
+}
+
+impl PendingUpload {
+    pub(crate) fn new(size: u64, checksum: String) -> Self {
+        Self {
+            purpose: String::new(),
+            target_id: String::new(),
+            table_name: None,
+            expected_version: None,
+            backup_version: None,
+            backup_timestamp: None,
+            chunk_count: None,
+            s3_key: String::new(),
+            size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+            checksum,
+            expires_at: 0,
+            key_version: None,
+        }
+    }
 }
 
 impl Storage {
     /// Refuses early what the commit would refuse for quota, so no bytes travel in vain: what
-    /// is stored, plus what the user's open uploads of the same kind announced, plus this.
+    /// is stored, plus what the space's open uploads of the same kind announced, plus this.
     async fn quota_precheck(
         &self,
-        user: &Caller,
+        space: Space<'_>,
+        tier: Tier,
         quota: Quota,
         limit: Option<u64>,
         size: u64,
@@ -160,12 +183,14 @@ impl Storage {
             Quota::Backup => ("backup", "backup"),
         };
         let mut conn = self.inner.db.pool().acquire().await?;
-        let used = u64::try_from(used_bytes(&mut conn, &user.id, quota).await?).unwrap_or(0);
-        let pending: i64 = sqlx::query_scalar(
+        let used =
+            u64::try_from(used_bytes_of(&mut conn, space.holder(), quota).await?).unwrap_or(0);
+        let pending: i64 = sqlx::query_scalar(space_sql!(
+            space,
             "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM pending_uploads \
-             WHERE user_id = $1 AND purpose IN ($2, $4) AND expires_at >= $3",
-        )
-        .bind(&user.id)
+             WHERE {uploads} AND purpose IN ($2, $4) AND expires_at >= $3"
+        ))
+        .bind(space.owner())
         .bind(purpose)
         .bind(now_ms())
         .bind(also)
@@ -173,11 +198,82 @@ impl Storage {
         .await?;
         let pending = u64::try_from(pending).unwrap_or(0);
         if used.saturating_add(pending).saturating_add(size) > limit {
-            return Err(AccessError::QuotaExceeded {
-                quota,
-                tier: user.tier,
+            return Err(AccessError::QuotaExceeded { quota, tier }.into());
+        }
+        Ok(())
+    }
+
+    /// Refuses a new upload when the space has `MAX_OPEN_UPLOADS` open already.
+    pub(crate) async fn check_open_uploads(&self, space: Space<'_>) -> Result<(), StorageError> {
+        let open: i64 = sqlx::query_scalar(space_sql!(
+            space,
+            "SELECT COUNT(*) FROM pending_uploads WHERE {uploads} AND expires_at >= $2"
+        ))
+        .bind(space.owner())
+        .bind(now_ms())
+        .fetch_one(self.inner.db.pool())
+        .await?;
+        if open >= MAX_OPEN_UPLOADS {
+            return Err(StorageError::TooManyUploads {
+                limit: MAX_OPEN_UPLOADS,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fills in the pending upload of a record: a new blob for `record_id` (refused if it is
+    /// not at `if_match`), or a new record of `table`.
+    pub(crate) async fn prepare_record_upload(
+        &self,
+        writer: Writer<'_>,
+        table: Option<String>,
+        record_id: Option<String>,
+        if_match: Option<i64>,
+        size: u64,
+        pending: &mut PendingUpload,
+    ) -> Result<(), StorageError> {
+        let space = writer.space;
+        let limit = adiuva_access::tiers::quota_bytes(
+            writer.tier,
+            Quota::CloudStorage,
+            self.inner.quota_unit_bytes,
+        );
+        pending.purpose = "record".into();
+        if let Some(record_id) = record_id {
+            let (current, _) = self.stored(space, &record_id).await?;
+            let current = current.meta;
+            if let Some(expected) = if_match
+                && expected != current.version
+            {
+                return Err(StorageError::VersionConflict {
+                    current: current.version,
+                });
             }
-            .into());
+            let growth = size.saturating_sub(u64::try_from(current.size_bytes).unwrap_or(0));
+            self.quota_precheck(space, writer.tier, Quota::CloudStorage, limit, growth)
+                .await?;
+            pending.s3_key = record_key(space, &current.table, &record_id);
+            pending.expected_version = Some(if_match.unwrap_or(current.version));
+            pending.table_name = Some(current.table);
+            pending.target_id = record_id;
+        } else {
+            let table = table.ok_or(StorageError::Invalid(
+                "a new record needs `table`; an update needs `record_id`",
+            ))?;
+            validate_table(&table)?;
+            if limit == Some(0) {
+                return Err(AccessError::QuotaExceeded {
+                    quota: Quota::CloudStorage,
+                    tier: writer.tier,
+                }
+                .into());
+            }
+            self.quota_precheck(space, writer.tier, Quota::CloudStorage, limit, size)
+                .await?;
+            let record_id = new_id();
+            pending.s3_key = record_key(space, &table, &record_id);
+            pending.table_name = Some(table);
+            pending.target_id = record_id;
         }
         Ok(())
     }
@@ -211,87 +307,18 @@ impl Storage {
         if size > limit {
             return Err(StorageError::TooLarge { limit });
         }
-        let open: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pending_uploads WHERE user_id = $1 AND expires_at >= $2",
-        )
-        .bind(&user.id)
-        .bind(now_ms())
-        .fetch_one(self.inner.db.pool())
-        .await?;
-        if open >= MAX_OPEN_UPLOADS {
-            return Err(StorageError::TooManyUploads {
-                limit: MAX_OPEN_UPLOADS,
-            });
-        }
-        let mut pending = PendingUpload {
-            purpose: String::new(),
-            target_id: String::new(),
-            table_name: None,
-            expected_version: None,
-            backup_version: None,
-            backup_timestamp: None,
-            chunk_count: None,
-            s3_key: String::new(),
-            size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
-            checksum,
-            expires_at: 0,
-        };
+        let writer = Writer::personal(user);
+        self.check_open_uploads(writer.space).await?;
+        let mut pending = PendingUpload::new(size, checksum);
         match request {
             UploadRequest::Record {
-                record_id: Some(record_id),
+                table,
+                record_id,
                 if_match,
                 ..
             } => {
-                let (current, _) = self.record_meta(&user.id, &record_id).await?;
-                if let Some(expected) = if_match
-                    && expected != current.version
-                {
-                    return Err(StorageError::VersionConflict {
-                        current: current.version,
-                    });
-                }
-                let limit = adiuva_access::tiers::quota_bytes(
-                    user.tier,
-                    Quota::CloudStorage,
-                    self.inner.quota_unit_bytes,
-                );
-                let growth = size.saturating_sub(u64::try_from(current.size_bytes).unwrap_or(0));
-                self.quota_precheck(user, Quota::CloudStorage, limit, growth)
+                self.prepare_record_upload(writer, table, record_id, if_match, size, &mut pending)
                     .await?;
-                pending.purpose = "record".into();
-                pending.s3_key = record_key(&user.id, &current.table, &record_id);
-                pending.expected_version = Some(if_match.unwrap_or(current.version));
-                pending.table_name = Some(current.table);
-                pending.target_id = record_id;
-            }
-            UploadRequest::Record {
-                table,
-                record_id: None,
-                ..
-            } => {
-                let table = table.ok_or(StorageError::Invalid(
-                    "a new record needs `table`; an update needs `record_id`",
-                ))?;
-                validate_table(&table)?;
-                let limit = adiuva_access::tiers::quota_bytes(
-                    user.tier,
-                    Quota::CloudStorage,
-                    self.inner.quota_unit_bytes,
-                );
-                if limit == Some(0) {
-                    return Err(AccessError::QuotaExceeded {
-                        quota: Quota::CloudStorage,
-                        tier: user.tier,
-                    }
-                    .into());
-                }
-                self.quota_precheck(user, Quota::CloudStorage, limit, size)
-                    .await?;
-                let record_id = new_id();
-                pending.purpose = "record".into();
-                pending.s3_key = record_key(&user.id, &table, &record_id);
-                pending.table_name = Some(table);
-                pending.target_id = record_id;
             }
             UploadRequest::Backup {
                 version,
@@ -301,7 +328,7 @@ impl Storage {
             } => {
                 validate_backup(version, timestamp, chunk_count)?;
                 let limit = backup_limit(self, user)?;
-                self.quota_precheck(user, Quota::Backup, limit, size)
+                self.quota_precheck(writer.space, user.tier, Quota::Backup, limit, size)
                     .await?;
                 let backup_id = new_id();
                 pending.purpose = "backup".into();
@@ -313,7 +340,7 @@ impl Storage {
             }
             UploadRequest::PluginPackage { .. } => {
                 let limit = package_quota(self, user)?;
-                self.quota_precheck(user, Quota::CloudStorage, limit, size)
+                self.quota_precheck(writer.space, user.tier, Quota::CloudStorage, limit, size)
                     .await?;
                 let package_id = new_id();
                 pending.purpose = "plugin_package".into();
@@ -322,19 +349,33 @@ impl Storage {
             }
         }
 
+        self.open_upload(writer, pending, size).await
+    }
+
+    /// Presigns the upload URL of a pending upload and records it.
+    pub(crate) async fn open_upload(
+        &self,
+        writer: Writer<'_>,
+        pending: PendingUpload,
+        size: u64,
+    ) -> Result<UploadTicket, StorageError> {
         let presigned = self
             .inner
             .blobs
             .presign_put(&pending.s3_key, size, &pending.checksum)
             .await?;
         let upload_id = new_id();
+        let team_id = match writer.space {
+            Space::Team(team_id) => Some(team_id),
+            Space::Personal(_) => None,
+        };
         sqlx::query(
             "INSERT INTO pending_uploads (id, user_id, purpose, target_id, table_name, expected_version, backup_version, \
-             backup_timestamp, chunk_count, s3_key, size_bytes, checksum, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             backup_timestamp, chunk_count, s3_key, size_bytes, checksum, created_at, expires_at, team_id, key_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&upload_id)
-        .bind(&user.id)
+        .bind(writer.author)
         .bind(&pending.purpose)
         .bind(&pending.target_id)
         .bind(&pending.table_name)
@@ -347,10 +388,13 @@ impl Storage {
         .bind(&pending.checksum)
         .bind(now_ms())
         .bind(presigned.expires_at_ms)
+        .bind(team_id)
+        .bind(writer.key_version)
         .execute(self.inner.db.pool())
         .await?;
         tracing::info!(
-            user_id = user.id,
+            owner = writer.space.owner(),
+            author = writer.author,
             upload_id,
             purpose = pending.purpose,
             size,
@@ -372,68 +416,19 @@ impl Storage {
         user: &Caller,
         upload_id: &str,
     ) -> Result<Committed, StorageError> {
-        let pending: Option<PendingUpload> = sqlx::query_as(
-            "SELECT purpose, target_id, table_name, expected_version, backup_version, backup_timestamp, chunk_count, \
-             s3_key, size_bytes, checksum, expires_at FROM pending_uploads WHERE id = $1 AND user_id = $2",
-        )
-        .bind(upload_id)
-        .bind(&user.id)
-        .fetch_optional(self.inner.db.pool())
-        .await?;
-        let pending = pending
-            .filter(|p| p.expires_at >= now_ms())
-            .ok_or(StorageError::UploadNotFound)?;
-
-        let (size, digest) = self
-            .inner
-            .blobs
-            .digest(&pending.s3_key)
-            .await?
-            .ok_or(StorageError::UploadIncomplete)?;
-        if i64::try_from(size).ok() != Some(pending.size_bytes) {
-            self.discard(&pending.s3_key).await;
-            return Err(StorageError::UploadSize {
-                announced: pending.size_bytes,
-                actual: size,
-            });
-        }
-        if let Err(err) = adiuva_checksum::same_digest(&digest, &pending.checksum) {
-            self.discard(&pending.s3_key).await;
-            return Err(err.into());
-        }
-
+        let writer = Writer::personal(user);
+        let pending = self.verified_upload(writer.space, upload_id).await?;
         let key = pending.s3_key.as_str();
-        let committed = match (pending.purpose.as_str(), pending.expected_version) {
-            ("record", None) => {
-                let table = pending.table_name.as_deref().unwrap_or_default();
+        let committed = match pending.purpose.as_str() {
+            "record" => {
                 let record = self
-                    .finish_create(
-                        user,
-                        table,
-                        &pending.target_id,
-                        key,
-                        pending.size_bytes,
-                        &pending.checksum,
-                        Some(upload_id),
-                    )
+                    .finish_record_upload(writer, upload_id, &pending)
                     .await?;
-                Committed::Record { record }
+                Committed::Record {
+                    record: record.meta,
+                }
             }
-            ("record", Some(expected)) => {
-                let record = self
-                    .finish_update(
-                        user,
-                        &pending.target_id,
-                        key,
-                        pending.size_bytes,
-                        &pending.checksum,
-                        expected,
-                        Some(upload_id),
-                    )
-                    .await?;
-                Committed::Record { record }
-            }
-            ("plugin_package", _) => {
+            "plugin_package" => {
                 let finished = self
                     .finish_package(
                         user,
@@ -475,6 +470,83 @@ impl Storage {
         };
         tracing::info!(user_id = user.id, upload_id, "upload committed");
         Ok(committed)
+    }
+
+    /// A space's pending upload whose stored bytes have the announced size and checksum; a
+    /// mismatch deletes them (the upload stays open for a retry with the right bytes).
+    pub(crate) async fn verified_upload(
+        &self,
+        space: Space<'_>,
+        upload_id: &str,
+    ) -> Result<PendingUpload, StorageError> {
+        let pending: Option<PendingUpload> = sqlx::query_as(space_sql!(
+            space,
+            "SELECT purpose, target_id, table_name, expected_version, backup_version, backup_timestamp, chunk_count, \
+             s3_key, size_bytes, checksum, expires_at, key_version FROM pending_uploads WHERE {uploads} AND id = $2"
+        ))
+        .bind(space.owner())
+        .bind(upload_id)
+        .fetch_optional(self.inner.db.pool())
+        .await?;
+        let pending = pending
+            .filter(|p| p.expires_at >= now_ms())
+            .ok_or(StorageError::UploadNotFound)?;
+
+        let (size, digest) = self
+            .inner
+            .blobs
+            .digest(&pending.s3_key)
+            .await?
+            .ok_or(StorageError::UploadIncomplete)?;
+        if i64::try_from(size).ok() != Some(pending.size_bytes) {
+            self.discard(&pending.s3_key).await;
+            return Err(StorageError::UploadSize {
+                announced: pending.size_bytes,
+                actual: size,
+            });
+        }
+        if let Err(err) = adiuva_checksum::same_digest(&digest, &pending.checksum) {
+            self.discard(&pending.s3_key).await;
+            return Err(err.into());
+        }
+        Ok(pending)
+    }
+
+    /// Makes a verified record upload the new record, or the record's new blob.
+    pub(crate) async fn finish_record_upload(
+        &self,
+        writer: Writer<'_>,
+        upload_id: &str,
+        pending: &PendingUpload,
+    ) -> Result<SpaceRecord, StorageError> {
+        let key = pending.s3_key.as_str();
+        match pending.expected_version {
+            None => {
+                let table = pending.table_name.as_deref().unwrap_or_default();
+                self.finish_create(
+                    writer,
+                    table,
+                    &pending.target_id,
+                    key,
+                    pending.size_bytes,
+                    &pending.checksum,
+                    Some(upload_id),
+                )
+                .await
+            }
+            Some(expected) => {
+                self.finish_update(
+                    writer,
+                    &pending.target_id,
+                    key,
+                    pending.size_bytes,
+                    &pending.checksum,
+                    expected,
+                    Some(upload_id),
+                )
+                .await
+            }
+        }
     }
 }
 
