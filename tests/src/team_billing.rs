@@ -21,6 +21,7 @@ backend_tests!(
     webhooks_keep_the_team_s_status_and_seats_in_step,
     personal_and_team_subscriptions_stay_apart,
     a_team_s_subscription_ends_now_for_its_deletion,
+    deleting_a_team_ends_its_subscription_and_purges_its_space,
     reconciliation_covers_team_subscriptions,
     migration_0014_makes_a_personal_team_subscription_a_team_of_one,
 );
@@ -733,6 +734,74 @@ async fn a_team_s_subscription_ends_now_for_its_deletion(backend: Backend) {
             .unwrap()
     );
     assert_eq!(team(&stub, &team_id).await.0, "canceled");
+}
+
+/// `DELETE /teams/{id}` end to end: an admin is refused before anything ends; the owner's
+/// deletion ends the subscription at Stripe, purges the team space's rows and blobs, and leaves
+/// another team's space alone.
+async fn deleting_a_team_ends_its_subscription_and_purges_its_space(backend: Backend) {
+    let stripe = FakeStripe::start().await;
+    let app = billing_app(backend, &stripe).await;
+    let (owner, team_id, subscription_id) = paid_team(&app, &stripe, 2).await;
+    let (other_owner, other_team, _) = paid_team(&app, &stripe, 1).await;
+    let admin = app.register_user().await;
+    adiuva_db::sqlx::query(
+        "INSERT INTO team_members (team_id, user_id, role, joined_at) VALUES ($1, $2, 'admin', 0)",
+    )
+    .bind(&team_id)
+    .bind(&admin.id)
+    .execute(app.database.db.pool())
+    .await
+    .unwrap();
+    crate::team_space::created(&app, &owner, &team_id, b"shared plan").await;
+    crate::team_space::created(&app, &other_owner, &other_team, b"other plan").await;
+    let delete = |user: &TestUser| {
+        app.request(Method::DELETE, &format!("/api/v1/teams/{team_id}"))
+            .bearer_auth(&user.tokens.access_token)
+            .send()
+    };
+    let cancels = || stripe.requests_to("DELETE", &format!("/v1/subscriptions/{subscription_id}"));
+
+    assert_eq!(
+        delete(&admin).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert!(cancels().is_empty(), "an admin's attempt ends nothing");
+    assert_eq!(
+        crate::team_space::keys(&app, &format!("teams/{team_id}/"))
+            .await
+            .len(),
+        1
+    );
+
+    assert_eq!(delete(&owner).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(cancels().len(), 1);
+    assert_eq!(stripe.subscription(&subscription_id)["status"], "canceled");
+    assert!(
+        crate::team_space::keys(&app, &format!("teams/{team_id}/"))
+            .await
+            .is_empty()
+    );
+    for sql in [
+        "SELECT COUNT(*) FROM teams WHERE id = $1",
+        "SELECT COUNT(*) FROM team_records WHERE team_id = $1",
+        "SELECT COUNT(*) FROM team_members WHERE team_id = $1",
+    ] {
+        let left: i64 = adiuva_db::sqlx::query_scalar(sql)
+            .bind(&team_id)
+            .fetch_one(app.database.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "{sql}");
+    }
+    assert_eq!(
+        crate::team_space::keys(&app, &format!("teams/{other_team}/"))
+            .await
+            .len(),
+        1,
+        "another team's space stays"
+    );
+    assert_eq!(team(&app, &other_team).await.0, "active");
 }
 
 async fn reconciliation_covers_team_subscriptions(backend: Backend) {

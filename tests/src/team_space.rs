@@ -92,7 +92,7 @@ async fn create(
 }
 
 /// Creates a team record and returns its id.
-async fn created(app: &TestApp, user: &TestUser, team_id: &str, bytes: &[u8]) -> String {
+pub(crate) async fn created(app: &TestApp, user: &TestUser, team_id: &str, bytes: &[u8]) -> String {
     let response = create(app, user, team_id, bytes, 1).await;
     assert_eq!(
         response.status(),
@@ -152,7 +152,7 @@ async fn changes(app: &TestApp, user: &TestUser, team_id: &str, since: &str) -> 
 }
 
 /// The keys the blob store holds under a prefix.
-async fn keys(app: &TestApp, prefix: &str) -> Vec<String> {
+pub(crate) async fn keys(app: &TestApp, prefix: &str) -> Vec<String> {
     app.backends
         .blobs
         .list(prefix)
