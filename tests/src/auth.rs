@@ -3,6 +3,7 @@
 //! `auth::accounts`.
 
 mod accounts;
+mod oidc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
