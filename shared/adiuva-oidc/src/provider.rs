@@ -36,12 +36,15 @@ struct Cached<T> {
     until: Instant,
 }
 
+/// Documents of one kind by issuer.
+type Cache<T> = Arc<Mutex<HashMap<String, Cached<T>>>>;
+
 /// Discovery documents and key sets per issuer, shared by the requests of one process.
 #[derive(Debug, Clone)]
 pub(crate) struct Providers {
     http: reqwest::Client,
-    metadata: Arc<Mutex<HashMap<String, Cached<Metadata>>>>,
-    keys: Arc<Mutex<HashMap<String, Cached<Arc<Vec<Jwk>>>>>>,
+    metadata: Cache<Metadata>,
+    keys: Cache<Arc<Vec<Jwk>>>,
 }
 
 #[derive(Deserialize)]
