@@ -48,10 +48,11 @@ async fn register_signs_in_and_normalizes_email(backend: Backend) {
     let profile: Value = app.me(&tokens.access_token).await.json().await.unwrap();
     assert_eq!(profile["email"], "alice@example.com");
     assert_eq!(profile["tier"], "free");
+    assert_eq!(profile["identities"], json!([]));
     assert_eq!(
         profile.as_object().unwrap().len(),
-        3,
-        "UserProfile is {{id, email, tier}}: {profile}"
+        4,
+        "/auth/me is {{id, email, tier, identities}}: {profile}"
     );
 
     let login = app
