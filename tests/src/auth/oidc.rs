@@ -23,6 +23,7 @@ backend_tests!(
     redirects_methods_and_providers_are_checked_before_anything,
     a_provider_that_is_down_is_503,
     a_disabled_account_cannot_sign_in_with_its_identity,
+    failed_callbacks_count_against_the_address,
 );
 
 const REDIRECT: &str = "http://127.0.0.1:53682/callback";
@@ -879,4 +880,51 @@ async fn a_disabled_account_cannot_sign_in_with_its_identity(backend: Backend) {
         "account_disabled",
     )
     .await;
+}
+
+async fn failed_callbacks_count_against_the_address(backend: Backend) {
+    let (app, provider) = oidc_app_with(backend, &[("AUTH_FAILURES_PER_ADDRESS", "3")]).await;
+    provider.set_person(&Person::new());
+    let pkce = pkce();
+    // What is refused before any check (a malformed verifier) and what the provider cannot
+    // vouch for (an unverified email) are no guesses: they do not count.
+    error_body(
+        callback(&app, "state", "code", "short").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_error",
+    )
+    .await;
+    let unverified = Person {
+        email_verified: false,
+        ..Person::new()
+    };
+    error_body(
+        sign_in(&app, &provider, &unverified).await,
+        StatusCode::FORBIDDEN,
+        "email_unverified",
+    )
+    .await;
+    for guess in 0..3 {
+        error_body(
+            callback(
+                &app,
+                &format!("guessed-state-{guess}"),
+                "code",
+                &pkce.verifier,
+            )
+            .await,
+            StatusCode::UNAUTHORIZED,
+            "oidc_invalid",
+        )
+        .await;
+    }
+    // Past the cap, even an honest callback from the address waits.
+    let (url, state) = start(&app, &pkce).await;
+    let (code, _) = provider.authorize(&url).await;
+    let refused = callback(&app, &state, &code, &pkce.verifier).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    error_body(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_failures").await;
+    // Refused before anything was asked of the provider: only the unverified sign-in reached
+    // its token endpoint.
+    assert_eq!(provider.token_requests().len(), 1);
 }
