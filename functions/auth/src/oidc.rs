@@ -157,7 +157,7 @@ async fn start(
         (status = 200, description = "Signed in (a new session)", body = AuthTokens),
         (status = 401, description = "A used, unknown or expired state, a verifier that does not match, a code the provider refuses, or an ID token that fails a check (`oidc_invalid`; counted like a failed login)", body = ErrorBody),
         (status = 403, description = "The provider has not verified the email (`email_unverified`), or the account is disabled (`account_disabled`)", body = ErrorBody),
-        (status = 409, description = "The email belongs to an account this identity is not linked to (`link_required`)", body = ErrorBody),
+        (status = 409, description = "The email belongs to an account this identity is not linked to (`link_required`), or a concurrent sign-in of the same new identity created its account first (`identity_taken`: retry)", body = ErrorBody),
         (status = 422, description = "A malformed state, code or verifier, or an email this service cannot use", body = ErrorBody),
         (status = 429, description = "Too many failed sign-ins from this address, or too many new accounts (`too_many_registrations`)", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),

@@ -199,7 +199,12 @@ pub(crate) struct Claims {
 pub(crate) fn check_claims(payload: &[u8], expected: &Expected<'_>) -> Result<Claims, OidcError> {
     let claims: Value = serde_json::from_slice(payload)
         .map_err(|_| OidcError::invalid("the ID token's claims are not JSON"))?;
-    if claims["iss"].as_str() != Some(expected.issuer) {
+    let issuer_ok = claims["iss"].as_str().is_some_and(|iss| {
+        iss == expected.issuer
+            // Google documents both spellings of its issuer in ID tokens.
+            || (expected.issuer == crate::GOOGLE_ISSUER && iss == "accounts.google.com")
+    });
+    if !issuer_ok {
         return Err(OidcError::invalid(
             "the ID token's iss is not the provider's",
         ));
@@ -310,6 +315,7 @@ mod tests {
             claims
         };
         assert!(refused(&with("iss", json!("https://other.example"))));
+        assert!(refused(&with("iss", json!("accounts.google.com"))));
         assert!(refused(&with("aud", json!("other-client"))));
         assert!(refused(&with("aud", json!(["client", "other"]))));
         assert!(!refused(&with("aud", json!(["client"]))));
@@ -335,6 +341,25 @@ mod tests {
             Err(OidcError::EmailUnverified)
         ));
         assert!(check(&with("email_verified", json!("true"))).is_ok());
+    }
+
+    #[test]
+    fn googles_issuer_has_two_spellings() {
+        let google = Expected {
+            issuer: crate::GOOGLE_ISSUER,
+            ..expected()
+        };
+        for iss in ["https://accounts.google.com", "accounts.google.com"] {
+            let mut claims = claims();
+            claims["iss"] = json!(iss);
+            assert!(
+                check_claims(claims.to_string().as_bytes(), &google).is_ok(),
+                "{iss}"
+            );
+        }
+        let mut claims = claims();
+        claims["iss"] = json!("accounts.google.com.evil.example");
+        assert!(check_claims(claims.to_string().as_bytes(), &google).is_err());
     }
 
     #[test]

@@ -135,10 +135,12 @@ fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     .expect("ring supports the default TLS versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
+    // A callback makes up to three requests (token endpoint, keys, the keys again after a
+    // rotation; discovery is cached): within the auth function's 15 s even when each is slow.
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(4))
         // A provider's redirect would be followed with the client secret's form body.
         .redirect(reqwest::redirect::Policy::none())
         .build()
