@@ -503,10 +503,31 @@ async fn states_are_single_use_and_expire(backend: Backend) {
     let pkce = pkce();
     let (url, state) = start(&app, &pkce).await;
     let (code, _) = provider.authorize(&url).await;
+    // Four devices present the same state at once: it is taken by one of them; only that one
+    // reaches the provider.
+    let statuses =
+        futures::future::join_all((0..4).map(|_| callback(&app, &state, &code, &pkce.verifier)))
+            .await
+            .iter()
+            .map(Response::status)
+            .collect::<Vec<_>>();
     assert_eq!(
-        callback(&app, &state, &code, &pkce.verifier).await.status(),
-        StatusCode::OK
+        statuses
+            .iter()
+            .filter(|status| **status == StatusCode::OK)
+            .count(),
+        1,
+        "{statuses:?}"
     );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|status| **status == StatusCode::UNAUTHORIZED)
+            .count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(provider.token_requests().len(), 1);
     // Used.
     error_body(
         callback(&app, &state, &code, &pkce.verifier).await,
