@@ -48,6 +48,17 @@ async fn fill(app: &TestApp, user: &TestUser) {
         .await
         .unwrap();
     assert_eq!(started.status(), StatusCode::CREATED);
+    // A linked OpenID identity (the OIDC tests link them through the provider).
+    adiuva_db::sqlx::query(
+        "INSERT INTO user_identities (id, user_id, provider, issuer, subject, email, linked_at) \
+         VALUES ($1, $2, 'google', 'https://accounts.google.com', $1, $3, 0)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(&user.id)
+    .bind(&user.email)
+    .execute(app.database.db.pool())
+    .await
+    .unwrap();
 }
 
 /// Rows that still name the user, across every table that has a user_id.
@@ -58,6 +69,7 @@ async fn rows_of(app: &TestApp, user_id: &str) -> i64 {
         "refresh_tokens",
         "sessions",
         "security_events",
+        "user_identities",
         "subscriptions",
         "storage_records",
         "backup_metadata",

@@ -295,6 +295,25 @@ fn only_the_functions_that_bill_link_stripe() {
     }
 }
 
+/// Sign-in with OpenID Connect (reqwest to the provider, ring's RSA and ECDSA verification of
+/// its ID tokens) is the auth function's alone; access tokens stay HMAC everywhere.
+#[test]
+fn only_the_auth_function_links_openid_connect() {
+    let graph = graph();
+    const OIDC_USERS: &[&str] = &["auth", "local"];
+    for package in graph.in_folder("functions") {
+        let links = graph.closure(package, &[]).contains("adiuva-oidc");
+        assert_eq!(
+            links,
+            OIDC_USERS.contains(&package),
+            "{package} links adiuva-oidc: {links}"
+        );
+    }
+    // The domain crate of accounts is in every authenticated binary: it must not bring it.
+    assert!(!graph.closure("adiuva-auth", &[]).contains("adiuva-oidc"));
+    assert!(!graph.closure("adiuva-oidc", &[]).contains("jsonwebtoken"));
+}
+
 /// The docs page's bundle (Scalar, 5 MB of JavaScript embedded in the binary) is the local
 /// server's alone: no Lambda and no shared crate links it.
 #[test]

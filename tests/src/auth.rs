@@ -3,6 +3,7 @@
 //! `auth::accounts`.
 
 mod accounts;
+mod oidc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -48,11 +49,12 @@ async fn register_signs_in_and_normalizes_email(backend: Backend) {
     assert_eq!(profile["email"], "alice@example.com");
     assert_eq!(profile["tier"], "free");
     assert_eq!(profile["tier_source"], "own");
-    assert_eq!(profile["teams"], serde_json::json!([]));
+    assert_eq!(profile["teams"], json!([]));
+    assert_eq!(profile["identities"], json!([]));
     assert_eq!(
         profile.as_object().unwrap().len(),
-        5,
-        "the profile is {{id, email, tier, tier_source, teams}}: {profile}"
+        6,
+        "/auth/me is {{id, email, tier, tier_source, teams, identities}}: {profile}"
     );
 
     let login = app

@@ -12,6 +12,7 @@ use crate::backend_tests;
 use crate::contract::{Route, event_files};
 use crate::harness::{Backend, TestApp, spawn_app_with};
 use crate::llm::{Reply, ScriptedLlm};
+use crate::oidc::{FakeProvider, Person};
 use crate::stripe::FakeStripe;
 
 backend_tests!(lambda_handlers_answer_like_the_local_server);
@@ -21,8 +22,8 @@ backend_tests!(lambda_handlers_answer_like_the_local_server);
 /// before the account), read playbooks, chat, pay for
 /// a tier, use the marketplace (browse, install, rate; as a developer submit; as an admin
 /// review), store, back up, search, manage the account (sessions, email, password, the
-/// security log), rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 78] = [
+/// security log, a linked Google identity signing in), rotate, sign out, and delete the account.
+const SEQUENCE: [(&str, &str, &str); 83] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
@@ -113,6 +114,11 @@ const SEQUENCE: [(&str, &str, &str); 78] = [
     ("auth", "POST", "/api/v1/auth/email"),
     ("auth", "POST", "/api/v1/auth/password"),
     ("auth", "GET", "/api/v1/auth/events"),
+    ("auth", "GET", "/api/v1/auth/oidc/providers"),
+    ("auth", "POST", "/api/v1/auth/oidc/start"),
+    ("auth", "POST", "/api/v1/auth/oidc/link"),
+    ("auth", "POST", "/api/v1/auth/oidc/callback"),
+    ("auth", "DELETE", "/api/v1/auth/oidc/identities/{id}"),
     ("auth", "POST", "/api/v1/auth/refresh"),
     ("auth", "POST", "/api/v1/auth/logout"),
     ("teams", "DELETE", "/api/v1/teams/{id}"),
@@ -128,21 +134,33 @@ const EVENTS_USER: (&str, &str) = ("events-user@example.com", "correct-horse-bat
 const EVENTS_INVITEE: &str = "events-invitee@example.com";
 /// What `events/auth/change_password.json` sets the password to.
 const CHANGED_PASSWORD: &str = "battery-staple-horse";
+/// The S256 challenge of the verifier in `events/auth/oidc_link.json` and `oidc_callback.json`.
+const OIDC_CHALLENGE: &str = "V4AKZyYEqgoZAHWJ-XXRPeF-cHfp-UMVi-w1bPwVU0w";
 
 /// One side of the comparison and what it has been handed so far, to fill the placeholders.
 struct Session<'a> {
     app: &'a TestApp,
     stripe: &'a FakeStripe,
+    oidc: &'a FakeProvider,
     values: BTreeMap<&'static str, String>,
 }
 
 impl<'a> Session<'a> {
-    fn new(app: &'a TestApp, stripe: &'a FakeStripe) -> Self {
+    fn new(app: &'a TestApp, stripe: &'a FakeStripe, oidc: &'a FakeProvider) -> Self {
         Self {
             app,
             stripe,
+            oidc,
             values: BTreeMap::new(),
         }
+    }
+
+    /// Plays the browser at the provider: the code and state of its redirect, for the
+    /// link and callback events.
+    async fn authorize(&mut self, authorization_url: &str) {
+        let (code, state) = self.oidc.authorize(authorization_url).await;
+        self.values.insert("oidc_code", code);
+        self.values.insert("oidc_state", state);
     }
 
     /// The event with the values so far; a Stripe webhook's body is then signed now, as Stripe
@@ -370,6 +388,29 @@ impl<'a> Session<'a> {
                         .insert(name, back[name].as_str().unwrap().to_owned());
                 }
             }
+            ("POST", "/api/v1/auth/oidc/start") => {
+                self.authorize(body["authorization_url"].as_str().unwrap())
+                    .await;
+            }
+            // The linked identity signs in next: a new sign-in at the provider.
+            ("POST", "/api/v1/auth/oidc/link") => {
+                self.values
+                    .insert("identity_id", body["id"].as_str().unwrap().to_owned());
+                let started: Value = self
+                    .app
+                    .post_json(
+                        "/api/v1/auth/oidc/start",
+                        &serde_json::json!({"provider": "google",
+                            "redirect_uri": "http://127.0.0.1:53682/callback",
+                            "code_challenge": OIDC_CHALLENGE, "code_challenge_method": "S256"}),
+                    )
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+                self.authorize(started["authorization_url"].as_str().unwrap())
+                    .await;
+            }
             ("POST", "/api/v1/auth/logout") => {
                 let tokens: Value = self
                     .app
@@ -511,12 +552,16 @@ async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
     ]);
     let llm_url = llm.base_url();
     let stripe = FakeStripe::start().await;
+    // Google is a fake provider; the person signing in there is the same on both sides.
+    let oidc = FakeProvider::start().await;
+    oidc.set_person(&Person::new());
     // The whole pipeline, rate limits included (their headers must be exposed too).
     let mut settings = vec![
         ("LLM_BASE_URL", llm_url.clone()),
         ("RATE_LIMIT_ENABLED", "true".to_owned()),
     ];
     settings.extend(stripe.settings());
+    settings.extend(oidc.settings());
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let lambda_side = spawn_app_with(backend, &settings).await;
     let local_side = spawn_app_with(backend, &settings).await;
@@ -528,8 +573,8 @@ async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
         .map(|(name, function)| (name, function.into_router()))
         .collect();
     let (mut lambda_session, mut local_session) = (
-        Session::new(&lambda_side, &stripe),
-        Session::new(&local_side, &stripe),
+        Session::new(&lambda_side, &stripe, &oidc),
+        Session::new(&local_side, &stripe, &oidc),
     );
 
     for (function, method, path) in SEQUENCE {

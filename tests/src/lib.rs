@@ -4,6 +4,7 @@
 
 pub mod harness;
 pub mod llm;
+pub mod oidc;
 pub mod stripe;
 
 #[cfg(test)]

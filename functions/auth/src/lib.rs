@@ -1,12 +1,13 @@
 //! Auth function: `register`, `login`, `refresh`, `logout` and `me` under `/api/v1/auth`, and
 //! the account's own management: password and email changes, sessions, the security log.
 //! Register, login and refresh are public and limited by failures (per client address, and per
-//! email for login); the others run behind authentication. Platform admins disable and enable
+//! email for login); the others run behind authentication. Sign-in with OpenID Connect is in
+//! `oidc` (its start and callback are public). Platform admins disable and enable
 //! accounts under `/api/v1/admin/users`.
 
 use adiuva_auth::{
-    Accounts, AuthTokens, CurrentProfile, Device, PublicKey, SecurityEvent, SessionView,
-    UserProfile,
+    Accounts, AuthTokens, CurrentProfile, Device, LinkedIdentity, PublicKey, SecurityEvent,
+    SessionView, UserProfile,
 };
 use adiuva_config::{ConfigError, Context};
 use adiuva_http::paging;
@@ -19,6 +20,8 @@ use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
+
+mod oidc;
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let accounts: Accounts = context.get()?;
@@ -40,7 +43,8 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(sessions))
         .routes(routes!(revoke_session))
         .routes(routes!(events))
-        .with_state(accounts)
+        .with_state(accounts.clone())
+        .merge(oidc::routes(accounts, context.get()?))
         .merge(admin);
     adiuva_pipeline::authenticated("auth", routes, context)
 }
@@ -57,7 +61,7 @@ pub struct Credentials {
 
 /// The device of the request: its address (`ClientAddr`) and its `User-Agent`, what sessions
 /// and the security log show (the address only as its network prefix).
-struct ClientDevice(Device);
+pub(crate) struct ClientDevice(pub(crate) Device);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientDevice {
     type Rejection = ApiError;
@@ -74,9 +78,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientDevice {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PasswordChange {
-    /// The password the account has now.
+    /// The password the account has now. An account without one (created through OpenID
+    /// Connect) leaves it out to set its first password.
     #[schema(max_length = 72)]
-    pub current_password: String,
+    pub current_password: Option<String>,
     /// 8 to 72 bytes (UTF-8), as for registration.
     #[schema(schema_with = adiuva_auth::openapi::password)]
     pub new_password: String,
@@ -189,11 +194,12 @@ async fn logout(
 }
 
 /// Changes the password and signs every device out, this one included: the answer is a new
-/// token pair for this device, and the previous tokens stop working.
+/// token pair for this device, and the previous tokens stop working. An account created through
+/// OpenID Connect has no password: it sets one with `{new_password}` alone.
 #[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth", request_body = PasswordChange,
     responses(
         (status = 200, description = "Password changed; every other session ended", body = AuthTokens),
-        (status = 401, description = "Wrong current password (`invalid_credentials`; counted like a failed login), or a missing or invalid access token", body = ErrorBody),
+        (status = 401, description = "Wrong or missing current password (`invalid_credentials`; counted like a failed login), or a missing or invalid access token", body = ErrorBody),
         (status = 422, description = "The new password is not 8 to 72 bytes", body = ErrorBody),
         (status = 429, description = "Too many failed password checks for this account or from this address", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
@@ -296,19 +302,32 @@ async fn events(
     ))
 }
 
+/// `GET /auth/me`: the profile (with the tier's source and the caller's teams) and the
+/// identities that sign into the account.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Me {
+    #[serde(flatten)]
+    pub profile: CurrentProfile,
+    /// The OpenID Connect identities linked to the account, oldest first.
+    pub identities: Vec<LinkedIdentity>,
+}
+
 /// The caller's profile with their effective billing tier (the better of their own
 /// subscription's and the Team tier of a seat in a team with an active subscription), where it
-/// comes from, and their teams.
+/// comes from, their teams, and their linked identities.
 #[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
     responses(
-        (status = 200, description = "The caller", body = CurrentProfile),
+        (status = 200, description = "The caller", body = Me),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
     ))]
 async fn me(
     State(accounts): State<Accounts>,
     CurrentUser(caller): CurrentUser,
-) -> Result<Json<CurrentProfile>> {
-    Ok(Json(accounts.current_profile(&caller).await?))
+) -> Result<Json<Me>> {
+    Ok(Json(Me {
+        identities: accounts.identities(&caller).await?,
+        profile: accounts.current_profile(&caller).await?,
+    }))
 }
 
 /// Publishes the caller's public key, which team admins wrap the team key with on their

@@ -172,7 +172,7 @@ impl Accounts {
     /// back afterwards unless `counts` says the outcome counts (a failure, a registration).
     /// Counting after the check instead let a burst of concurrent guesses all be checked
     /// against a cap none of them had reached yet.
-    async fn limited<T>(
+    pub(crate) async fn limited<T>(
         &self,
         subjects: &[Subject<'_>],
         counts: impl Fn(&Result<T, AuthError>) -> bool,
@@ -283,12 +283,17 @@ impl Accounts {
         .fetch_optional(self.inner.db.pool())
         .await?;
         let Some((user_id, password_hash, token_version, disabled_at)) = row else {
-            let cost = self.inner.bcrypt_cost;
-            let dummy = tokio::task::spawn_blocking(move || password::dummy_hash(cost)).await?;
-            password::verify(password, dummy).await?;
+            self.equalize_timing(password).await?;
             return Err(AuthError::InvalidCredentials);
         };
-        if !password::verify(password, password_hash).await? {
+        // An account without a password (created through OpenID Connect) costs the same work.
+        let matches = if password_hash == password::NO_PASSWORD {
+            self.equalize_timing(password).await?;
+            false
+        } else {
+            password::verify(password, password_hash).await?
+        };
+        if !matches {
             tracing::info!(user_id, "login failed: wrong password");
             // The answer stays `InvalidCredentials` even when the log cannot be written, so
             // that the failure still counts against the limits.
@@ -326,8 +331,16 @@ impl Accounts {
         Ok(tokens)
     }
 
+    /// One bcrypt verification against the timing equalizer's hash, whose answer is ignored.
+    async fn equalize_timing(&self, password: String) -> Result<(), AuthError> {
+        let cost = self.inner.bcrypt_cost;
+        let dummy = tokio::task::spawn_blocking(move || password::dummy_hash(cost)).await?;
+        password::verify(password, dummy).await?;
+        Ok(())
+    }
+
     /// Starts a session for `device` with its first tokens, and logs the sign-in.
-    async fn sign_in_device(
+    pub(crate) async fn sign_in_device(
         &self,
         conn: &mut AnyConnection,
         user_id: &str,
@@ -335,17 +348,30 @@ impl Accounts {
         device: &Device,
         now: i64,
     ) -> Result<AuthTokens, AuthError> {
-        let session_id = new_id();
-        let new_device = sessions::start(conn, user_id, &session_id, device, now).await?;
+        self.sign_in_session(conn, user_id, token_version, device, now, &new_id())
+            .await
+    }
+
+    /// [`Accounts::sign_in_device`] with the new session's id chosen by the caller.
+    pub(crate) async fn sign_in_session(
+        &self,
+        conn: &mut AnyConnection,
+        user_id: &str,
+        token_version: i64,
+        device: &Device,
+        now: i64,
+        session_id: &str,
+    ) -> Result<AuthTokens, AuthError> {
+        let new_device = sessions::start(conn, user_id, session_id, device, now).await?;
         let tokens = self
-            .issue_tokens(conn, user_id, token_version, &session_id, now)
+            .issue_tokens(conn, user_id, token_version, session_id, now)
             .await?;
         events::record(
             conn,
             NewEvent {
                 user_id,
                 kind: EventType::LoginSucceeded,
-                session_id: Some(&session_id),
+                session_id: Some(session_id),
                 device,
                 new_device,
                 now,
@@ -504,16 +530,20 @@ impl Accounts {
     /// the answer is the tokens of a new session for the caller's device. A wrong current
     /// password counts against the brute-force limits like a failed login; the new password
     /// follows registration's rules (checked first, so a typo costs no attempt).
+    ///
+    /// An account without a password (created through OpenID Connect) sets one with no
+    /// `current_password`; an account with one must send it.
     pub async fn change_password(
         &self,
         caller: &Caller,
-        current_password: String,
+        current_password: Option<String>,
         new_password: String,
         device: &Device,
     ) -> Result<AuthTokens, AuthError> {
         password::validate(&new_password)?;
         let change = async {
-            self.check_password(&caller.id, current_password).await?;
+            self.check_current_password(&caller.id, current_password)
+                .await?;
             let password_hash = password::hash(new_password, self.inner.bcrypt_cost).await?;
             let now = now_ms();
             let mut tx = self.inner.db.pool().begin().await?;
@@ -633,7 +663,34 @@ impl Accounts {
         .await
     }
 
-    /// `Ok` when `password` is the user's; `InvalidCredentials` when not.
+    /// `Ok` when `current` is the user's password, or when the user has none and `current` is
+    /// `None`; `InvalidCredentials` otherwise.
+    async fn check_current_password(
+        &self,
+        user_id: &str,
+        current: Option<String>,
+    ) -> Result<(), AuthError> {
+        let hash: Option<String> =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(self.inner.db.pool())
+                .await?;
+        let hash = hash.ok_or(AuthError::InvalidToken)?;
+        match current {
+            None if hash == password::NO_PASSWORD => Ok(()),
+            None => Err(AuthError::InvalidCredentials),
+            Some(current) => {
+                if password::verify(current, hash).await? {
+                    Ok(())
+                } else {
+                    Err(AuthError::InvalidCredentials)
+                }
+            }
+        }
+    }
+
+    /// `Ok` when `password` is the user's; `InvalidCredentials` when not (always, for an
+    /// account without a password).
     async fn check_password(&self, user_id: &str, password: String) -> Result<(), AuthError> {
         let hash: Option<String> =
             sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")

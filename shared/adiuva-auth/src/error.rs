@@ -28,6 +28,18 @@ pub enum AuthError {
     AccountDisabled,
     #[error("an admin cannot disable their own account")]
     CannotDisableSelf,
+    #[error(
+        "an account has this email: sign in to it and link this identity (POST /auth/oidc/link)"
+    )]
+    LinkRequired,
+    #[error("this identity is already linked to an account")]
+    IdentityTaken,
+    #[error("no such identity")]
+    IdentityNotFound,
+    #[error(
+        "this identity is the account's only way to sign in: set a password or link another first"
+    )]
+    LastSignInMethod,
     #[error("invalid cursor: use the X-Next-Cursor of the page before")]
     InvalidCursor,
     #[error("{0}")]
@@ -61,7 +73,11 @@ impl DomainError for AuthError {
             | Self::RefreshTokenReused => ErrorKind::Unauthenticated,
             Self::UnknownEmail | Self::SessionNotFound | Self::UserNotFound => ErrorKind::NotFound,
             Self::AccountDisabled => ErrorKind::Forbidden,
-            Self::CannotDisableSelf => ErrorKind::Conflict,
+            Self::CannotDisableSelf
+            | Self::LinkRequired
+            | Self::IdentityTaken
+            | Self::LastSignInMethod => ErrorKind::Conflict,
+            Self::IdentityNotFound => ErrorKind::NotFound,
             Self::Limited(err) => err.kind(),
             Self::Database(err) => adiuva_db::kind_of(err),
             Self::Hashing(_) | Self::Signing(_) | Self::Random(_) | Self::Task(_) => {
@@ -85,6 +101,10 @@ impl DomainError for AuthError {
             Self::CannotDisableSelf => "cannot_disable_self",
             Self::InvalidCursor => "invalid_cursor",
             Self::InvalidPublicKey(_) => "invalid_public_key",
+            Self::LinkRequired => "link_required",
+            Self::IdentityTaken => "identity_taken",
+            Self::IdentityNotFound => "not_found",
+            Self::LastSignInMethod => "last_sign_in_method",
             Self::Limited(err) => err.code(),
             Self::Database(err) if adiuva_db::is_unavailable(err) => "dependency_unavailable",
             _ => "internal_error",

@@ -1,5 +1,5 @@
 //! The account's security log: sign-ins, failed and locked sign-ins, password and email
-//! changes, ended sessions and reused refresh tokens, so that a person can see who used their
+//! changes, ended sessions, reused refresh tokens and linked or unlinked OpenID identities, so that a person can see who used their
 //! account. A row holds the device's user agent and address prefix, never a password, a token
 //! or a full address. The log shows 90 days; older rows are ignored by the query and deleted by
 //! the janitor's `purge-sessions` job (adiuva-sessions).
@@ -27,6 +27,8 @@ pub enum EventType {
     SessionRevoked,
     RefreshReuseDetected,
     SignInLocked,
+    OidcLinked,
+    OidcUnlinked,
 }
 
 impl EventType {
@@ -39,6 +41,8 @@ impl EventType {
             Self::SessionRevoked => "session_revoked",
             Self::RefreshReuseDetected => "refresh_reuse_detected",
             Self::SignInLocked => "sign_in_locked",
+            Self::OidcLinked => "oidc_linked",
+            Self::OidcUnlinked => "oidc_unlinked",
         }
     }
 
@@ -51,6 +55,8 @@ impl EventType {
             Self::SessionRevoked,
             Self::RefreshReuseDetected,
             Self::SignInLocked,
+            Self::OidcLinked,
+            Self::OidcUnlinked,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == text)

@@ -1,13 +1,16 @@
 //! Accounts and everything that decides who a caller is: registration and login, password
 //! hashing (bcrypt), access tokens (JWT), single-use refresh tokens with family revocation, and
 //! [`Accounts::authenticate`], which turns an access token into the [`Caller`] with the live
-//! tier; sessions (one per sign-in, listed and ended one by one) and the account's security
-//! log. Nothing here knows HTTP; the HTTP layer calls `authenticate` once per request.
+//! tier; sessions (one per sign-in, listed and ended one by one), the account's security
+//! log, and the OpenID Connect identities linked to accounts (what a verified identity signs
+//! into; the protocol itself is adiuva-oidc's). Nothing here knows HTTP; the HTTP layer calls
+//! `authenticate` once per request.
 
 mod accounts;
 mod device;
 mod error;
 mod events;
+mod identities;
 mod jwt_crypto;
 pub mod openapi;
 mod password;
@@ -24,6 +27,7 @@ pub use adiuva_access::{Caller, Role, TeamRole, Tier, TierSource};
 pub use device::{Device, MAX_USER_AGENT_CHARS, ip_prefix};
 pub use error::AuthError;
 pub use events::{EventPage, EventType, SecurityEvent};
+pub use identities::{LinkedIdentity, NewIdentity};
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
 pub use sessions::SessionView;
 pub use settings::{AuthSettings, MIN_PROD_SECRET_BYTES};

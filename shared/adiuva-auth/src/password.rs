@@ -24,9 +24,14 @@ pub(crate) async fn hash(password: String, cost: u32) -> Result<String, AuthErro
     Ok(hash)
 }
 
-/// Checks `password` against `hash`. A password bcrypt could not have hashed whole never matches.
+/// An account without a password (created through OpenID Connect) has this as its hash.
+pub(crate) const NO_PASSWORD: &str = "";
+
+/// Checks `password` against `hash`. A password bcrypt could not have hashed whole never matches,
+/// and nothing matches an account without a password ([`NO_PASSWORD`]; login checks such an
+/// account against the timing equalizer instead, see `Accounts::sign_in`).
 pub(crate) async fn verify(password: String, hash: String) -> Result<bool, AuthError> {
-    if validate(&password).is_err() {
+    if validate(&password).is_err() || hash == NO_PASSWORD {
         return Ok(false);
     }
     Ok(tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash)).await??)

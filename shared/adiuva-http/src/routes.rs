@@ -15,6 +15,11 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/register"),
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/refresh"),
+    // Sign-in with OpenID Connect: the provider's ID token (through the single-use state) is
+    // the credential. Linking and unlinking identities need a caller.
+    ("GET", "/api/v1/auth/oidc/providers"),
+    ("POST", "/api/v1/auth/oidc/start"),
+    ("POST", "/api/v1/auth/oidc/callback"),
     ("GET", "/api/v1/openapi.json"),
     // adiuva-local's stand-in for S3 presigned PUTs and GETs: the signed token in the path is
     // the credential.

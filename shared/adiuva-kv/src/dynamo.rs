@@ -315,6 +315,26 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// One `DeleteItem` returning the old item: DynamoDB applies it to the item atomically, so
+    /// of concurrent takers only one sees the value. An expired item is deleted and not
+    /// returned.
+    pub(crate) async fn take(&self, namespace: &str, key: &str) -> Result<Option<Value>, KvError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(namespace.to_owned()))
+            .key(SK, AttributeValue::S(key.to_owned()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(classify)?;
+        match output.attributes {
+            Some(item) if is_live(&item, now_epoch_secs()) => Ok(Some(decode_value(&item)?)),
+            _ => Ok(None),
+        }
+    }
+
     /// Query by `pk`, every page, in sort-key order.
     pub(crate) async fn list(&self, namespace: &str) -> Result<Vec<(String, Value)>, KvError> {
         let now = now_epoch_secs();

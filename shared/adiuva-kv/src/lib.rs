@@ -242,6 +242,16 @@ impl KvStore {
         }
     }
 
+    /// Removes `(namespace, key)` and returns the live value it held, if any. Atomic across
+    /// processes: of concurrent callers, at most one gets the value, so a value taken this way
+    /// is used once (OpenID Connect sign-in states).
+    pub async fn take(&self, namespace: &str, key: &str) -> Result<Option<Value>, KvError> {
+        match self {
+            Self::Dynamo(store) => store.take(namespace, key).await,
+            Self::Memory(store) => store.take(namespace, key).await,
+        }
+    }
+
     /// Every live `(key, value)` of a namespace, sorted by key (byte order).
     pub async fn list(&self, namespace: &str) -> Result<Vec<(String, Value)>, KvError> {
         let mut items = match self {

@@ -183,6 +183,20 @@ impl MemoryStore {
         Ok(())
     }
 
+    pub(crate) async fn take(&self, namespace: &str, key: &str) -> Result<Option<Value>, KvError> {
+        let mut state = self.lock();
+        let Some(items) = state.namespaces.get_mut(namespace) else {
+            return Ok(None);
+        };
+        let taken = items.remove(key);
+        if items.is_empty() {
+            state.namespaces.remove(namespace);
+        }
+        Ok(taken
+            .filter(|entry| entry.is_live(Instant::now()))
+            .map(|entry| entry.value))
+    }
+
     pub(crate) async fn list(&self, namespace: &str) -> Vec<(String, Value)> {
         let now = Instant::now();
         self.lock()

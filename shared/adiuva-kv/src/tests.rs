@@ -44,6 +44,7 @@ macro_rules! kv_tests {
 
 kv_tests!(
     put_get_overwrite_delete,
+    take_gives_a_value_to_exactly_one_taker,
     list_is_one_namespace_sorted_by_key,
     put_if_absent_lets_exactly_one_concurrent_writer_win,
     expired_values_are_invisible,
@@ -296,6 +297,8 @@ async fn expired_values_are_invisible(store: KvStore) {
         }
     }
     assert_eq!(store.get("short", "gone").await.unwrap(), None);
+    // Nor is it taken.
+    assert_eq!(store.take("short", "gone").await.unwrap(), None);
     assert_eq!(
         store.list("short").await.unwrap(),
         [("live".to_owned(), json!("live"))]
@@ -360,4 +363,29 @@ fn memory_is_the_default_and_dynamo_needs_credentials() {
         KvStore::from_settings(&settings),
         Err(KvError::Failed(_))
     ));
+}
+
+async fn take_gives_a_value_to_exactly_one_taker(store: KvStore) {
+    assert_eq!(store.take("states", "none").await.unwrap(), None);
+    store
+        .put(
+            "states",
+            "a",
+            &json!({"nonce": "n"}),
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let takers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.take("states", "a").await.unwrap() })
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for taker in takers {
+        taken.extend(taker.await.unwrap());
+    }
+    assert_eq!(taken, vec![json!({"nonce": "n"})]);
+    assert_eq!(store.get("states", "a").await.unwrap(), None);
 }
