@@ -59,6 +59,19 @@ pub enum StorageError {
     UploadClosed,
 }
 
+/// The membership lookup fails only on the database.
+impl From<adiuva_teams::TeamError> for StorageError {
+    fn from(err: adiuva_teams::TeamError) -> Self {
+        match err {
+            adiuva_teams::TeamError::Database(db) => StorageError::Database(db),
+            other => {
+                tracing::error!(error = %other, "team membership lookup failed");
+                StorageError::TeamNotFound
+            }
+        }
+    }
+}
+
 impl From<QuotaError> for StorageError {
     fn from(err: QuotaError) -> Self {
         match err {

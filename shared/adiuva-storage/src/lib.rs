@@ -29,7 +29,7 @@ pub use cursor::Listing;
 pub use error::StorageError;
 pub use janitor::SweepReport;
 pub use records::{RecordMeta, TeamRecordMeta, validate_key_version, validate_table};
-pub use space::{Space, team_role};
+pub use space::Space;
 pub use team::{
     TeamChange, TeamChanges, TeamCommitted, TeamMember, TeamRecordChange, TeamUploadRequest,
 };

@@ -153,26 +153,6 @@ macro_rules! space_sql {
 }
 pub(crate) use space_sql;
 
-/// The role of `user_id` in `team_id`, or `None` when they are not a member (an outsider, a
-/// removed member, a member of another team, or no such team).
-///
-/// The one place team spaces ask about membership, on every request (so a removal takes
-/// effect at once). adiuva-teams offers the same lookup; when both are in main, the lead routes
-/// this through it.
-pub async fn team_role(
-    db: &Database,
-    team_id: &str,
-    user_id: &str,
-) -> Result<Option<String>, StorageError> {
-    Ok(
-        sqlx::query_scalar("SELECT role FROM team_members WHERE team_id = $1 AND user_id = $2")
-            .bind(team_id)
-            .bind(user_id)
-            .fetch_optional(db.pool())
-            .await?,
-    )
-}
-
 /// The tier of a team's space: `team` while the team's subscription is active, else `free`
 /// (the matrix in adiuva-access sets its quotas, counted for the team as a whole).
 pub(crate) async fn team_tier(db: &Database, team_id: &str) -> Result<Tier, StorageError> {

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::changes::{ChangePage, ChangeRow};
 use crate::cursor::Listing;
 use crate::records::{TeamRecordMeta, validate_key_version};
-use crate::space::{Space, Writer, space_sql, team_role, team_tier};
+use crate::space::{Space, Writer, space_sql, team_tier};
 use crate::uploads::{MAX_UPLOAD_BYTES, PendingUpload, UploadTicket};
 use crate::{BlobRef, Storage, StorageError};
+use adiuva_teams::Teams;
 
 /// A member of a team, admitted to its space for one request.
 #[derive(Debug, Clone)]
@@ -153,14 +154,17 @@ pub enum TeamCommitted {
 }
 
 impl Storage {
-    /// Admits `caller` to the space of `team_id`: a member of any role. Anyone else, and a
-    /// team that does not exist, is `TeamNotFound` (404), alike.
+    /// Admits `caller` to the space of `team_id`: a member of any role. Anyone else (an
+    /// outsider, a removed member, a member of another team) and a team that does not exist
+    /// are `TeamNotFound` (404), alike. Asked on every request, through the teams domain's
+    /// one membership lookup, so a removal takes effect at once.
     pub async fn team_member(
         &self,
         caller: &Caller,
         team_id: &str,
     ) -> Result<TeamMember, StorageError> {
-        team_role(&self.inner.db, team_id, &caller.id)
+        Teams::new(self.inner.db.clone())
+            .membership(team_id, &caller.id)
             .await?
             .ok_or(StorageError::TeamNotFound)?;
         Ok(TeamMember {
