@@ -16,10 +16,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::backend_tests;
 use crate::harness::{Backend, TestApp, TestUser, error_body, spawn_app_with};
-use crate::llm::{Reply, ScriptedLlm};
+use crate::llm::{Reply, ScriptedLlm, ToolCall};
 
 backend_tests!(
     a_plain_chat_is_settled_to_the_reported_usage,
+    tool_loop_and_synthesis_calls_are_charged_too,
     a_streamed_chat_holds_its_reservation_until_the_usage_chunk,
     a_spent_budget_refuses_before_any_model_call,
     a_provider_without_usage_is_charged_the_estimate,
@@ -203,6 +204,62 @@ async fn a_plain_chat_is_settled_to_the_reported_usage(backend: Backend) {
         after["by_model"],
         json!([
             {"model": "gpt-4o", "prompt_tokens": agent.0, "completion_tokens": agent.1, "estimated": false},
+            {"model": "gpt-4o-mini", "prompt_tokens": router.0, "completion_tokens": router.1, "estimated": false},
+        ])
+    );
+}
+
+async fn tool_loop_and_synthesis_calls_are_charged_too(backend: Backend) {
+    let llm = ScriptedLlm::start().await;
+    let app = budget_app(backend, &llm, &[]).await;
+    let user = app.register_user().await;
+    // The router names two agents; the first calls a tool, then answers; the second answers;
+    // the synthesis merges them. Each answer with what the model's usage counts as its output.
+    let answers = [
+        "task_agent, note_agent",
+        "list_tasks {}",
+        "Two tasks.",
+        "No notes.",
+        "You have two tasks and no notes.",
+    ];
+    llm.push_all([
+        text(answers[0]),
+        Reply::ToolCalls(vec![ToolCall::new("list_tasks", json!({}))]),
+        text(answers[2]),
+        text(answers[3]),
+        text(answers[4]),
+    ]);
+    let response = post_chat(&app, &user, "my tasks and notes").await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let requests = llm.requests();
+    assert_eq!(
+        requests.len(),
+        5,
+        "router, tool loop (2), second agent, synthesis"
+    );
+    let costs: Vec<(u64, u64)> = requests
+        .iter()
+        .zip(answers)
+        .map(|(request, answer)| reported(request, answer))
+        .collect();
+    let sum = |calls: &[(u64, u64)]| {
+        calls.iter().fold((0, 0), |(p, c), (prompt, completion)| {
+            (p + prompt, c + completion)
+        })
+    };
+    let (router, agents) = (sum(&costs[..1]), sum(&costs[1..]));
+    let after = usage(&app, &user).await;
+    assert_eq!(after["reserved_tokens"], 0);
+    assert_eq!(
+        after["used_tokens"],
+        router.0 + router.1 + agents.0 + agents.1,
+        "{after}"
+    );
+    assert_eq!(
+        after["by_model"],
+        json!([
+            {"model": "gpt-4o", "prompt_tokens": agents.0, "completion_tokens": agents.1, "estimated": false},
             {"model": "gpt-4o-mini", "prompt_tokens": router.0, "completion_tokens": router.1, "estimated": false},
         ])
     );
