@@ -2,10 +2,12 @@
 //! pipeline of agents) and answers a `ChatResponse`, or in plan mode an `ExecutionPlan` that
 //! names prompt templates by id. Without a configured model provider it answers 503
 //! `llm_not_configured`. Every model call is charged to the caller's monthly AI budget (402
-//! `ai_budget_exhausted` once it is spent), which `GET /api/v1/chat/usage` shows. The
+//! `ai_budget_exhausted` once it is spent), which `GET /api/v1/chat/usage` shows; `GET
+//! /api/v1/chat/agents` lists the agents (names, descriptions, tool names). The
 //! streaming variants (the local WebSocket and the `chat-ws` Lambda) use the same
 //! [`adiuva_chat::Chat`].
 
+use adiuva_agents::agents::{AgentInfo, agent_infos};
 use adiuva_agents::{Answer, ChatRequest};
 use adiuva_budgets::AiUsage;
 use adiuva_chat::Chat;
@@ -19,6 +21,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let routes = Routes::new()
         .routes(routes!(chat))
         .routes(routes!(usage))
+        .routes(routes!(agents))
         .with_state(service);
     adiuva_pipeline::authenticated("chat", routes, context)
 }
@@ -60,4 +63,15 @@ async fn usage(
     CurrentUser(caller): CurrentUser,
 ) -> Result<Json<AiUsage>> {
     Ok(Json(service.budgets().usage(&caller).await?))
+}
+
+/// The four agents the router chooses from: name, description and the names of their tools
+/// (no prompt text, no tool schemas).
+#[utoipa::path(get, path = "/api/v1/chat/agents", tag = "chat",
+    responses(
+        (status = 200, description = "The agents, in the router's order", body = [AgentInfo]),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+    ))]
+async fn agents(CurrentUser(_caller): CurrentUser) -> Json<Vec<AgentInfo>> {
+    Json(agent_infos())
 }
