@@ -207,6 +207,24 @@ async fn a_plain_chat_is_settled_to_the_reported_usage(backend: Backend) {
             {"model": "gpt-4o-mini", "prompt_tokens": router.0, "completion_tokens": router.1, "estimated": false},
         ])
     );
+
+    // The counters go with the account.
+    let deleted = app
+        .client
+        .delete(app.url("/api/v1/auth/me"))
+        .bearer_auth(&user.tokens.access_token)
+        .json(&json!({"password": user.password}))
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    let left: i64 = adiuva_db::sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM ai_budgets) + (SELECT COUNT(*) FROM ai_budget_models)",
+    )
+    .fetch_one(app.database.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
 }
 
 async fn tool_loop_and_synthesis_calls_are_charged_too(backend: Backend) {
