@@ -543,6 +543,15 @@ async fn a_team_pool_is_shared_by_its_members(backend: Backend) {
     let lapsed = usage(&app, &lapsed).await;
     assert_eq!(lapsed["source"], "own");
     assert_eq!(lapsed["limit_tokens"], 50_000);
+    // Who pays for the Team tier themselves keeps their own budget (one seat's), seat or not.
+    let payer = app.register_user().await;
+    app.set_subscription(&payer.id, "team", "active").await;
+    team_of(&app, &[&payer], 2, "active").await;
+    let payers = usage(&app, &payer).await;
+    assert_eq!(
+        (&payers["source"], &payers["limit_tokens"]),
+        (&json!("own"), &json!(40_000))
+    );
 
     // A pool spent by one member refuses the other.
     adiuva_db::sqlx::query(

@@ -222,14 +222,16 @@ impl Budgets {
 
     /// Whose budget `caller` draws from, and its size: their own (by their own tier), or,
     /// when their tier comes from a team, that team's pool (`AI_MONTHLY_TOKENS_TEAM` × the
-    /// team's paid seats). A membership of a team whose subscription is `active` gives the
-    /// Team tier, the highest, so it decides; of several such teams, the oldest membership
-    /// (`joined_at`, then the team's id) counts.
+    /// team's paid seats). A seat in a team whose subscription is `active` gives the Team
+    /// tier, the best there is, so it decides unless the caller pays for the Team tier
+    /// themselves; of several such teams, the oldest membership (`joined_at`, then the team's
+    /// id) counts.
     ///
     /// This is one query, a stand-in for the team part of the caller: once `Caller` carries
     /// its `tier_source` (own or team, from the teams work in adiuva-auth's caller query), this
-    /// function reads that instead and keeps only the pool's lookup for `team`. It is the only
-    /// place that decides the source.
+    /// function reads that instead (and `caller.tier` is then the effective tier, so `own`
+    /// must not be read from it for a team member) and keeps the query only to find the pool
+    /// of `team`. It is the only place that decides the source.
     pub async fn account_of(&self, caller: &Caller) -> Result<Account, BudgetError> {
         let team: Option<(String, i64)> = sqlx::query_as(
             "SELECT t.id, t.seats FROM team_members m JOIN teams t ON t.id = m.team_id \
@@ -240,12 +242,12 @@ impl Budgets {
         .fetch_optional(self.db.pool())
         .await?;
         Ok(match team {
-            Some((team_id, seats)) => Account {
+            Some((team_id, seats)) if caller.tier != Tier::Team => Account {
                 source: BudgetSource::Team,
                 owner: Owner::Team(team_id),
                 limit_tokens: self.settings.team(u64::try_from(seats).unwrap_or(0)),
             },
-            None => Account {
+            _ => Account {
                 source: BudgetSource::Own,
                 owner: Owner::User(caller.id.clone()),
                 limit_tokens: self.settings.own(caller.tier),
