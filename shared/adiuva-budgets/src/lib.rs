@@ -23,6 +23,7 @@ mod period;
 
 use std::borrow::Cow;
 
+use adiuva_access::tiers::live_tier;
 use adiuva_access::{Caller, Tier};
 use adiuva_config::{Component, ConfigError, Context, Source};
 use adiuva_db::Database;
@@ -195,6 +196,10 @@ impl DomainError for BudgetError {
     }
 }
 
+/// What [`Budgets::account_of`] reads: the own subscription's tier and status, and the oldest
+/// active seat's team and its paid seats.
+type SourceRow = (Option<String>, Option<String>, Option<String>, Option<i64>);
+
 /// The budgets, on the database. Cheap to clone; built once per process.
 #[derive(Debug, Clone)]
 pub struct Budgets {
@@ -220,37 +225,46 @@ impl Budgets {
         &self.settings
     }
 
-    /// Whose budget `caller` draws from, and its size: their own (by their own tier), or,
-    /// when their tier comes from a team, that team's pool (`AI_MONTHLY_TOKENS_TEAM` × the
-    /// team's paid seats). A seat in a team whose subscription is `active` gives the Team
-    /// tier, the best there is, so it decides unless the caller pays for the Team tier
-    /// themselves; of several such teams, the oldest membership (`joined_at`, then the team's
-    /// id) counts.
+    /// Whose budget `caller` draws from, and its size: their own (by their own
+    /// subscription's tier), or, when their tier comes from a team, that team's pool
+    /// (`AI_MONTHLY_TOKENS_TEAM` × the team's paid seats). A seat in a team whose
+    /// subscription is `active` gives the Team tier, the best there is, so it decides unless
+    /// the caller pays for the Team tier themselves; of several such teams, the oldest
+    /// membership (`joined_at`, then the team's id) counts.
     ///
-    /// This is one query, a stand-in for the team part of the caller: once `Caller` carries
-    /// its `tier_source` (own or team, from the teams work in adiuva-auth's caller query), this
-    /// function reads that instead (and `caller.tier` is then the effective tier, so `own`
-    /// must not be read from it for a team member) and keeps the query only to find the pool
-    /// of `team`. It is the only place that decides the source.
+    /// One query reads both sides, the own subscription and the oldest active seat: a
+    /// stand-in for the caller's `tier_source` (own or team), which the teams work adds to
+    /// `Caller`. It does not read `caller.tier`, so it answers the same whether that is the own
+    /// tier or the effective one; once `tier_source` is there, this function can take the
+    /// source from it and keep the query only to find the team's pool. It is the only place
+    /// that decides the source.
     pub async fn account_of(&self, caller: &Caller) -> Result<Account, BudgetError> {
-        let team: Option<(String, i64)> = sqlx::query_as(
-            "SELECT t.id, t.seats FROM team_members m JOIN teams t ON t.id = m.team_id \
-             WHERE m.user_id = $1 AND t.status = 'active' \
-             ORDER BY m.joined_at, t.id LIMIT 1",
+        let row: Option<SourceRow> = sqlx::query_as(
+            "SELECT s.tier, s.status, t.id, t.seats FROM users u \
+                 LEFT JOIN subscriptions s ON s.user_id = u.id \
+                 LEFT JOIN teams t ON t.id = ( \
+                     SELECT m.team_id FROM team_members m JOIN teams a ON a.id = m.team_id \
+                     WHERE m.user_id = u.id AND a.status = 'active' \
+                     ORDER BY m.joined_at, m.team_id LIMIT 1) \
+                 WHERE u.id = $1",
         )
         .bind(&caller.id)
         .fetch_optional(self.db.pool())
         .await?;
-        Ok(match team {
-            Some((team_id, seats)) if caller.tier != Tier::Team => Account {
+        let (tier, status, team_id, seats) = row.unwrap_or_default();
+        let own = live_tier(tier.as_deref(), status.as_deref());
+        Ok(match team_id {
+            Some(team_id) if own != Tier::Team => Account {
                 source: BudgetSource::Team,
                 owner: Owner::Team(team_id),
-                limit_tokens: self.settings.team(u64::try_from(seats).unwrap_or(0)),
+                limit_tokens: self
+                    .settings
+                    .team(u64::try_from(seats.unwrap_or(0)).unwrap_or(0)),
             },
             _ => Account {
                 source: BudgetSource::Own,
                 owner: Owner::User(caller.id.clone()),
-                limit_tokens: self.settings.own(caller.tier),
+                limit_tokens: self.settings.own(own),
             },
         })
     }
