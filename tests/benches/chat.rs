@@ -201,7 +201,15 @@ fn chat(c: &mut Criterion) {
     let setup = runtime.block_on(async {
         let llm = ScriptedLlm::start().await;
         llm.set_chunk_delay(Duration::ZERO);
-        let app = spawn_app_with(Backend::Sqlite, &[("LLM_BASE_URL", &llm.base_url())]).await;
+        // One user chats thousands of times: a budget that does not run out mid-benchmark.
+        let app = spawn_app_with(
+            Backend::Sqlite,
+            &[
+                ("LLM_BASE_URL", &llm.base_url()),
+                ("AI_MONTHLY_TOKENS_FREE", "1000000000000"),
+            ],
+        )
+        .await;
         let token = app.register_user().await.tokens.access_token;
         // `http_client` installs the crypto provider the second client needs too.
         let pooled = http_client();

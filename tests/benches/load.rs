@@ -872,6 +872,12 @@ async fn level(settings: &Settings, users: usize) -> bool {
         ("AUTH_REGISTRATIONS_PER_ADDRESS", "1000000"),
         ("BCRYPT_COST", "4"),
         ("LLM_BASE_URL", base_url.as_str()),
+        // The AI budgets are charged (their queries are part of a chat's cost) but never run
+        // out during a level.
+        ("AI_MONTHLY_TOKENS_FREE", "1000000000000"),
+        ("AI_MONTHLY_TOKENS_PRO", "1000000000000"),
+        ("AI_MONTHLY_TOKENS_POWER", "1000000000000"),
+        ("AI_MONTHLY_TOKENS_TEAM", "1000000000000"),
     ];
     if settings.s3 && !settings.dynamo {
         // The harness's app with the local run's in-memory short-lived store.

@@ -1095,3 +1095,61 @@ async fn a_user_has_at_most_the_configured_chats_in_flight() {
     llm.push_all([text("task_agent"), text("Third answer.")]);
     chat_ok(&app, &user.tokens.access_token, &body).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_route_lists_names_descriptions_and_tool_names_only() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let anonymous = app
+        .client
+        .get(app.url("/api/v1/chat/agents"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    // No model is configured: the list does not need one.
+    let user = app.register_user().await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/chat/agents"))
+        .bearer_auth(&user.tokens.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let agents: Value = response.json().await.unwrap();
+    let names: Vec<&str> = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|agent| agent["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "task_agent",
+            "project_agent",
+            "timeline_agent",
+            "note_agent"
+        ]
+    );
+    let tool_names = |tools: &[adiuva_agents::tools::Tool]| -> Value {
+        tools.iter().map(|tool| tool.name).collect()
+    };
+    assert_eq!(agents[0]["tools"], tool_names(TASK_TOOLS));
+    assert_eq!(agents[1]["tools"], tool_names(PROJECT_TOOLS));
+    assert_eq!(agents[2]["tools"], tool_names(TIMELINE_TOOLS));
+    assert_eq!(agents[3]["tools"], tool_names(NOTE_TOOLS));
+    for agent in agents.as_array().unwrap() {
+        assert_eq!(
+            agent.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["description", "name", "tools"]
+        );
+        assert!(!agent["description"].as_str().unwrap().is_empty());
+    }
+    // No prompt text and no tool schema or description leaves with it.
+    let body = agents.to_string();
+    for text in adiuva_agents::orchestrator::protected_texts() {
+        assert!(!body.contains(&text), "the list carries {text:?}");
+    }
+}

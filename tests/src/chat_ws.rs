@@ -14,14 +14,14 @@ use crate::llm::{Reply, ScriptedLlm};
 
 /// Tests on the PostgreSQL pairing run on a multi-threaded runtime: dropping the test database
 /// closes its pool, which needs the runtime's other worker while this one waits.
-struct Deployment {
-    function: ChatWs,
-    app: TestApp,
+pub(crate) struct Deployment {
+    pub(crate) function: ChatWs,
+    pub(crate) app: TestApp,
     frames: String,
 }
 
 /// The Postgres pairing: its short-lived store is DynamoDB on moto, and so is the Management API.
-async fn deployment(llm: Option<&ScriptedLlm>) -> Deployment {
+pub(crate) async fn deployment(llm: Option<&ScriptedLlm>) -> Deployment {
     let moto = adiuva_blob::testing::moto().await;
     let base = llm.map(ScriptedLlm::base_url);
     let mut settings = vec![("WS_MANAGEMENT_ENDPOINT_URL", moto.endpoint.as_str())];
@@ -38,7 +38,11 @@ async fn deployment(llm: Option<&ScriptedLlm>) -> Deployment {
     }
 }
 
-fn event(name: &str, connection_id: &str, token: &str) -> ApiGatewayWebsocketProxyRequest {
+pub(crate) fn event(
+    name: &str,
+    connection_id: &str,
+    token: &str,
+) -> ApiGatewayWebsocketProxyRequest {
     let path = workspace_root()
         .join("events/chat-ws")
         .join(format!("{name}.json"));
@@ -59,12 +63,12 @@ fn with_body(
     event
 }
 
-fn connection_id() -> String {
+pub(crate) fn connection_id() -> String {
     format!("{}=", uuid::Uuid::new_v4().simple())
 }
 
 impl Deployment {
-    async fn frames(&self, connection_id: &str) -> Vec<String> {
+    pub(crate) async fn frames(&self, connection_id: &str) -> Vec<String> {
         http_client()
             .get(format!("{}/frames/{connection_id}", self.frames))
             .send()

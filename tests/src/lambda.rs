@@ -23,7 +23,7 @@ backend_tests!(lambda_handlers_answer_like_the_local_server);
 /// a tier, use the marketplace (browse, install, rate; as a developer submit; as an admin
 /// review), store, back up, search, manage the account (sessions, email, password, the
 /// security log, a linked Google identity signing in), rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 83] = [
+const SEQUENCE: [(&str, &str, &str); 85] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
@@ -52,6 +52,8 @@ const SEQUENCE: [(&str, &str, &str); 83] = [
     ("plans", "GET", "/api/v1/plans/playbook"),
     ("plans", "GET", "/api/v1/plans/playbook/{plan_id}"),
     ("chat", "POST", "/api/v1/chat"),
+    ("chat", "GET", "/api/v1/chat/usage"),
+    ("chat", "GET", "/api/v1/chat/agents"),
     ("billing", "POST", "/api/v1/billing/checkout"),
     ("billing", "POST", "/api/v1/billing/webhook"),
     ("billing", "GET", "/api/v1/billing/subscription"),

@@ -20,6 +20,8 @@ mod backup;
 #[cfg(test)]
 pub(crate) mod billing;
 #[cfg(test)]
+mod budgets;
+#[cfg(test)]
 mod chat;
 #[cfg(test)]
 mod chat_ws;

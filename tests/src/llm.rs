@@ -25,7 +25,8 @@
 //!
 //! Token usage is deterministic: `prompt_tokens` = 10 per request message, `completion_tokens` =
 //! number of whitespace-separated words of the output (tool calls: of their names and argument
-//! strings), at least 1.
+//! strings), at least 1. [`ScriptedLlm::report_usage`] turns it off, as some OpenAI-compatible
+//! servers answer: no `usage` in a completion, no usage chunk in a stream even when asked.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -96,6 +97,8 @@ struct LlmState {
     chunk_delay: Duration,
     /// Numbers the completions ("chatcmpl-N").
     answered: u64,
+    /// Answers without usage (a provider that reports none).
+    no_usage: bool,
 }
 
 type Shared = Arc<Mutex<LlmState>>;
@@ -173,6 +176,11 @@ impl ScriptedLlm {
         lock(&self.state).script.len()
     }
 
+    /// Whether answers report their token usage (default yes).
+    pub fn report_usage(&self, report: bool) {
+        lock(&self.state).no_usage = !report;
+    }
+
     /// Delay between streamed SSE chunks (default zero).
     pub fn set_chunk_delay(&self, delay: Duration) {
         lock(&self.state).chunk_delay = delay;
@@ -189,12 +197,12 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, body: Byt
     }
     let request: Value = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    let (reply, number, chunk_delay) = {
+    let (reply, number, chunk_delay, no_usage) = {
         let mut state = lock(&state);
         state.requests.push(request.clone());
         state.answered += 1;
         let reply = state.script.pop_front().or_else(|| state.otherwise.clone());
-        (reply, state.answered, state.chunk_delay)
+        (reply, state.answered, state.chunk_delay, state.no_usage)
     };
     let Some(mut reply) = reply else {
         return error_response(StatusCode::INTERNAL_SERVER_ERROR, EXHAUSTED_MESSAGE);
@@ -231,9 +239,9 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, body: Byt
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-        stream_response(&meta, &reply, include_usage, chunk_delay)
+        stream_response(&meta, &reply, include_usage && !no_usage, chunk_delay)
     } else {
-        complete_response(&meta, &reply)
+        complete_response(&meta, &reply, !no_usage)
     }
 }
 
@@ -284,8 +292,8 @@ fn call_id(index: usize) -> String {
     format!("call_{index}")
 }
 
-/// A non-streaming `chat.completion` answer.
-fn complete_response(meta: &Meta, reply: &Reply) -> Response {
+/// A non-streaming `chat.completion` answer, with `usage` when `report_usage`.
+fn complete_response(meta: &Meta, reply: &Reply, report_usage: bool) -> Response {
     let (message, finish_reason) = match reply {
         Reply::Text(chunks) => (
             json!({"role": "assistant", "content": chunks.concat()}),
@@ -317,7 +325,7 @@ fn complete_response(meta: &Meta, reply: &Reply) -> Response {
         }
         Reply::Error { .. } | Reply::Slow { .. } => unreachable!("resolved by the handler"),
     };
-    axum::Json(json!({
+    let mut body = json!({
         "id": meta.id,
         "object": "chat.completion",
         "created": meta.created,
@@ -329,8 +337,11 @@ fn complete_response(meta: &Meta, reply: &Reply) -> Response {
             "logprobs": null,
         }],
         "usage": meta.usage(reply),
-    }))
-    .into_response()
+    });
+    if !report_usage && let Some(body) = body.as_object_mut() {
+        body.remove("usage");
+    }
+    axum::Json(body).into_response()
 }
 
 /// Splits `text` near its middle, on a character boundary.

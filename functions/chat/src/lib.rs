@@ -1,10 +1,15 @@
 //! Chat function: `POST /api/v1/chat`. The orchestrator routes the message to an agent (or a
 //! pipeline of agents) and answers a `ChatResponse`, or in plan mode an `ExecutionPlan` that
 //! names prompt templates by id. Without a configured model provider it answers 503
-//! `llm_not_configured`. The streaming variants (the local WebSocket and the `chat-ws` Lambda)
-//! use the same [`adiuva_chat::Chat`].
+//! `llm_not_configured`. Every model call is charged to the caller's monthly AI budget (402
+//! `ai_budget_exhausted` once it is spent), which `GET /api/v1/chat/usage` shows; `GET
+//! /api/v1/chat/agents` lists the agents (names, descriptions, tool names). The
+//! streaming variants (the local WebSocket and the `chat-ws` Lambda) use the same
+//! [`adiuva_chat::Chat`].
 
+use adiuva_agents::agents::{AgentInfo, agent_infos};
 use adiuva_agents::{Answer, ChatRequest};
+use adiuva_budgets::AiUsage;
 use adiuva_chat::Chat;
 use adiuva_config::{ConfigError, Context};
 use adiuva_http::{ErrorBody, Function, Json, Result, Routes, routes};
@@ -13,7 +18,11 @@ use axum::extract::State;
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let service: Chat = context.get()?;
-    let routes = Routes::new().routes(routes!(chat)).with_state(service);
+    let routes = Routes::new()
+        .routes(routes!(chat))
+        .routes(routes!(usage))
+        .routes(routes!(agents))
+        .with_state(service);
     adiuva_pipeline::authenticated("chat", routes, context)
 }
 
@@ -25,11 +34,12 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         (status = 200, description = "The answer", body = Answer),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 413, description = "Message or context too large", body = ErrorBody),
+        (status = 402, description = "This month's AI token budget is spent (ai_budget_exhausted), before any model call; `resets_at` says when it starts anew", body = ErrorBody),
         (status = 422, description = "Invalid request", body = ErrorBody),
         (status = 429, description = "Over the tier's rate limit, or too many chats in flight", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 502, description = "The model provider failed", body = ErrorBody),
-        (status = 503, description = "No model provider configured (llm_not_configured), or it is rate limited", body = ErrorBody),
+        (status = 503, description = "No model provider configured (llm_not_configured), it is rate limited, or the AI budget cannot be checked", body = ErrorBody),
         (status = 504, description = "The model did not answer in time", body = ErrorBody),
     ))]
 async fn chat(
@@ -38,4 +48,30 @@ async fn chat(
     Json(request): Json<ChatRequest>,
 ) -> Result<Json<Answer>> {
     Ok(Json(service.answer(&caller, &request).await?))
+}
+
+/// The caller's AI token budget this month: what was used and is reserved, the limit (their
+/// tier's, or their team's pool), when it resets, and what each model was charged. No message
+/// content: counts only.
+#[utoipa::path(get, path = "/api/v1/chat/usage", tag = "chat",
+    responses(
+        (status = 200, description = "This month's budget", body = AiUsage),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+    ))]
+async fn usage(
+    State(service): State<Chat>,
+    CurrentUser(caller): CurrentUser,
+) -> Result<Json<AiUsage>> {
+    Ok(Json(service.budgets().usage(&caller).await?))
+}
+
+/// The four agents the router chooses from: name, description and the names of their tools
+/// (no prompt text, no tool schemas).
+#[utoipa::path(get, path = "/api/v1/chat/agents", tag = "chat",
+    responses(
+        (status = 200, description = "The agents, in the router's order", body = [AgentInfo]),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+    ))]
+async fn agents(CurrentUser(_caller): CurrentUser) -> Json<Vec<AgentInfo>> {
+    Json(agent_infos())
 }

@@ -63,6 +63,34 @@ pub fn list_agents() -> Value {
         .collect()
 }
 
+/// What `GET /api/v1/chat/agents` shows of an agent: its name, what it does and its tools'
+/// names (no prompt text, no tool schemas), so the app can show them and apply the free
+/// tier's `agents: 3` itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct AgentInfo {
+    #[schema(example = "task_agent")]
+    pub name: String,
+    pub description: String,
+    /// The names of its tools, in the order the model is given them.
+    pub tools: Vec<String>,
+}
+
+/// Every agent as [`AgentInfo`], in the router's order.
+pub fn agent_infos() -> Vec<AgentInfo> {
+    AGENTS
+        .iter()
+        .map(|agent| AgentInfo {
+            name: agent.name.to_owned(),
+            description: agent.description.to_owned(),
+            tools: agent
+                .tools
+                .iter()
+                .map(|tool| tool.name.to_owned())
+                .collect(),
+        })
+        .collect()
+}
+
 impl Agent {
     pub fn tool(&self, name: &str) -> Option<&'static Tool> {
         self.tools.iter().find(|tool| tool.name == name)

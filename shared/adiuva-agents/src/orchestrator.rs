@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use crate::agents::{self, AGENTS, Agent, FALLBACK_AGENT};
+use crate::meter::{Meter, MeterError, Spent};
 use crate::schema::{ChatContext, ChatRequest, ChatResponse, ExecutionMode, PlanAction};
 
 /// Model calls one agent may make for one request (reference: `_tool_loop(max_iter=5)`).
@@ -57,6 +58,9 @@ pub enum ChatError {
     /// The streaming client went away; generation stopped.
     #[error("the client disconnected")]
     Gone,
+    /// The AI budget refused the next model call (spent, or not checkable).
+    #[error(transparent)]
+    Meter(#[from] MeterError),
 }
 
 impl ChatError {
@@ -69,6 +73,8 @@ impl ChatError {
             Self::Llm(LlmError::Unreachable(_)) => "llm_unreachable",
             Self::Llm(LlmError::Malformed(_)) => "llm_malformed",
             Self::Gone => "client_gone",
+            Self::Meter(MeterError::Exhausted { .. }) => "ai_budget_exhausted",
+            Self::Meter(MeterError::Unavailable(_)) => "ai_budget_unavailable",
         }
     }
 }
@@ -80,11 +86,16 @@ impl adiuva_error::DomainError for ChatError {
             Self::Llm(LlmError::Status { status: 429, .. }) => ErrorKind::Unavailable,
             Self::Llm(_) => ErrorKind::BadGateway,
             Self::Gone => ErrorKind::BadRequest,
+            Self::Meter(MeterError::Exhausted { .. }) => ErrorKind::QuotaExceeded,
+            Self::Meter(MeterError::Unavailable(_)) => ErrorKind::Unavailable,
         }
     }
 
     /// The code clients see (never the provider's own words).
     fn code(&self) -> &'static str {
+        if let Self::Meter(_) = self {
+            return self.trace_code();
+        }
         match self.kind() {
             ErrorKind::Timeout => "llm_timeout",
             ErrorKind::Unavailable => "llm_rate_limited",
@@ -93,7 +104,27 @@ impl adiuva_error::DomainError for ChatError {
         }
     }
 
+    fn resets_at(&self) -> Option<i64> {
+        match self {
+            Self::Meter(MeterError::Exhausted { resets_at, .. }) => Some(*resets_at),
+            _ => None,
+        }
+    }
+
     fn public_detail(&self) -> Option<Cow<'static, str>> {
+        match self {
+            Self::Meter(MeterError::Exhausted { .. }) => {
+                return Some(
+                    "this month's AI token budget is spent; it resets at resets_at (ms since \
+                     the epoch, the first instant of next month, UTC)"
+                        .into(),
+                );
+            }
+            Self::Meter(MeterError::Unavailable(_)) => {
+                return Some(adiuva_error::unavailable("the AI budget"));
+            }
+            _ => {}
+        }
         Some(
             match self.kind() {
                 ErrorKind::Timeout => "the language model took too long to answer; try again",
@@ -245,17 +276,18 @@ struct AgentRun {
     actions: Vec<PlanAction>,
 }
 
-/// What one request carries along: its trace and the prompts it uses.
-#[derive(Debug)]
-struct Run {
+/// What one request carries along: its trace, the prompts it uses and its AI budget.
+struct Run<'m> {
     trace: Trace,
+    /// Charged for every model call; `None`: calls are not metered.
+    meter: Option<&'m dyn Meter>,
     /// Prompt texts by name (managed or built-in).
     prompts: Vec<(&'static str, String)>,
     /// Managed prompt texts that differ from the built-in ones, to protect as well.
     managed: Vec<String>,
 }
 
-impl Run {
+impl Run<'_> {
     fn prompt(&self, name: &str) -> &str {
         self.prompts
             .iter()
@@ -286,14 +318,18 @@ impl Orchestrator {
 
     /// Answers one chat request of `user_id`. With `stream`, the response text is also sent
     /// there piece by piece as the model produces it (sanitized); the answer's `response` is
-    /// exactly the text sent. The request must have passed [`ChatRequest::validate`].
+    /// exactly the text sent. With `meter`, every model call is reserved there before it is
+    /// made and settled after it (a refusal ends the request with [`ChatError::Meter`] before
+    /// that call). The request must have passed [`ChatRequest::validate`].
     pub async fn orchestrate(
         &self,
         request: &ChatRequest,
         stream: Option<&mpsc::Sender<String>>,
         user_id: &str,
+        meter: Option<&dyn Meter>,
     ) -> Result<Answer, ChatError> {
         let mut run = Run {
+            meter,
             trace: self
                 .langfuse
                 .as_ref()
@@ -316,7 +352,7 @@ impl Orchestrator {
     }
 
     /// The prompt `name`: Langfuse's version when there is one, else `builtin`.
-    async fn fetch_prompt(&self, run: &mut Run, name: &'static str, builtin: &'static str) {
+    async fn fetch_prompt(&self, run: &mut Run<'_>, name: &'static str, builtin: &'static str) {
         if run.prompts.iter().any(|(known, _)| *known == name) {
             return;
         }
@@ -334,7 +370,7 @@ impl Orchestrator {
         run.prompts.push((name, text));
     }
 
-    fn sanitizers(&self, run: &Run) -> Sanitizers {
+    fn sanitizers(&self, run: &Run<'_>) -> Sanitizers {
         let managed: Vec<&str> = run.managed.iter().map(String::as_str).collect();
         Sanitizers {
             builtin: self.sanitizer.clone(),
@@ -346,7 +382,7 @@ impl Orchestrator {
         &self,
         request: &ChatRequest,
         stream: Option<&mpsc::Sender<String>>,
-        run: &mut Run,
+        run: &mut Run<'_>,
     ) -> Result<Answer, ChatError> {
         let route = self
             .classify_intent(&request.message, &request.context, run)
@@ -398,7 +434,7 @@ impl Orchestrator {
         &self,
         message: &str,
         context: &ChatContext,
-        run: &mut Run,
+        run: &mut Run<'_>,
     ) -> Result<Vec<&'static Agent>, ChatError> {
         self.fetch_prompt(run, ROUTER_PROMPT_NAME, ROUTER_PROMPT)
             .await;
@@ -444,7 +480,7 @@ impl Orchestrator {
         agents: &[&'static Agent],
         request: &ChatRequest,
         output: Option<&mut Output<'_>>,
-        run: &mut Run,
+        run: &mut Run<'_>,
     ) -> Result<(String, Vec<PlanAction>), ChatError> {
         let mut runs: Vec<AgentRun> = Vec::with_capacity(agents.len());
         for agent in agents {
@@ -485,7 +521,7 @@ impl Orchestrator {
         request: &ChatRequest,
         previous: &[AgentRun],
         mut output: Option<&mut Output<'_>>,
-        run: &mut Run,
+        run: &mut Run<'_>,
     ) -> Result<AgentRun, ChatError> {
         let context = &request.context;
         let mut messages = vec![Message::system(agent.system_prompt(
@@ -606,16 +642,27 @@ impl Orchestrator {
     }
 
     /// One model call, streamed to `output` when there is one, recorded in the trace as the
-    /// generation `label` using the prompt `prompt_name`.
+    /// generation `label` using the prompt `prompt_name`. This is the one place every model
+    /// call goes through, so it is where the AI budget is charged: the call's estimate is
+    /// reserved before the request leaves (a refusal ends the chat here), and settled after it
+    /// to the provider's reported usage, or the estimate when it reported none.
     async fn call(
         &self,
         model: &Model,
         messages: &[Message],
         tools: &[ToolSpec],
         output: Option<&mut Output<'_>>,
-        run: &mut Run,
+        run: &mut Run<'_>,
         (label, prompt_name): (&str, &str),
     ) -> Result<Reply, ChatError> {
+        let reservation = match run.meter {
+            Some(meter) => Some(
+                meter
+                    .reserve(model.name(), model.estimate(messages, tools))
+                    .await?,
+            ),
+            None => None,
+        };
         let started = SystemTime::now();
         let result = match output {
             None => model
@@ -633,7 +680,20 @@ impl Orchestrator {
                 .await
             }
         };
-        let usage = result.as_ref().map(|reply| reply.usage).unwrap_or_default();
+        if let (Some(meter), Some(reservation)) = (run.meter, reservation) {
+            let spent = match &result {
+                Ok(reply) => reply.usage.map_or(Spent::Unreported, Spent::Reported),
+                // An error status comes before any output: the provider generated nothing.
+                Err(ChatError::Llm(LlmError::Status { .. })) => Spent::Nothing,
+                Err(_) => Spent::Unreported,
+            };
+            meter.settle(reservation, spent).await;
+        }
+        let usage = result
+            .as_ref()
+            .ok()
+            .and_then(|reply| reply.usage)
+            .unwrap_or_default();
         let managed = run.is_managed(prompt_name);
         run.trace.generation(Generation {
             name: label,

@@ -313,7 +313,7 @@ async fn chat(replies: Vec<Reply>, stream: bool) -> (ChatResponse, Option<String
             .expect("a chat request");
     let (tx, mut rx) = mpsc::channel(1024);
     let answer = orchestrator
-        .orchestrate(&request, stream.then_some(&tx), "user-1")
+        .orchestrate(&request, stream.then_some(&tx), "user-1", None)
         .await
         .expect("an answer");
     let mut sent = None;

@@ -24,15 +24,16 @@ pub fn done(answer: &Answer) -> String {
     .to_string()
 }
 
-/// `{"done": true, "error": {"status", "code", "detail"}}`.
+/// `{"done": true, "error": {"status", "code", "detail"}}`, plus `resets_at` (ms) when a
+/// spent allowance comes back then (402 `ai_budget_exhausted`).
 pub fn error(public: &Public) -> String {
-    json!({
-        "done": true,
-        "error": {
-            "status": public.status(),
-            "code": public.code,
-            "detail": public.detail,
-        }
-    })
-    .to_string()
+    let mut error = json!({
+        "status": public.status(),
+        "code": public.code,
+        "detail": public.detail,
+    });
+    if let Some(resets_at) = public.resets_at {
+        error["resets_at"] = json!(resets_at);
+    }
+    json!({"done": true, "error": error}).to_string()
 }

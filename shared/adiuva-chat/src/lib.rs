@@ -1,9 +1,11 @@
 //! The chat service, shared by `POST /api/v1/chat`, the local server's WebSocket and the
 //! `chat-ws` Lambda: the orchestrator over the configured models (or why chat is unavailable),
-//! the per-user limit of chats in flight, and [`Chat::stream`], the one loop that streams an
-//! answer to any [`Outlet`] and ends it with the final frame ([`frames`]).
+//! the per-user limit of chats in flight, the caller's AI budget charged for every model call
+//! ([`meter`]), and [`Chat::stream`], the one loop that streams an answer to any [`Outlet`]
+//! and ends it with the final frame ([`frames`]).
 
 pub mod frames;
+pub mod meter;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -13,12 +15,15 @@ use std::time::Duration;
 use adiuva_access::Caller;
 use adiuva_agents::schema::RequestError;
 use adiuva_agents::{Answer, ChatError, ChatRequest, Orchestrator};
+use adiuva_budgets::{BudgetError, Budgets};
 use adiuva_config::{Component, ConfigError, Context, Source};
 use adiuva_error::{DomainError, ErrorKind, Public};
 use adiuva_limits::{ChatSlot, LimitError, Limits};
 use adiuva_llm::{Llm, LlmSettings};
 use adiuva_tracing::Langfuse;
 use tokio::sync::mpsc;
+
+use crate::meter::BudgetMeter;
 
 /// `CHAT_TIMEOUT_SECONDS` (28: one whole request, under API Gateway's 30 s) and
 /// `WS_HEARTBEAT_SECONDS` (30: pings of the local WebSocket).
@@ -54,6 +59,9 @@ pub enum ChatFailure {
     NotConfigured,
     #[error(transparent)]
     Limited(#[from] LimitError),
+    /// The caller's AI budget could not be looked up.
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
     #[error(transparent)]
     Chat(#[from] ChatError),
 }
@@ -66,6 +74,7 @@ impl DomainError for ChatFailure {
             Self::Request(err) => err.kind(),
             Self::NotConfigured => ErrorKind::Unavailable,
             Self::Limited(err) => err.kind(),
+            Self::Budget(err) => err.kind(),
             Self::Chat(err) => err.kind(),
         }
     }
@@ -77,7 +86,16 @@ impl DomainError for ChatFailure {
             Self::Request(err) => err.code(),
             Self::NotConfigured => "llm_not_configured",
             Self::Limited(err) => err.code(),
+            Self::Budget(err) => err.code(),
             Self::Chat(err) => err.code(),
+        }
+    }
+
+    fn resets_at(&self) -> Option<i64> {
+        match self {
+            Self::Budget(err) => err.resets_at(),
+            Self::Chat(err) => err.resets_at(),
+            _ => None,
         }
     }
 
@@ -91,6 +109,7 @@ impl DomainError for ChatFailure {
     fn public_detail(&self) -> Option<Cow<'static, str>> {
         match self {
             Self::NotConfigured => Some(self.to_string().into()),
+            Self::Budget(err) => err.public_detail(),
             Self::Chat(err) => err.public_detail(),
             _ => None,
         }
@@ -122,6 +141,8 @@ pub struct Chat {
     /// The orchestrator, or why chat is unavailable.
     orchestrator: Arc<Result<Orchestrator, String>>,
     limits: Limits,
+    /// Every model call of a chat is charged to the caller's monthly AI budget.
+    budgets: Budgets,
     settings: ChatSettings,
 }
 
@@ -140,6 +161,7 @@ impl Component for Chat {
         Ok(Self {
             orchestrator: Arc::new(orchestrator),
             limits: context.get()?,
+            budgets: context.get()?,
             settings,
         })
     }
@@ -148,6 +170,11 @@ impl Component for Chat {
 impl Chat {
     pub fn settings(&self) -> &ChatSettings {
         &self.settings
+    }
+
+    /// The AI budgets the chats are charged to (`GET /api/v1/chat/usage` reads them).
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
     }
 
     fn orchestrator(&self) -> Result<&Orchestrator, ChatFailure> {
@@ -162,20 +189,21 @@ impl Chat {
         self.settings.timeout + Duration::from_secs(30)
     }
 
-    /// What every chat starts with: the request checked, a model configured, a chat slot of
-    /// the caller's.
+    /// What every chat starts with: the request checked, a model configured, the budget the
+    /// caller draws from, a chat slot of the caller's.
     async fn begin(
         &self,
         caller: &Caller,
         request: &ChatRequest,
-    ) -> Result<(&Orchestrator, ChatSlot), ChatFailure> {
+    ) -> Result<(&Orchestrator, BudgetMeter, ChatSlot), ChatFailure> {
         request.validate()?;
         let orchestrator = self.orchestrator()?;
+        let meter = BudgetMeter::new(self.budgets.clone(), self.budgets.account_of(caller).await?);
         let slot = self
             .limits
             .acquire_chat(&caller.id, self.slot_ttl())
             .await?;
-        Ok((orchestrator, slot))
+        Ok((orchestrator, meter, slot))
     }
 
     /// Answers one request (`POST /api/v1/chat`).
@@ -184,9 +212,11 @@ impl Chat {
         caller: &Caller,
         request: &ChatRequest,
     ) -> Result<Answer, ChatFailure> {
-        let (orchestrator, slot) = self.begin(caller, request).await?;
+        let (orchestrator, meter, slot) = self.begin(caller, request).await?;
         tracing::info!("chat request");
-        let answer = orchestrator.orchestrate(request, None, &caller.id).await;
+        let answer = orchestrator
+            .orchestrate(request, None, &caller.id, Some(&meter))
+            .await;
         slot.release().await;
         Ok(answer?)
     }
@@ -222,11 +252,11 @@ impl Chat {
         outlet: &mut O,
     ) -> Result<Option<Answer>, ChatFailure> {
         let request = parse_request(text)?;
-        let (orchestrator, slot) = self.begin(caller, &request).await?;
+        let (orchestrator, meter, slot) = self.begin(caller, &request).await?;
         tracing::info!("chat stream request");
 
         let (tx, mut rx) = mpsc::channel::<String>(64);
-        let work = orchestrator.orchestrate(&request, Some(&tx), &caller.id);
+        let work = orchestrator.orchestrate(&request, Some(&tx), &caller.id, Some(&meter));
         tokio::pin!(work);
         let result = loop {
             tokio::select! {

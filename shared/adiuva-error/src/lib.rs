@@ -118,6 +118,12 @@ pub trait DomainError: StdError + Send + Sync + 'static {
     fn reasons(&self) -> Vec<Reason> {
         Vec::new()
     }
+
+    /// When an allowance that ran out is granted again (ms since the epoch): the first instant
+    /// of next month for a spent monthly AI budget. Shown only for client-side kinds.
+    fn resets_at(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// One of several reasons of an error: what failed (a check's or a field's name) and why.
@@ -135,6 +141,8 @@ pub struct Public {
     pub detail: Cow<'static, str>,
     pub retry_after_secs: Option<u64>,
     pub reasons: Vec<Reason>,
+    /// [`DomainError::resets_at`].
+    pub resets_at: Option<i64>,
 }
 
 impl Public {
@@ -146,6 +154,7 @@ impl Public {
             detail: detail.into(),
             retry_after_secs: (kind == ErrorKind::Unavailable).then_some(1),
             reasons: Vec::new(),
+            resets_at: None,
         }
     }
 
@@ -164,10 +173,10 @@ impl Public {
         let retry_after_secs = err
             .retry_after_secs()
             .or((kind == ErrorKind::Unavailable).then_some(1));
-        let reasons = if kind.is_server_side() {
-            Vec::new()
+        let (reasons, resets_at) = if kind.is_server_side() {
+            (Vec::new(), None)
         } else {
-            err.reasons()
+            (err.reasons(), err.resets_at())
         };
         Self {
             kind,
@@ -175,6 +184,7 @@ impl Public {
             detail,
             retry_after_secs,
             reasons,
+            resets_at,
         }
     }
 

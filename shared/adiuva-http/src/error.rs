@@ -27,6 +27,10 @@ pub struct ErrorBody {
     /// Every reason, when there are several (each failed check of a plugin submission).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<ReasonBody>,
+    /// When a spent allowance is granted again, in ms since the epoch (402
+    /// `ai_budget_exhausted`: the first instant of next month, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<i64>,
 }
 
 /// One reason of an error that has several.
@@ -157,6 +161,7 @@ impl IntoResponse for ApiError {
                     detail: reason.detail,
                 })
                 .collect(),
+            resets_at: self.public.resets_at,
         };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(secs) = self.public.retry_after_secs {

@@ -160,7 +160,32 @@ impl std::ops::AddAssign for Usage {
 pub struct Reply {
     pub content: String,
     pub tool_calls: Vec<ToolCall>,
-    pub usage: Usage,
+    /// What the provider reported (`usage`, or a stream's final usage chunk); `None` when it
+    /// reported nothing, which the AI budget charges at the call's [`Estimate`].
+    pub usage: Option<Usage>,
+}
+
+/// What a call may cost before it is made: the prompt's tokens, estimated, plus the cap on the
+/// tokens it may generate (`max_tokens`). The AI budget reserves this before each call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Estimate {
+    /// The request's messages and tool schemas, as sent, at 4 bytes a token: OpenAI's rule of
+    /// thumb for English text with their tokenizers. No tokenizer is linked (they are large
+    /// and differ per provider); the JSON framing counted with the text errs on the side of
+    /// the budget, and the provider's reported usage replaces the estimate after the call.
+    pub prompt_tokens: u32,
+    /// The call's `max_tokens` (`LLM_MAX_OUTPUT_TOKENS`).
+    pub max_tokens: u32,
+}
+
+/// Bytes per token of [`Estimate::prompt_tokens`].
+pub const BYTES_PER_TOKEN: usize = 4;
+
+impl Estimate {
+    /// The most the call can cost if the estimate holds.
+    pub fn total(self) -> u64 {
+        u64::from(self.prompt_tokens) + u64::from(self.max_tokens)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -375,6 +400,21 @@ impl Model {
         &self.inner.endpoint.configured
     }
 
+    /// What a call of `messages` and `tools` may cost (see [`Estimate`]).
+    pub fn estimate(&self, messages: &[Message], tools: &[ToolSpec]) -> Estimate {
+        let tools: Vec<Value> = tools.iter().map(ToolSpec::wire).collect();
+        let bytes = serde_json::to_vec(messages).map_or(0, |json| json.len())
+            + if tools.is_empty() {
+                0
+            } else {
+                serde_json::to_vec(&tools).map_or(0, |json| json.len())
+            };
+        Estimate {
+            prompt_tokens: u32::try_from(bytes.div_ceil(BYTES_PER_TOKEN)).unwrap_or(u32::MAX),
+            max_tokens: self.inner.limits.max_output_tokens,
+        }
+    }
+
     fn request(
         &self,
         messages: &[Message],
@@ -481,8 +521,8 @@ impl Model {
             Ok(reply) => tracing::info!(
                 model = self.name(),
                 streamed,
-                prompt_tokens = reply.usage.prompt_tokens,
-                completion_tokens = reply.usage.completion_tokens,
+                prompt_tokens = reply.usage.map(|usage| usage.prompt_tokens),
+                completion_tokens = reply.usage.map(|usage| usage.completion_tokens),
                 tool_calls = reply.tool_calls.len(),
                 latency_ms,
                 "model call"
@@ -506,13 +546,10 @@ fn backoff(retry: u32) -> Duration {
 }
 
 fn reply_of(response: CreateChatCompletionResponse) -> Result<Reply, LlmError> {
-    let usage = response
-        .usage
-        .map(|usage| Usage {
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-        })
-        .unwrap_or_default();
+    let usage = response.usage.map(|usage| Usage {
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+    });
     let choice = response
         .choices
         .into_iter()
@@ -586,10 +623,10 @@ impl ReplyStream {
                 }
             };
             if let Some(usage) = chunk.usage {
-                self.reply.usage = Usage {
+                self.reply.usage = Some(Usage {
                     prompt_tokens: usage.prompt_tokens,
                     completion_tokens: usage.completion_tokens,
-                };
+                });
             }
             let Some(choice) = chunk.choices.into_iter().next() else {
                 continue;
@@ -688,6 +725,29 @@ mod tests {
         assert!(LlmError::Unreachable("refused".into()).retryable());
         assert!(!LlmError::Malformed("x".into()).retryable());
         assert!(!LlmError::Timeout(Duration::from_secs(1)).retryable());
+    }
+
+    #[test]
+    fn the_estimate_is_the_request_at_four_bytes_a_token_plus_max_tokens() {
+        let settings = LlmSettings::from_source(&Source::from_pairs([
+            ("LLM_BASE_URL", "http://127.0.0.1:9/v1"),
+            ("LLM_MAX_OUTPUT_TOKENS", "300"),
+        ]))
+        .unwrap();
+        let llm = Llm::new(&settings).unwrap();
+        let messages = [Message::system("s".repeat(400)), Message::user("hello")];
+        let bytes = serde_json::to_vec(&messages).unwrap().len();
+        let estimate = llm.agent().estimate(&messages, &[]);
+        assert_eq!(estimate.prompt_tokens as usize, bytes.div_ceil(4));
+        assert_eq!(estimate.max_tokens, 300);
+        assert_eq!(estimate.total(), bytes.div_ceil(4) as u64 + 300);
+        let tool = ToolSpec {
+            name: "list_notes".into(),
+            description: "Lists the notes".into(),
+            parameters: json!({"type": "object"}),
+        };
+        let with_tools = llm.agent().estimate(&messages, &[tool]);
+        assert!(with_tools.prompt_tokens > estimate.prompt_tokens);
     }
 
     #[test]
