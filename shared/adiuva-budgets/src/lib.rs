@@ -195,9 +195,6 @@ impl DomainError for BudgetError {
     }
 }
 
-/// What [`Budgets::account_of`] reads: the own subscription's tier and status, and the oldest
-/// active seat's team and its paid seats.
-
 /// The budgets, on the database. Cheap to clone; built once per process.
 #[derive(Debug, Clone)]
 pub struct Budgets {
