@@ -8,9 +8,8 @@
 //! rows are never written for it, and personal changes never touch it.
 
 use adiuva_access::Tier;
-use adiuva_db::{Database, new_id, now_ms};
+use adiuva_db::{Database, now_ms};
 use adiuva_teams::{TeamEventType, record_event};
-use serde::Serialize;
 use sqlx::AnyConnection;
 
 use crate::settings::Prices;
