@@ -276,8 +276,8 @@ fn only_the_local_server_and_the_tests_build_the_document_the_migrations_and_sql
 fn only_the_functions_that_bill_link_stripe() {
     let graph = graph();
     // billing and plugins sell; account ends a subscription before deleting the account; the
-    // janitor makes the marketplace's owed transfers.
-    const STRIPE_USERS: &[&str] = &["account", "billing", "janitor", "plugins", "local"];
+    // janitor makes the marketplace's owed transfers; teams ends a deleted team's subscription.
+    const STRIPE_USERS: &[&str] = &["account", "billing", "janitor", "plugins", "teams", "local"];
     for package in graph.in_folder("functions") {
         if STRIPE_USERS.contains(&package) {
             continue;
@@ -287,7 +287,7 @@ fn only_the_functions_that_bill_link_stripe() {
             "{package} links async-stripe"
         );
     }
-    for package in ["account", "billing", "janitor", "plugins"] {
+    for package in ["account", "billing", "janitor", "plugins", "teams"] {
         assert!(
             graph.closure(package, &[]).contains("async-stripe"),
             "{package}"

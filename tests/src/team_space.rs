@@ -582,11 +582,25 @@ async fn the_team_is_counted_as_a_whole(backend: Backend) {
     assert_eq!(usage, (2, 150));
     assert_eq!(app.usage(&alice.id).await, (0, 0));
     assert_eq!(app.usage(&bob.id).await, (0, 0));
-    // Bob is on the free tier (no storage of his own), yet writes under the team's tier.
+    // Bob pays for no tier, but his seat gives him the Team tier for his own storage too
+    // (issue 21, item 5); what he stores for himself counts on his own row, not the team's.
     let own = app
         .create_record(&bob.tokens.access_token, "tasks", b"own")
         .await;
-    error_body(own, StatusCode::PAYMENT_REQUIRED, "quota_exceeded").await;
+    assert_eq!(own.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.usage(&bob.id).await,
+        (3, 0),
+        "his record's bytes, no backups"
+    );
+    let team_usage: (i64, i64) = adiuva_db::sqlx::query_as(
+        "SELECT record_count, records_bytes FROM team_usage WHERE team_id = $1",
+    )
+    .bind(&team_id)
+    .fetch_one(app.database.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(team_usage, (2, 150));
 
     // The team's open uploads are one allowance for both: 10 each, then the team is full.
     for n in 0..10 {
