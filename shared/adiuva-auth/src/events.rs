@@ -4,6 +4,7 @@
 //! or a full address. The log shows 90 days; older rows are ignored by the query and deleted by
 //! the janitor's `purge-sessions` job (adiuva-sessions).
 
+use adiuva_db::log_cursor;
 use serde::Serialize;
 use sqlx::AnyConnection;
 
@@ -177,7 +178,7 @@ impl Accounts {
         limit: u32,
     ) -> Result<EventPage, AuthError> {
         let (at, id) = match cursor {
-            Some(cursor) => parse_cursor(cursor).ok_or(AuthError::InvalidCursor)?,
+            Some(cursor) => log_cursor::parse(cursor).ok_or(AuthError::InvalidCursor)?,
             None => (i64::MAX, String::new()),
         };
         let now = adiuva_db::now_ms();
@@ -196,7 +197,7 @@ impl Accounts {
         let more = rows.len() > limit as usize;
         let rows = &rows[..rows.len().min(limit as usize)];
         let next = more
-            .then(|| rows.last().map(|row| cursor_after(row.at, &row.id)))
+            .then(|| rows.last().map(|row| log_cursor::after(row.at, &row.id)))
             .flatten();
         let items = rows
             .iter()
@@ -212,50 +213,5 @@ impl Accounts {
             })
             .collect();
         Ok(EventPage { items, next })
-    }
-}
-
-/// The opaque cursor after a row: `v1.<at>.<id>` in hex, so it needs no escaping in a URL. It
-/// only ever selects among the caller's own rows, so it needs no seal.
-fn cursor_after(at: i64, id: &str) -> String {
-    hex::encode(format!("v1.{at}.{id}"))
-}
-
-fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
-    if cursor.len() > 256 {
-        return None;
-    }
-    let text = String::from_utf8(hex::decode(cursor).ok()?).ok()?;
-    let (at, id) = text.strip_prefix("v1.")?.split_once('.')?;
-    let at: i64 = at.parse().ok()?;
-    let valid_id =
-        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-    // Only the canonical spelling (lowercase hex) is a cursor.
-    (valid_id && cursor == cursor_after(at, id)).then(|| (at, id.to_owned()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_refuse_anything_else() {
-        let id = "0b9c4a2e-1f00-4d5e-9a7b-123456789abc";
-        let cursor = cursor_after(1_764_000_000_123, id);
-        assert_eq!(
-            parse_cursor(&cursor),
-            Some((1_764_000_000_123, id.to_owned()))
-        );
-        for bad in [
-            "",
-            "zz",
-            &hex::encode("v2.1.abc"),
-            &hex::encode("v1.x.abc"),
-            &hex::encode("v1.1."),
-            &hex::encode("v1.1.a b"),
-            &cursor.to_uppercase(),
-        ] {
-            assert_eq!(parse_cursor(bad), None, "{bad:?} was accepted");
-        }
     }
 }

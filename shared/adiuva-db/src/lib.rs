@@ -5,6 +5,8 @@
 //! ARCHITECTURE.md explains the dialect rules (TEXT ids, BIGINT millisecond timestamps, `$N`
 //! placeholders, enums as CHECKed TEXT).
 
+pub mod log_cursor;
+
 use std::path::{Path, PathBuf};
 
 use adiuva_config::{Component, ConfigError, Context, Secret, Source};

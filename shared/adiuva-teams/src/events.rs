@@ -3,6 +3,7 @@
 //! `seats_changed` and `subscription_changed` with no actor.
 
 use adiuva_access::Caller;
+use adiuva_db::log_cursor;
 use serde::Serialize;
 use sqlx::AnyConnection;
 
@@ -132,7 +133,7 @@ impl Teams {
             return Err(TeamError::Invalid("validation_error", "limit is 1 to 200"));
         }
         let (at, id) = match cursor {
-            Some(cursor) => parse_cursor(cursor).ok_or(TeamError::InvalidCursor)?,
+            Some(cursor) => log_cursor::parse(cursor).ok_or(TeamError::InvalidCursor)?,
             None => (i64::MAX, String::new()),
         };
         let rows: Vec<EventRow> = sqlx::query_as(
@@ -148,7 +149,7 @@ impl Teams {
         let more = rows.len() > limit as usize;
         let rows = &rows[..rows.len().min(limit as usize)];
         let next = more
-            .then(|| rows.last().map(|row| cursor_after(row.at, &row.id)))
+            .then(|| rows.last().map(|row| log_cursor::after(row.at, &row.id)))
             .flatten();
         let items = rows
             .iter()
@@ -165,41 +166,9 @@ impl Teams {
     }
 }
 
-/// The opaque cursor after a row: `v1.<at>.<id>` in hex, so it needs no escaping in a URL. It
-/// only ever selects among the team's own rows, which the caller may read, so it needs no seal.
-fn cursor_after(at: i64, id: &str) -> String {
-    hex::encode(format!("v1.{at}.{id}"))
-}
-
-fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
-    if cursor.len() > 256 {
-        return None;
-    }
-    let text = String::from_utf8(hex::decode(cursor).ok()?).ok()?;
-    let (at, id) = text.strip_prefix("v1.")?.split_once('.')?;
-    let at: i64 = at.parse().ok()?;
-    let valid_id =
-        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-    // Only the canonical spelling (lowercase hex) is a cursor.
-    (valid_id && cursor == cursor_after(at, id)).then(|| (at, id.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_refuse_anything_else() {
-        let id = "0b9c4a2e-1f00-4d5e-9a7b-123456789abc";
-        let cursor = cursor_after(1_764_000_000_123, id);
-        assert_eq!(
-            parse_cursor(&cursor),
-            Some((1_764_000_000_123, id.to_owned()))
-        );
-        for bad in ["", "zz", &hex::encode("v1.x.abc"), &cursor.to_uppercase()] {
-            assert_eq!(parse_cursor(bad), None, "{bad:?} was accepted");
-        }
-    }
 
     #[test]
     fn every_event_type_round_trips() {
