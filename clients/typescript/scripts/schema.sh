@@ -42,7 +42,9 @@ for _ in $(seq 1 100); do
 done
 [ -s "$work/openapi.json" ] || { cat "$work/server.log" >&2; echo "adiuva-local did not serve $document" >&2; exit 1; }
 
-"$package/node_modules/.bin/openapi-typescript" "$work/openapi.json" -o "$work/schema.d.ts" --silent
+# Empty objects (`{"type": "object"}`: any keys) as `unknown`, not `Record<string, never>`.
+"$package/node_modules/.bin/openapi-typescript" "$work/openapi.json" -o "$work/schema.d.ts" --silent \
+    --empty-objects-unknown
 if $check; then
     if ! diff -u "$package/src/schema.d.ts" "$work/schema.d.ts" > "$work/diff"; then
         head -n 80 "$work/diff" >&2

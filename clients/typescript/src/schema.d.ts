@@ -1511,7 +1511,7 @@ export interface components {
          *     is only skipped, and [`ChatRequest::validate`] refuses it as it always did. No client array
          *     of any length becomes a tree in memory.
          */
-        ChatContext: Record<string, never> & {
+        ChatContext: Record<string, unknown> & {
             /**
              * @description Earlier turns, `{"role": "user" | "assistant", "content": "..."}` (other values are
              *     ignored); at most 200.
@@ -1521,7 +1521,7 @@ export interface components {
             recent_tasks?: unknown[];
             /** @description At most 200. */
             relevant_documents?: string[];
-            user_profile?: Record<string, never>;
+            user_profile?: Record<string, unknown>;
         };
         ChatRequest: {
             /**
@@ -1980,7 +1980,7 @@ export interface components {
         };
         PlanAction: {
             agent?: string | null;
-            data?: Record<string, never> | null;
+            data?: Record<string, unknown> | null;
             table?: string | null;
             type: components["schemas"]["ActionType"];
         };
@@ -1999,7 +1999,7 @@ export interface components {
              * @description Inputs of the step; for an LLM step, the template's variables (`null`: the client
              *     supplies the value when it runs the plan).
              */
-            variables?: Record<string, never> | null;
+            variables?: Record<string, unknown> | null;
         };
         /** @description A plugin's detail, as the caller may see it. */
         PluginDetail: components["schemas"]["PluginSummary"] & {
