@@ -16,6 +16,7 @@ if [ -z "${ADIUVA_LOCAL:-}" ]; then
 fi
 cd "$package"
 npm ci --no-audit --no-fund --loglevel=error
+# The package as published (DOM types, no Node types: nothing Node-only in src/), then the tests.
 npm run --silent build
 npm run --silent build:test
 # --experimental-websocket: Node 20's WebSocket (global from Node 22) for chat.send.

@@ -5,7 +5,7 @@ import { after, before, describe, test } from "node:test";
 
 import { AdiuvaError, type WebSocketConstructor, type WebSocketLike } from "../src/index.js";
 import { ScriptedLlm } from "./llm.js";
-import { LocalServer, signUp } from "./server.js";
+import { LocalServer, signUp, spyFetch } from "./server.js";
 
 const words = Array.from({ length: 30 }, (_, i) => `word${i} `);
 
@@ -68,6 +68,8 @@ describe("chat", () => {
       LLM_BASE_URL: llm.baseUrl,
       OPENAI_API_KEY: "test-key",
       LLM_MAX_RETRIES: "0",
+      // Access tokens good for the server's 5 s of leeway: one test lets its token expire.
+      JWT_ACCESS_TOKEN_EXPIRE_MINUTES: "0",
     });
   });
   after(async () => {
@@ -104,6 +106,18 @@ describe("chat", () => {
       .catch((e) => e);
     assert.ok(err instanceof AdiuvaError, `${err}`);
     assert.ok(err.status >= 500, `${err.status} ${err.code}`);
+  });
+
+  test("an expired token's refused upgrade is refreshed once and the chat goes through", async () => {
+    const spy = spyFetch();
+    const client = server.client({ fetch: spy.fetch });
+    await signUp(client);
+    await new Promise((done) => setTimeout(done, 6_500));
+    spy.exchanges.length = 0;
+    llm.push(["task_agent"], ["All ", "done."]);
+    const result = await client.chat.send({ message: "Anything due?" }, { resumable: false });
+    assert.equal(result.response, "All done.");
+    assert.equal(spy.exchanges.filter((e) => e.path === "/api/v1/auth/refresh").length, 1);
   });
 
   test("a resumable stream survives a dropped connection: every delta once, in order", async (t) => {

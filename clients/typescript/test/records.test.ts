@@ -121,4 +121,41 @@ describe("records", () => {
     assert.equal(err.status, 402);
     assert.equal(err.code, "quota_exceeded");
   });
+
+  test("backups: stored whole or through an upload, read back, listed, deleted", async () => {
+    const client = server.client();
+    await signUp(client, "pro");
+    assert.equal(await client.backups.latest(), null);
+    const small = new Uint8Array(randomBytes(1000));
+    const first = await client.backups.put(small, { version: 3, timestamp: 1_700_000_000_000 });
+    assert.equal(first.version, 3);
+    assert.equal(first.size_bytes, 1000);
+    assert.deepEqual(await client.backups.latest(), small);
+    // Over the server's body limit here: the upload flow, and a redirect back.
+    const large = new Uint8Array(randomBytes(512 * 1024));
+    const second = await client.backups.put(large, { version: 3, timestamp: 1_700_000_001_000 });
+    assert.equal(second.size_bytes, large.byteLength);
+    assert.deepEqual(await client.backups.latest(), large);
+    const history = [];
+    for await (const backup of client.backups.history()) history.push(backup.id);
+    assert.deepEqual(history, [second.id, first.id]);
+    await client.backups.delete(second.id);
+    assert.deepEqual(await client.backups.latest(), small);
+  });
+
+  test("vectors: upsert, search, delete", async () => {
+    const client = server.client();
+    await signUp(client);
+    const vector = (i: number) => Array.from({ length: 32 }, (_, d) => (d === i ? 1 : 0));
+    const upserted = await client.vectors.upsert([
+      { id: "a", data: new Uint8Array([1]), vector: vector(0) },
+      { id: "b", data: new Uint8Array([2]), vector: vector(1) },
+    ]);
+    assert.equal(upserted.upserted, 2);
+    const found = await client.vectors.search({ data: new Uint8Array([9]), vector: vector(1), topK: 1 });
+    assert.deepEqual(found.map((hit) => [hit.id, [...hit.data]]), [["b", [2]]]);
+    await client.vectors.delete(["b"]);
+    const left = await client.vectors.search({ data: new Uint8Array([9]), vector: vector(1), topK: 5 });
+    assert.deepEqual(left.map((hit) => hit.id), ["a"]);
+  });
 });
