@@ -92,6 +92,10 @@ export function createAdiuvaClient(options: AdiuvaClientOptions) {
     "signed-out",
   );
   if (options.onSignedOut) transport.onSignedOut(options.onSignedOut);
+  // Tokens the app's store kept from an earlier run sign the client in.
+  void Promise.resolve(transport.tokens.get()).then((kept) => {
+    if (kept) transport.keptSignIn();
+  });
   const raw: Client<paths> = createClient<paths>({
     baseUrl: options.baseUrl.replace(/\/+$/, ""),
     fetch: transport.fetch,

@@ -125,6 +125,7 @@ export class Transport {
   private readonly options: TransportOptions;
   private refreshing: Promise<boolean> | null = null;
   private listeners = new Set<() => void>();
+  private signedOutOnce = false;
   state: AuthState;
 
   constructor(options: TransportOptions, state: AuthState) {
@@ -147,7 +148,13 @@ export class Transport {
     this.state = "signed-in";
   }
 
+  /** The store held tokens when the client was made; nothing signed it out since. */
+  keptSignIn(): void {
+    if (!this.signedOutOnce) this.state = "signed-in";
+  }
+
   async signOut(): Promise<void> {
+    this.signedOutOnce = true;
     await this.options.tokens.set(null);
     const was = this.state;
     this.state = "signed-out";

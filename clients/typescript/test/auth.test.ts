@@ -93,6 +93,15 @@ describe("auth", () => {
     assert.equal((await phone.auth.me()).email, address);
   });
 
+  test("tokens an app kept from an earlier run sign a new client in", async () => {
+    const first = memoryTokenStore();
+    const address = await signUp(server.client({ tokens: first }));
+    const kept = memoryTokenStore(await first.get());
+    const client = server.client({ tokens: kept });
+    assert.equal((await client.auth.me()).email, address);
+    assert.equal(client.auth.state, "signed-in");
+  });
+
   test("logout ends the session and forgets the tokens", async () => {
     const store = memoryTokenStore();
     const client = server.client({ tokens: store });
