@@ -20,4 +20,5 @@ npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build
 npm run --silent build:test
 # --experimental-websocket: Node 20's WebSocket (global from Node 22) for chat.send.
-node --experimental-websocket --test build-test/test/*.test.js
+# Each file has a server of its own: the files run side by side (their waits overlap).
+node --experimental-websocket --test --test-concurrency=3 build-test/test/*.test.js
