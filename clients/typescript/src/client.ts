@@ -105,10 +105,14 @@ export function createAdiuvaClient(options: AdiuvaClientOptions) {
   /** PUTs the bytes where an upload ticket says (a presigned S3 URL or the local stand-in). */
   async function putBlob(ticket: Schemas["UploadTicket"], bytes: Uint8Array): Promise<void> {
     const url = new URL(ticket.url, transport.base());
+    // fetch sets Content-Length from the body itself (browsers refuse it from the caller).
+    const headers = Object.fromEntries(
+      Object.entries(ticket.headers).filter(([name]) => name.toLowerCase() !== "content-length"),
+    );
     let response: Response;
     try {
       response = await fetchImpl(
-        new Request(url, { method: ticket.method || "PUT", headers: ticket.headers, body: plain(bytes) }),
+        new Request(url, { method: ticket.method || "PUT", headers, body: plain(bytes) }),
       );
     } catch (err) {
       throw AdiuvaError.network(err);
