@@ -1,4 +1,5 @@
 import { AdiuvaError } from "./errors.js";
+import { IDEMPOTENT_POSTS } from "./idempotent.js";
 import { type TokenStore, type Tokens, tokensFrom } from "./tokens.js";
 
 /** How the client retries answers that say "later" (429, 503) and requests that got none. */
@@ -46,26 +47,6 @@ const TOKEN_ROUTES = [
   "/api/v1/auth/oidc/callback",
 ];
 
-/**
- * POSTs that honour `Idempotency-Key` (the server's `IDEMPOTENT_ROUTES`): with the key, one
- * that got no answer can be sent again and is processed once.
- */
-const IDEMPOTENT_POSTS = [
-  /^\/api\/v1\/storage\/records$/,
-  /^\/api\/v1\/storage\/uploads$/,
-  /^\/api\/v1\/storage\/uploads\/[^/]+\/commit$/,
-  /^\/api\/v1\/teams$/,
-  /^\/api\/v1\/teams\/[^/]+\/records$/,
-  /^\/api\/v1\/teams\/[^/]+\/uploads$/,
-  /^\/api\/v1\/teams\/[^/]+\/uploads\/[^/]+\/commit$/,
-  /^\/api\/v1\/teams\/[^/]+\/invitations$/,
-  /^\/api\/v1\/billing\/checkout$/,
-  /^\/api\/v1\/billing\/portal$/,
-  /^\/api\/v1\/plugins$/,
-  /^\/api\/v1\/plugins\/[^/]+\/install$/,
-  /^\/api\/v1\/developer\/connect$/,
-  /^\/api\/v1\/admin\/plugins\/[^/]+\/review$/,
-];
 
 /** Methods HTTP defines as safe to repeat. */
 const REPEATABLE_METHODS = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
