@@ -4,6 +4,7 @@
 
 mod accounts;
 mod oidc;
+mod sso;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

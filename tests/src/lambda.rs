@@ -18,12 +18,12 @@ use crate::stripe::FakeStripe;
 backend_tests!(lambda_handlers_answer_like_the_local_server);
 
 /// The order that lets one user go through every route: sign up, publish a public key, run a
-/// team (create, invite a second user who accepts, roles, keys, the log, transfer; deleted
+/// team (create, invite a second user who accepts, roles, keys, the log, its SSO, transfer; deleted
 /// before the account), read playbooks, chat, pay for
 /// a tier, use the marketplace (browse, install, rate; as a developer submit; as an admin
 /// review), store, back up, search, manage the account (sessions, email, password, the
 /// security log, a linked Google identity signing in), rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 85] = [
+const SEQUENCE: [(&str, &str, &str); 88] = [
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
@@ -42,6 +42,9 @@ const SEQUENCE: [(&str, &str, &str); 85] = [
     ("teams", "PUT", "/api/v1/teams/{id}/keys/{user_id}"),
     ("teams", "GET", "/api/v1/teams/{id}/keys/me"),
     ("teams", "GET", "/api/v1/teams/{id}/events"),
+    ("teams", "PUT", "/api/v1/teams/{id}/sso"),
+    ("teams", "GET", "/api/v1/teams/{id}/sso"),
+    ("teams", "DELETE", "/api/v1/teams/{id}/sso"),
     (
         "teams",
         "DELETE",
@@ -561,6 +564,11 @@ async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
     let mut settings = vec![
         ("LLM_BASE_URL", llm_url.clone()),
         ("RATE_LIMIT_ENABLED", "true".to_owned()),
+        // Team SSO's settings are sealed under it.
+        (
+            "SSO_SECRET_KEY",
+            "events-sso-secret-key-0123456789abcdef".to_owned(),
+        ),
     ];
     settings.extend(stripe.settings());
     settings.extend(oidc.settings());

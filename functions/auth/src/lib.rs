@@ -44,7 +44,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(revoke_session))
         .routes(routes!(events))
         .with_state(accounts.clone())
-        .merge(oidc::routes(accounts, context.get()?))
+        .merge(oidc::routes(accounts, context.get()?, context.get()?))
         .merge(admin);
     adiuva_pipeline::authenticated("auth", routes, context)
 }
@@ -146,7 +146,7 @@ async fn register(
     responses(
         (status = 200, description = "Signed in", body = AuthTokens),
         (status = 401, description = "Invalid email or password", body = ErrorBody),
-        (status = 403, description = "The account is disabled (`account_disabled`; said only to the right password)", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`), or a team of the account requires its SSO (`sso_required`: sign in with `POST /auth/oidc/start {team_id}`); each said only to the right password", body = ErrorBody),
         (status = 429, description = "Too many failed attempts for this email or from this address", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]

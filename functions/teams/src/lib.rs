@@ -1,6 +1,7 @@
 //! Teams function: teams under `/api/v1/teams` (issue 21): the caller's teams, members and
 //! their roles, invitations and their acceptance, the team key wrapped for each member, and
-//! the team's log. Every route runs behind authentication; anyone not a member of a team gets
+//! the team's log, and the team's SSO settings (its own OpenID provider; the sign-in through it
+//! is the auth function's). Every route runs behind authentication; anyone not a member of a team gets
 //! 404 for every route of it, before any other check. Seats are billed by the billing function
 //! and team spaces (records) are the storage function's; deleting a team ends its subscription
 //! (adiuva-billing) and purges its space (adiuva-storage) before its rows go.
@@ -12,8 +13,8 @@ use adiuva_http::{ErrorBody, Function, Json, Path, Query, Result, Routes, routes
 use adiuva_pipeline::CurrentUser;
 use adiuva_storage::Storage;
 use adiuva_teams::{
-    InvitationCreated, InvitationView, Member, NewInvitation, NewTeamKey, Team, TeamEvent, TeamKey,
-    TeamRole, Teams,
+    InvitationCreated, InvitationView, Member, NewInvitation, NewTeamKey, Sso, SsoUpdate, Team,
+    TeamEvent, TeamKey, TeamRole, TeamSso, Teams,
 };
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -24,6 +25,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         teams: context.get()?,
         billing: context.get()?,
         storage: context.get()?,
+        sso: context.get()?,
     };
     let routes = Routes::new()
         .routes(routes!(create_team))
@@ -42,6 +44,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(share_key))
         .routes(routes!(my_key))
         .routes(routes!(team_events))
+        .routes(routes!(put_sso, get_sso, delete_sso))
         .with_state(services);
     adiuva_pipeline::authenticated("teams", routes, context)
 }
@@ -52,11 +55,18 @@ struct Services {
     teams: Teams,
     billing: Billing,
     storage: Storage,
+    sso: Sso,
 }
 
 impl FromRef<Services> for Teams {
     fn from_ref(services: &Services) -> Self {
         services.teams.clone()
+    }
+}
+
+impl FromRef<Services> for Sso {
+    fn from_ref(services: &Services) -> Self {
+        services.sso.clone()
     }
 }
 
@@ -428,4 +438,62 @@ async fn team_events(
         paging::next_page(&uri, page.next.as_deref()),
         Json(page.items),
     ))
+}
+
+/// Sets the team's SSO: its own OpenID provider (owner only). Members then sign in with
+/// `POST /auth/oidc/start {team_id}`; a new identity of one of `domains` creates its account
+/// and joins the team while a seat is free; with `required`, members of those domains (the
+/// owner excepted) cannot sign in with a password. The client secret is stored encrypted and
+/// never answered.
+#[utoipa::path(put, path = "/api/v1/teams/{id}/sso", tag = "teams", request_body = SsoUpdate,
+    params(("id" = String, Path, description = "Team id")),
+    responses(
+        (status = 200, description = "Set (the settings without the secret)", body = TeamSso),
+        (status = 402, description = "The team's subscription is not active (`team_inactive`)", body = ErrorBody),
+        (status = 403, description = "Not the owner (`team_owner_required`)", body = ErrorBody),
+        (status = 404, description = "No such team of yours", body = ErrorBody),
+        (status = 422, description = "Invalid issuer (`invalid_issuer`), client id or secret (`invalid_client`), or domains (`invalid_domains`)", body = ErrorBody),
+        (status = 503, description = "The server has no `SSO_SECRET_KEY` (`sso_secret_key_missing`), or the database is unavailable", body = ErrorBody),
+    ))]
+async fn put_sso(
+    State(sso): State<Sso>,
+    CurrentUser(caller): CurrentUser,
+    Path(id): Path<String>,
+    Json(body): Json<SsoUpdate>,
+) -> Result<Json<TeamSso>> {
+    Ok(Json(sso.put(&caller, &id, &body).await?))
+}
+
+/// The team's SSO settings, never the client secret (owner or admin).
+#[utoipa::path(get, path = "/api/v1/teams/{id}/sso", tag = "teams",
+    params(("id" = String, Path, description = "Team id")),
+    responses(
+        (status = 200, description = "The settings without the secret", body = TeamSso),
+        (status = 403, description = "A plain member (`team_admin_required`)", body = ErrorBody),
+        (status = 404, description = "No such team of yours, or it has no SSO (`sso_not_found`)", body = ErrorBody),
+    ))]
+async fn get_sso(
+    State(sso): State<Sso>,
+    CurrentUser(caller): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<TeamSso>> {
+    Ok(Json(sso.get(&caller, &id).await?))
+}
+
+/// Removes the team's SSO (owner only). The accounts and memberships its sign-ins created
+/// stay; sign-ins through the team's provider stop.
+#[utoipa::path(delete, path = "/api/v1/teams/{id}/sso", tag = "teams",
+    params(("id" = String, Path, description = "Team id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 403, description = "Not the owner (`team_owner_required`)", body = ErrorBody),
+        (status = 404, description = "No such team of yours, or it has no SSO (`sso_not_found`)", body = ErrorBody),
+    ))]
+async fn delete_sso(
+    State(sso): State<Sso>,
+    CurrentUser(caller): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    sso.delete(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -322,6 +322,13 @@ impl Accounts {
             tracing::info!(user_id, "login refused: the account is disabled");
             return Err(AuthError::AccountDisabled);
         }
+        // Also only after the password, so that it does not tell who is in which team.
+        let mut conn = self.inner.db.pool().acquire().await?;
+        if adiuva_teams::sso_required(&mut conn, &user_id, &email).await? {
+            tracing::info!(user_id, "login refused: a team requires its SSO");
+            return Err(AuthError::SsoRequired);
+        }
+        drop(conn);
         let mut tx = self.inner.db.pool().begin().await?;
         let tokens = self
             .sign_in_device(&mut tx, &user_id, token_version, device, now_ms())

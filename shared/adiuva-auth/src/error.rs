@@ -42,6 +42,17 @@ pub enum AuthError {
     LastSignInMethod,
     #[error("invalid cursor: use the X-Next-Cursor of the page before")]
     InvalidCursor,
+    #[error(
+        "a team of this account requires signing in through its SSO (POST /auth/oidc/start with its team_id)"
+    )]
+    SsoRequired,
+    /// A team's provider vouched for an identity whose account is not a member of the team.
+    #[error("this team's sign-in can only sign into an account that is a member of the team")]
+    SsoNotMember,
+    #[error("this email's domain is not one of the team's: its sign-in cannot create an account")]
+    SsoDomainNotAllowed,
+    #[error(transparent)]
+    Team(#[from] adiuva_teams::TeamError),
     #[error("{0}")]
     InvalidPublicKey(&'static str),
     #[error(transparent)]
@@ -72,7 +83,11 @@ impl DomainError for AuthError {
             | Self::InvalidRefreshToken
             | Self::RefreshTokenReused => ErrorKind::Unauthenticated,
             Self::UnknownEmail | Self::SessionNotFound | Self::UserNotFound => ErrorKind::NotFound,
-            Self::AccountDisabled => ErrorKind::Forbidden,
+            Self::AccountDisabled
+            | Self::SsoRequired
+            | Self::SsoNotMember
+            | Self::SsoDomainNotAllowed => ErrorKind::Forbidden,
+            Self::Team(err) => err.kind(),
             Self::CannotDisableSelf
             | Self::LinkRequired
             | Self::IdentityTaken
@@ -105,6 +120,10 @@ impl DomainError for AuthError {
             Self::IdentityTaken => "identity_taken",
             Self::IdentityNotFound => "not_found",
             Self::LastSignInMethod => "last_sign_in_method",
+            Self::SsoRequired => "sso_required",
+            Self::SsoNotMember => "sso_not_member",
+            Self::SsoDomainNotAllowed => "sso_domain_not_allowed",
+            Self::Team(err) => err.code(),
             Self::Limited(err) => err.code(),
             Self::Database(err) if adiuva_db::is_unavailable(err) => "dependency_unavailable",
             _ => "internal_error",
@@ -119,6 +138,9 @@ impl DomainError for AuthError {
     }
 
     fn public_detail(&self) -> Option<std::borrow::Cow<'static, str>> {
+        if let Self::Team(err) = self {
+            return err.public_detail();
+        }
         (self.kind() == ErrorKind::Unavailable).then(|| adiuva_error::unavailable("the database"))
     }
 }

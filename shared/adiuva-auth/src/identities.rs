@@ -4,6 +4,11 @@
 //! account creates an account without a password; one whose email belongs to an account is
 //! refused with `link_required`: an identity is never linked by email alone, the account's
 //! owner links it while signed in ([`Accounts::link_identity`]).
+//!
+//! Through a team's provider (team SSO, [`Accounts::sign_in_with_team_identity`]) the rules are
+//! stricter, so that a hostile team's provider cannot take over anyone's account: its identity
+//! signs only into an account that is a member of that team, and it creates an account (which
+//! joins the team) only for an email of the team's domains that no account has.
 
 use adiuva_db::{is_unique_violation, new_id, now_ms};
 use adiuva_limits::Subject;
@@ -17,7 +22,7 @@ use crate::{Accounts, AuthError, AuthTokens, Caller, Device};
 /// A verified identity, as adiuva-oidc hands it over.
 #[derive(Debug, Clone, Copy)]
 pub struct NewIdentity<'a> {
-    /// `google` (later a team's provider).
+    /// `google`, or `team:<team id>` for a team's provider.
     pub provider: &'a str,
     pub issuer: &'a str,
     pub subject: &'a str,
@@ -30,7 +35,7 @@ pub struct NewIdentity<'a> {
 pub struct LinkedIdentity {
     /// What `DELETE /auth/oidc/identities/{id}` takes.
     pub id: String,
-    /// The provider's id (`google`).
+    /// The provider's id (`google`, or `team:<team id>`).
     pub provider: String,
     pub issuer: String,
     /// The provider's verified email when the identity was linked.
@@ -76,6 +81,140 @@ impl Accounts {
             .await?;
         tx.commit().await?;
         tracing::info!(user_id, provider = identity.provider, "OpenID sign-in");
+        Ok(tokens)
+    }
+
+    /// Signs in with an identity a team's provider verified (`team_id`'s SSO). It never signs
+    /// into an account that is not a member of that team (403 `sso_not_member`), whether the
+    /// identity is linked to it or its email is the account's. A linked identity of a member
+    /// signs in; an unlinked one whose email is a member's is `link_required`, as for Google.
+    /// A new identity whose email no account has creates the account and joins the team, if
+    /// the email's domain is one of the team's (else 403 `sso_domain_not_allowed`) and a seat
+    /// is free (409 `seats_exhausted`; nothing is created), all in one transaction that holds
+    /// the team's row.
+    pub async fn sign_in_with_team_identity(
+        &self,
+        team_id: &str,
+        identity: NewIdentity<'_>,
+        device: &Device,
+    ) -> Result<AuthTokens, AuthError> {
+        let linked: Option<(String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT u.id, u.token_version, u.disabled_at FROM user_identities i \
+             JOIN users u ON u.id = i.user_id WHERE i.issuer = $1 AND i.subject = $2",
+        )
+        .bind(identity.issuer)
+        .bind(identity.subject)
+        .fetch_optional(self.database().pool())
+        .await?;
+        let Some((user_id, token_version, disabled_at)) = linked else {
+            return self
+                .limited(
+                    &[Subject::Registration(device.address)],
+                    |outcome| outcome.is_ok(),
+                    self.create_with_team_identity(team_id, identity, device),
+                )
+                .await;
+        };
+        let mut conn = self.database().pool().acquire().await?;
+        let member = adiuva_teams::role_of(&mut conn, team_id, &user_id).await?;
+        drop(conn);
+        if member.is_none() {
+            tracing::warn!(
+                user_id,
+                team_id,
+                "team sign-in refused: the identity's account is not a member"
+            );
+            return Err(AuthError::SsoNotMember);
+        }
+        if disabled_at.is_some() {
+            tracing::info!(user_id, "team sign-in refused: the account is disabled");
+            return Err(AuthError::AccountDisabled);
+        }
+        let mut tx = self.database().pool().begin().await?;
+        let tokens = self
+            .sign_in_device(&mut tx, &user_id, token_version, device, now_ms())
+            .await?;
+        tx.commit().await?;
+        tracing::info!(user_id, team_id, "team SSO sign-in");
+        Ok(tokens)
+    }
+
+    async fn create_with_team_identity(
+        &self,
+        team_id: &str,
+        identity: NewIdentity<'_>,
+        device: &Device,
+    ) -> Result<AuthTokens, AuthError> {
+        let email = normalize_email(identity.email)?;
+        let now = now_ms();
+        let mut tx = self.database().pool().begin().await?;
+        // The team's row first (SQLite: the write lock before any read), then its domains.
+        let Some(sso) = adiuva_teams::lock_sso(&mut tx, team_id).await? else {
+            return Err(adiuva_teams::TeamError::SsoNotFound.into());
+        };
+        let existing: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+            .bind(&email)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(user_id) = existing {
+            let member = adiuva_teams::role_of(&mut tx, team_id, &user_id)
+                .await?
+                .is_some();
+            if member {
+                return Err(AuthError::LinkRequired);
+            }
+            tracing::warn!(
+                user_id,
+                team_id,
+                "team sign-in refused: its email is the account of a non-member"
+            );
+            return Err(AuthError::SsoNotMember);
+        }
+        if !sso.covers(&email) {
+            return Err(AuthError::SsoDomainNotAllowed);
+        }
+        let user_id = new_id();
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(&user_id)
+        .bind(&email)
+        .bind(NO_PASSWORD)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|err| {
+            // An account with this email was made since it was read: not a member.
+            if is_unique_violation(&err) {
+                AuthError::SsoNotMember
+            } else {
+                err.into()
+            }
+        })?;
+        sqlx::query("INSERT INTO storage_usage (user_id) VALUES ($1)")
+            .bind(&user_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_identity(&mut tx, &user_id, identity, now).await?;
+        adiuva_teams::join_through_sso(&mut tx, team_id, &sso, &user_id, &email, now).await?;
+        let session_id = new_id();
+        let tokens = self
+            .sign_in_session(&mut tx, &user_id, 0, device, now, &session_id)
+            .await?;
+        events::record(
+            &mut tx,
+            NewEvent {
+                user_id: &user_id,
+                kind: EventType::OidcLinked,
+                session_id: Some(&session_id),
+                device,
+                new_device: false,
+                now,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(user_id, team_id, "account created through a team's SSO");
         Ok(tokens)
     }
 

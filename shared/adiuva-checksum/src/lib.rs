@@ -317,6 +317,8 @@ pub mod purpose {
     pub const SYNC_CURSORS: &str = "sync-cursors";
     /// Billing's stub checkout, purchase and onboarding links (adiuva-billing).
     pub const BILLING_STUB_LINKS: &str = "billing-stub-links";
+    /// Teams' SSO client secrets, sealed per team (adiuva-teams), from `SSO_SECRET_KEY`.
+    pub const SSO_CLIENT_SECRETS: &str = "sso-client-secrets";
 }
 
 /// Label of [`derive_key`]: a key derived for a purpose is the HMAC of this and the purpose, so

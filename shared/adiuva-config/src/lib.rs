@@ -13,11 +13,13 @@
 //! network I/O (pools and SDK clients connect on first use), so a cold start stays fast.
 
 mod context;
+mod issuer;
 pub mod logging;
 mod secret;
 mod source;
 
 pub use context::{Component, Context};
+pub use issuer::{check_issuer, is_loopback_host};
 pub use secret::{MIN_SECRET_BYTES, SECRET_FILE};
 pub use source::{Env, Secret, Source};
 

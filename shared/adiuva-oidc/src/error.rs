@@ -24,6 +24,10 @@ pub enum OidcError {
     /// answered nonsense.
     #[error("the sign-in provider cannot be reached")]
     Unreachable(String),
+    /// A team's provider settings could not be read: the teams domain's error as a client
+    /// sees it (the caller logs its cause).
+    #[error("{}", .0.detail)]
+    TeamSettings(adiuva_error::Public),
     #[error("the system random number generator failed")]
     Random,
     #[error(transparent)]
@@ -52,6 +56,7 @@ impl DomainError for OidcError {
             Self::Invalid(_) => ErrorKind::Unauthenticated,
             Self::EmailUnverified => ErrorKind::Forbidden,
             Self::Unreachable(_) => ErrorKind::Unavailable,
+            Self::TeamSettings(public) => public.kind,
             Self::Random => ErrorKind::Internal,
             Self::Store(err) => err.kind(),
             Self::Limited(err) => err.kind(),
@@ -67,6 +72,7 @@ impl DomainError for OidcError {
             Self::Invalid(_) => "oidc_invalid",
             Self::EmailUnverified => "email_unverified",
             Self::Unreachable(_) => "provider_unavailable",
+            Self::TeamSettings(public) => public.code,
             Self::Random => "internal_error",
             Self::Store(err) => err.code(),
             Self::Limited(err) => err.code(),
@@ -76,6 +82,7 @@ impl DomainError for OidcError {
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
             Self::Limited(err) => err.retry_after_secs(),
+            Self::TeamSettings(public) => public.retry_after_secs,
             _ => None,
         }
     }
@@ -83,6 +90,7 @@ impl DomainError for OidcError {
     fn public_detail(&self) -> Option<std::borrow::Cow<'static, str>> {
         match self {
             Self::Store(err) => err.public_detail(),
+            Self::TeamSettings(public) => Some(public.detail.clone()),
             _ => None,
         }
     }

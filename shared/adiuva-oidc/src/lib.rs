@@ -12,8 +12,10 @@
 //!    `nonce`, and `email_verified`. The answer is the [`VerifiedIdentity`] (issuer, subject,
 //!    email); what it signs into is adiuva-auth's decision.
 //!
-//! A provider is a [`ProviderConfig`]: the configured Google today; a team's issuer with its
-//! own client for team SSO later (a state names its provider, so the callback finds the same).
+//! A provider is a [`ProviderConfig`]: the configured Google (`google`), or a team's issuer with
+//! its own client (team SSO: `team:<team id>`, read from the team's settings by the caller,
+//! [`TeamProviders`]). A state names its provider, so the callback finds the same one, and its
+//! issuer must not have changed in between.
 //! Failed callbacks count against the client address's brute-force limit, as failed logins do.
 //!
 //! Only the auth function (and the local server) link this crate: it brings reqwest and ring's
@@ -49,6 +51,36 @@ const STATES: &str = "oidc-states";
 /// The provider id of the configured Google.
 pub const GOOGLE: &str = "google";
 
+/// A team's provider id is this followed by the team's id.
+pub const TEAM_PREFIX: &str = "team:";
+
+/// The team id of a team's provider id (`team:<id>`); `None` for any other provider.
+pub fn team_of(provider: &str) -> Option<&str> {
+    provider.strip_prefix(TEAM_PREFIX)
+}
+
+/// Where the teams' providers come from (the team SSO settings, which this crate does not
+/// read itself): the callback asks for the provider its state names.
+pub trait TeamProviders {
+    /// The team's provider, its client secret included; `None` when the team has none.
+    fn team_provider(
+        &self,
+        team_id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<ProviderConfig>, OidcError>> + Send;
+}
+
+/// Which provider a sign-in starts with.
+#[derive(Debug, Clone)]
+pub enum SignInWith<'a> {
+    /// One of [`Oidc::providers`] by its id (`google`).
+    Configured(&'a str),
+    /// A team's provider, as the caller read it from the team's settings.
+    Team {
+        team_id: &'a str,
+        provider: ProviderConfig,
+    },
+}
+
 /// A provider a client can sign in with (`GET /auth/oidc/providers`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderInfo {
@@ -59,7 +91,6 @@ pub struct ProviderInfo {
 /// What the app sends to start a sign-in.
 #[derive(Debug, Clone, Copy)]
 pub struct StartRequest<'a> {
-    pub provider: &'a str,
     pub redirect_uri: &'a str,
     pub code_challenge: &'a str,
     pub code_challenge_method: &'a str,
@@ -176,7 +207,7 @@ impl Oidc {
             .collect()
     }
 
-    /// The provider named `id`. Team SSO adds `team:<id>` here, read from the team's settings.
+    /// The configured provider named `id` (a team's is the caller's to read).
     fn provider(&self, id: &str) -> Result<&ProviderConfig, OidcError> {
         match id {
             GOOGLE => self.inner.settings.google.as_ref(),
@@ -187,8 +218,23 @@ impl Oidc {
 
     /// Starts a sign-in: checks the redirect and the challenge, keeps the state for
     /// [`STATE_TTL`] and answers the provider's authorization URL.
-    pub async fn start(&self, request: StartRequest<'_>) -> Result<Started, OidcError> {
-        let provider = self.provider(request.provider)?;
+    pub async fn start(
+        &self,
+        with: SignInWith<'_>,
+        request: StartRequest<'_>,
+    ) -> Result<Started, OidcError> {
+        let (provider_id, team_provider) = match with {
+            SignInWith::Configured(id) => (id.to_owned(), None),
+            SignInWith::Team { team_id, provider } => {
+                // Checked when the team's owner set it; checked again before any request.
+                check_issuer(&provider.issuer).map_err(|_| OidcError::UnknownProvider)?;
+                (format!("{TEAM_PREFIX}{team_id}"), Some(provider))
+            }
+        };
+        let provider = match &team_provider {
+            Some(provider) => provider,
+            None => self.provider(&provider_id)?,
+        };
         if request.redirect_uri.len() > 2048
             || !redirect_allowed(request.redirect_uri, &self.inner.settings.redirect_uris)
         {
@@ -207,7 +253,7 @@ impl Oidc {
         let state = random_token()?;
         let nonce = random_token()?;
         let pending = Pending {
-            provider: request.provider.to_owned(),
+            provider: provider_id,
             issuer: provider.issuer.clone(),
             nonce: nonce.clone(),
             redirect_uri: request.redirect_uri.to_owned(),
@@ -241,6 +287,7 @@ impl Oidc {
         &self,
         callback: Callback<'_>,
         client: IpAddr,
+        teams: &impl TeamProviders,
     ) -> Result<VerifiedIdentity, OidcError> {
         let verifier = callback.code_verifier;
         if !(43..=128).contains(&verifier.len())
@@ -263,7 +310,7 @@ impl Oidc {
             .limits
             .reserve(&[Subject::Address(client)])
             .await?;
-        let outcome = self.verify(callback).await;
+        let outcome = self.verify(callback, teams).await;
         match &outcome {
             Err(OidcError::Invalid(reason)) => {
                 tracing::info!(reason, "OpenID Connect sign-in refused");
@@ -273,15 +320,31 @@ impl Oidc {
         outcome
     }
 
-    async fn verify(&self, callback: Callback<'_>) -> Result<VerifiedIdentity, OidcError> {
+    async fn verify(
+        &self,
+        callback: Callback<'_>,
+        teams: &impl TeamProviders,
+    ) -> Result<VerifiedIdentity, OidcError> {
         let Some(value) = self.inner.states.take(STATES, callback.state).await? else {
             return Err(OidcError::invalid("unknown, used or expired state"));
         };
         let pending: Pending = serde_json::from_value(value)
             .map_err(|_| OidcError::invalid("a stored state could not be read"))?;
-        let provider = self
-            .provider(&pending.provider)
-            .map_err(|_| OidcError::invalid("the state's provider is no longer configured"))?;
+        let team_provider = match team_of(&pending.provider) {
+            Some(team_id) => Some(
+                teams
+                    .team_provider(team_id)
+                    .await?
+                    .ok_or_else(|| OidcError::invalid("the state's team has no SSO any more"))?,
+            ),
+            None => None,
+        };
+        let provider = match &team_provider {
+            Some(provider) => provider,
+            None => self
+                .provider(&pending.provider)
+                .map_err(|_| OidcError::invalid("the state's provider is no longer configured"))?,
+        };
         if provider.issuer != pending.issuer {
             return Err(OidcError::invalid(
                 "the state's provider changed its issuer",

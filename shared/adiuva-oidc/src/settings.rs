@@ -1,8 +1,7 @@
 //! `GOOGLE_CLIENT_ID`, `GOOGLE_CLIENT_SECRET`, `GOOGLE_ISSUER` and `OIDC_REDIRECT_URIS`.
 
-use std::net::IpAddr;
-
-use adiuva_config::{ConfigError, Secret, Source};
+pub use adiuva_config::check_issuer;
+use adiuva_config::{ConfigError, Secret, Source, is_loopback_host};
 use url::Url;
 
 /// Google's issuer, the default of `GOOGLE_ISSUER`.
@@ -69,23 +68,6 @@ impl OidcSettings {
     }
 }
 
-/// An issuer is an `https://` URL without query or fragment; `http://` only on a loopback
-/// address (a provider on the developer's machine, the tests' fake one).
-pub fn check_issuer(issuer: &str) -> Result<(), String> {
-    let url = Url::parse(issuer).map_err(|err| format!("{issuer:?} is not a URL: {err}"))?;
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{issuer:?} has a query or fragment"));
-    }
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback_host(&url) => Ok(()),
-        "http" => Err(format!(
-            "{issuer:?}: http:// is accepted only on a loopback address"
-        )),
-        other => Err(format!("{issuer:?}: scheme {other} is not https")),
-    }
-}
-
 /// A URL of the provider's (from its discovery document) is held to the issuer's rule.
 pub(crate) fn check_endpoint(url: &str) -> Result<Url, String> {
     let parsed = Url::parse(url).map_err(|err| format!("{url:?} is not a URL: {err}"))?;
@@ -95,16 +77,6 @@ pub(crate) fn check_endpoint(url: &str) -> Result<Url, String> {
         _ => Err(format!(
             "{url:?} is neither https nor http on a loopback address"
         )),
-    }
-}
-
-/// `127.0.0.0/8`, `::1` or `localhost`.
-fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
     }
 }
 
@@ -160,18 +132,6 @@ mod tests {
         ] {
             assert!(!redirect_allowed(bad, &listed), "{bad} was allowed");
         }
-    }
-
-    #[test]
-    fn issuers_are_https_or_loopback_http() {
-        assert!(check_issuer("https://accounts.google.com").is_ok());
-        assert!(check_issuer("http://127.0.0.1:9000").is_ok());
-        assert!(check_issuer("http://[::1]:9000/tenant").is_ok());
-        assert!(check_issuer("http://localhost:9000").is_ok());
-        assert!(check_issuer("http://accounts.google.com").is_err());
-        assert!(check_issuer("http://10.0.0.1:9000").is_err());
-        assert!(check_issuer("ftp://example.com").is_err());
-        assert!(check_issuer("https://example.com?x=1").is_err());
     }
 
     #[test]

@@ -37,6 +37,14 @@ pub enum TeamError {
     KeyNotShared,
     #[error("invalid cursor: use the X-Next-Cursor of the page before")]
     InvalidCursor,
+    #[error("this team has no SSO")]
+    SsoNotFound,
+    /// `SSO_SECRET_KEY` is not set: no client secret can be sealed or opened.
+    #[error("the server has no SSO_SECRET_KEY: team SSO cannot be used")]
+    SsoKeyMissing,
+    /// A stored client secret does not open (`SSO_SECRET_KEY` changed since it was sealed).
+    #[error("the team's SSO client secret cannot be opened with the current SSO_SECRET_KEY")]
+    SsoSecretUnreadable,
     #[error("the system random number generator failed")]
     Random(#[source] getrandom::Error),
     #[error("database query failed")]
@@ -49,7 +57,8 @@ impl DomainError for TeamError {
             Self::NotFound
             | Self::MemberNotFound
             | Self::InvitationNotFound
-            | Self::KeyNotShared => ErrorKind::NotFound,
+            | Self::KeyNotShared
+            | Self::SsoNotFound => ErrorKind::NotFound,
             Self::AdminRequired
             | Self::OwnerRequired
             | Self::CannotRemoveOwner
@@ -61,6 +70,7 @@ impl DomainError for TeamError {
             | Self::AlreadyMember => ErrorKind::Conflict,
             Self::TeamInactive => ErrorKind::QuotaExceeded,
             Self::InvitationExpired => ErrorKind::Gone,
+            Self::SsoKeyMissing | Self::SsoSecretUnreadable => ErrorKind::Unavailable,
             Self::Random(_) => ErrorKind::Internal,
             Self::Database(err) => adiuva_db::kind_of(err),
         }
@@ -82,12 +92,24 @@ impl DomainError for TeamError {
             Self::AlreadyMember => "already_member",
             Self::KeyNotShared => "key_not_shared",
             Self::InvalidCursor => "invalid_cursor",
+            Self::SsoNotFound => "sso_not_found",
+            Self::SsoKeyMissing => "sso_secret_key_missing",
+            Self::SsoSecretUnreadable => "sso_secret_unreadable",
             Self::Database(err) if adiuva_db::is_unavailable(err) => "dependency_unavailable",
             Self::Random(_) | Self::Database(_) => "internal_error",
         }
     }
 
     fn public_detail(&self) -> Option<std::borrow::Cow<'static, str>> {
-        (self.kind() == ErrorKind::Unavailable).then(|| adiuva_error::unavailable("the database"))
+        match self {
+            Self::SsoKeyMissing => {
+                Some("team SSO is not available: the server has no SSO_SECRET_KEY".into())
+            }
+            Self::SsoSecretUnreadable => {
+                Some("the team's SSO client secret cannot be read: its owner sets it again".into())
+            }
+            _ => (self.kind() == ErrorKind::Unavailable)
+                .then(|| adiuva_error::unavailable("the database")),
+        }
     }
 }

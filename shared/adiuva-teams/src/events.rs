@@ -21,10 +21,14 @@ pub enum TeamEventType {
     SeatsChanged,
     OwnershipTransferred,
     SubscriptionChanged,
+    /// The owner set the team's SSO (or changed it).
+    SsoConfigured,
+    /// The owner removed the team's SSO.
+    SsoRemoved,
 }
 
 impl TeamEventType {
-    pub const ALL: [TeamEventType; 9] = [
+    pub const ALL: [TeamEventType; 11] = [
         Self::MemberInvited,
         Self::MemberJoined,
         Self::MemberRemoved,
@@ -34,6 +38,8 @@ impl TeamEventType {
         Self::SeatsChanged,
         Self::OwnershipTransferred,
         Self::SubscriptionChanged,
+        Self::SsoConfigured,
+        Self::SsoRemoved,
     ];
 
     /// The `team_events.event_type` column.
@@ -48,6 +54,8 @@ impl TeamEventType {
             Self::SeatsChanged => "seats_changed",
             Self::OwnershipTransferred => "ownership_transferred",
             Self::SubscriptionChanged => "subscription_changed",
+            Self::SsoConfigured => "sso_configured",
+            Self::SsoRemoved => "sso_removed",
         }
     }
 

@@ -16,6 +16,9 @@
 //!   one owner and the log's order hold under concurrent requests; the log entry is written in
 //!   the same transaction as the change it records.
 //!
+//! A team's own OpenID provider (team SSO) is [`Sso`]'s; what a sign-in through it may do is
+//! adiuva-auth's decision, made with this crate's [`lock_sso`] and [`join_through_sso`].
+//!
 //! Billing per seat (the team's subscription: `teams.seats`, `teams.status`) is adiuva-billing's;
 //! this crate only reads them. Team spaces (records, blobs) are adiuva-storage's.
 
@@ -24,6 +27,7 @@ mod events;
 mod invitations;
 mod keys;
 mod members;
+mod sso;
 
 use adiuva_access::Caller;
 use adiuva_config::{Component, ConfigError, Context};
@@ -40,6 +44,10 @@ pub use invitations::{
 };
 pub use keys::{MAX_WRAPPED_KEY_CHARS, NewTeamKey, TeamKey};
 pub use members::Member;
+pub use sso::{
+    LockedSso, MAX_DOMAINS, MIN_SSO_KEY_BYTES, Sso, SsoClient, SsoUpdate, TeamSso,
+    join_through_sso, lock_sso, sso_key, sso_required,
+};
 
 /// How many teams one user may own.
 pub const MAX_OWNED_TEAMS: u64 = 5;
@@ -247,7 +255,7 @@ impl Teams {
         Ok(team)
     }
 
-    /// Deletes the team (owner only) with its members, invitations, wrapped keys and log, in
+    /// Deletes the team (owner only) with its members, invitations, wrapped keys, SSO and log, in
     /// one transaction. Returns what was deleted: the function ends the team's subscription
     /// and purges its team space beside this.
     pub async fn delete(&self, caller: &Caller, team_id: &str) -> Result<DeletedTeam, TeamError> {
@@ -402,6 +410,7 @@ async fn purge_rows(conn: &mut AnyConnection, team_id: &str) -> Result<(), TeamE
     // Keys go with their memberships, and everything with the team (foreign keys); spelled out
     // so that the order does not depend on the cascade.
     for sql in [
+        "DELETE FROM team_sso WHERE team_id = $1",
         "DELETE FROM team_keys WHERE team_id = $1",
         "DELETE FROM team_invitations WHERE team_id = $1",
         "DELETE FROM team_events WHERE team_id = $1",

@@ -26,15 +26,15 @@ backend_tests!(
     failed_callbacks_count_against_the_address,
 );
 
-const REDIRECT: &str = "http://127.0.0.1:53682/callback";
+pub(super) const REDIRECT: &str = "http://127.0.0.1:53682/callback";
 
 /// A PKCE pair: a verifier and its S256 challenge.
-struct Pkce {
-    verifier: String,
-    challenge: String,
+pub(super) struct Pkce {
+    pub(super) verifier: String,
+    pub(super) challenge: String,
 }
 
-fn pkce() -> Pkce {
+pub(super) fn pkce() -> Pkce {
     let verifier = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
@@ -83,7 +83,7 @@ async fn start(app: &TestApp, pkce: &Pkce) -> (String, String) {
     )
 }
 
-async fn callback(app: &TestApp, state: &str, code: &str, verifier: &str) -> Response {
+pub(super) async fn callback(app: &TestApp, state: &str, code: &str, verifier: &str) -> Response {
     app.post_json(
         "/api/v1/auth/oidc/callback",
         &json!({"state": state, "code": code, "code_verifier": verifier}),
