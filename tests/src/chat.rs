@@ -119,7 +119,8 @@ async fn chat_routes_to_the_named_agent_and_answers(backend: Backend) {
             "get_note",
             "create_note",
             "update_note",
-            "delete_note"
+            "delete_note",
+            "call_agent"
         ]
     );
     assert!(
@@ -237,7 +238,8 @@ async fn an_unknown_router_answer_falls_back_to_the_task_agent() {
     let user = app.register_user().await;
     llm.push_all([text("I would say the weather agent."), text("ok")]);
     chat_ok(&app, &user.tokens.access_token, &json!({"message": "hm"})).await;
-    assert_eq!(tool_names(&llm.requests()[1]).len(), 8);
+    // The task agent's eight tools and call_agent.
+    assert_eq!(tool_names(&llm.requests()[1]).len(), 9);
     assert_eq!(tool_names(&llm.requests()[1])[0], "list_tasks");
 }
 
@@ -413,8 +415,9 @@ async fn plan_mode_returns_template_ids_and_no_prompt_text() {
             "steps": [
                 {"action": "llm_generate", "prompt_template": "tpl_note_agent_default",
                  "variables": {"user_message": "summarise my week"}, "data_from_step": null},
-                {"action": "llm_generate", "prompt_template": "tpl_task_agent_default",
-                 "variables": {"user_message": "summarise my week"}, "data_from_step": 0},
+                {"action": "call_agent", "prompt_template": "tpl_task_agent_default",
+                 "variables": {"agent": "task_agent", "user_message": "summarise my week"},
+                 "data_from_step": 0},
             ]
         })
     );
@@ -1133,8 +1136,13 @@ async fn the_agents_route_lists_names_descriptions_and_tool_names_only() {
             "note_agent"
         ]
     );
+    // Each agent's own tools, then call_agent (every agent the router runs may ask another).
     let tool_names = |tools: &[adiuva_agents::tools::Tool]| -> Value {
-        tools.iter().map(|tool| tool.name).collect()
+        tools
+            .iter()
+            .map(|tool| tool.name)
+            .chain(["call_agent"])
+            .collect()
     };
     assert_eq!(agents[0]["tools"], tool_names(TASK_TOOLS));
     assert_eq!(agents[1]["tools"], tool_names(PROJECT_TOOLS));

@@ -1,5 +1,6 @@
 //! `GET /billing/entitlements` on both pairings: the tier matrix as the desktop app reads it,
-//! and the caller's usage from the same counters the quotas are checked against.
+//! and the caller's usage from the same counters the quotas are checked against, and their AI
+//! token budget as `GET /chat/usage` shows it.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -12,6 +13,7 @@ backend_tests!(
     usage_follows_what_the_user_stores_and_deletes,
     the_route_needs_a_token,
     a_seat_in_an_active_team_gives_the_team_s_entitlements,
+    entitlements_carry_the_ai_budget_as_chat_usage_shows_it,
 );
 
 async fn entitlements(app: &TestApp, user: &TestUser) -> Value {
@@ -121,4 +123,57 @@ async fn a_seat_in_an_active_team_gives_the_team_s_entitlements(backend: Backend
     assert_eq!(body["features"]["sso"], true);
     assert_eq!(body["features"]["requests_per_minute"], 200);
     assert_eq!(body["usage"]["storage"]["limit"], Value::Null);
+}
+
+async fn entitlements_carry_the_ai_budget_as_chat_usage_shows_it(backend: Backend) {
+    let llm = crate::llm::ScriptedLlm::start().await;
+    let base = llm.base_url();
+    // A limit of its own, to show billing reads the same settings as chat.
+    let app = spawn_app_with(
+        backend,
+        &[
+            ("LLM_BASE_URL", base.as_str()),
+            ("AI_MONTHLY_TOKENS_FREE", "123456"),
+        ],
+    )
+    .await;
+    let user = app.register_user().await;
+
+    // Before any chat: nothing used, the month's limit.
+    let body = entitlements(&app, &user).await;
+    assert_eq!(body["ai_usage"], chat_usage(&app, &user).await);
+    assert_eq!(body["ai_usage"]["used_tokens"], 0);
+    assert_eq!(body["ai_usage"]["limit_tokens"], 123_456);
+    assert_eq!(body["ai_usage"]["source"], "own");
+    // The entitlements themselves are as they were.
+    assert_eq!(body["tier"], "free");
+    assert_eq!(body["features"]["agents"], 3);
+
+    // After a chat: the same figures, per model.
+    llm.push_all([
+        crate::llm::Reply::Text(vec!["note_agent".to_owned()]),
+        crate::llm::Reply::Text(vec!["No notes yet.".to_owned()]),
+    ]);
+    let chatted = app
+        .client
+        .post(app.url("/api/v1/chat"))
+        .bearer_auth(&user.tokens.access_token)
+        .json(&json!({"message": "my notes?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chatted.status(), StatusCode::OK);
+    let usage = chat_usage(&app, &user).await;
+    assert!(usage["used_tokens"].as_u64().unwrap() > 0, "{usage}");
+    assert_eq!(usage["by_model"].as_array().unwrap().len(), 2);
+    let body = entitlements(&app, &user).await;
+    assert_eq!(body["ai_usage"], usage);
+}
+
+async fn chat_usage(app: &TestApp, user: &TestUser) -> Value {
+    let response = app
+        .get_authed("/api/v1/chat/usage", &user.tokens.access_token)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
 }

@@ -3,7 +3,8 @@
 //! pairings: `purge-sessions` forgets expired refresh-token families and keeps every row reuse
 //! detection still needs; `purge-tombstones` removes tombstones past the retention and keeps
 //! recent ones; `reconcile-billing` corrects a subscription changed at Stripe without a
-//! webhook, and does nothing in stub mode.
+//! webhook, and does nothing in stub mode; `purge-ai-budgets` deletes the AI budget counters of
+//! months past the retention and keeps the others as they were.
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -19,6 +20,7 @@ backend_tests!(
     reconcile_billing_fixes_a_subscription_changed_at_stripe_without_a_webhook,
     reconcile_billing_does_nothing_in_stub_mode,
     every_job_prints_its_summary_and_an_unknown_one_is_refused,
+    purge_ai_budgets_deletes_the_months_past_the_retention_only,
 );
 
 /// Runs a job as `adiuva-local job <name>` does; its summary line, parsed, after checking that
@@ -324,4 +326,146 @@ async fn every_job_prints_its_summary_and_an_unknown_one_is_refused(backend: Bac
     // The command line parses the same way (and fails the same way).
     let args = ["job".to_owned(), "purge-everything".to_owned()];
     assert!(local::cli::run(&args, &app.context).await.is_err());
+}
+
+/// Writes a budget counter of `period` (with one model's row) for a user or a team.
+async fn budget_row(app: &TestApp, owner: (&str, &str), period: &str, used: i64) {
+    let (kind, id) = owner;
+    let counter = format!("{kind}:{id}:{period}");
+    let (user_id, team_id) = if kind == "user" {
+        (Some(id), None)
+    } else {
+        (None, Some(id))
+    };
+    let pool = app.database.db.pool();
+    adiuva_db::sqlx::query(
+        "INSERT INTO ai_budgets (id, user_id, team_id, period, used_tokens, reserved_tokens, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 0, 0, 0)",
+    )
+    .bind(&counter)
+    .bind(user_id)
+    .bind(team_id)
+    .bind(period)
+    .bind(used)
+    .execute(pool)
+    .await
+    .unwrap();
+    adiuva_db::sqlx::query(
+        "INSERT INTO ai_budget_models (budget_id, model, prompt_tokens, completion_tokens, \
+         estimated_calls) VALUES ($1, 'gpt-4o', $2, 0, 0)",
+    )
+    .bind(&counter)
+    .bind(used)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Every budget counter left, as `(id, used_tokens, model rows)`, sorted.
+async fn budget_rows(app: &TestApp) -> Vec<(String, i64, i64)> {
+    adiuva_db::sqlx::query_as(
+        "SELECT b.id, b.used_tokens, \
+         (SELECT COUNT(*) FROM ai_budget_models m WHERE m.budget_id = b.id) \
+         FROM ai_budgets b ORDER BY b.id",
+    )
+    .fetch_all(app.database.db.pool())
+    .await
+    .unwrap()
+}
+
+async fn purge_ai_budgets_deletes_the_months_past_the_retention_only(backend: Backend) {
+    use adiuva_budgets::{period_months_before, period_of};
+
+    let app = spawn_app(backend).await;
+    let user = app.register_user().await;
+    let team_id = uuid::Uuid::new_v4().to_string();
+    adiuva_db::sqlx::query(
+        "INSERT INTO teams (id, name, seats, status, created_at, updated_at) \
+         VALUES ($1, 'Old team', 1, 'active', 0, 0)",
+    )
+    .bind(&team_id)
+    .execute(app.database.db.pool())
+    .await
+    .unwrap();
+    let now = adiuva_db::now_ms();
+    let month = |back: u32| period_months_before(now, back);
+    let me = ("user", user.id.as_str());
+    let team = ("team", team_id.as_str());
+    // Kept (the default retention, 13 months before this one, and every month after it).
+    budget_row(&app, me, &period_of(now), 100).await;
+    budget_row(&app, me, &month(1), 200).await;
+    budget_row(&app, me, &month(13), 300).await;
+    budget_row(&app, team, &month(13), 400).await;
+    // Past the retention.
+    budget_row(&app, me, &month(14), 500).await;
+    budget_row(&app, me, &month(40), 600).await;
+    budget_row(&app, team, &month(14), 700).await;
+    let before = usage_now(&app, &user).await;
+
+    let summary = run_job(&app, "purge-ai-budgets").await;
+    assert_eq!(
+        summary,
+        serde_json::json!({"job": "purge-ai-budgets", "deleted": 3, "kept_from": month(13)})
+    );
+    let mut kept = vec![
+        (format!("user:{}:{}", user.id, period_of(now)), 100, 1),
+        (format!("user:{}:{}", user.id, month(1)), 200, 1),
+        (format!("user:{}:{}", user.id, month(13)), 300, 1),
+        (format!("team:{team_id}:{}", month(13)), 400, 1),
+    ];
+    kept.sort();
+    assert_eq!(budget_rows(&app).await, kept);
+    // This month is untouched, as the user sees it.
+    assert_eq!(usage_now(&app, &user).await, before);
+    assert_eq!(before["used_tokens"], 100);
+
+    // Nothing left to do; the schedule's input runs the same job.
+    let event: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            crate::contract::workspace_root().join("events/janitor/purge-ai-budgets.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let report = janitor::Janitor::new(&app.context)
+        .unwrap()
+        .handle(event)
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        janitor::JobReport::PurgeAiBudgets(adiuva_budgets::Purged {
+            deleted: 0,
+            kept_from: month(13),
+        })
+    );
+    assert_eq!(budget_rows(&app).await, kept);
+
+    // A shorter retention keeps fewer months.
+    let short = spawn_app_with(backend, &[("AI_BUDGET_RETENTION_MONTHS", "1")]).await;
+    let other = short.register_user().await;
+    let theirs = ("user", other.id.as_str());
+    budget_row(&short, theirs, &period_of(now), 1).await;
+    budget_row(&short, theirs, &month(1), 2).await;
+    budget_row(&short, theirs, &month(2), 3).await;
+    let summary = run_job(&short, "purge-ai-budgets").await;
+    assert_eq!(
+        (summary["deleted"].as_u64(), summary["kept_from"].as_str()),
+        (Some(1), Some(month(1).as_str()))
+    );
+    let left: Vec<i64> = budget_rows(&short)
+        .await
+        .into_iter()
+        .map(|(_, used, _)| used)
+        .collect();
+    assert_eq!(left.len(), 2);
+    assert!(left.contains(&1) && left.contains(&2));
+}
+
+async fn usage_now(app: &TestApp, user: &crate::harness::TestUser) -> Value {
+    let response = app
+        .get_authed("/api/v1/chat/usage", &user.tokens.access_token)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
 }

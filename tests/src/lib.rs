@@ -12,6 +12,8 @@ mod account;
 #[cfg(test)]
 mod admin;
 #[cfg(test)]
+mod agents;
+#[cfg(test)]
 mod architecture;
 #[cfg(test)]
 mod auth;

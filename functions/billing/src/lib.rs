@@ -1,6 +1,7 @@
 //! Billing function: `POST /api/v1/billing/checkout`, `POST /api/v1/billing/webhook` (public:
 //! Stripe signs it), `GET` and `DELETE /api/v1/billing/subscription`,
-//! `GET /api/v1/billing/entitlements`, `POST /api/v1/billing/portal`, and
+//! `GET /api/v1/billing/entitlements` (with the AI token budget of `adiuva-budgets`),
+//! `POST /api/v1/billing/portal`, and
 //! `PUT /api/v1/teams/{id}/seats` (a team's seats are its subscription's quantity at Stripe).
 //! The webhook is Stripe's one endpoint: the marketplace's
 //! events (plugin purchases, refunds, developers' accounts) go to its [`Purchases`], the
@@ -9,8 +10,11 @@
 
 use adiuva_access::entitlements::{Allowances, Entitlements};
 use adiuva_billing::{Billing, Checkout, CheckoutOrder, Delivery, StubItem, SubscriptionView};
+use adiuva_budgets::{AiUsage, Budgets};
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{ErrorBody, Function, Json, Path, Query, RawBody, Result, Routes, routes};
+use adiuva_http::{
+    ApiError, ErrorBody, Function, Json, Path, Query, RawBody, Result, Routes, routes,
+};
 use adiuva_marketplace::Purchases;
 use adiuva_marketplace::purchases::StubCompleted;
 use adiuva_pipeline::CurrentUser;
@@ -27,6 +31,9 @@ struct Services {
     billing: Billing,
     purchases: Purchases,
     allowances: Allowances,
+    /// The AI token budgets, for the entitlements' AI figure (adiuva-budgets builds on
+    /// adiuva-access, so the two are put together here, not in the entitlements).
+    budgets: Budgets,
 }
 
 impl FromRef<Services> for Billing {
@@ -40,6 +47,7 @@ fn services(context: &Context) -> Result<Services, ConfigError> {
         billing: context.get()?,
         purchases: context.get()?,
         allowances: context.get()?,
+        budgets: context.get()?,
     })
 }
 
@@ -228,19 +236,50 @@ async fn subscription(
     Ok(Json(billing.subscription(&caller).await?))
 }
 
-/// What the caller's tier allows (features as numbers, `null` for unlimited, or flags) and how
-/// much of each quota they use: the desktop app's one source for the gates it applies itself.
+/// `GET /api/v1/billing/entitlements`: the entitlements and, beside them, the AI token budget
+/// of this month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct EntitlementsView {
+    #[serde(flatten)]
+    pub entitlements: Entitlements,
+    /// This month's AI token budget: the same object as `GET /api/v1/chat/usage`.
+    pub ai_usage: AiUsage,
+}
+
+/// What the caller's tier allows (features as numbers, `null` for unlimited, or flags), how
+/// much of each quota they use, and their AI token budget this month (`ai_usage`, as `GET
+/// /api/v1/chat/usage` answers it): the desktop app's one source for the gates it applies
+/// itself.
 #[utoipa::path(get, path = "/api/v1/billing/entitlements", tag = "billing",
     responses(
-        (status = 200, description = "The tier's features and the caller's usage", body = Entitlements),
+        (status = 200, description = "The tier's features, the caller's usage and AI token budget", body = EntitlementsView),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     ))]
 async fn entitlements(
     State(services): State<Services>,
     CurrentUser(caller): CurrentUser,
-) -> Result<Json<Entitlements>> {
-    Ok(Json(services.allowances.of(&caller).await?))
+) -> Result<Json<EntitlementsView>> {
+    let (entitlements, ai_usage) = tokio::try_join!(
+        async {
+            services
+                .allowances
+                .of(&caller)
+                .await
+                .map_err(ApiError::from)
+        },
+        async {
+            services
+                .budgets
+                .usage(&caller)
+                .await
+                .map_err(ApiError::from)
+        },
+    )?;
+    Ok(Json(EntitlementsView {
+        entitlements,
+        ai_usage,
+    }))
 }
 
 /// Cancels the subscription: at the end of the paid period by default (the tier stays until

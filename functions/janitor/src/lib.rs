@@ -11,7 +11,9 @@
 //! - `purge-tombstones` (daily): sync tombstones past `TOMBSTONE_RETENTION_DAYS`, the same
 //!   function the janitor's sweep calls;
 //! - `reconcile-billing` (every 6 hours): live subscriptions read again from Stripe, drift
-//!   corrected (`adiuva_billing::Billing::reconcile`; nothing in stub mode).
+//!   corrected (`adiuva_billing::Billing::reconcile`; nothing in stub mode);
+//! - `purge-ai-budgets` (monthly): AI budget counters of months past
+//!   `AI_BUDGET_RETENTION_MONTHS` (`adiuva_budgets::Budgets::purge_expired`).
 //!
 //! Every job is idempotent and safe next to traffic and next to another run, so EventBridge's
 //! and Lambda's retries are harmless. Each answers a [`JobReport`], whose JSON is one line
@@ -19,6 +21,7 @@
 
 use adiuva_account::Erasure;
 use adiuva_billing::{Billing, ReconcileReport};
+use adiuva_budgets::Budgets;
 use adiuva_config::{ConfigError, Context};
 use adiuva_marketplace::Purchases;
 use adiuva_sessions::Sessions;
@@ -45,14 +48,16 @@ pub enum Job {
     PurgeSessions,
     PurgeTombstones,
     ReconcileBilling,
+    PurgeAiBudgets,
 }
 
 impl Job {
-    pub const ALL: [Job; 4] = [
+    pub const ALL: [Job; 5] = [
         Job::Janitor,
         Job::PurgeSessions,
         Job::PurgeTombstones,
         Job::ReconcileBilling,
+        Job::PurgeAiBudgets,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +66,7 @@ impl Job {
             Job::PurgeSessions => "purge-sessions",
             Job::PurgeTombstones => "purge-tombstones",
             Job::ReconcileBilling => "reconcile-billing",
+            Job::PurgeAiBudgets => "purge-ai-budgets",
         }
     }
 
@@ -98,6 +104,7 @@ pub enum JobReport {
     PurgeSessions(adiuva_sessions::Purged),
     PurgeTombstones { deleted: u64 },
     ReconcileBilling(ReconcileReport),
+    PurgeAiBudgets(adiuva_budgets::Purged),
 }
 
 impl JobReport {
@@ -115,6 +122,7 @@ pub struct Janitor {
     purchases: Purchases,
     billing: Billing,
     sessions: Sessions,
+    budgets: Budgets,
 }
 
 impl Janitor {
@@ -125,6 +133,7 @@ impl Janitor {
             purchases: context.get()?,
             billing: context.get()?,
             sessions: context.get()?,
+            budgets: context.get()?,
         })
     }
 
@@ -151,6 +160,7 @@ impl Janitor {
                 deleted: self.storage.purge_expired_tombstones().await?,
             },
             Job::ReconcileBilling => JobReport::ReconcileBilling(self.billing.reconcile().await?),
+            Job::PurgeAiBudgets => JobReport::PurgeAiBudgets(self.budgets.purge_expired().await?),
         };
         tracing::info!(summary = report.summary_line(), "job finished");
         Ok(report)
@@ -210,6 +220,15 @@ mod tests {
         assert_eq!(
             line,
             r#"{"job":"purge-sessions","deleted":3,"sessions":1,"events":0}"#
+        );
+        let line = JobReport::PurgeAiBudgets(adiuva_budgets::Purged {
+            deleted: 2,
+            kept_from: "2025-11".to_owned(),
+        })
+        .summary_line();
+        assert_eq!(
+            line,
+            r#"{"job":"purge-ai-budgets","deleted":2,"kept_from":"2025-11"}"#
         );
         let line = JobReport::ReconcileBilling(ReconcileReport::default()).summary_line();
         assert_eq!(

@@ -8,8 +8,9 @@
 //!   database `DATABASE_URL` names (the embedded SQLite file when unset). It takes effect on the
 //!   user's next request;
 //! - `job <name>`: runs one scheduled job of the janitor function (`janitor`,
-//!   `purge-sessions`, `purge-tombstones`, `reconcile-billing`) once, against the configured
-//!   stores, and prints its summary `{"job":"<name>", ...counts}` as the last line of stdout.
+//!   `purge-sessions`, `purge-tombstones`, `reconcile-billing`, `purge-ai-budgets`) once,
+//!   against the configured stores, and prints its summary `{"job":"<name>", ...counts}` as the
+//!   last line of stdout.
 
 use adiuva_access::Role;
 use adiuva_auth::Accounts;

@@ -5,7 +5,9 @@ use adiuva_plans::PromptTemplateRegistry;
 use serde_json::{Map, Value, json};
 
 use crate::schema::ChatContext;
-use crate::tools::{NOTE_TOOLS, PROJECT_TOOLS, TASK_TOOLS, TIMELINE_TOOLS, Tool};
+use adiuva_llm::ToolSpec;
+
+use crate::tools::{CALL_AGENT, NOTE_TOOLS, PROJECT_TOOLS, TASK_TOOLS, TIMELINE_TOOLS, Tool};
 
 /// Most context items rendered into a prompt, per list.
 const MAX_PROMPT_ITEMS: usize = 30;
@@ -47,6 +49,24 @@ pub const AGENTS: &[Agent] = &[
     },
 ];
 
+/// The agents' names, in [`AGENTS`]' order: the values `call_agent`'s `agent` accepts.
+pub const AGENT_NAMES: &[&str] = &[
+    "task_agent",
+    "project_agent",
+    "timeline_agent",
+    "note_agent",
+];
+
+/// Whether an agent may hand sub-questions to another (`call_agent`): the agents the router
+/// runs may; an agent so called may not, so calls go one level deep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Run by the router (alone or in a pipeline): has `call_agent`.
+    Routed,
+    /// Called by another agent: its own tools only.
+    Called,
+}
+
 /// The agent `classify_intent` falls back to.
 pub const FALLBACK_AGENT: &str = "task_agent";
 
@@ -71,7 +91,8 @@ pub struct AgentInfo {
     #[schema(example = "task_agent")]
     pub name: String,
     pub description: String,
-    /// The names of its tools, in the order the model is given them.
+    /// The names of its tools, in the order the model is given them: its own, then
+    /// `call_agent` (asking another agent a sub-question).
     pub tools: Vec<String>,
 }
 
@@ -83,8 +104,7 @@ pub fn agent_infos() -> Vec<AgentInfo> {
             name: agent.name.to_owned(),
             description: agent.description.to_owned(),
             tools: agent
-                .tools
-                .iter()
+                .tools_at(Depth::Routed)
                 .map(|tool| tool.name.to_owned())
                 .collect(),
         })
@@ -92,8 +112,34 @@ pub fn agent_infos() -> Vec<AgentInfo> {
 }
 
 impl Agent {
-    pub fn tool(&self, name: &str) -> Option<&'static Tool> {
-        self.tools.iter().find(|tool| tool.name == name)
+    /// The tools the agent has at `depth`: its own, then `call_agent` when it may call.
+    pub fn tools_at(&self, depth: Depth) -> impl Iterator<Item = &'static Tool> {
+        let call = (depth == Depth::Routed).then_some(&CALL_AGENT);
+        self.tools.iter().chain(call)
+    }
+
+    /// The tool `name`, if the agent has it at `depth`.
+    pub fn tool(&self, name: &str, depth: Depth) -> Option<&'static Tool> {
+        self.tools_at(depth).find(|tool| tool.name == name)
+    }
+
+    /// The tools as the model sees them at `depth`. `call_agent`'s `agent` lists the other
+    /// agents only (asking itself is refused anyway).
+    pub fn tool_specs(&self, depth: Depth) -> Vec<ToolSpec> {
+        self.tools_at(depth)
+            .map(|tool| {
+                let mut spec = tool.spec();
+                if tool.name == CALL_AGENT.name {
+                    let others: Vec<&str> = AGENT_NAMES
+                        .iter()
+                        .copied()
+                        .filter(|name| *name != self.name)
+                        .collect();
+                    spec.parameters["properties"]["agent"]["enum"] = json!(others);
+                }
+                spec
+            })
+            .collect()
     }
 
     /// The built-in text of this agent's system prompt (its template).
@@ -150,6 +196,33 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_names_call_agent_accepts_are_the_agents() {
+        let names: Vec<&str> = AGENTS.iter().map(|agent| agent.name).collect();
+        assert_eq!(names, AGENT_NAMES);
+    }
+
+    #[test]
+    fn routed_agents_may_call_the_others_and_called_ones_may_not() {
+        for agent in AGENTS {
+            let routed = agent.tool_specs(Depth::Routed);
+            assert_eq!(routed.len(), agent.tools.len() + 1);
+            let call = routed.last().unwrap();
+            assert_eq!(call.name, "call_agent");
+            let allowed = call.parameters["properties"]["agent"]["enum"]
+                .as_array()
+                .unwrap();
+            assert_eq!(allowed.len(), AGENTS.len() - 1);
+            assert!(!allowed.contains(&json!(agent.name)));
+            assert!(agent.tool("call_agent", Depth::Routed).is_some());
+
+            let called = agent.tool_specs(Depth::Called);
+            assert_eq!(called.len(), agent.tools.len());
+            assert!(called.iter().all(|spec| spec.name != "call_agent"));
+            assert!(agent.tool("call_agent", Depth::Called).is_none());
+        }
+    }
 
     #[test]
     fn civil_dates() {

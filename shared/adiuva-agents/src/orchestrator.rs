@@ -15,9 +15,11 @@ use adiuva_tracing::{Generation, Langfuse, Trace};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use crate::agents::{self, AGENTS, Agent, FALLBACK_AGENT};
+use crate::agents::{self, AGENTS, Agent, Depth, FALLBACK_AGENT};
 use crate::meter::{Meter, MeterError, Spent};
-use crate::schema::{ChatContext, ChatRequest, ChatResponse, ExecutionMode, PlanAction};
+use crate::schema::{
+    ActionType, ChatContext, ChatRequest, ChatResponse, ExecutionMode, PlanAction,
+};
 
 /// Model calls one agent may make for one request (reference: `_tool_loop(max_iter=5)`).
 pub const MAX_TOOL_ITERATIONS: usize = 5;
@@ -147,11 +149,15 @@ pub fn protected_texts() -> Vec<String> {
     texts.push(ROUTER_PROMPT.to_owned());
     texts.push(SYNTHESIS_PROMPT.to_owned());
     for agent in AGENTS {
-        for tool in agent.tools {
+        for tool in agent.tools_at(Depth::Routed) {
             texts.push(tool.description.to_owned());
-            texts.push(tool.spec().parameters.to_string());
+        }
+        for spec in agent.tool_specs(Depth::Routed) {
+            texts.push(spec.parameters.to_string());
         }
     }
+    texts.sort();
+    texts.dedup();
     texts
 }
 
@@ -274,6 +280,60 @@ struct AgentRun {
     agent: &'static str,
     text: String,
     actions: Vec<PlanAction>,
+    /// Model calls it made, those of the agents it called included.
+    calls: usize,
+    /// It answered (rather than still calling tools at its last allowed call).
+    finished: bool,
+}
+
+/// What one agent run is asked.
+#[derive(Debug, Clone, Copy)]
+struct Ask<'q> {
+    /// The user's message, or the sub-question another agent handed over.
+    message: &'q str,
+    /// The agent that called it (`call_agent`); `None`: the router ran it.
+    asked_by: Option<&'static str>,
+    /// The most model calls it may make.
+    calls: usize,
+}
+
+impl<'q> Ask<'q> {
+    /// The user's own message, for an agent the router runs.
+    fn routed(message: &'q str) -> Self {
+        Self {
+            message,
+            asked_by: None,
+            calls: MAX_TOOL_ITERATIONS,
+        }
+    }
+}
+
+/// The agent and question of a validated `call_agent` action of `caller`, which may still make
+/// `left` model calls for it; why not, in words for the model.
+fn delegation<'a>(
+    action: &'a PlanAction,
+    caller: &Agent,
+    left: usize,
+) -> Result<(&'static Agent, &'a str), String> {
+    let callee = action
+        .agent
+        .as_deref()
+        .and_then(agents::get)
+        .ok_or("call_agent names no known agent")?;
+    if callee.name == caller.name {
+        return Err("you cannot call yourself; answer it with your own tools".to_owned());
+    }
+    let question = action
+        .data
+        .as_ref()
+        .and_then(|data| data.get("question"))
+        .and_then(Value::as_str)
+        .filter(|question| !question.trim().is_empty())
+        .ok_or("call_agent needs a question")?;
+    if left == 0 {
+        return Err("no steps are left to ask another agent; answer with what you have".to_owned());
+    }
+    Ok((callee, question))
 }
 
 /// What one request carries along: its trace, the prompts it uses and its AI budget.
@@ -391,9 +451,10 @@ impl Orchestrator {
         if request.execution_mode == ExecutionMode::Plan {
             return Ok(Answer::Plan(plan_for(&route, &request.message)));
         }
-        // Every prompt this request uses, before any text goes out, so that the stream's
-        // sanitizers know them all.
-        for agent in &route {
+        // Every prompt this request may use, before any text goes out, so that the stream's
+        // sanitizers know them all: the routed agents' and, as any of them may call another,
+        // every agent's.
+        for agent in route.iter().copied().chain(AGENTS) {
             self.fetch_prompt(run, agent.template, agent.builtin_prompt())
                 .await;
         }
@@ -411,7 +472,14 @@ impl Orchestrator {
         let (text, mut actions) = match route.as_slice() {
             [agent] => {
                 let result = self
-                    .run_agent(agent, request, &[], output.as_mut(), run)
+                    .run_agent(
+                        agent,
+                        Ask::routed(&request.message),
+                        request,
+                        &[],
+                        output.as_mut(),
+                        run,
+                    )
                     .await?;
                 (result.text, result.actions)
             }
@@ -484,7 +552,16 @@ impl Orchestrator {
     ) -> Result<(String, Vec<PlanAction>), ChatError> {
         let mut runs: Vec<AgentRun> = Vec::with_capacity(agents.len());
         for agent in agents {
-            let result = self.run_agent(agent, request, &runs, None, run).await?;
+            let result = self
+                .run_agent(
+                    agent,
+                    Ask::routed(&request.message),
+                    request,
+                    &runs,
+                    None,
+                    run,
+                )
+                .await?;
             runs.push(result);
         }
         let results = runs
@@ -513,20 +590,30 @@ impl Orchestrator {
         Ok((reply.content, actions))
     }
 
-    /// One agent's tool loop: at most [`MAX_TOOL_ITERATIONS`] model calls; invalid tool
-    /// arguments are answered to the model as errors, never executed.
+    /// One agent's tool loop: at most `ask.calls` model calls (a routed agent's
+    /// [`MAX_TOOL_ITERATIONS`]); invalid tool arguments are answered to the model as errors,
+    /// never executed. A `call_agent` runs the other agent's loop inside this one: its model
+    /// calls come out of the same count (one is always kept for this agent to answer), are
+    /// charged to the same meter, and its text goes to the same `output`; its answer is the
+    /// tool's result and its actions join this agent's.
     async fn run_agent(
         &self,
         agent: &'static Agent,
+        ask: Ask<'_>,
         request: &ChatRequest,
         previous: &[AgentRun],
         mut output: Option<&mut Output<'_>>,
         run: &mut Run<'_>,
     ) -> Result<AgentRun, ChatError> {
         let context = &request.context;
+        let depth = if ask.asked_by.is_some() {
+            Depth::Called
+        } else {
+            Depth::Routed
+        };
         let mut messages = vec![Message::system(agent.system_prompt(
             run.prompt(agent.template),
-            &request.message,
+            ask.message,
             context,
         ))];
         let mut facts = Map::new();
@@ -548,23 +635,30 @@ impl Orchestrator {
                 .collect();
             facts.insert("previous_results".into(), json!(results));
         }
+        if let Some(asked_by) = ask.asked_by {
+            facts.insert("asked_by".into(), json!(asked_by));
+        }
         if !facts.is_empty() {
             messages.push(Message::system(format!(
                 "Context from the user's app (JSON): {}",
                 Value::Object(facts)
             )));
         }
-        let history = &context.conversation_history;
-        messages.extend(
-            history[history.len().saturating_sub(MAX_HISTORY_TURNS)..]
-                .iter()
-                .filter_map(history_message),
-        );
-        messages.push(Message::user(request.message.clone()));
+        // A called agent answers one sub-question: the conversation is its caller's.
+        if depth == Depth::Routed {
+            let history = &context.conversation_history;
+            messages.extend(
+                history[history.len().saturating_sub(MAX_HISTORY_TURNS)..]
+                    .iter()
+                    .filter_map(history_message),
+            );
+        }
+        messages.push(Message::user(ask.message.to_owned()));
 
-        let tools: Vec<ToolSpec> = agent.tools.iter().map(|tool| tool.spec()).collect();
+        let tools = agent.tool_specs(depth);
         let mut actions = Vec::new();
-        for iteration in 1..=MAX_TOOL_ITERATIONS {
+        let mut calls = 0;
+        while calls < ask.calls {
             let reply = self
                 .call(
                     self.llm.agent(),
@@ -575,11 +669,14 @@ impl Orchestrator {
                     (agent.name, agent.template),
                 )
                 .await?;
+            calls += 1;
             if reply.tool_calls.is_empty() {
                 return Ok(AgentRun {
                     agent: agent.name,
                     text: reply.content,
                     actions,
+                    calls,
+                    finished: true,
                 });
             }
             messages.push(Message::Assistant {
@@ -589,7 +686,7 @@ impl Orchestrator {
             for call in &reply.tool_calls {
                 let started = SystemTime::now();
                 let name = call.function.name.as_str();
-                let (result, error) = match agent.tool(name) {
+                let (result, error) = match agent.tool(name, depth) {
                     None => (
                         json!({"error": format!("{name} is not one of your tools")}),
                         Some("unknown_tool"),
@@ -612,11 +709,63 @@ impl Orchestrator {
                             tracing::info!(
                                 agent = agent.name,
                                 tool = name,
-                                iteration,
+                                iteration = calls,
                                 "tool called"
                             );
-                            actions.extend(outcome.action);
-                            (outcome.result, None)
+                            match outcome.action {
+                                Some(action) if action.kind == ActionType::CallAgent => {
+                                    // Every call but one this agent keeps to answer.
+                                    let left = (ask.calls - calls).saturating_sub(1);
+                                    match delegation(&action, agent, left) {
+                                        Err(reason) => {
+                                            tracing::info!(
+                                                agent = agent.name,
+                                                reason,
+                                                "call_agent refused"
+                                            );
+                                            (json!({"error": reason}), Some("call_refused"))
+                                        }
+                                        Ok((callee, question)) => {
+                                            let called = Box::pin(self.run_agent(
+                                                callee,
+                                                Ask {
+                                                    message: question,
+                                                    asked_by: Some(agent.name),
+                                                    calls: left,
+                                                },
+                                                request,
+                                                &[],
+                                                output.as_deref_mut(),
+                                                run,
+                                            ))
+                                            .await?;
+                                            calls += called.calls;
+                                            if let Some(output) = output.as_deref_mut()
+                                                && !called.text.is_empty()
+                                            {
+                                                // The caller's own text starts a paragraph.
+                                                output.push("\n\n").await?;
+                                            }
+                                            actions.extend(called.actions);
+                                            if called.finished {
+                                                (
+                                                    json!({"agent": callee.name, "answer": called.text}),
+                                                    None,
+                                                )
+                                            } else {
+                                                (
+                                                    json!({"agent": callee.name, "error": "it needed more steps than were left and stopped before answering"}),
+                                                    Some("call_unfinished"),
+                                                )
+                                            }
+                                        }
+                                    }
+                                }
+                                action => {
+                                    actions.extend(action);
+                                    (outcome.result, None)
+                                }
+                            }
                         }
                     },
                 };
@@ -629,8 +778,19 @@ impl Orchestrator {
         }
         tracing::warn!(
             agent = agent.name,
-            "the agent still called tools after {MAX_TOOL_ITERATIONS} model calls"
+            calls,
+            "the agent still called tools after its last allowed model call"
         );
+        if depth == Depth::Called {
+            // Its caller says what happened, in its own words.
+            return Ok(AgentRun {
+                agent: agent.name,
+                text: String::new(),
+                actions,
+                calls,
+                finished: false,
+            });
+        }
         if let Some(output) = output {
             output.push(ITERATION_CAP_REPLY).await?;
         }
@@ -638,6 +798,8 @@ impl Orchestrator {
             agent: agent.name,
             text: ITERATION_CAP_REPLY.to_owned(),
             actions,
+            calls,
+            finished: false,
         })
     }
 
@@ -734,19 +896,91 @@ pub fn parse_route(answer: &str) -> Vec<&'static Agent> {
     route
 }
 
-/// Plan mode: one LLM step per agent, naming its template by id, each later step reading the
+/// Plan mode: the first agent's LLM step, naming its template by id, then for each further
+/// agent a `call_agent` step (the plan's agent hands that part over), each reading the
 /// previous step's output. The client runs it; no prompt text is in it.
 fn plan_for(route: &[&'static Agent], message: &str) -> ExecutionPlan {
-    let mut builder = ExecutionPlanBuilder::new(route[0].name);
+    let mut builder = ExecutionPlanBuilder::new(route[0].name).known_agents(agents::AGENT_NAMES);
     for (index, agent) in route.iter().enumerate() {
         let mut variables = Map::new();
         variables.insert("user_message".into(), json!(message));
-        builder = builder.add_llm_step(agent.template, variables);
-        if index > 0 {
-            builder = builder.with_data_from_step(index - 1);
-        }
+        builder = if index == 0 {
+            builder.add_llm_step(agent.template, variables)
+        } else {
+            builder
+                .add_call_agent_step(agent.name, agent.template, variables)
+                .with_data_from_step(index - 1)
+        };
     }
     builder
         .build()
-        .expect("agent templates exist and steps are in order")
+        .expect("agent templates exist, called agents are other known ones, steps are in order")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(agent: Option<&str>, question: Value) -> PlanAction {
+        PlanAction {
+            kind: ActionType::CallAgent,
+            table: None,
+            data: Some(json!({ "question": question })),
+            agent: agent.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_plan_action_and_the_plan_step_are_both_call_agent() {
+        assert_eq!(
+            serde_json::to_value(ActionType::CallAgent).unwrap(),
+            adiuva_plans::CALL_AGENT_ACTION
+        );
+    }
+
+    #[test]
+    fn a_call_agent_action_names_another_agent_and_a_question() {
+        let task = agents::get("task_agent").unwrap();
+        let asked = call(Some("note_agent"), json!("Which notes mention Launch?"));
+        let (callee, question) = delegation(&asked, task, 3).unwrap();
+        assert_eq!(
+            (callee.name, question),
+            ("note_agent", "Which notes mention Launch?")
+        );
+        for (action, why) in [
+            (call(Some("task_agent"), json!("q")), "yourself"),
+            (call(Some("made_up_agent"), json!("q")), "no known agent"),
+            (call(None, json!("q")), "no known agent"),
+            (call(Some("note_agent"), json!("  ")), "needs a question"),
+            (call(Some("note_agent"), Value::Null), "needs a question"),
+        ] {
+            let err = delegation(&action, task, 3).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+        let err = delegation(&asked, task, 0).unwrap_err();
+        assert!(err.contains("no steps are left"), "{err}");
+    }
+
+    #[test]
+    fn a_pipeline_plan_hands_the_later_agents_over_with_call_agent() {
+        let route = parse_route("project_agent, task_agent, note_agent");
+        let plan = plan_for(&route, "plan the launch");
+        assert_eq!(plan.agent, "project_agent");
+        let actions: Vec<&str> = plan.steps.iter().map(|step| step.action.as_str()).collect();
+        assert_eq!(actions, ["llm_generate", "call_agent", "call_agent"]);
+        let callees: Vec<&Value> = plan.steps[1..]
+            .iter()
+            .map(|step| &step.variables.as_ref().unwrap()["agent"])
+            .collect();
+        assert_eq!(callees, [&json!("task_agent"), &json!("note_agent")]);
+        assert_eq!(
+            plan.steps[2].prompt_template.as_deref(),
+            Some("tpl_note_agent_default")
+        );
+        assert_eq!(plan.steps[2].data_from_step, Some(1));
+        // One agent: one LLM step, nothing to hand over.
+        let plan = plan_for(&parse_route("note_agent"), "x");
+        assert_eq!(plan.steps.len(), 1);
+        assert_eq!(plan.steps[0].action, adiuva_plans::LLM_ACTION);
+    }
 }

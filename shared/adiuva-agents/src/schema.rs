@@ -111,6 +111,8 @@ pub enum ActionType {
     DeleteRecord,
     IndexDocument,
     SendNotification,
+    /// Another agent asked a sub-question (`agent`, `data.question`): run by the server
+    /// itself (the `call_agent` tool), so a chat's answer never carries one.
     CallAgent,
 }
 

@@ -61,6 +61,10 @@ pub enum Effect {
         table: &'static str,
         id: Option<&'static str>,
     },
+    /// Hands a sub-question to another agent: a `call_agent` [`PlanAction`] that the
+    /// orchestrator runs itself (the other agent's tool loop) and answers to the model with
+    /// that agent's answer; it never reaches the client.
+    CallAgent,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -396,6 +400,30 @@ pub const NOTE_TOOLS: &[Tool] = &[
     },
 ];
 
+/// The one tool that is not an agent's own: `call_agent` hands a sub-question to another agent
+/// (reference: `AgentRegistry.call_agent(name, query, context)`). Every agent the router runs
+/// is given it; an agent so called is not (one level deep). The schema the model sees lists
+/// the other three agents only ([`crate::agents::Agent::tool_specs`]).
+pub const CALL_AGENT: Tool = Tool {
+    name: "call_agent",
+    description: "Ask another assistant a sub-question in its own domain (tasks, projects, \
+milestones or notes) and get its answer. It sees the same app context and may plan changes \
+of its own.",
+    params: &[
+        req(
+            "agent",
+            Kind::OneOf(crate::agents::AGENT_NAMES),
+            "The assistant to ask",
+        ),
+        req(
+            "question",
+            Kind::String,
+            "The sub-question, complete in itself",
+        ),
+    ],
+    effect: Effect::CallAgent,
+};
+
 /// What a tool call produced: the text answered to the model, and an action for the client.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -494,6 +522,20 @@ impl Tool {
                 };
                 Outcome {
                     result: json!({"status": "planned", "action": action}),
+                    action: Some(action),
+                }
+            }
+            Effect::CallAgent => {
+                let agent = args.get("agent").and_then(Value::as_str).map(str::to_owned);
+                let question = args.get("question").cloned().unwrap_or(Value::Null);
+                let action = PlanAction {
+                    kind: ActionType::CallAgent,
+                    table: None,
+                    data: Some(json!({ "question": question })),
+                    agent,
+                };
+                Outcome {
+                    result: json!({"status": "delegated"}),
                     action: Some(action),
                 }
             }

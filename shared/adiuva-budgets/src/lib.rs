@@ -18,6 +18,9 @@
 //!   two) stays charged: it can cost the account tokens it did not use, never give it tokens
 //!   it did. The only overspend is a call that used more than its estimate, at most one
 //!   reservation's worth per call in flight.
+//! - **Retention.** [`Budgets::purge_expired`] (the janitor's `purge-ai-budgets` job) deletes
+//!   the counters of months more than `AI_BUDGET_RETENTION_MONTHS` (13) before the current
+//!   one, with their per-model rows.
 
 mod period;
 
@@ -29,17 +32,20 @@ use adiuva_db::Database;
 use adiuva_error::{DomainError, ErrorKind, unavailable};
 use serde::Serialize;
 
-pub use period::{next_period_start, period_of};
+pub use period::{next_period_start, period_months_before, period_of};
 
 /// `AI_MONTHLY_TOKENS_FREE` (50,000), `AI_MONTHLY_TOKENS_PRO` (2,000,000),
 /// `AI_MONTHLY_TOKENS_POWER` (10,000,000) and `AI_MONTHLY_TOKENS_TEAM` (10,000,000 per paid
-/// seat, pooled for the team's members): tokens a month, prompt and completion together.
+/// seat, pooled for the team's members): tokens a month, prompt and completion together; and
+/// `AI_BUDGET_RETENTION_MONTHS` (13): how many months before the current one keep their
+/// counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BudgetSettings {
     pub free: u64,
     pub pro: u64,
     pub power: u64,
     pub team_per_seat: u64,
+    pub retention_months: u32,
 }
 
 impl BudgetSettings {
@@ -50,6 +56,7 @@ impl BudgetSettings {
             pro: source.number_in("AI_MONTHLY_TOKENS_PRO", 2_000_000, 0..=MAX)?,
             power: source.number_in("AI_MONTHLY_TOKENS_POWER", 10_000_000, 0..=MAX)?,
             team_per_seat: source.number_in("AI_MONTHLY_TOKENS_TEAM", 10_000_000, 0..=MAX)?,
+            retention_months: source.number_in("AI_BUDGET_RETENTION_MONTHS", 13, 1..=1200)?,
         })
     }
 
@@ -153,6 +160,15 @@ pub struct ModelUsage {
     /// Some call of this model reported no usage and was charged its estimate (prompt at 4
     /// bytes a token, completion at its `max_tokens`).
     pub estimated: bool,
+}
+
+/// What `purge-ai-budgets` did: serialized into its summary line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Purged {
+    /// Month counters deleted (each with its per-model rows).
+    pub deleted: u64,
+    /// The oldest month kept, `YYYY-MM`: every earlier one is gone.
+    pub kept_from: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -413,6 +429,30 @@ impl Budgets {
     }
 }
 
+impl Budgets {
+    /// Deletes the counters (users' and teams') of the months more than
+    /// `AI_BUDGET_RETENTION_MONTHS` before the current one; their per-model rows go with them
+    /// (`ON DELETE CASCADE`). Idempotent, and safe next to chats: those reserve and settle on
+    /// the current month's counter (or, across midnight at a month's end, the one before),
+    /// which the smallest retention, one month, keeps.
+    pub async fn purge_expired(&self) -> Result<Purged, BudgetError> {
+        self.purge_expired_at(adiuva_db::now_ms()).await
+    }
+
+    /// [`Self::purge_expired`] as if it were `now` (ms).
+    pub async fn purge_expired_at(&self, now: i64) -> Result<Purged, BudgetError> {
+        let kept_from = period_months_before(now, self.settings.retention_months);
+        // `YYYY-MM` orders as the months do.
+        let done = sqlx::query("DELETE FROM ai_budgets WHERE period < $1")
+            .bind(&kept_from)
+            .execute(self.db.pool())
+            .await?;
+        let deleted = done.rows_affected();
+        tracing::info!(deleted, kept_from, "old AI budget months purged");
+        Ok(Purged { deleted, kept_from })
+    }
+}
+
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -435,6 +475,7 @@ mod tests {
                 pro: 2_000_000,
                 power: 10_000_000,
                 team_per_seat: 10_000_000,
+                retention_months: 13,
             }
         );
         assert_eq!(settings.own(Tier::Free), 50_000);
@@ -443,6 +484,8 @@ mod tests {
         assert_eq!(settings.team(0), 0);
         let bad = Source::from_pairs([("AI_MONTHLY_TOKENS_PRO", "-1")]);
         assert!(BudgetSettings::from_source(&bad).is_err());
+        let none_kept = Source::from_pairs([("AI_BUDGET_RETENTION_MONTHS", "0")]);
+        assert!(BudgetSettings::from_source(&none_kept).is_err());
     }
 
     #[test]

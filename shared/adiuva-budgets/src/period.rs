@@ -20,6 +20,17 @@ pub fn next_period_start(ms: i64) -> i64 {
     days_from_civil(year, month, 1) * DAY_MS
 }
 
+/// `YYYY-MM` of the month `months` before the one (UTC) that `ms` falls in.
+pub fn period_months_before(ms: i64, months: u32) -> String {
+    let (year, month) = civil_month(ms.div_euclid(DAY_MS));
+    let index = year * 12 + (month - 1) - i64::from(months);
+    format!(
+        "{:04}-{:02}",
+        index.div_euclid(12),
+        index.rem_euclid(12) + 1
+    )
+}
+
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
@@ -74,5 +85,15 @@ mod tests {
             next_period_start(feb_2028),
             days_from_civil(2028, 3, 1) * DAY_MS
         );
+    }
+
+    #[test]
+    fn months_before_cross_years() {
+        assert_eq!(period_months_before(DEC_2026, 0), "2026-12");
+        assert_eq!(period_months_before(DEC_2026, 11), "2026-01");
+        assert_eq!(period_months_before(DEC_2026, 12), "2025-12");
+        assert_eq!(period_months_before(DEC_2026, 13), "2025-11");
+        assert_eq!(period_months_before(JAN_2027, 1), "2026-12");
+        assert_eq!(period_months_before(JAN_2027, 25), "2024-12");
     }
 }

@@ -22,6 +22,12 @@ pub use templates::{PromptTemplate, PromptTemplateRegistry, render};
 /// The action of a step that asks the LLM, with `prompt_template` naming the prompt.
 pub const LLM_ACTION: &str = "llm_generate";
 
+/// The action of a step the plan's agent hands to another agent (reference: the plan action
+/// `call_agent`): `variables.agent` names that agent, `prompt_template` its template, and the
+/// other variables are its template's. One level deep: the plan's own agent calls, never a
+/// called one, and never itself.
+pub const CALL_AGENT_ACTION: &str = "call_agent";
+
 /// A plan the client runs step by step (reference: `ExecutionPlan {agent, steps}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecutionPlan {
@@ -40,7 +46,8 @@ pub struct ExecutionPlan {
 /// One step of a plan (reference: `PlanStep`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanStep {
-    /// `llm_generate` for an LLM step, else a data action the client applies (`create_tasks`,
+    /// `llm_generate` for an LLM step, `call_agent` for an LLM step run by another agent
+    /// (named by `variables.agent`), else a data action the client applies (`create_tasks`,
     /// `create_note`, ...).
     pub action: String,
     /// Opaque id of a server-side prompt template (LLM steps only).
@@ -68,12 +75,17 @@ pub enum PlanError {
     UnknownTemplate { step: usize, template_id: String },
     #[error("step {step} takes data from step {data_from_step}, which is not an earlier step")]
     InvalidStepReference { step: usize, data_from_step: usize },
+    /// A `call_agent` step names no agent, an unknown one, or the plan's own agent.
+    #[error("step {step}'s call_agent must name another known agent in variables.agent")]
+    InvalidCallAgent { step: usize },
 }
 
 /// Builds an [`ExecutionPlan`]; [`ExecutionPlanBuilder::build`] checks it.
 #[derive(Debug, Clone)]
 pub struct ExecutionPlanBuilder {
     registry: PromptTemplateRegistry,
+    /// The agents a `call_agent` step may name; `None`: any name.
+    agents: Option<&'static [&'static str]>,
     plan: ExecutionPlan,
 }
 
@@ -81,6 +93,7 @@ impl ExecutionPlanBuilder {
     pub fn new(agent: impl Into<String>) -> Self {
         Self {
             registry: PromptTemplateRegistry::builtin(),
+            agents: None,
             plan: ExecutionPlan {
                 plan_id: None,
                 description: None,
@@ -130,6 +143,31 @@ impl ExecutionPlanBuilder {
         self
     }
 
+    /// The agents a `call_agent` step may name (the agent registry's names), checked by
+    /// [`Self::build`].
+    pub fn known_agents(mut self, agents: &'static [&'static str]) -> Self {
+        self.agents = Some(agents);
+        self
+    }
+
+    /// A step the plan's agent hands to `agent`: that agent runs its template `template_id`
+    /// with `variables` (reference: the plan action `call_agent`).
+    pub fn add_call_agent_step(
+        mut self,
+        agent: impl Into<String>,
+        template_id: impl Into<String>,
+        mut variables: Map<String, Value>,
+    ) -> Self {
+        variables.insert("agent".to_owned(), Value::String(agent.into()));
+        self.plan.steps.push(PlanStep {
+            action: CALL_AGENT_ACTION.to_owned(),
+            prompt_template: Some(template_id.into()),
+            variables: Some(variables),
+            data_from_step: None,
+        });
+        self
+    }
+
     /// A step that applies `action` to the output of step `data_from_step` (0-based).
     pub fn add_data_step(mut self, action: impl Into<String>, data_from_step: usize) -> Self {
         self.plan.steps.push(PlanStep {
@@ -169,6 +207,21 @@ impl ExecutionPlanBuilder {
                     step,
                     template_id: template_id.clone(),
                 });
+            }
+            if item.action == CALL_AGENT_ACTION {
+                let agent = item
+                    .variables
+                    .as_ref()
+                    .and_then(|variables| variables.get("agent"))
+                    .and_then(Value::as_str);
+                let valid = agent.is_some_and(|agent| {
+                    !agent.trim().is_empty()
+                        && agent != plan.agent
+                        && self.agents.is_none_or(|known| known.contains(&agent))
+                });
+                if !valid {
+                    return Err(PlanError::InvalidCallAgent { step });
+                }
             }
             if let Some(data_from_step) = item.data_from_step
                 && data_from_step >= step
@@ -323,6 +376,45 @@ mod tests {
             .add_data_step("create_tasks", 0)
             .build()
             .unwrap();
+    }
+
+    #[test]
+    fn call_agent_steps_name_another_known_agent() {
+        const AGENTS: &[&str] = &["task_agent", "note_agent"];
+        let plan = ExecutionPlanBuilder::new("task_agent")
+            .known_agents(AGENTS)
+            .add_llm_step("tpl_task_agent_default", vars())
+            .add_call_agent_step("note_agent", "tpl_note_agent_default", vars())
+            .with_data_from_step(0)
+            .build()
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(&plan.steps[1]).unwrap(),
+            json!({"action": "call_agent", "prompt_template": "tpl_note_agent_default",
+                   "variables": {"project_name": "Launch", "agent": "note_agent"},
+                   "data_from_step": 0})
+        );
+        for callee in ["task_agent", "made_up_agent", " "] {
+            let err = ExecutionPlanBuilder::new("task_agent")
+                .known_agents(AGENTS)
+                .add_llm_step("tpl_task_agent_default", vars())
+                .add_call_agent_step(callee, "tpl_note_agent_default", vars())
+                .build()
+                .unwrap_err();
+            assert_eq!(err, PlanError::InvalidCallAgent { step: 1 }, "{callee}");
+        }
+        // A call_agent step without an agent at all.
+        let err = ExecutionPlanBuilder::new("task_agent")
+            .add_step(CALL_AGENT_ACTION, Some(vars()))
+            .build()
+            .unwrap_err();
+        assert_eq!(err, PlanError::InvalidCallAgent { step: 0 });
+        // Its template is checked like any LLM step's.
+        let err = ExecutionPlanBuilder::new("task_agent")
+            .add_call_agent_step("note_agent", "tpl_made_up", vars())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, PlanError::UnknownTemplate { step: 0, .. }));
     }
 
     #[test]
