@@ -1,7 +1,7 @@
 //! The admin role: the route guard (403 for everyone else) and the `adiuva-local admin`
 //! command that grants and revokes it, on both databases.
 
-use adiuva_pipeline::{CurrentUser, admin_only};
+use adiuva_pipeline::CurrentUser;
 use axum::body::Body;
 use axum::http::Request;
 use reqwest::StatusCode;
@@ -13,14 +13,14 @@ use crate::harness::{Backend, TestApp, spawn_app};
 
 backend_tests!(the_admin_guard_answers_403_to_everyone_else_and_the_command_grants_the_role);
 
-/// A guarded route behind the whole pipeline of `app`'s context.
+#[utoipa::path(get, path = "/api/v1/admin/whoami", responses((status = 200, description = "The admin's email")))]
+async fn whoami(CurrentUser(caller): CurrentUser) -> axum::Json<Value> {
+    axum::Json(json!({"email": caller.email}))
+}
+
+/// A route declared `.admin()`, behind the whole pipeline of `app`'s context.
 fn guarded(app: &TestApp) -> axum::Router {
-    let routes = admin_only(adiuva_http::Routes::new().route(
-        "/api/v1/admin/whoami",
-        axum::routing::get(|CurrentUser(caller): CurrentUser| async move {
-            axum::Json(json!({"email": caller.email}))
-        }),
-    ));
+    let routes = adiuva_http::Routes::new().routes(adiuva_http::routes!(whoami).admin());
     adiuva_pipeline::authenticated("admin-test", routes, &app.context)
         .unwrap()
         .into_router()

@@ -288,59 +288,65 @@ fn watch_paths_normalize() {
     );
 }
 
-/// The route policy table of adiuva-http is the one place public routes are declared: the
-/// OpenAPI document marks exactly the other operations as authenticated, every entry names a
-/// real route, and no path mixes public and authenticated methods.
+/// Each route's policy is declared where its function registers it: the OpenAPI document
+/// marks exactly the non-public operations as authenticated, and every declared route (with its
+/// policy) is a documented operation and the other way round.
 #[tokio::test]
-async fn public_and_idempotent_routes_are_declared_in_one_place() {
-    use adiuva_http::routes::{IDEMPOTENT_ROUTES, PUBLIC_ROUTES, is_public, is_public_path};
-    use reqwest::Method;
-
+async fn route_policies_are_declared_where_the_routes_are() {
     let (context, _dir) = code_context();
     let document = serde_json::to_value(local::openapi(&context).unwrap()).unwrap();
-    let routes = operations(&document);
-    for (method, path) in &routes {
+    let policies = declared_policies();
+    assert_eq!(
+        policies.keys().cloned().collect::<BTreeSet<_>>(),
+        operations(&document),
+        "the declared routes and the document differ"
+    );
+    for ((method, path), policy) in &policies {
         let operation = &document["paths"][path][method.to_lowercase()];
         let authenticated = operation["security"]
             .as_array()
             .is_some_and(|list| !list.is_empty());
-        let method = Method::from_bytes(method.as_bytes()).unwrap();
         assert_eq!(
-            is_public(&method, path),
-            !authenticated,
-            "{method} {path}: the policy table and the document disagree"
+            policy.public, !authenticated,
+            "{method} {path}: the declaration and the document disagree"
         );
+        assert!(
+            !policy.idempotent || method == "POST",
+            "{method} {path}: only a POST is idempotent"
+        );
+    }
+    let public: BTreeSet<&str> = policies
+        .iter()
+        .filter(|(_, policy)| policy.public)
+        .map(|((_, path), _)| path.as_str())
+        .collect();
+    assert!(public.contains("/api/v1/auth/login") && public.contains("/api/v1/billing/webhook"));
+    for ((method, path), policy) in &policies {
         assert_eq!(
-            is_public_path(path),
-            !authenticated,
-            "{path} mixes public and authenticated methods"
+            policy.public,
+            public.contains(path.as_str()),
+            "{method} {path} mixes public and authenticated methods"
         );
     }
-    // The local server's own routes (the document itself, signed uploads and downloads, the
-    // stub page, the docs page) are not in the API's document; every other entry is.
-    let local_only = [
-        ("GET", local::OPENAPI_PATH),
-        ("PUT", "/api/v1/storage/blobs/{token}"),
-        ("GET", "/api/v1/storage/blobs/{token}"),
-        ("GET", adiuva_billing::STUB_PATH),
-        ("GET", local::docs::DOCS_PATH),
-        ("GET", local::docs::INIT_PATH),
-        ("GET", local::docs::SCRIPT_PATH),
-    ];
-    for (method, path) in PUBLIC_ROUTES {
-        let route = ((*method).to_owned(), (*path).to_owned());
-        assert!(
-            routes.contains(&route) || local_only.contains(&(*method, *path)),
-            "public route {method} {path} does not exist"
-        );
-    }
-    for (method, path) in IDEMPOTENT_ROUTES {
-        assert_eq!(*method, "POST");
-        assert!(
-            routes.contains(&((*method).to_owned(), (*path).to_owned())),
-            "idempotent route {method} {path} does not exist"
-        );
-    }
+    let idempotent = policies.values().filter(|policy| policy.idempotent).count();
+    let admin = policies.values().filter(|policy| policy.admin).count();
+    assert!(idempotent >= 14 && admin >= 5, "{idempotent} {admin}");
+}
+
+/// Every function's declared routes and their policies, by (METHOD, path).
+pub fn declared_policies() -> BTreeMap<Route, adiuva_http::routes::Policy> {
+    let (context, _dir) = code_context();
+    local::functions(&context)
+        .unwrap()
+        .iter()
+        .flat_map(|(_, function)| {
+            function
+                .policies()
+                .routes()
+                .map(|route| ((route.method.clone(), route.path.clone()), route.policy))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// CORS comes from one list: API Gateway's configuration in infra/ equals the code's, and it
@@ -402,9 +408,7 @@ async fn every_documented_header_parameter_is_allowed_by_cors() {
 /// limits crate checks it) and 409; each with the error schema.
 #[tokio::test]
 async fn every_operation_documents_what_the_pipeline_answers() {
-    use adiuva_http::routes::{is_idempotent, is_public};
-    use reqwest::Method;
-
+    let policies = declared_policies();
     let app = spawn_app(Backend::Sqlite).await;
     let document: Value = app.get(local::OPENAPI_PATH).await.json().await.unwrap();
     let error_body = serde_json::json!({"$ref": "#/components/schemas/ErrorBody"});
@@ -420,8 +424,8 @@ async fn every_operation_documents_what_the_pipeline_answers() {
                 );
             }
         };
-        let http_method = Method::from_bytes(method.as_bytes()).unwrap();
-        if !is_public(&http_method, &path) {
+        let policy = policies[&(method.clone(), path.clone())];
+        if !policy.public {
             expect(&["401", "429", "503"]);
             assert!(
                 responses["429"]["headers"]["Retry-After"].is_object(),
@@ -436,7 +440,7 @@ async fn every_operation_documents_what_the_pipeline_answers() {
             .into_iter()
             .flatten()
             .find(|parameter| parameter["name"] == "Idempotency-Key");
-        if is_idempotent(&http_method, &path) {
+        if policy.idempotent {
             expect(&["409"]);
             let key = idempotency_key.unwrap_or_else(|| panic!("{route}: no Idempotency-Key"));
             assert_eq!(key["in"], "header");

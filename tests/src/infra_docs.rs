@@ -1,7 +1,7 @@
 //! `infra/README.md` is what an operator deploys from, so it must name what
 //! `infra/template.yaml` asks of them and what it creates: every function (resource and
-//! binary, on one row of the table), the route groups each function serves (on its row), every
-//! parameter, every key of the Secrets Manager secret (in the example secret), each scheduled
+//! binary, on one row of the table), every route each function serves (in the route list that
+//! `cargo xtask gen` writes from the functions' declarations), every parameter, every key of the Secrets Manager secret (in the example secret), each scheduled
 //! job, and the deploy commands. The lists come from the template, so a function, route,
 //! parameter or secret key added there fails this test until the README has it.
 
@@ -10,24 +10,10 @@ use std::collections::BTreeSet;
 use crate::contract::workspace_root;
 
 struct Template {
-    /// (logical id, binary, route groups, scheduled jobs) of each function.
+    /// (logical id, binary, routes as `METHOD path`, scheduled jobs) of each function.
     functions: Vec<(String, String, BTreeSet<String>, BTreeSet<String>)>,
     parameters: Vec<String>,
     secret_keys: BTreeSet<String>,
-}
-
-/// A route's group: its path after `/api/v1`, up to two segments, stopping at the first path
-/// parameter (`/storage/records/{id}` -> `/storage/records`, `/plugins/{id}/install` ->
-/// `/plugins`).
-fn group(path: &str) -> String {
-    let rest = path.strip_prefix("/api/v1").unwrap_or(path);
-    let segments: Vec<&str> = rest
-        .split('/')
-        .filter(|segment| !segment.is_empty())
-        .take_while(|segment| !segment.starts_with('{'))
-        .take(2)
-        .collect();
-    format!("/{}", segments.join("/"))
 }
 
 fn template() -> Template {
@@ -43,14 +29,18 @@ fn template() -> Template {
             .as_str()
             .unwrap_or_else(|| panic!("{id} has no Binary"))
             .to_owned();
-        let mut groups = BTreeSet::new();
+        let mut routes = BTreeSet::new();
         let mut jobs = BTreeSet::new();
         if let Some(events) = resource["Properties"]["Events"].as_mapping() {
             for event in events.values() {
                 let properties = &event["Properties"];
                 match event["Type"].as_str() {
                     Some("HttpApi") => {
-                        groups.insert(group(properties["Path"].as_str().unwrap()));
+                        routes.insert(format!(
+                            "{} {}",
+                            properties["Method"].as_str().unwrap(),
+                            properties["Path"].as_str().unwrap()
+                        ));
                     }
                     Some("Schedule") => {
                         let input: serde_json::Value =
@@ -64,7 +54,7 @@ fn template() -> Template {
                 }
             }
         }
-        functions.push((id, binary, groups, jobs));
+        functions.push((id, binary, routes, jobs));
     }
     let parameters = yaml["Parameters"]
         .as_mapping()
@@ -97,12 +87,7 @@ fn names(haystack: &str, needle: &str) -> bool {
 }
 
 #[test]
-fn group_is_the_static_start_of_a_route() {
-    assert_eq!(group("/api/v1/storage/records/{id}"), "/storage/records");
-    assert_eq!(group("/api/v1/storage/changes"), "/storage/changes");
-    assert_eq!(group("/api/v1/plugins/{id}/install"), "/plugins");
-    assert_eq!(group("/api/v1/admin/plugins/queue"), "/admin/plugins");
-    assert_eq!(group("/api/v1/chat"), "/chat");
+fn names_stop_at_a_name_character() {
     assert!(names("`/backup/history`", "/backup"));
     assert!(!names("`/plugins`", "/plugin"));
 }
@@ -122,7 +107,7 @@ fn the_infra_readme_names_everything_the_template_declares() {
         template.secret_keys
     );
     let mut missing = Vec::new();
-    for (id, binary, groups, jobs) in &template.functions {
+    for (id, binary, routes, jobs) in &template.functions {
         let resource = format!("`{id}`");
         let binary_cell = format!("`{binary}`");
         let Some(row) = readme
@@ -137,10 +122,13 @@ fn the_infra_readme_names_everything_the_template_declares() {
                 "the row of {resource} does not name its binary {binary_cell}"
             ));
         }
-        for group in groups {
-            if !names(row, group) {
+        for route in routes {
+            let listed = readme
+                .lines()
+                .any(|line| line.starts_with(&format!("| {binary_cell} | `{route}` |")));
+            if !listed {
                 missing.push(format!(
-                    "the row of {resource} does not name its routes {group}"
+                    "the route list does not name {route} of {binary_cell} (`cargo xtask gen` writes it)"
                 ));
             }
         }

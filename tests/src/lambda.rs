@@ -23,7 +23,10 @@ backend_tests!(lambda_handlers_answer_like_the_local_server);
 /// a tier, use the marketplace (browse, install, rate; as a developer submit; as an admin
 /// review), store, back up, search, manage the account (sessions, email, password, the
 /// security log, a linked Google identity signing in), rotate, sign out, and delete the account.
-const SEQUENCE: [(&str, &str, &str); 88] = [
+/// A route whose sample event is not here yet (one `cargo xtask gen` wrote for a new route) is
+/// still sent to both sides, signed in, right after [`UNLISTED_AFTER`]: both must answer it
+/// alike, whatever the status. Listing it here makes the walk expect a success.
+const SEQUENCE: &[(&str, &str, &str)] = &[
     ("health", "GET", "/api/v1/health"),
     ("health", "GET", "/api/v1/health/ready"),
     ("auth", "POST", "/api/v1/auth/register"),
@@ -129,6 +132,9 @@ const SEQUENCE: [(&str, &str, &str); 88] = [
     ("teams", "DELETE", "/api/v1/teams/{id}"),
     ("account", "DELETE", "/api/v1/auth/me"),
 ];
+
+/// Where the walk sends the sample events that SEQUENCE does not list: the user is signed in.
+const UNLISTED_AFTER: (&str, &str, &str) = ("auth", "PUT", "/api/v1/auth/me/public-key");
 
 /// The bytes `events/storage/start_upload.json` announces (20 bytes, their SHA-256).
 const UPLOADED: &[u8] = b"large-encrypted-note";
@@ -538,12 +544,20 @@ fn same_answer(lambda: &[u8], local: &[u8]) -> bool {
 
 async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
     let events: BTreeMap<String, BTreeMap<Route, PathBuf>> = event_files();
-    let covered: usize = events.values().map(BTreeMap::len).sum();
-    assert_eq!(
-        covered,
-        SEQUENCE.len(),
-        "a sample event is missing from SEQUENCE"
-    );
+    let listed: std::collections::BTreeSet<(&str, &str, &str)> = SEQUENCE.iter().copied().collect();
+    assert_eq!(listed.len(), SEQUENCE.len(), "a route is twice in SEQUENCE");
+    assert!(listed.contains(&UNLISTED_AFTER));
+    let unlisted: Vec<(String, PathBuf)> = events
+        .iter()
+        .flat_map(|(function, files)| {
+            files
+                .iter()
+                .filter(|((method, path), _)| {
+                    !listed.contains(&(function.as_str(), method.as_str(), path.as_str()))
+                })
+                .map(|(_, file)| (function.clone(), file.clone()))
+        })
+        .collect();
 
     // Two deployments with databases and stores of their own: one reached through the Lambda
     // handlers, one through the local server.
@@ -587,7 +601,7 @@ async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
         Session::new(&local_side, &stripe, &oidc),
     );
 
-    for (function, method, path) in SEQUENCE {
+    for &(function, method, path) in SEQUENCE {
         let file = &events[function][&(method.to_owned(), path.to_owned())];
         let template = std::fs::read_to_string(file).unwrap();
 
@@ -626,5 +640,29 @@ async fn lambda_handlers_answer_like_the_local_server(backend: Backend) {
         let local_json = serde_json::from_slice(&local_bytes).unwrap_or(Value::Null);
         lambda_session.after(method, path, &lambda_json).await;
         local_session.after(method, path, &local_json).await;
+        if (function, method, path) == UNLISTED_AFTER {
+            for (function, file) in &unlisted {
+                let template = std::fs::read_to_string(file).unwrap();
+                let answer = adiuva_lambda::invoke(
+                    functions[function.as_str()].clone(),
+                    adiuva_lambda::Edge::default(),
+                    &lambda_session.fill(&template),
+                )
+                .await
+                .expect("the handler failed");
+                let lambda_status = answer["statusCode"].as_u64().unwrap() as u16;
+                let local_event: Value =
+                    serde_json::from_str(&local_session.fill(&template)).unwrap();
+                let (local_status, local_bytes) = send_locally(&local_side, &local_event).await;
+                assert_eq!(
+                    lambda_status, local_status,
+                    "{file:?}: Lambda and local status differ"
+                );
+                assert!(
+                    same_answer(&lambda_body(&answer), &local_bytes),
+                    "{file:?}: Lambda and local answers differ"
+                );
+            }
+        }
     }
 }

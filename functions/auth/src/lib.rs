@@ -14,7 +14,7 @@ use adiuva_http::paging;
 use adiuva_http::{
     ApiError, ClientAddr, ErrorBody, Function, Json, Path, Query, Result, Routes, routes,
 };
-use adiuva_pipeline::{CurrentUser, admin_only};
+use adiuva_pipeline::CurrentUser;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
@@ -25,16 +25,10 @@ mod oidc;
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let accounts: Accounts = context.get()?;
-    let admin = admin_only(
-        Routes::new()
-            .routes(routes!(disable_user))
-            .routes(routes!(enable_user))
-            .with_state(accounts.clone()),
-    );
     let routes = Routes::new()
-        .routes(routes!(register))
-        .routes(routes!(login))
-        .routes(routes!(refresh))
+        .routes(routes!(register).public())
+        .routes(routes!(login).public())
+        .routes(routes!(refresh).public())
         .routes(routes!(logout))
         .routes(routes!(me))
         .routes(routes!(set_public_key))
@@ -43,9 +37,10 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(sessions))
         .routes(routes!(revoke_session))
         .routes(routes!(events))
+        .routes(routes!(disable_user).admin())
+        .routes(routes!(enable_user).admin())
         .with_state(accounts.clone())
-        .merge(oidc::routes(accounts, context.get()?, context.get()?))
-        .merge(admin);
+        .merge(oidc::routes(accounts, context.get()?, context.get()?));
     adiuva_pipeline::authenticated("auth", routes, context)
 }
 

@@ -57,9 +57,11 @@ fn settings_error(err: &TeamError) -> OidcError {
 
 pub(crate) fn routes(accounts: Accounts, oidc: Oidc, sso: Sso) -> Routes {
     Routes::new()
-        .routes(routes!(providers))
-        .routes(routes!(start))
-        .routes(routes!(callback))
+        // Signing in: the provider's ID token (through the single-use state) is the
+        // credential. Linking and unlinking identities need a caller.
+        .routes(routes!(providers).public())
+        .routes(routes!(start).public())
+        .routes(routes!(callback).public())
         .routes(routes!(link))
         .routes(routes!(unlink))
         .with_state(OidcState {

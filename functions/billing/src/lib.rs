@@ -53,10 +53,11 @@ fn services(context: &Context) -> Result<Services, ConfigError> {
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let routes = Routes::new()
-        .routes(routes!(checkout))
-        .routes(routes!(webhook))
+        .routes(routes!(checkout).idempotent())
+        // Stripe signs its deliveries.
+        .routes(routes!(webhook).public())
         .routes(routes!(subscription, cancel))
-        .routes(routes!(portal))
+        .routes(routes!(portal).idempotent())
         .routes(routes!(entitlements))
         .routes(routes!(change_seats))
         .with_state(services(context)?);
@@ -66,9 +67,9 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
 /// The page a stub link opens (local server only, never in production): it completes what
 /// Stripe's page would have, without Stripe. Public: the signed one-time link is the
 /// credential.
-pub fn stub_router(context: &Context) -> Result<axum::Router, ConfigError> {
-    Ok(axum::Router::new()
-        .route(adiuva_billing::STUB_PATH, axum::routing::get(complete_stub))
+pub fn stub_router(context: &Context) -> Result<Routes, ConfigError> {
+    Ok(Routes::new()
+        .public_route(adiuva_billing::STUB_PATH, axum::routing::get(complete_stub))
         .with_state(services(context)?))
 }
 

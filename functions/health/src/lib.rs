@@ -17,8 +17,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(3);
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let db: Database = context.get()?;
     let routes = Routes::new()
-        .routes(routes!(health))
-        .routes(routes!(ready))
+        .routes(routes!(health).public())
+        .routes(routes!(ready).public())
         .with_state(db);
     Function::public("health", routes, context)
 }

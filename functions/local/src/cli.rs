@@ -10,7 +10,11 @@
 //! - `job <name>`: runs one scheduled job of the janitor function (`janitor`,
 //!   `purge-sessions`, `purge-tombstones`, `reconcile-billing`, `purge-ai-budgets`) once,
 //!   against the configured stores, and prints its summary `{"job":"<name>", ...counts}` as the
-//!   last line of stdout.
+//!   last line of stdout;
+//! - `routes`: every function's declared routes with their policies, as one JSON array (what
+//!   `cargo xtask gen|check` derives the template's routes, the watch router, the sample
+//!   events and the infra README's route list from). Built on the embedded defaults in a
+//!   folder of its own, whatever the environment says: no database, store or network.
 
 use adiuva_access::Role;
 use adiuva_auth::Accounts;
@@ -41,6 +45,12 @@ pub fn bind_address(
 /// Runs one command (`args` without the program name); what `main` does, and what the tests
 /// call.
 pub async fn run(args: &[String], context: &Context) -> Result<(), Error> {
+    if let [routes] = args
+        && routes == "routes"
+    {
+        println!("{}", serde_json::to_string_pretty(&declared_routes()?)?);
+        return Ok(());
+    }
     let db: Database = context.get()?;
     db.migrate().await?;
     let database = match db.backend() {
@@ -83,12 +93,45 @@ pub async fn run(args: &[String], context: &Context) -> Result<(), Error> {
             Ok(())
         }
         _ => Err(format!(
-            "unknown command {:?}; expected `serve`, `migrate`, `admin grant|revoke <email>`, or `job <name>` ({})",
+            "unknown command {:?}; expected `serve`, `migrate`, `admin grant|revoke <email>`, `routes`, or `job <name>` ({})",
             args.join(" "),
             janitor::Job::names()
         )
         .into()),
     }
+}
+
+/// One route of `adiuva-local routes`: the function that serves it, and its declaration.
+#[derive(Debug, serde::Serialize)]
+pub struct FunctionRoute {
+    pub function: &'static str,
+    #[serde(flatten)]
+    pub route: adiuva_http::routes::DeclaredRoute,
+}
+
+/// Every function's declared routes, each function built by its own constructor on the
+/// embedded defaults (a data folder of its own, removed after; nothing is connected).
+pub fn declared_routes() -> Result<Vec<FunctionRoute>, Error> {
+    let dir = std::env::temp_dir().join(format!("adiuva-routes-{}", std::process::id()));
+    let source = adiuva_config::Source::from_pairs([(
+        "ADIUVA_DATA_DIR".to_owned(),
+        dir.display().to_string(),
+    )]);
+    let routes = Context::new(source)
+        .and_then(|context| crate::functions(&context))
+        .map(|functions| {
+            functions
+                .iter()
+                .flat_map(|(name, function)| {
+                    function.policies().routes().map(|route| FunctionRoute {
+                        function: name,
+                        route: route.clone(),
+                    })
+                })
+                .collect()
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(routes?)
 }
 
 /// Runs the scheduled job `name` once, as its schedule does in Lambda (the same

@@ -9,7 +9,7 @@
 //! `'unsafe-inline'` forbids: here the start-up is `/docs/init.js`, and the page's policy lets
 //! only this server's scripts run.
 
-use axum::Router;
+use adiuva_http::Routes;
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -51,15 +51,15 @@ fn init_script() -> String {
 }
 
 /// The page, its start-up script and Scalar's bundle.
-pub fn router() -> Router {
+pub fn router() -> Routes {
     let init = init_script();
-    Router::new()
-        .route(DOCS_PATH, get(page))
-        .route(
+    Routes::new()
+        .public_route(DOCS_PATH, get(page))
+        .public_route(
             INIT_PATH,
             get(move || std::future::ready(script(init.clone().into_bytes(), "no-store"))),
         )
-        .route(SCRIPT_PATH, get(bundle))
+        .public_route(SCRIPT_PATH, get(bundle))
 }
 
 async fn page() -> Response {

@@ -62,7 +62,7 @@ pub fn app(context: &Context) -> Result<Router, ConfigError> {
     let api = merged(context)?;
     let document = api.openapi();
     let mut extras = Routes::new()
-        .route(
+        .public_route(
             OPENAPI_PATH,
             get(move || std::future::ready(axum::Json(document.clone()))),
         )
@@ -70,16 +70,16 @@ pub fn app(context: &Context) -> Result<Router, ConfigError> {
     // The stub page, for trying tiers, plugin purchases and payouts without Stripe; never in
     // production.
     if !context.is_prod() {
-        extras = extras.merge(Routes::from(billing::stub_router(context)?));
+        extras = extras.merge(billing::stub_router(context)?);
         // The interactive reference of the document, as the reference serves it: in
         // development only.
-        extras = extras.merge(Routes::from(docs::router()));
+        extras = extras.merge(docs::router());
     }
     let blobs: BlobStore = context.get()?;
     if blobs.local().is_some() {
         let storage: Storage = context.get()?;
         let uploads = storage::local_upload_router(storage);
-        extras = extras.merge(Routes::from(uploads));
+        extras = extras.merge(uploads);
     }
     Ok(api
         .with_routes(extras)

@@ -18,7 +18,7 @@ use adiuva_marketplace::review::{
 };
 use adiuva_marketplace::submissions::{DeveloperPlugin, Submitted};
 use adiuva_marketplace::{Marketplace, MarketplaceError};
-use adiuva_pipeline::{CurrentUser, admin_only};
+use adiuva_pipeline::CurrentUser;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -29,24 +29,21 @@ pub static X_TOTAL_COUNT: HeaderName = HeaderName::from_static("x-total-count");
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let marketplace: Marketplace = context.get()?;
-    let admin = admin_only(
-        Routes::new()
-            .routes(routes!(queue))
-            .routes(routes!(review))
-            .routes(routes!(block))
-            .with_state(marketplace.clone()),
-    );
     let routes = Routes::new()
-        .routes(routes!(list, submit))
+        .routes(routes!(list))
+        .routes(routes!(submit).idempotent())
         .routes(routes!(detail))
         .routes(routes!(rate))
-        .routes(routes!(install, uninstall))
+        .routes(routes!(install).idempotent())
+        .routes(routes!(uninstall))
         .routes(routes!(developer_plugins))
-        .routes(routes!(connect))
+        .routes(routes!(connect).idempotent())
         .routes(routes!(account))
         .routes(routes!(earnings))
-        .with_state(marketplace)
-        .merge(admin);
+        .routes(routes!(queue).admin())
+        .routes(routes!(review).admin().idempotent())
+        .routes(routes!(block).admin())
+        .with_state(marketplace);
     adiuva_pipeline::authenticated("plugins", routes, context)
 }
 

@@ -32,20 +32,22 @@ pub const DEFAULT_CHANGES: u32 = 500;
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let storage: Storage = context.get()?;
     let routes = Routes::new()
-        .routes(routes!(create_record, list_records))
+        .routes(routes!(create_record).idempotent())
+        .routes(routes!(list_records))
         .routes(routes!(download_record, update_record, delete_record))
         .routes(routes!(changes))
-        .routes(routes!(start_upload))
-        .routes(routes!(commit_upload))
-        .routes(routes!(create_team_record, list_team_records))
+        .routes(routes!(start_upload).idempotent())
+        .routes(routes!(commit_upload).idempotent())
+        .routes(routes!(create_team_record).idempotent())
+        .routes(routes!(list_team_records))
         .routes(routes!(
             download_team_record,
             update_team_record,
             delete_team_record
         ))
         .routes(routes!(team_changes))
-        .routes(routes!(start_team_upload))
-        .routes(routes!(commit_team_upload))
+        .routes(routes!(start_team_upload).idempotent())
+        .routes(routes!(commit_team_upload).idempotent())
         .with_state(storage);
     adiuva_pipeline::authenticated("storage", routes, context)
 }
@@ -379,13 +381,15 @@ async fn commit_upload(
 
 /// The local server's stand-in for S3 presigned PUTs, for the embedded blob store only: the
 /// token in the path was signed by the store and names the one key it may write.
-pub fn local_upload_router(storage: Storage) -> axum::Router {
-    axum::Router::new()
-        .route(
+/// Public: the signed token is the credential.
+pub fn local_upload_router(storage: Storage) -> Routes {
+    Routes::new()
+        .public_route(
             "/api/v1/storage/blobs/{token}",
-            axum::routing::put(receive_local_upload).get(serve_local_download),
+            axum::routing::put(receive_local_upload)
+                .get(serve_local_download)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
         )
-        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(storage)
 }
 

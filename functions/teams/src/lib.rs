@@ -28,7 +28,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         sso: context.get()?,
     };
     let routes = Routes::new()
-        .routes(routes!(create_team))
+        .routes(routes!(create_team).idempotent())
         .routes(routes!(list_teams))
         .routes(routes!(get_team))
         .routes(routes!(rename_team))
@@ -37,7 +37,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(set_member_role))
         .routes(routes!(remove_member))
         .routes(routes!(transfer_ownership))
-        .routes(routes!(invite))
+        .routes(routes!(invite).idempotent())
         .routes(routes!(list_invitations))
         .routes(routes!(revoke_invitation))
         .routes(routes!(accept_invitation))

@@ -1,7 +1,7 @@
 //! The OpenAPI document's part that no handler declares: the base document every function's
 //! routes start from, and what the request pipeline adds to every route's contract, written in
-//! one place instead of on each handler: which operations need a bearer token (from the route
-//! policy table), and the answers the pipeline's stages give before a handler runs.
+//! one place instead of on each handler: which operations need a bearer token (from the routes'
+//! declared policies), and the answers the pipeline's stages give before a handler runs.
 //!
 //! Only with the `openapi` feature (the local server and the tests, which serve and check the
 //! document); a Lambda binary builds no document.
@@ -27,7 +27,7 @@ use utoipa::openapi::{
     OpenApiBuilder, Ref, RefOr, Required, Type,
 };
 
-use crate::routes::{is_idempotent, is_public};
+use crate::routes::Policies;
 use axum::http::Method;
 
 /// The JSON content type of request bodies the [`crate::Json`] extractor reads.
@@ -57,10 +57,10 @@ pub(crate) fn base_document() -> OpenApi {
 /// Completes `document` with the pipeline's part of every operation's contract. `caller_aware`:
 /// the function runs the authentication, rate-limit and idempotency stages (and so reaches a
 /// store on every request).
-pub(crate) fn complete(document: &mut OpenApi, caller_aware: bool) {
+pub(crate) fn complete(document: &mut OpenApi, policies: &Policies, caller_aware: bool) {
     for (path, item) in document.paths.paths.iter_mut() {
         for (method, operation) in operations(item) {
-            complete_operation(path, &method, operation, caller_aware);
+            complete_operation(path, &method, operation, policies, caller_aware);
         }
     }
 }
@@ -78,8 +78,14 @@ fn operations(item: &mut PathItem) -> Vec<(Method, &mut Operation)> {
     .collect()
 }
 
-fn complete_operation(path: &str, method: &Method, operation: &mut Operation, caller_aware: bool) {
-    let public = is_public(method, path);
+fn complete_operation(
+    path: &str,
+    method: &Method,
+    operation: &mut Operation,
+    policies: &Policies,
+    caller_aware: bool,
+) {
+    let public = policies.is_public(method, path);
     operation.security =
         (!public).then(|| vec![SecurityRequirement::new("bearer", [] as [&str; 0])]);
 
@@ -118,7 +124,7 @@ fn complete_operation(path: &str, method: &Method, operation: &mut Operation, ca
         );
         add_retry_after(operation, 429, "Over the tier's rate limit");
     }
-    if is_idempotent(method, path) {
+    if policies.is_idempotent(method, path) {
         idempotency_key(operation);
         add(
             operation,

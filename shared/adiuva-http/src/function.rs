@@ -14,6 +14,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 
+use crate::routes::Policies;
 use crate::{ApiError, Routes};
 use crate::{cors, request_id};
 use adiuva_error::ErrorKind;
@@ -40,9 +41,10 @@ impl Component for HttpSettings {
     }
 }
 
-/// The stages that need to know the caller, as route layers; provided by adiuva-pipeline so
-/// that this crate (and the health function) links no authentication or store.
-pub type Stages = Arc<dyn Fn(Router) -> Router + Send + Sync>;
+/// The stages that need to know the caller, as route layers around the router, given the
+/// policies of its routes; provided by adiuva-pipeline so that this crate (and the health
+/// function) links no authentication or store.
+pub type Stages = Arc<dyn Fn(Router, Arc<Policies>) -> Router + Send + Sync>;
 
 /// A function's routes and its pipeline.
 pub struct Function {
@@ -75,6 +77,16 @@ impl Function {
         routes: Routes,
         context: &Context,
     ) -> Result<Self, ConfigError> {
+        if let Some(route) = routes
+            .policies()
+            .routes()
+            .find(|route| !route.policy.public)
+        {
+            panic!(
+                "{name} has no caller stage, yet {} {} is not declared public",
+                route.method, route.path
+            );
+        }
         Ok(Self {
             name,
             routes,
@@ -107,7 +119,8 @@ impl Function {
     #[cfg(feature = "openapi")]
     fn complete(&mut self) {
         if !self.completed {
-            crate::contract::complete(self.routes.document_mut(), self.stages.is_some());
+            let policies = self.routes.policies().clone();
+            crate::contract::complete(self.routes.document_mut(), &policies, self.stages.is_some());
             self.completed = true;
         }
     }
@@ -141,7 +154,7 @@ impl Function {
     pub fn openapi(&self) -> utoipa::openapi::OpenApi {
         let mut document = self.routes.document().clone();
         if !self.completed {
-            crate::contract::complete(&mut document, self.stages.is_some());
+            crate::contract::complete(&mut document, self.routes.policies(), self.stages.is_some());
         }
         document
     }
@@ -151,16 +164,22 @@ impl Function {
         self.name
     }
 
+    /// The policies of its routes, as declared where it registers them.
+    pub fn policies(&self) -> &Policies {
+        self.routes.policies()
+    }
+
     /// The service Lambda and the local server run. Each router is one instance: its first
     /// request is its cold start.
     pub fn into_router(self) -> Router {
+        let policies = Arc::new(self.routes.policies().clone());
         let router = self
             .routes
             .into_router()
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed);
         let router = match &self.stages {
-            Some(stages) => stages(router),
+            Some(stages) => stages(router, policies),
             None => router,
         };
         router

@@ -84,10 +84,10 @@ mod tests {
     async fn answer(path: &str, gateway: bool) -> (StatusCode, HeaderMap) {
         let context = Context::new(Source::default()).unwrap();
         let routes = Routes::new()
-            .routes(routes!(data))
-            .routes(routes!(page))
-            .routes(routes!(cached))
-            .routes(routes!(boom));
+            .routes(routes!(data).public())
+            .routes(routes!(page).public())
+            .routes(routes!(cached).public())
+            .routes(routes!(boom).public());
         let router = Function::public("test", routes, &context)
             .unwrap()
             .into_router();

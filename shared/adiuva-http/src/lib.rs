@@ -1,7 +1,7 @@
 //! The HTTP layer every function shares: the API error type (the one place domain errors
 //! become statuses and JSON bodies), extractors whose rejections use that body, request ids and
 //! spans, the request log and its metrics (CloudWatch EMF, in Lambda), the security headers of
-//! every answer, the client address, CORS from one list, the body limit, the route policy table, and
+//! every answer, the client address, CORS from one list, the body limit, route policies, and
 //! [`Function`]: a function's routes ([`Routes`], built with [`routes!`]) with the request
 //! pipeline around them. The caller-aware stages (authentication, rate limits, idempotency)
 //! live in adiuva-pipeline, so a function with only public routes links no authentication or

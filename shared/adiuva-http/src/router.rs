@@ -25,11 +25,18 @@ use axum::routing::{MethodFilter, MethodRouter, Route};
 use tower::{Layer, Service};
 use utoipa::openapi::HttpMethod;
 
+use crate::routes::{DeclaredRoute, Policies, Policy};
+
 /// The handlers of one path, each routed for the methods its `#[utoipa::path]` names, with
-/// their operations when the document is built. Made by [`routes!`](crate::routes!).
+/// their policy and, when the document is built, their operations. Made by
+/// [`routes!`](crate::routes!); [`public`](Self::public), [`idempotent`](Self::idempotent) and
+/// [`admin`](Self::admin) declare the policy of every handler of the call.
 pub struct MethodRoutes<S = ()> {
     path: Option<String>,
     router: MethodRouter<S>,
+    /// Each handler's name and the methods it is routed for.
+    handlers: Vec<(&'static str, Vec<String>)>,
+    policy: Policy,
     #[cfg(feature = "openapi")]
     document: document::Operations,
 }
@@ -47,6 +54,8 @@ impl<S: Clone + Send + Sync + 'static> Default for MethodRoutes<S> {
         Self {
             path: None,
             router: MethodRouter::new(),
+            handlers: Vec::new(),
+            policy: Policy::default(),
             #[cfg(feature = "openapi")]
             document: document::Operations::default(),
         }
@@ -54,10 +63,29 @@ impl<S: Clone + Send + Sync + 'static> Default for MethodRoutes<S> {
 }
 
 impl<S: Clone + Send + Sync + 'static> MethodRoutes<S> {
-    /// Adds `handler`, declared by `P` (its `#[utoipa::path]` struct). Called by
-    /// [`routes!`](crate::routes!), which names `P`.
+    /// Served without a caller (see [`Policy::public`]).
+    pub fn public(mut self) -> Self {
+        self.policy.public = true;
+        self
+    }
+
+    /// POSTs that create something: the same `Idempotency-Key` replays their first answer
+    /// (see [`Policy::idempotent`]).
+    pub fn idempotent(mut self) -> Self {
+        self.policy.idempotent = true;
+        self
+    }
+
+    /// Only for callers with the admin role (see [`Policy::admin`]).
+    pub fn admin(mut self) -> Self {
+        self.policy.admin = true;
+        self
+    }
+
+    /// Adds `handler` (named `name`), declared by `P` (its `#[utoipa::path]` struct). Called
+    /// by [`routes!`](crate::routes!), which names `P`.
     #[doc(hidden)]
-    pub fn handler<P, H, T>(mut self, handler: H) -> Self
+    pub fn handler<P, H, T>(mut self, name: &'static str, handler: H) -> Self
     where
         P: Declaration,
         H: Handler<T, S>,
@@ -82,6 +110,13 @@ impl<S: Clone + Send + Sync + 'static> MethodRoutes<S> {
             .reduce(MethodFilter::or)
             .unwrap_or_else(|| panic!("the declaration of {path} names no method"));
         self.router = self.router.on(filter, handler);
+        self.handlers.push((
+            name,
+            methods
+                .iter()
+                .map(|method| method_name(method).to_owned())
+                .collect(),
+        ));
         #[cfg(feature = "openapi")]
         self.document.add::<P>(&path, methods);
         self.path = Some(path);
@@ -123,23 +158,41 @@ fn method_filter(method: &HttpMethod) -> MethodFilter {
     }
 }
 
+/// The method's name as HTTP writes it.
+fn method_name(method: &HttpMethod) -> &'static str {
+    match method {
+        HttpMethod::Get => "GET",
+        HttpMethod::Post => "POST",
+        HttpMethod::Put => "PUT",
+        HttpMethod::Delete => "DELETE",
+        HttpMethod::Options => "OPTIONS",
+        HttpMethod::Head => "HEAD",
+        HttpMethod::Patch => "PATCH",
+        HttpMethod::Trace => "TRACE",
+    }
+}
+
 /// The handlers of one path, from their `#[utoipa::path]` declarations:
 /// `routes!(create_record, list_records)`. Each handler is routed for the methods its
-/// declaration names; the handlers of one call share one path.
+/// declaration names; the handlers of one call share one path and one policy
+/// (`routes!(login).public()`, `routes!(create_record).idempotent()`,
+/// `routes!(block).admin()`; authenticated when none is said).
 #[macro_export]
 macro_rules! routes {
     ($($handler:ident),+ $(,)?) => {
         $crate::__private::paste! {
             $crate::MethodRoutes::default()
-                $(.handler::<[<__path_ $handler>], _, _>($handler))+
+                $(.handler::<[<__path_ $handler>], _, _>(stringify!($handler), $handler))+
         }
     };
 }
 
-/// A function's routes: an axum router, and with the `openapi` feature the document of its
-/// declared routes, starting from the API's base document (title, version, bearer scheme).
+/// A function's routes: an axum router, the policies of its routes, and with the `openapi`
+/// feature the document of its declared routes, starting from the API's base document (title,
+/// version, bearer scheme).
 pub struct Routes<S = ()> {
     router: Router<S>,
+    policies: Policies,
     #[cfg(feature = "openapi")]
     document: utoipa::openapi::OpenApi,
 }
@@ -162,26 +215,46 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     pub fn new() -> Self {
         Self {
             router: Router::new(),
+            policies: Policies::default(),
             #[cfg(feature = "openapi")]
             document: crate::contract::base_document(),
         }
     }
 
-    /// Routes the handlers of one path (see [`routes!`](crate::routes!)) and documents them.
+    /// Routes the handlers of one path (see [`routes!`](crate::routes!)), declares their
+    /// policy and documents them.
     pub fn routes(mut self, routes: MethodRoutes<S>) -> Self {
         let Some(path) = routes.path else {
             return self;
         };
+        for (handler, methods) in routes.handlers {
+            for method in methods {
+                self.policies.declare(DeclaredRoute {
+                    method,
+                    path: path.clone(),
+                    handler,
+                    policy: routes.policy,
+                });
+            }
+        }
         self.router = self.router.route(&path, routes.router);
         #[cfg(feature = "openapi")]
         routes.document.add_to(&mut self.document);
         self
     }
 
-    /// Routes `method_router` at `path` without documenting it (the local server's extras).
+    /// Routes `method_router` at `path` without documenting it (the local server's extras);
+    /// it needs a caller.
     pub fn route(mut self, path: &str, method_router: MethodRouter<S>) -> Self {
         self.router = self.router.route(path, method_router);
         self
+    }
+
+    /// Routes `method_router` at `path` without documenting it, served without a caller (the
+    /// local server's document, signed upload URLs, stub and docs pages).
+    pub fn public_route(mut self, path: &str, method_router: MethodRouter<S>) -> Self {
+        self.policies.public_path(path);
+        self.route(path, method_router)
     }
 
     /// A layer around every route so far (see [`axum::Router::route_layer`]): a route guard.
@@ -200,6 +273,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     /// Both sets of routes (and documents).
     pub fn merge(mut self, other: Routes<S>) -> Self {
         self.router = self.router.merge(other.router);
+        self.policies.merge(other.policies);
         #[cfg(feature = "openapi")]
         self.document.merge(other.document);
         self
@@ -209,9 +283,17 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     pub fn with_state<S2>(self, state: S) -> Routes<S2> {
         Routes {
             router: self.router.with_state(state),
+            policies: self.policies,
             #[cfg(feature = "openapi")]
             document: self.document,
         }
+    }
+}
+
+impl<S> Routes<S> {
+    /// The policies of the routes declared so far.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
     }
 }
 
@@ -236,6 +318,7 @@ impl<S> From<Router<S>> for Routes<S> {
     fn from(router: Router<S>) -> Self {
         Self {
             router,
+            policies: Policies::default(),
             #[cfg(feature = "openapi")]
             document: utoipa::openapi::OpenApiBuilder::new().build(),
         }

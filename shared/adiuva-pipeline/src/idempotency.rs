@@ -1,11 +1,11 @@
-//! The idempotency stage: a creating POST ([`adiuva_http::routes::IDEMPOTENT_ROUTES`]) with an
+//! The idempotency stage: a creating POST (declared `.idempotent()`) with an
 //! `Idempotency-Key` is claimed in the shared store before it runs, and its answer stored; the
 //! same key again replays it (with `Idempotent-Replayed: true`), the same key with another
 //! request is 422, and one still running is 409. Requests without the header work as before.
 
 use adiuva_access::Caller;
 use adiuva_http::ApiError;
-use adiuva_http::routes::is_idempotent;
+use adiuva_http::routes::Policies;
 use adiuva_limits::idempotency::{IdempotencyError, fingerprint};
 use adiuva_limits::{Claim, Limits, StoredResponse};
 use axum::body::{Body, to_bytes};
@@ -22,6 +22,7 @@ const MAX_STORED_BODY: usize = 256 * 1024;
 
 pub(crate) async fn stage(
     limits: &Limits,
+    policies: &Policies,
     max_body_bytes: usize,
     request: Request,
     next: Next,
@@ -33,7 +34,7 @@ pub(crate) async fn stage(
     let (Some(route), Some(caller)) = (route, request.extensions().get::<Caller>().cloned()) else {
         return next.run(request).await;
     };
-    if !is_idempotent(request.method(), &route) {
+    if !policies.is_idempotent(request.method(), &route) {
         return next.run(request).await;
     }
     let Ok(key) = key.to_str().map(str::to_owned) else {

@@ -3,29 +3,34 @@
 //!
 //! 1. **authentication**: the bearer token (or, on a WebSocket upgrade, `?token=`) becomes a
 //!    [`Caller`] with the live tier and role, put in the request extensions; public routes
-//!    ([`adiuva_http::routes`]) pass without one. The caller's id joins the request's span.
+//!    (declared so where their function registers them, [`adiuva_http::routes`]) pass without
+//!    one. The caller's id joins the request's span.
 //! 2. **rate limiting**: the tier's requests per minute, shared by every instance; the IETF
 //!    `RateLimit` and `RateLimit-Policy` headers on every answer, 429 with `Retry-After` past
 //!    the limit.
-//! 3. **idempotency**: a creating POST with `Idempotency-Key` is processed once and its
+//! 3. **admin routes**: 403 `admin_required` unless the caller is an admin;
+//! 4. **idempotency**: a creating POST with `Idempotency-Key` is processed once and its
 //!    answer replayed.
 //!
-//! Handlers take the caller with the [`CurrentUser`] extractor; [`admin_only`] is the route
-//! layer of admin routes.
+//! Each stage reads the route's policy from the declarations of the function it serves
+//! ([`adiuva_http::routes::Policies`]). Handlers take the caller with the [`CurrentUser`]
+//! extractor.
 
 mod idempotency;
 
 use adiuva_access::{Caller, Role};
 use adiuva_auth::{Accounts, AuthError};
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::routes::is_public_path;
+use std::sync::Arc;
+
+use adiuva_http::routes::Policies;
 use adiuva_http::{ApiError, Function, HttpSettings, Routes};
 use adiuva_limits::{LimitError, Limits, RateDecision};
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, UPGRADE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -37,6 +42,8 @@ struct Stages {
     accounts: Accounts,
     limits: Limits,
     max_body_bytes: usize,
+    /// The policies of the routes served (the function's, or every function's when merged).
+    policies: Arc<Policies>,
 }
 
 /// `routes` behind the whole pipeline: the function constructor of every function with
@@ -46,23 +53,27 @@ pub fn authenticated(
     routes: Routes,
     context: &Context,
 ) -> Result<Function, ConfigError> {
-    let stages = Stages {
-        accounts: context.get()?,
-        limits: context.get()?,
-        max_body_bytes: context.get::<HttpSettings>()?.max_body_bytes,
-    };
-    let layer = std::sync::Arc::new(move |router: axum::Router| {
+    let accounts: Accounts = context.get()?;
+    let limits: Limits = context.get()?;
+    let max_body_bytes = context.get::<HttpSettings>()?.max_body_bytes;
+    let layer = Arc::new(move |router: axum::Router, policies: Arc<Policies>| {
+        let stages = Stages {
+            accounts: accounts.clone(),
+            limits: limits.clone(),
+            max_body_bytes,
+            policies,
+        };
         // A route layer, so unknown paths are 404 without a caller; it wraps every method of a
-        // known path, which is why public routes are public by path. The three stages run in
-        // one layer: one middleware call per request, not three.
-        router.route_layer(from_fn_with_state(stages.clone(), caller_stages))
+        // known path, which is why public routes are public by path. The stages run in one
+        // layer: one middleware call per request, not one each.
+        router.route_layer(from_fn_with_state(stages, caller_stages))
     });
     Function::with_stages(name, routes, context, layer)
 }
 
-/// Authentication, then the rate limit, then idempotency, then the route.
+/// Authentication, then the rate limit, then the admin check, then idempotency, then the route.
 async fn caller_stages(State(stages): State<Stages>, request: Request, next: Next) -> Response {
-    let request = match authenticate(&stages.accounts, request).await {
+    let request = match authenticate(&stages.accounts, &stages.policies, request).await {
         Ok(request) => request,
         Err(response) => return response,
     };
@@ -71,11 +82,11 @@ async fn caller_stages(State(stages): State<Stages>, request: Request, next: Nex
         return next.run(request).await;
     };
     let Some(decision) = stages.limits.check_rate(&caller.id, caller.tier).await else {
-        return idempotency::stage(&stages.limits, stages.max_body_bytes, request, next).await;
+        return admitted(&stages, request, next).await;
     };
     let policy = caller.tier.as_str();
     let mut response = if decision.allowed {
-        idempotency::stage(&stages.limits, stages.max_body_bytes, request, next).await
+        admitted(&stages, request, next).await
     } else {
         tracing::info!(limit = decision.limit, "rate limit reached");
         ApiError::from(LimitError::RateLimited {
@@ -85,6 +96,30 @@ async fn caller_stages(State(stages): State<Stages>, request: Request, next: Nex
     };
     rate_limit_headers(response.headers_mut(), policy, &decision);
     response
+}
+
+/// A caller within the rate limit: admin routes refuse everyone but admins (403
+/// `admin_required`), then the idempotency stage and the route.
+async fn admitted(stages: &Stages, request: Request, next: Next) -> Response {
+    let admin_route =
+        route_of(&request).is_some_and(|route| stages.policies.is_admin(request.method(), route));
+    if admin_route {
+        let role = request
+            .extensions()
+            .get::<Caller>()
+            .map(|caller| caller.role);
+        if role != Some(Role::Admin) {
+            return ApiError::from(adiuva_access::AccessError::AdminRequired).into_response();
+        }
+    }
+    idempotency::stage(
+        &stages.limits,
+        &stages.policies,
+        stages.max_body_bytes,
+        request,
+        next,
+    )
+    .await
 }
 
 /// The caller of an authenticated route.
@@ -103,25 +138,6 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
             .ok_or_else(|| {
                 ApiError::internal("a route that needs a caller was served without authentication")
             })
-    }
-}
-
-/// The route layer of admin routes: 403 `admin_required` for everyone else.
-pub fn admin_only(routes: Routes) -> Routes {
-    routes.route_layer(from_fn(require_admin))
-}
-
-async fn require_admin(request: Request, next: Next) -> Response {
-    let role = request
-        .extensions()
-        .get::<Caller>()
-        .map(|caller| caller.role);
-    match role {
-        Some(Role::Admin) => next.run(request).await,
-        Some(Role::User) => {
-            ApiError::from(adiuva_access::AccessError::AdminRequired).into_response()
-        }
-        None => ApiError::from(AuthError::MissingToken).into_response(),
     }
 }
 
@@ -161,8 +177,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The caller of a route that needs one, in the request extensions; public routes (and unknown
 /// paths, which the router answers 404) pass without. A wrong method on a public path is 405.
-async fn authenticate(accounts: &Accounts, mut request: Request) -> Result<Request, Response> {
-    let public = route_of(&request).is_none_or(is_public_path);
+async fn authenticate(
+    accounts: &Accounts,
+    policies: &Policies,
+    mut request: Request,
+) -> Result<Request, Response> {
+    let public = route_of(&request).is_none_or(|route| policies.is_public_path(route));
     if public {
         return Ok(request);
     }
