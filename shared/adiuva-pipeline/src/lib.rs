@@ -16,7 +16,7 @@
 mod idempotency;
 
 use adiuva_access::{Caller, Role};
-use adiuva_auth::{Accounts, AuthError};
+use adiuva_auth::{Accounts, Admitted, AuthError, Credential, Refusal};
 use adiuva_config::{ConfigError, Context};
 use adiuva_http::routes::is_public_path;
 use adiuva_http::{ApiError, Function, HttpSettings, Routes};
@@ -60,31 +60,40 @@ pub fn authenticated(
     Function::with_stages(name, routes, context, layer)
 }
 
-/// Authentication, then the rate limit, then idempotency, then the route.
-async fn caller_stages(State(stages): State<Stages>, request: Request, next: Next) -> Response {
-    let request = match authenticate(&stages.accounts, request).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    let Some(caller) = request.extensions().get::<Caller>() else {
-        // Public routes have brute-force limits of their own instead of tier limits.
+/// Authentication, then the rate limit (both [`adiuva_auth::admit`], as for a chat WebSocket
+/// message), then idempotency, then the route.
+async fn caller_stages(State(stages): State<Stages>, mut request: Request, next: Next) -> Response {
+    // Public routes (and unknown paths, which the router answers 404) pass without a caller;
+    // they have brute-force limits of their own instead of tier limits. A wrong method on a
+    // public path is 405.
+    if route_of(&request).is_none_or(is_public_path) {
         return next.run(request).await;
+    }
+    let Some(token) = token(&request) else {
+        return ApiError::from(AuthError::MissingToken).into_response();
     };
-    let Some(decision) = stages.limits.check_rate(&caller.id, caller.tier).await else {
-        return idempotency::stage(&stages.limits, stages.max_body_bytes, request, next).await;
-    };
-    let policy = caller.tier.as_str();
-    let mut response = if decision.allowed {
-        idempotency::stage(&stages.limits, stages.max_body_bytes, request, next).await
-    } else {
-        tracing::info!(limit = decision.limit, "rate limit reached");
-        ApiError::from(LimitError::RateLimited {
-            retry_after_secs: decision.retry_after_secs,
-        })
-        .into_response()
-    };
-    rate_limit_headers(response.headers_mut(), policy, &decision);
-    response
+    let admitted = adiuva_auth::admit(&stages.accounts, &stages.limits, Credential::Token(&token));
+    match admitted.await {
+        Ok(Admitted { caller, rate }) => {
+            let policy = caller.tier.as_str();
+            request.extensions_mut().insert(caller);
+            let mut response =
+                idempotency::stage(&stages.limits, stages.max_body_bytes, request, next).await;
+            if let Some(decision) = rate {
+                rate_limit_headers(response.headers_mut(), policy, &decision);
+            }
+            response
+        }
+        Err(Refusal::Auth(err)) => ApiError::from(err).into_response(),
+        Err(Refusal::RateLimited { caller, decision }) => {
+            let mut response = ApiError::from(LimitError::RateLimited {
+                retry_after_secs: decision.retry_after_secs,
+            })
+            .into_response();
+            rate_limit_headers(response.headers_mut(), caller.tier.as_str(), &decision);
+            response
+        }
+    }
 }
 
 /// The caller of an authenticated route.
@@ -157,26 +166,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// The caller of a route that needs one, in the request extensions; public routes (and unknown
-/// paths, which the router answers 404) pass without. A wrong method on a public path is 405.
-async fn authenticate(accounts: &Accounts, mut request: Request) -> Result<Request, Response> {
-    let public = route_of(&request).is_none_or(is_public_path);
-    if public {
-        return Ok(request);
-    }
-    let Some(token) = token(&request) else {
-        return Err(ApiError::from(AuthError::MissingToken).into_response());
-    };
-    match accounts.authenticate(&token).await {
-        Ok(caller) => {
-            tracing::Span::current().record("user_id", caller.id.as_str());
-            request.extensions_mut().insert(caller);
-            Ok(request)
-        }
-        Err(err) => Err(ApiError::from(err).into_response()),
-    }
 }
 
 /// The IETF httpapi `RateLimit-Policy` (the tier's quota `q` per window `w` in seconds) and
