@@ -400,7 +400,128 @@ async fn without_resumable_the_frames_are_unchanged(backend: Backend) {
     );
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn local_socket(app: &crate::harness::TestApp, token: &str) -> Socket {
+    let url = format!(
+        "{}/api/v1/chat/stream?token={token}",
+        app.address.replacen("http://", "ws://", 1)
+    );
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// The next JSON frame of a local socket (pings skipped); `None` once it closed.
+async fn next_frame(socket: &mut Socket) -> Option<Value> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(15), socket.next())
+            .await
+            .expect("the socket stalled")?
+            .ok()?;
+        match frame {
+            Message::Text(text) => return Some(serde_json::from_str(text.as_str()).unwrap()),
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, message: &Value) {
+    use futures::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            message.to_string(),
+        ))
+        .await
+        .unwrap();
+}
+
+/// The local server's WebSocket runs the same resumable streams: a socket cut mid-stream, the
+/// generation goes on, a new socket resumes; and a cancel on the socket ends it.
+async fn the_local_socket_resumes_and_cancels(backend: Backend) {
+    let llm = ScriptedLlm::start().await;
+    let base = llm.base_url();
+    let app = crate::harness::spawn_app_with(backend, &[("LLM_BASE_URL", base.as_str())]).await;
+    let user = app.register_user().await;
+    let token = &user.tokens.access_token;
+    let answer = words(40);
+    llm.set_chunk_delay(Duration::from_millis(25));
+    llm.push_all([
+        Reply::Text(vec!["task_agent".into()]),
+        Reply::Text(answer.clone()),
+    ]);
+    let request = json!({"message": "What is due today?", "resumable": true});
+
+    let mut first = local_socket(&app, token).await;
+    send(&mut first, &request).await;
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        seen.push(next_frame(&mut first).await.unwrap());
+    }
+    let stream_id = seen[0]["stream_id"].as_str().unwrap().to_owned();
+    drop(first);
+    // The generation went on while no one listened.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut second = local_socket(&app, token).await;
+    send(
+        &mut second,
+        &json!({"action": "resume", "stream_id": stream_id, "after": 4}),
+    )
+    .await;
+    let mut rest = Vec::new();
+    while let Some(frame) = next_frame(&mut second).await {
+        rest.push(frame);
+    }
+    assert_consecutive_to_done(&rest, 5);
+    assert_eq!(format!("{}{}", text(&seen), text(&rest)), answer.concat());
+
+    // Cancel on the stream's own socket.
+    llm.push_all([
+        Reply::Text(vec!["task_agent".into()]),
+        Reply::Text(words(60)),
+    ]);
+    let mut socket = local_socket(&app, token).await;
+    send(&mut socket, &request).await;
+    let mut sent = Vec::new();
+    while sent.len() < 4 {
+        sent.push(next_frame(&mut socket).await.unwrap());
+    }
+    let stream_id = sent[0]["stream_id"].as_str().unwrap().to_owned();
+    let asked = Instant::now();
+    send(
+        &mut socket,
+        &json!({"action": "cancel", "stream_id": stream_id}),
+    )
+    .await;
+    while let Some(frame) = next_frame(&mut socket).await {
+        sent.push(frame);
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        asked.elapsed()
+    );
+    assert_consecutive_to_done(&sent, 0);
+    assert_eq!(sent.last().unwrap()["cancelled"], true);
+
+    // Another user's stream: not_found.
+    let other = app.register_user().await;
+    let mut theirs = local_socket(&app, &other.tokens.access_token).await;
+    send(
+        &mut theirs,
+        &json!({"action": "resume", "stream_id": stream_id, "after": 0}),
+    )
+    .await;
+    assert_eq!(
+        next_frame(&mut theirs).await,
+        Some(json!({"type": "error", "code": "not_found"}))
+    );
+}
+
 backend_tests!(
+    the_local_socket_resumes_and_cancels,
     resume_after_a_cut_at_every_point,
     another_users_or_an_expired_stream_is_not_found,
     cancel_mid_stream_by_action,
