@@ -25,6 +25,13 @@
 //! - `chat/ws_cold_first_frame`, `chat/ws_cold_total`: `ws_first_frame` and `ws_total` timed from
 //!   the start of the WebSocket connect (TCP, HTTP upgrade, JWT check) instead: nothing but the
 //!   app and the access token is reused.
+//! - `chat/ws_resumable_first_frame`, `chat/ws_resumable_total`, `chat/ws_resumable_after_first`:
+//!   `ws_first_frame`, `ws_total` and `ws_after_first` with `"resumable": true` (numbered JSON
+//!   frames, each stored in the short-lived store, here process memory, before it is sent;
+//!   the first frame counted is the first `delta`). What a resumable stream adds: to the
+//!   first token `ws_resumable_first_frame` − `ws_first_frame`, to each chunk
+//!   (`ws_resumable_after_first` − `ws_after_first`) / 63. On Lambda each frame also costs
+//!   a DynamoDB write and a read (not measured here).
 //!
 //! Derived numbers (from the medians, by hand):
 //! - added first-token latency = `ws_first_frame` − `router_call` − `direct_first_chunk`. The
@@ -143,12 +150,15 @@ async fn connect(app: &TestApp, token: &str) -> Socket {
 }
 
 /// One chat over a new WebSocket: (to the first text frame, to the final frame), from
-/// `started` (just before the request frame, or before the connect when `cold`).
+/// `started` (just before the request frame, or before the connect when `cold`). With
+/// `resumable`, the request asks for a resumable stream: the first text frame is then the
+/// first `delta` (after the `start` frame), and every frame is stored before it is sent.
 async fn ws_once(
     app: &TestApp,
     llm: &ScriptedLlm,
     token: &str,
     cold: bool,
+    resumable: bool,
 ) -> (Duration, Duration) {
     llm.push_all([Reply::Text(vec!["task_agent".into()]), Reply::Text(words())]);
     let mut started = Instant::now();
@@ -156,8 +166,13 @@ async fn ws_once(
     if !cold {
         started = Instant::now();
     }
+    let request = if resumable {
+        json!({"message": "go", "resumable": true})
+    } else {
+        json!({"message": "go"})
+    };
     socket
-        .send(Message::text(json!({"message": "go"}).to_string()))
+        .send(Message::text(request.to_string()))
         .await
         .unwrap();
     let mut first = None;
@@ -180,6 +195,15 @@ async fn ws_once(
             assert_eq!(value["response"], text.as_str(), "{value}");
             assert_eq!(text, words().concat());
             return (first, total);
+        }
+        if resumable {
+            let value: Value = serde_json::from_str(frame.as_str()).unwrap();
+            if value["type"] != "delta" {
+                continue; // The start frame.
+            }
+            first.get_or_insert_with(|| started.elapsed());
+            text.push_str(value["text"].as_str().unwrap());
+            continue;
         }
         first.get_or_insert_with(|| started.elapsed());
         text.push_str(frame.as_str());
@@ -249,18 +273,21 @@ fn chat(c: &mut Criterion) {
             sum
         })
     });
-    for (id, cold, part) in [
-        ("ws_first_frame", false, FIRST),
-        ("ws_total", false, TOTAL),
-        ("ws_after_first", false, AFTER_FIRST),
-        ("ws_cold_first_frame", true, FIRST),
-        ("ws_cold_total", true, TOTAL),
+    for (id, cold, resumable, part) in [
+        ("ws_first_frame", false, false, FIRST),
+        ("ws_total", false, false, TOTAL),
+        ("ws_after_first", false, false, AFTER_FIRST),
+        ("ws_cold_first_frame", true, false, FIRST),
+        ("ws_cold_total", true, false, TOTAL),
+        ("ws_resumable_first_frame", false, true, FIRST),
+        ("ws_resumable_total", false, true, TOTAL),
+        ("ws_resumable_after_first", false, true, AFTER_FIRST),
     ] {
         group.bench_function(id, |b| {
             b.to_async(&runtime).iter_custom(|iters| async move {
                 let mut sum = Duration::ZERO;
                 for _ in 0..iters {
-                    sum += part(ws_once(app, llm, token, cold).await);
+                    sum += part(ws_once(app, llm, token, cold, resumable).await);
                 }
                 sum
             })

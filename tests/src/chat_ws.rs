@@ -22,13 +22,32 @@ pub(crate) struct Deployment {
 
 /// The Postgres pairing: its short-lived store is DynamoDB on moto, and so is the Management API.
 pub(crate) async fn deployment(llm: Option<&ScriptedLlm>) -> Deployment {
+    deployment_on(Backend::Postgres, llm, &[]).await
+}
+
+/// The function on either pairing (SQLite: its short-lived store is process memory), with
+/// more settings.
+pub(crate) async fn deployment_on(
+    backend: Backend,
+    llm: Option<&ScriptedLlm>,
+    more: &[(&str, &str)],
+) -> Deployment {
     let moto = adiuva_blob::testing::moto().await;
     let base = llm.map(ScriptedLlm::base_url);
     let mut settings = vec![("WS_MANAGEMENT_ENDPOINT_URL", moto.endpoint.as_str())];
     if let Some(base) = &base {
         settings.push(("LLM_BASE_URL", base.as_str()));
     }
-    let app = spawn_app_with(Backend::Postgres, &settings).await;
+    if backend == Backend::Sqlite {
+        // moto's Management API takes any credentials; the Postgres pairing has them already.
+        settings.extend([
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+        ]);
+    }
+    settings.extend_from_slice(more);
+    let app = spawn_app_with(backend, &settings).await;
     // The constructor `main.rs` calls, on the same context as the app.
     let function = ChatWs::new(&app.context).expect("chat-ws settings are valid");
     Deployment {
@@ -55,7 +74,7 @@ pub(crate) fn event(
     .unwrap()
 }
 
-fn with_body(
+pub(crate) fn with_body(
     mut event: ApiGatewayWebsocketProxyRequest,
     body: &Value,
 ) -> ApiGatewayWebsocketProxyRequest {

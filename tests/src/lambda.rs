@@ -60,6 +60,8 @@ const SEQUENCE: &[(&str, &str, &str)] = &[
     ("chat", "POST", "/api/v1/chat"),
     ("chat", "GET", "/api/v1/chat/usage"),
     ("chat", "GET", "/api/v1/chat/agents"),
+    ("chat", "GET", "/api/v1/chat/streams/{id}"),
+    ("chat", "DELETE", "/api/v1/chat/streams/{id}"),
     ("billing", "POST", "/api/v1/billing/checkout"),
     ("billing", "POST", "/api/v1/billing/webhook"),
     ("billing", "GET", "/api/v1/billing/subscription"),
@@ -226,6 +228,21 @@ impl<'a> Session<'a> {
                 self.values.insert("customer_id", customer);
                 self.values
                     .insert("event_id", format!("evt_{}", uuid::Uuid::new_v4().simple()));
+            }
+            ("POST", "/api/v1/chat") => {
+                // A resumable stream of the user's that has ended, as the chat WebSocket
+                // leaves it, for the stream events.
+                let streams = adiuva_chat::streams::Streams::new(
+                    self.app.backends.kv.clone(),
+                    std::time::Duration::from_secs(900),
+                );
+                let id = streams.open(&self.values["user_id"]).await.unwrap();
+                let start = serde_json::json!({"type": "start", "stream_id": id, "seq": 0});
+                let done = serde_json::json!({"type": "done", "seq": 1, "done": true, "response": "Done.", "actions": []});
+                streams.store(&id, 0, &start.to_string()).await.unwrap();
+                streams.store(&id, 1, &done.to_string()).await.unwrap();
+                streams.mark_done(&id).await.unwrap();
+                self.values.insert("stream_id", id);
             }
             ("POST", "/api/v1/teams") => {
                 // The team's seats are paid (what billing's checkout does): standing in for it.

@@ -26,6 +26,8 @@ mod budgets;
 #[cfg(test)]
 mod chat;
 #[cfg(test)]
+mod chat_streams;
+#[cfg(test)]
 mod chat_ws;
 #[cfg(test)]
 mod commits;

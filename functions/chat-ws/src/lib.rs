@@ -8,7 +8,10 @@
 //!   with a TTL of API Gateway's maximum connection duration (2 h).
 //! - `$default`: a message, the `ChatRequest`. Before any model call, the user and token
 //!   version are checked again (so logout, token expiry and account deletion end a connected
-//!   stream) and the message counts against the tier's rate limit, like an HTTP request. Then
+//!   stream) and the message counts against the tier's rate limit: the same admission as an
+//!   HTTP request's (`adiuva_auth::admit`). A `{"action":"resume"}` or `{"action":"cancel"}`
+//!   message, or a request with `"resumable": true`, is a resumable stream's
+//!   ([`adiuva_chat::streams`]): numbered frames stored before they are sent. Otherwise
 //!   the shared streaming loop ([`adiuva_chat::Chat::stream`]) sends text chunks through the
 //!   API Gateway Management API as the model produces them (sanitized), then the final frame
 //!   `{"done": true, "response", "actions"}` or `{"done": true, "error"}`, the same frames as
@@ -19,20 +22,21 @@
 //!
 //! API Gateway itself keeps idle connections for 10 minutes, so there is no heartbeat here.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use adiuva_auth::Accounts;
+use adiuva_auth::{Accounts, Credential};
 use adiuva_aws::AwsSettings;
+use adiuva_chat::streams::Poster;
 use adiuva_chat::{Chat, Gone, Outlet};
 use adiuva_config::{ConfigError, Context};
-use adiuva_error::{DomainError, Public};
+use adiuva_error::Public;
 use adiuva_kv::KvStore;
-use adiuva_limits::{LimitError, Limits};
+use adiuva_limits::Limits;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::config::BehaviorVersion;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::Instrument as _;
 
 /// Namespace of the connections in the shared short-lived store.
@@ -179,61 +183,37 @@ impl ChatWs {
             }
         };
         let mut out = Outbox {
-            client: self.client(event),
+            poster: Management {
+                client: self.client(event),
+            },
             connection_id,
         };
-        // The session as it is now: logout, expiry and account deletion end it here, before
-        // any model call.
-        let caller = match self.current_caller(&record).await {
-            Ok(caller) => caller,
-            Err(public) => {
+        // Admitted as an HTTP request is (`adiuva_auth::admit`): the session as it is now
+        // (logout, expiry and account deletion end it here, before any model call), then one
+        // unit of the tier's rate limit.
+        let credential = Credential::Verified {
+            user_id: record["user_id"].as_str().unwrap_or_default(),
+            token_version: record["token_version"].as_i64().unwrap_or(i64::MIN),
+            session_id: record["session_id"].as_str(),
+            expires_at: record["expires_at"].as_u64().unwrap_or(0),
+        };
+        let caller = match adiuva_auth::admit(&self.accounts, &self.limits, credential).await {
+            Ok(admitted) => admitted.caller,
+            Err(refusal) => {
+                let public = match refusal.error() {
+                    Ok(auth) => Public::of(auth),
+                    Err(limited) => Public::of(&limited),
+                };
                 out.finish(&adiuva_chat::frames::error(&public)).await;
                 return 200;
             }
         };
-        tracing::Span::current().record("user_id", caller.id.as_str());
-        if let Some(decision) = self.limits.check_rate(&caller.id, caller.tier).await
-            && !decision.allowed
-        {
-            let limited = LimitError::RateLimited {
-                retry_after_secs: decision.retry_after_secs,
-            };
-            tracing::info!(limit = decision.limit, "rate limit reached");
-            out.finish(&adiuva_chat::frames::error(&Public::of(&limited)))
-                .await;
-            return 200;
-        }
         let body = event.body.as_deref().unwrap_or_default();
-        self.chat.stream(&caller, body, &mut out).await;
+        let poster = out.poster.clone();
+        self.chat
+            .message(&caller, body, &mut out, &poster, connection_id)
+            .await;
         200
-    }
-
-    /// The connection's user, if their token is still valid: not expired, version current,
-    /// session not ended.
-    async fn current_caller(&self, record: &Value) -> Result<adiuva_access::Caller, Public> {
-        let expired = adiuva_auth::AuthError::InvalidToken;
-        let user_id = record["user_id"].as_str().unwrap_or_default();
-        let (Some(version), Some(expires_at)) = (
-            record["token_version"].as_i64(),
-            record["expires_at"].as_u64(),
-        ) else {
-            return Err(Public::of(&expired));
-        };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs());
-        if expires_at <= now {
-            tracing::info!("message refused: the connection's token expired");
-            return Err(Public::of(&expired));
-        }
-        let session_id = record["session_id"].as_str();
-        self.accounts
-            .caller(user_id, version, session_id)
-            .await
-            .map_err(|err| {
-                tracing::info!(code = err.code(), "message refused: the session ended");
-                Public::of(&err)
-            })
     }
 }
 
@@ -244,17 +224,41 @@ fn refused(err: &adiuva_auth::AuthError) -> u16 {
     public.status()
 }
 
-struct Outbox<'a> {
+/// Posts frames to any connection of the API through the Management API: the poster of
+/// resumable streams, whose connection changes when the client resumes elsewhere.
+#[derive(Clone)]
+struct Management {
     client: Client,
+}
+
+impl Poster for Management {
+    /// A frame, as parts when it is too large (see [`frames`]).
+    async fn post(&self, connection: &str, frame: &str) -> Result<(), Gone> {
+        for part in frames::final_parts(frame, MAX_FRAME_BYTES) {
+            self.post_one(connection, &part).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Today's frames of a chat on the connection that asked for it.
+struct Outbox<'a> {
+    poster: Management,
     connection_id: &'a str,
 }
 
 impl Outbox<'_> {
     async fn post(&self, frame: &str) -> Result<(), Gone> {
+        self.poster.post_one(self.connection_id, frame).await
+    }
+}
+
+impl Management {
+    async fn post_one(&self, connection_id: &str, frame: &str) -> Result<(), Gone> {
         let result = self
             .client
             .post_to_connection()
-            .connection_id(self.connection_id)
+            .connection_id(connection_id)
             .data(Blob::new(frame.as_bytes()))
             .send()
             .await;

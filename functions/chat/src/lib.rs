@@ -3,8 +3,9 @@
 //! names prompt templates by id. Without a configured model provider it answers 503
 //! `llm_not_configured`. Every model call is charged to the caller's monthly AI budget (402
 //! `ai_budget_exhausted` once it is spent), which `GET /api/v1/chat/usage` shows; `GET
-//! /api/v1/chat/agents` lists the agents (names, descriptions, tool names). The
-//! streaming variants (the local WebSocket and the `chat-ws` Lambda) use the same
+//! /api/v1/chat/agents` lists the agents (names, descriptions, tool names). `GET
+//! /api/v1/chat/streams/{id}?after=n` reads a resumable stream's stored frames (for clients
+//! that poll) and `DELETE /api/v1/chat/streams/{id}` cancels it. The streaming variants (the local WebSocket and the `chat-ws` Lambda) use the same
 //! [`adiuva_chat::Chat`].
 
 use adiuva_agents::agents::{AgentInfo, agent_infos};
@@ -12,9 +13,12 @@ use adiuva_agents::{Answer, ChatRequest};
 use adiuva_budgets::AiUsage;
 use adiuva_chat::Chat;
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{ErrorBody, Function, Json, Result, Routes, routes};
+use adiuva_http::{ErrorBody, Function, Json, Path, Query, Result, Routes, routes};
 use adiuva_pipeline::CurrentUser;
 use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let service: Chat = context.get()?;
@@ -22,6 +26,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
         .routes(routes!(chat))
         .routes(routes!(usage))
         .routes(routes!(agents))
+        .routes(routes!(stream_frames, cancel_stream))
         .with_state(service);
     adiuva_pipeline::authenticated("chat", routes, context)
 }
@@ -74,4 +79,67 @@ async fn usage(
     ))]
 async fn agents(CurrentUser(_caller): CurrentUser) -> Json<Vec<AgentInfo>> {
     Json(agent_infos())
+}
+
+/// A resumable stream's stored frames after a point.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StreamFrames {
+    /// The frames after `after`, in order, as the WebSocket sent them (`start`, `delta`s,
+    /// `done`), each with its `seq`.
+    #[schema(value_type = Vec<Object>)]
+    pub frames: Vec<Value>,
+    /// The last frame (`type: done`) is among the stored ones: nothing more will come.
+    pub done: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamFramesQuery {
+    /// Only the frames with a `seq` above this one (default: every frame).
+    #[param(value_type = i64, required = false, minimum = 0)]
+    pub after: Option<u64>,
+}
+
+/// The stored frames of one of the caller's resumable streams (`"resumable": true` on the
+/// chat WebSocket), kept 15 minutes: for clients that poll instead of resuming.
+#[utoipa::path(get, path = "/api/v1/chat/streams/{id}", tag = "chat",
+    params(("id" = String, Path, description = "The stream id of the `start` frame"), StreamFramesQuery),
+    responses(
+        (status = 200, description = "The frames after `after`", body = StreamFrames),
+        (status = 400, description = "`after` is not a number", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such stream of yours, or it expired (`not_found`)", body = ErrorBody),
+        (status = 503, description = "The stream store is unavailable", body = ErrorBody),
+    ))]
+async fn stream_frames(
+    State(service): State<Chat>,
+    CurrentUser(caller): CurrentUser,
+    Path(id): Path<String>,
+    Query(query): Query<StreamFramesQuery>,
+) -> Result<Json<StreamFrames>> {
+    let page = service.streams().page(&caller.id, &id, query.after).await?;
+    Ok(Json(StreamFrames {
+        frames: page.frames,
+        done: page.done,
+    }))
+}
+
+/// Cancels one of the caller's resumable streams: the generation stops within a second and
+/// the stream's last frame is `{"type":"done","cancelled":true}`. An ended stream stays as it
+/// is.
+#[utoipa::path(delete, path = "/api/v1/chat/streams/{id}", tag = "chat",
+    params(("id" = String, Path, description = "The stream id of the `start` frame")),
+    responses(
+        (status = 204, description = "Cancel requested"),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such stream of yours, or it expired (`not_found`)", body = ErrorBody),
+        (status = 503, description = "The stream store is unavailable", body = ErrorBody),
+    ))]
+async fn cancel_stream(
+    State(service): State<Chat>,
+    CurrentUser(caller): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    service.streams().cancel(&caller.id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -8,10 +8,21 @@
 //! (sanitized), and a final JSON frame `{"done": true, "response", "actions"}`, or
 //! `{"done": true, "error"}`. A ping goes out every `WS_HEARTBEAT_SECONDS` (30 s). A client
 //! that leaves ends the generation.
+//!
+//! A first frame that asks for a resumable stream (`"resumable": true`) or is an action
+//! (`{"action":"resume"}`, `{"action":"cancel"}`) makes the socket a registered connection of
+//! this process ([`Sockets`], the local counterpart of API Gateway's connections): the
+//! generation runs in a task of its own ([`adiuva_chat::Chat::message`], the same code as
+//! `chat-ws`), posting frames to whichever socket the stream is attached to, and goes on when
+//! the socket closes. The socket keeps reading: a later action (a cancel) is handled as it
+//! comes. It closes after a stream's `done` frame or an error frame.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use adiuva_access::Caller;
+use adiuva_chat::streams::{Action, Poster};
 use adiuva_chat::{Chat, Gone, Outlet};
 use adiuva_config::{ConfigError, Context};
 use adiuva_error::{ErrorKind, Public};
@@ -21,6 +32,7 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval};
 
 pub const PATH: &str = "/api/v1/chat/stream";
@@ -31,20 +43,82 @@ const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn router(context: &Context) -> Result<Router, ConfigError> {
-    let chat: Chat = context.get()?;
-    Ok(Router::new().route(PATH, get(upgrade)).with_state(chat))
+    let state = Local {
+        chat: context.get()?,
+        sockets: Sockets::default(),
+    };
+    Ok(Router::new().route(PATH, get(upgrade)).with_state(state))
+}
+
+#[derive(Clone)]
+struct Local {
+    chat: Chat,
+    sockets: Sockets,
+}
+
+/// The open sockets of resumable streams, by connection id: frames posted to an id go to its
+/// socket's writer.
+#[derive(Clone, Default)]
+struct Sockets(Arc<Mutex<HashMap<String, mpsc::UnboundedSender<String>>>>);
+
+impl Sockets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<String>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Poster for Sockets {
+    async fn post(&self, connection: &str, frame: &str) -> Result<(), Gone> {
+        let sender = self.lock().get(connection).cloned().ok_or(Gone)?;
+        sender.send(frame.to_owned()).map_err(|_| Gone)
+    }
+}
+
+/// The outlet of a plain chat request sent on a registered socket: its frames go the same way.
+struct Posted {
+    sockets: Sockets,
+    connection: String,
+}
+
+impl Outlet for Posted {
+    async fn text(&mut self, chunk: &str) -> Result<(), Gone> {
+        self.sockets.post(&self.connection, chunk).await
+    }
+
+    async fn finish(&mut self, frame: &str) {
+        let _ = self.sockets.post(&self.connection, frame).await;
+    }
 }
 
 async fn upgrade(
-    State(chat): State<Chat>,
+    State(local): State<Local>,
     CurrentUser(caller): CurrentUser,
     ws: WebSocketUpgrade,
 ) -> Response {
     ws.max_message_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| session(socket, chat, caller))
+        .on_upgrade(move |socket| session(socket, local, caller))
 }
 
-async fn session(socket: WebSocket, chat: Chat, caller: Caller) {
+/// Whether a first frame opens the resumable protocol.
+fn is_resumable(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        resumable: bool,
+    }
+    Action::parse(text).is_some()
+        || serde_json::from_str::<Probe>(text).is_ok_and(|probe| probe.resumable)
+}
+
+/// Whether a frame ends what the socket is for: a stream's `done` or an error frame.
+fn is_last(frame: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(frame).is_ok_and(|frame| {
+        frame["type"] == "done" || frame["type"] == "error" || frame["done"] == true
+    })
+}
+
+async fn session(socket: WebSocket, local: Local, caller: Caller) {
+    let Local { chat, sockets } = local;
     let heartbeat = chat.settings().heartbeat;
     let mut outlet = Socket {
         socket,
@@ -55,7 +129,55 @@ async fn session(socket: WebSocket, chat: Chat, caller: Caller) {
         Ok(None) => return,
         Err(public) => return outlet.finish(&adiuva_chat::frames::error(&public)).await,
     };
-    chat.stream(&caller, &text, &mut outlet).await;
+    if !is_resumable(&text) {
+        return chat.stream(&caller, &text, &mut outlet).await;
+    }
+    let connection = uuid::Uuid::new_v4().simple().to_string();
+    let (sender, mut frames) = mpsc::unbounded_channel();
+    sockets.lock().insert(connection.clone(), sender);
+    let handle = |text: String| {
+        let (chat, caller, sockets, connection) = (
+            chat.clone(),
+            caller.clone(),
+            sockets.clone(),
+            connection.clone(),
+        );
+        // A task of its own: the generation outlives the socket.
+        tokio::spawn(async move {
+            let mut posted = Posted {
+                sockets: sockets.clone(),
+                connection: connection.clone(),
+            };
+            chat.message(&caller, &text, &mut posted, &sockets, &connection)
+                .await;
+        });
+    };
+    handle(text);
+    loop {
+        tokio::select! {
+            Some(frame) = frames.recv() => {
+                let last = is_last(&frame);
+                if outlet.socket.send(Message::Text(frame.into())).await.is_err() {
+                    break;
+                }
+                if last {
+                    let _ = outlet.socket.send(Message::Close(None)).await;
+                    break;
+                }
+            }
+            _ = outlet.heartbeat.tick() => {
+                if outlet.socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+            incoming = outlet.socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => handle(text.as_str().to_owned()),
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+    sockets.lock().remove(&connection);
 }
 
 struct Socket {

@@ -45,6 +45,11 @@ pub struct ChatRequest {
     pub context: ChatContext,
     #[serde(default)]
     pub execution_mode: ExecutionMode,
+    /// On the chat WebSocket: number and store the frames so that the stream can be resumed
+    /// on a new connection and cancelled (the README's chat section). `POST /api/v1/chat`
+    /// ignores it.
+    #[serde(default)]
+    pub resumable: bool,
 }
 
 /// What the client knows and sends along: the server holds no task data, so the agents' read

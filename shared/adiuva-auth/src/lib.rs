@@ -3,10 +3,12 @@
 //! [`Accounts::authenticate`], which turns an access token into the [`Caller`] with the live
 //! tier; sessions (one per sign-in, listed and ended one by one), the account's security
 //! log, and the OpenID Connect identities linked to accounts (what a verified identity signs
-//! into; the protocol itself is adiuva-oidc's). Nothing here knows HTTP; the HTTP layer calls
-//! `authenticate` once per request.
+//! into; the protocol itself is adiuva-oidc's). Nothing here knows HTTP; the HTTP pipeline
+//! and the chat WebSocket admit each request or message with [`admit`] (the caller, then the
+//! tier's rate limit).
 
 mod accounts;
+mod admission;
 mod device;
 mod error;
 mod events;
@@ -24,6 +26,7 @@ pub use accounts::{
     TeamSeat, UserProfile,
 };
 pub use adiuva_access::{Caller, Role, TeamRole, Tier, TierSource};
+pub use admission::{Admitted, Credential, Refusal, admit};
 pub use device::{Device, MAX_USER_AGENT_CHARS, ip_prefix};
 pub use error::AuthError;
 pub use events::{EventPage, EventType, SecurityEvent};

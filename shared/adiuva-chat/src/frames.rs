@@ -8,6 +8,11 @@ use serde_json::json;
 /// `{"done": true, "response": ..., "actions": [...]}`; in plan mode the response is empty and
 /// the plan is under `plan`.
 pub fn done(answer: &Answer) -> String {
+    done_value(answer).to_string()
+}
+
+/// [`done`] as a JSON object (the resumable protocol adds `type` and `seq`).
+pub fn done_value(answer: &Answer) -> serde_json::Value {
     match answer {
         Answer::Response(response) => json!({
             "done": true,
@@ -21,12 +26,16 @@ pub fn done(answer: &Answer) -> String {
             "plan": plan,
         }),
     }
-    .to_string()
 }
 
 /// `{"done": true, "error": {"status", "code", "detail"}}`, plus `resets_at` (ms) when a
 /// spent allowance comes back then (402 `ai_budget_exhausted`).
 pub fn error(public: &Public) -> String {
+    error_value(public).to_string()
+}
+
+/// [`error`] as a JSON object.
+pub fn error_value(public: &Public) -> serde_json::Value {
     let mut error = json!({
         "status": public.status(),
         "code": public.code,
@@ -35,5 +44,5 @@ pub fn error(public: &Public) -> String {
     if let Some(resets_at) = public.resets_at {
         error["resets_at"] = json!(resets_at);
     }
-    json!({"done": true, "error": error}).to_string()
+    json!({"done": true, "error": error})
 }

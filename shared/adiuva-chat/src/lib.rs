@@ -6,6 +6,7 @@
 
 pub mod frames;
 pub mod meter;
+pub mod streams;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -21,9 +22,11 @@ use adiuva_error::{DomainError, ErrorKind, Public};
 use adiuva_limits::{ChatSlot, LimitError, Limits};
 use adiuva_llm::{Llm, LlmSettings};
 use adiuva_tracing::Langfuse;
+use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::meter::BudgetMeter;
+use crate::streams::{Action, Poster, Relay, Streams};
 
 /// `CHAT_TIMEOUT_SECONDS` (28: one whole request, under API Gateway's 30 s) and
 /// `WS_HEARTBEAT_SECONDS` (30: pings of the local WebSocket).
@@ -143,6 +146,8 @@ pub struct Chat {
     limits: Limits,
     /// Every model call of a chat is charged to the caller's monthly AI budget.
     budgets: Budgets,
+    /// Resumable streams' frames and flags.
+    streams: Streams,
     settings: ChatSettings,
 }
 
@@ -162,6 +167,7 @@ impl Component for Chat {
             orchestrator: Arc::new(orchestrator),
             limits: context.get()?,
             budgets: context.get()?,
+            streams: context.get()?,
             settings,
         })
     }
@@ -175,6 +181,11 @@ impl Chat {
     /// The AI budgets the chats are charged to (`GET /api/v1/chat/usage` reads them).
     pub fn budgets(&self) -> &Budgets {
         &self.budgets
+    }
+
+    /// Resumable streams (`GET` and `DELETE /api/v1/chat/streams/{id}`).
+    pub fn streams(&self) -> &Streams {
+        &self.streams
     }
 
     fn orchestrator(&self) -> Result<&Orchestrator, ChatFailure> {
@@ -226,7 +237,70 @@ impl Chat {
     /// frame. Returns without a final frame when the client is gone, which cancels the model
     /// call in flight.
     pub async fn stream<O: Outlet>(&self, caller: &Caller, text: &str, outlet: &mut O) {
-        let frame = match self.run_stream(caller, text, outlet).await {
+        self.stream_parsed(caller, parse_request(text), outlet)
+            .await;
+    }
+
+    /// One message of a chat WebSocket on `connection`: a resume or cancel action, a resumable
+    /// chat request (its frames go through `poster`, see [`streams`]), or today's chat request
+    /// (streamed to `outlet`, frames unchanged).
+    pub async fn message<O: Outlet, P: Poster>(
+        &self,
+        caller: &Caller,
+        text: &str,
+        outlet: &mut O,
+        poster: &P,
+        connection: &str,
+    ) {
+        if let Some(action) = Action::parse(text) {
+            return self.action(caller, action, poster, connection).await;
+        }
+        match parse_request(text) {
+            Ok(request) if request.resumable => {
+                self.stream_resumable(caller, request, poster, connection)
+                    .await;
+            }
+            parsed => self.stream_parsed(caller, parsed, outlet).await,
+        }
+    }
+
+    /// A resume or cancel action; errors answer `{"type":"error","code"}`.
+    async fn action<P: Poster>(
+        &self,
+        caller: &Caller,
+        action: Result<Action, String>,
+        poster: &P,
+        connection: &str,
+    ) {
+        let result = match action {
+            Ok(Action::Resume { stream_id, after }) => self
+                .streams
+                .resume(&caller.id, &stream_id, after, connection, poster)
+                .await
+                .map(drop),
+            Ok(Action::Cancel { stream_id }) => self.streams.cancel(&caller.id, &stream_id).await,
+            Err(reason) => {
+                tracing::info!(reason, "unknown chat WebSocket action");
+                let frame = json!({"type": "error", "code": "invalid_action"}).to_string();
+                let _ = poster.post(connection, &frame).await;
+                return;
+            }
+        };
+        if let Err(err) = result {
+            if err.kind().is_server_side() {
+                tracing::warn!(error = %adiuva_error::cause_chain(&err), "chat stream action failed");
+            }
+            let _ = poster.post(connection, &streams::error_frame(&err)).await;
+        }
+    }
+
+    async fn stream_parsed<O: Outlet>(
+        &self,
+        caller: &Caller,
+        request: Result<ChatRequest, ChatFailure>,
+        outlet: &mut O,
+    ) {
+        let frame = match self.run_stream(caller, request, outlet).await {
             Ok(Some(answer)) => frames::done(&answer),
             Ok(None) => {
                 tracing::info!("chat stream client gone; generation stopped");
@@ -248,10 +322,10 @@ impl Chat {
     async fn run_stream<O: Outlet>(
         &self,
         caller: &Caller,
-        text: &str,
+        request: Result<ChatRequest, ChatFailure>,
         outlet: &mut O,
     ) -> Result<Option<Answer>, ChatFailure> {
-        let request = parse_request(text)?;
+        let request = request?;
         let (orchestrator, meter, slot) = self.begin(caller, &request).await?;
         tracing::info!("chat stream request");
 
@@ -278,6 +352,132 @@ impl Chat {
         slot.release().await;
         Ok(Some(result?))
     }
+}
+
+impl Chat {
+    /// A resumable chat (see [`streams`]): the frames `start`, `delta`s and `done`, each
+    /// stored before it goes to the stream's current connection. The generation goes on while
+    /// no client is connected, and stops within [`streams::POLL`] of a cancel: the model call
+    /// in flight is dropped and the budget settled for the text generated so far.
+    pub async fn stream_resumable<P: Poster>(
+        &self,
+        caller: &Caller,
+        request: ChatRequest,
+        poster: &P,
+        connection: &str,
+    ) {
+        let id = match self.streams.open(&caller.id).await {
+            Ok(id) => id,
+            Err(err) => {
+                tracing::warn!(error = %adiuva_error::cause_chain(&err), "could not open a chat stream");
+                let frame = frames::error(&Public::of(&err));
+                let _ = poster.post(connection, &frame).await;
+                return;
+            }
+        };
+        let mut relay = Relay::new(&self.streams, poster, id.clone(), connection.to_owned());
+        let span = tracing::info_span!("chat_stream", stream_id = %id);
+        let _ = tracing::Instrument::instrument(
+            async {
+                if let Err(err) = self.run_resumable(caller, &request, &mut relay).await {
+                    tracing::warn!(error = %adiuva_error::cause_chain(&err), "chat stream could not be stored; stopped");
+                }
+            },
+            span,
+        )
+        .await;
+    }
+
+    async fn run_resumable<P: Poster>(
+        &self,
+        caller: &Caller,
+        request: &ChatRequest,
+        relay: &mut Relay<'_, P>,
+    ) -> Result<(), adiuva_kv::KvError> {
+        relay
+            .emit(json!({"type": "start", "stream_id": relay.id}))
+            .await?;
+        let last = match self.generate(caller, request, relay).await? {
+            Generated::Answer(answer) => frames::done_value(&answer),
+            Generated::Cancelled => json!({"done": true, "cancelled": true}),
+            Generated::Failed(err) => {
+                let public = Public::of(&err);
+                if public.kind.is_server_side() {
+                    tracing::warn!(code = public.code, error = %adiuva_error::cause_chain(&err), "chat stream failed");
+                } else {
+                    tracing::info!(code = public.code, detail = %public.detail, "chat stream request rejected");
+                }
+                frames::error_value(&public)
+            }
+        };
+        let mut last = last;
+        last["type"] = json!("done");
+        relay.emit(last).await?;
+        relay.close().await
+    }
+
+    async fn generate<P: Poster>(
+        &self,
+        caller: &Caller,
+        request: &ChatRequest,
+        relay: &mut Relay<'_, P>,
+    ) -> Result<Generated, adiuva_kv::KvError> {
+        let (orchestrator, meter, slot) = match self.begin(caller, request).await {
+            Ok(begun) => begun,
+            Err(err) => return Ok(Generated::Failed(err)),
+        };
+        tracing::info!("resumable chat stream request");
+        let (tx, mut rx) = mpsc::channel::<String>(64);
+        // Boxed, so that a cancel can drop it (and the provider request with it) at once.
+        let mut work =
+            Box::pin(orchestrator.orchestrate(request, Some(&tx), &caller.id, Some(&meter)));
+        let mut poll = tokio::time::interval(streams::POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            tokio::select! {
+                biased;
+                Some(chunk) = rx.recv() => {
+                    meter.generated(chunk.len());
+                    for piece in streams::split(&chunk, streams::MAX_DELTA_BYTES) {
+                        relay.emit(json!({"type": "delta", "text": piece})).await?;
+                    }
+                }
+                result = &mut work => break Some(result),
+                _ = poll.tick() => {
+                    if relay.streams.is_cancelled(&relay.id).await? {
+                        break None;
+                    }
+                    relay.catch_up().await?;
+                }
+            }
+        };
+        let Some(result) = result else {
+            // Dropping the orchestration drops the request to the provider.
+            drop(work);
+            meter.abandon().await;
+            slot.release().await;
+            tracing::info!("chat stream cancelled; generation stopped");
+            return Ok(Generated::Cancelled);
+        };
+        while let Ok(chunk) = rx.try_recv() {
+            meter.generated(chunk.len());
+            for piece in streams::split(&chunk, streams::MAX_DELTA_BYTES) {
+                relay.emit(json!({"type": "delta", "text": piece})).await?;
+            }
+        }
+        slot.release().await;
+        Ok(match result {
+            Ok(answer) => Generated::Answer(answer),
+            Err(err) => Generated::Failed(ChatFailure::Chat(err)),
+        })
+    }
+}
+
+/// How a resumable generation ended.
+enum Generated {
+    Answer(Answer),
+    Cancelled,
+    Failed(ChatFailure),
 }
 
 /// A streamed `ChatRequest`: 400 when it is not JSON, 422 when it is not a `ChatRequest`.

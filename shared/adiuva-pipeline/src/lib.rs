@@ -19,7 +19,7 @@
 mod idempotency;
 
 use adiuva_access::{Caller, Role};
-use adiuva_auth::{Accounts, AuthError};
+use adiuva_auth::{Accounts, Admitted, AuthError, Credential, Refusal};
 use adiuva_config::{ConfigError, Context};
 use std::sync::Arc;
 
@@ -71,36 +71,44 @@ pub fn authenticated(
     Function::with_stages(name, routes, context, layer)
 }
 
-/// Authentication, then the rate limit, then the admin check, then idempotency, then the route.
-async fn caller_stages(State(stages): State<Stages>, request: Request, next: Next) -> Response {
-    let request = match authenticate(&stages.accounts, &stages.policies, request).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    let Some(caller) = request.extensions().get::<Caller>() else {
-        // Public routes have brute-force limits of their own instead of tier limits.
+/// Authentication, then the rate limit (both [`adiuva_auth::admit`], as for a chat WebSocket
+/// message), then the admin check, then idempotency, then the route.
+async fn caller_stages(State(stages): State<Stages>, mut request: Request, next: Next) -> Response {
+    // Public routes (and unknown paths, which the router answers 404) pass without a caller;
+    // they have brute-force limits of their own instead of tier limits. A wrong method on a
+    // public path is 405.
+    if route_of(&request).is_none_or(|route| stages.policies.is_public_path(route)) {
         return next.run(request).await;
+    }
+    let Some(token) = token(&request) else {
+        return ApiError::from(AuthError::MissingToken).into_response();
     };
-    let Some(decision) = stages.limits.check_rate(&caller.id, caller.tier).await else {
-        return admitted(&stages, request, next).await;
-    };
-    let policy = caller.tier.as_str();
-    let mut response = if decision.allowed {
-        admitted(&stages, request, next).await
-    } else {
-        tracing::info!(limit = decision.limit, "rate limit reached");
-        ApiError::from(LimitError::RateLimited {
-            retry_after_secs: decision.retry_after_secs,
-        })
-        .into_response()
-    };
-    rate_limit_headers(response.headers_mut(), policy, &decision);
-    response
+    let admitted = adiuva_auth::admit(&stages.accounts, &stages.limits, Credential::Token(&token));
+    match admitted.await {
+        Ok(Admitted { caller, rate }) => {
+            let policy = caller.tier.as_str();
+            request.extensions_mut().insert(caller);
+            let mut response = admitted_route(&stages, request, next).await;
+            if let Some(decision) = rate {
+                rate_limit_headers(response.headers_mut(), policy, &decision);
+            }
+            response
+        }
+        Err(Refusal::Auth(err)) => ApiError::from(err).into_response(),
+        Err(Refusal::RateLimited { caller, decision }) => {
+            let mut response = ApiError::from(LimitError::RateLimited {
+                retry_after_secs: decision.retry_after_secs,
+            })
+            .into_response();
+            rate_limit_headers(response.headers_mut(), caller.tier.as_str(), &decision);
+            response
+        }
+    }
 }
 
 /// A caller within the rate limit: admin routes refuse everyone but admins (403
 /// `admin_required`), then the idempotency stage and the route.
-async fn admitted(stages: &Stages, request: Request, next: Next) -> Response {
+async fn admitted_route(stages: &Stages, request: Request, next: Next) -> Response {
     let admin_route =
         route_of(&request).is_some_and(|route| stages.policies.is_admin(request.method(), route));
     if admin_route {
@@ -173,30 +181,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// The caller of a route that needs one, in the request extensions; public routes (and unknown
-/// paths, which the router answers 404) pass without. A wrong method on a public path is 405.
-async fn authenticate(
-    accounts: &Accounts,
-    policies: &Policies,
-    mut request: Request,
-) -> Result<Request, Response> {
-    let public = route_of(&request).is_none_or(|route| policies.is_public_path(route));
-    if public {
-        return Ok(request);
-    }
-    let Some(token) = token(&request) else {
-        return Err(ApiError::from(AuthError::MissingToken).into_response());
-    };
-    match accounts.authenticate(&token).await {
-        Ok(caller) => {
-            tracing::Span::current().record("user_id", caller.id.as_str());
-            request.extensions_mut().insert(caller);
-            Ok(request)
-        }
-        Err(err) => Err(ApiError::from(err).into_response()),
-    }
 }
 
 /// The IETF httpapi `RateLimit-Policy` (the tier's quota `q` per window `w` in seconds) and
