@@ -229,7 +229,9 @@ export interface paths {
          * Finishes a sign-in: the code is redeemed at the provider and its ID token verified. A known
          *     identity signs into its account; a new one whose email is no account's creates an account
          *     (without a password); one whose email is an account's is refused with `link_required` (sign
-         *     in to that account and link it).
+         *     in to that account and link it). Through a team's provider, only into an account that is a
+         *     member of the team: a new identity of one of the team's email domains creates its account,
+         *     which joins the team while a seat is free.
          */
         post: operations["callback"];
         delete?: never;
@@ -302,9 +304,10 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Starts a sign-in with a provider (RFC 8252's desktop flow with PKCE): open
-         *     `authorization_url` in the browser; the provider redirects to `redirect_uri` with `code` and
-         *     `state`, which go to `POST /auth/oidc/callback` (or `/auth/oidc/link`).
+         * Starts a sign-in with a provider, or with a team's provider given its `team_id` (RFC 8252's
+         *     desktop flow with PKCE): open `authorization_url` in the browser; the provider redirects to
+         *     `redirect_uri` with `code` and `state`, which go to `POST /auth/oidc/callback` (or
+         *     `/auth/oidc/link`).
          */
         post: operations["start"];
         delete?: never;
@@ -497,8 +500,10 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * What the caller's tier allows (features as numbers, `null` for unlimited, or flags) and how
-         *     much of each quota they use: the desktop app's one source for the gates it applies itself.
+         * What the caller's tier allows (features as numbers, `null` for unlimited, or flags), how
+         *     much of each quota they use, and their AI token budget this month (`ai_usage`, as `GET
+         *     /api/v1/chat/usage` answers it): the desktop app's one source for the gates it applies
+         *     itself.
          */
         get: operations["entitlements"];
         put?: never;
@@ -602,6 +607,31 @@ export interface paths {
         put?: never;
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/chat/streams/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The stored frames of one of the caller's resumable streams (`"resumable": true` on the
+         *     chat WebSocket), kept 15 minutes: for clients that poll instead of resuming.
+         */
+        get: operations["stream_frames"];
+        put?: never;
+        post?: never;
+        /**
+         * Cancels one of the caller's resumable streams: the generation stops within a second and
+         *     the stream's last frame is `{"type":"done","cancelled":true}`. An ended stream stays as it
+         *     is.
+         */
+        delete: operations["cancel_stream"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1288,6 +1318,34 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/teams/{id}/sso": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The team's SSO settings, never the client secret (owner or admin). */
+        get: operations["get_sso"];
+        /**
+         * Sets the team's SSO: its own OpenID provider (owner only). Members then sign in with
+         *     `POST /auth/oidc/start {team_id}`; a new identity of one of `domains` creates its account
+         *     and joins the team while a seat is free; with `required`, members of those domains (the
+         *     owner excepted) cannot sign in with a password. The client secret is stored encrypted and
+         *     never answered.
+         */
+        put: operations["put_sso"];
+        post?: never;
+        /**
+         * Removes the team's SSO (owner only). The accounts and memberships its sign-ins created
+         *     stay; sign-ins through the team's provider stop.
+         */
+        delete: operations["delete_sso"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/teams/{id}/transfer": {
         parameters: {
             query?: never;
@@ -1371,7 +1429,10 @@ export interface components {
             description: string;
             /** @example task_agent */
             name: string;
-            /** @description The names of its tools, in the order the model is given them. */
+            /**
+             * @description The names of its tools, in the order the model is given them: its own, then
+             *     `call_agent` (asking another agent a sub-question).
+             */
             tools: string[];
         };
         /** @description `GET /api/v1/chat/usage`: the caller's budget this month. */
@@ -1535,6 +1596,12 @@ export interface components {
              *     is not a `maxLength`: schema validators expect a violation to be a 400 or 422).
              */
             message: string;
+            /**
+             * @description On the chat WebSocket: number and store the frames so that the stream can be resumed
+             *     on a new connection and cancelled (the README's chat section). `POST /api/v1/chat`
+             *     ignores it.
+             */
+            resumable?: boolean;
         };
         ChatResponse: {
             actions: components["schemas"]["PlanAction"][];
@@ -1685,6 +1752,14 @@ export interface components {
             tier_source: string;
             usage: components["schemas"]["Usage"];
         };
+        /**
+         * @description `GET /api/v1/billing/entitlements`: the entitlements and, beside them, the AI token budget
+         *     of this month.
+         */
+        EntitlementsView: components["schemas"]["Entitlements"] & {
+            /** @description This month's AI token budget: the same object as `GET /api/v1/chat/usage`. */
+            ai_usage: components["schemas"]["AiUsage"];
+        };
         /** @description The JSON body of every error response (SPEC section 4). */
         ErrorBody: {
             /** @description A stable machine-readable code, e.g. `invalid_credentials`. */
@@ -1818,7 +1893,7 @@ export interface components {
              * @description Milliseconds since the Unix epoch.
              */
             linked_at: number;
-            /** @description The provider's id (`google`). */
+            /** @description The provider's id (`google`, or `team:<team id>`). */
             provider: string;
         };
         /**
@@ -1926,19 +2001,22 @@ export interface components {
             /** @description The provider's issuer (`https://accounts.google.com`). */
             issuer: string;
         };
+        /** @description Exactly one of `provider` and `team_id`. */
         OidcStart: {
             /** @description BASE64URL(SHA-256(code_verifier)), without padding (RFC 7636). */
             code_challenge: string;
             /** @description Only `S256`. */
             code_challenge_method: string;
             /** @description A provider's `id` from `GET /auth/oidc/providers`. */
-            provider: string;
+            provider?: string | null;
             /**
              * @description Where the provider sends the browser back: the app's loopback listener
              *     (`http://127.0.0.1:<port>/...` or `http://[::1]:<port>/...`) or one of
              *     `OIDC_REDIRECT_URIS`.
              */
             redirect_uri: string;
+            /** @description A team's id: sign in through the team's own provider (team SSO). */
+            team_id?: string | null;
         };
         /** @description Where to send the person to sign in. */
         OidcStarted: {
@@ -1987,7 +2065,8 @@ export interface components {
         /** @description One step of a plan (reference: `PlanStep`). */
         PlanStep: {
             /**
-             * @description `llm_generate` for an LLM step, else a data action the client applies (`create_tasks`,
+             * @description `llm_generate` for an LLM step, `call_agent` for an LLM step run by another agent
+             *     (named by `variables.agent`), else a data action the client applies (`create_tasks`,
              *     `create_note`, ...).
              */
             action: string;
@@ -2267,6 +2346,31 @@ export interface components {
             last_used_at: number;
             user_agent?: string | null;
         };
+        /** @description `PUT /teams/{id}/sso`. */
+        SsoUpdate: {
+            /** @description This service's client id at the provider. */
+            client_id: string;
+            /**
+             * Format: password
+             * @description The client's secret: stored encrypted, never answered.
+             */
+            client_secret: string;
+            /**
+             * @description The email domains the provider vouches for (`example.com`): a new identity with an
+             *     email of one of them creates its account and joins the team. 1 to 20, lower-cased.
+             */
+            domains: string[];
+            /**
+             * @description The provider's issuer: `https://` (`http://` only on a loopback address), without query
+             *     or fragment; its discovery document is `{issuer}/.well-known/openid-configuration`.
+             */
+            issuer: string;
+            /**
+             * @description Members whose email domain is listed (the owner excepted) cannot sign in with a
+             *     password (`sso_required`).
+             */
+            required?: boolean;
+        };
         StorageRecordCreate: {
             /**
              * Format: byte
@@ -2292,6 +2396,16 @@ export interface components {
         };
         Stored: components["schemas"]["BackupMeta"] & {
             ok: boolean;
+        };
+        /** @description A resumable stream's stored frames after a point. */
+        StreamFrames: {
+            /** @description The last frame (`type: done`) is among the stored ones: nothing more will come. */
+            done: boolean;
+            /**
+             * @description The frames after `after`, in order, as the WebSocket sent them (`start`, `delta`s,
+             *     `done`), each with its `seq`.
+             */
+            frames: Record<string, unknown>[];
         };
         /** @description What a submission that passed the checklist answers (201). */
         Submitted: {
@@ -2377,7 +2491,7 @@ export interface components {
             type: components["schemas"]["TeamEventType"];
         };
         /** @enum {string} */
-        TeamEventType: "member_invited" | "member_joined" | "member_removed" | "member_left" | "role_changed" | "key_shared" | "seats_changed" | "ownership_transferred" | "subscription_changed";
+        TeamEventType: "member_invited" | "member_joined" | "member_removed" | "member_left" | "role_changed" | "key_shared" | "seats_changed" | "ownership_transferred" | "subscription_changed" | "sso_configured" | "sso_removed";
         /** @description The team key as wrapped for one member. */
         TeamKey: {
             /** Format: int64 */
@@ -2491,6 +2605,21 @@ export interface components {
         TeamSeat: {
             id: string;
             role: components["schemas"]["TeamRole"];
+        };
+        /** @description A team's SSO settings as its owner and admins see them: never the client secret. */
+        TeamSso: {
+            client_id: string;
+            /**
+             * Format: int64
+             * @description Milliseconds since the Unix epoch.
+             */
+            created_at: number;
+            domains: string[];
+            issuer: string;
+            required: boolean;
+            team_id: string;
+            /** Format: int64 */
+            updated_at: number;
         };
         /**
          * @description The state of a team's subscription, kept in step by billing's webhooks.
@@ -3408,7 +3537,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The account is disabled (`account_disabled`; said only to the right password) */
+            /** @description The account is disabled (`account_disabled`), or a team of the account requires its SSO (`sso_required`: sign in with `POST /auth/oidc/start {team_id}`); each said only to the right password */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3799,7 +3928,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The provider has not verified the email (`email_unverified`), or the account is disabled (`account_disabled`) */
+            /** @description Through a team's provider, a new account cannot join: the team's subscription is not active (`team_inactive`) */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The provider has not verified the email (`email_unverified`), the account is disabled (`account_disabled`), or through a team's provider: the account is not a member of the team (`sso_not_member`), or a new email's domain is not one of the team's (`sso_domain_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3808,7 +3946,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The email belongs to an account this identity is not linked to (`link_required`), or a concurrent sign-in of the same new identity created its account first (`identity_taken`: retry) */
+            /** @description The team's SSO was removed since the sign-in started (`sso_not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The email belongs to an account this identity is not linked to (`link_required`), a concurrent sign-in of the same new identity created its account first (`identity_taken`: retry), or through a team's provider every seat is taken (`seats_exhausted`: nothing was created) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3855,7 +4002,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The provider cannot be reached (`provider_unavailable`), or the short-lived store is down */
+            /** @description The provider cannot be reached (`provider_unavailable`), the short-lived store is down, or the server cannot open a team's client secret (`sso_secret_key_missing`, `sso_secret_unreadable`) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4132,7 +4279,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A `redirect_uri` that is neither loopback nor listed (`redirect_uri_not_allowed`), a method other than S256 (`unsupported_challenge_method`), a malformed challenge, or an unknown provider (`unknown_provider`) */
+            /** @description A `redirect_uri` that is neither loopback nor listed (`redirect_uri_not_allowed`), a method other than S256 (`unsupported_challenge_method`), a malformed challenge, an unknown provider or a team without SSO (`unknown_provider`), or not exactly one of `provider` and `team_id` (`validation_error`) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4141,7 +4288,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The provider's discovery document cannot be read (`provider_unavailable`), or the short-lived store is down */
+            /** @description The provider's discovery document cannot be read (`provider_unavailable`), the short-lived store is down, or the server cannot open a team's client secret (`sso_secret_key_missing`, `sso_secret_unreadable`) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5015,13 +5162,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The tier's features and the caller's usage */
+            /** @description The tier's features, the caller's usage and AI token budget */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Entitlements"];
+                    "application/json": components["schemas"]["EntitlementsView"];
                 };
             };
             /** @description Missing or invalid token */
@@ -5495,6 +5642,147 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    stream_frames: {
+        parameters: {
+            query?: {
+                /** @description Only the frames with a `seq` above this one (default: every frame). */
+                after?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The stream id of the `start` frame */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The frames after `after` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StreamFrames"];
+                };
+            };
+            /** @description `after` is not a number */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such stream of yours, or it expired (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the tier's rate limit */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The stream store is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    cancel_stream: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The stream id of the `start` frame */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Cancel requested */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A parameter is malformed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such stream of yours, or it expired (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the tier's rate limit */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The stream store is unavailable */
+            503: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -9801,6 +10089,285 @@ export interface operations {
             /** @description Stripe is unavailable; nothing changed */
             503: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_sso: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Team id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The settings without the secret */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TeamSso"];
+                };
+            };
+            /** @description A parameter is malformed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or an invalid, expired or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A plain member (`team_admin_required`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such team of yours, or it has no SSO (`sso_not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the tier's rate limit */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backing store is unavailable; try again */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_sso: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Team id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SsoUpdate"];
+            };
+        };
+        responses: {
+            /** @description Set (the settings without the secret) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TeamSso"];
+                };
+            };
+            /** @description The body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or an invalid, expired or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The team's subscription is not active (`team_inactive`) */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not the owner (`team_owner_required`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such team of yours */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than this route accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not `content-type: application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid issuer (`invalid_issuer`), client id or secret (`invalid_client`), or domains (`invalid_domains`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the tier's rate limit */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server has no `SSO_SECRET_KEY` (`sso_secret_key_missing`), or the database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_sso: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Team id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A parameter is malformed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bearer token, or an invalid, expired or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not the owner (`team_owner_required`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such team of yours, or it has no SSO (`sso_not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the tier's rate limit */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backing store is unavailable; try again */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
