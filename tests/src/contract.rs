@@ -375,6 +375,22 @@ fn cors_is_the_same_list_in_code_and_infra() {
     assert_eq!(cors["MaxAge"].as_u64(), Some(MAX_AGE.as_secs()));
 }
 
+/// A browser may call every route: each method a route is declared with is one CORS allows
+/// (a PATCH route behind a list without PATCH fails its preflight).
+#[tokio::test]
+async fn every_declared_method_is_allowed_by_cors() {
+    let allowed: BTreeSet<&str> = adiuva_http::cors::ALLOWED_METHODS.iter().copied().collect();
+    let missing: Vec<String> = declared_policies()
+        .into_keys()
+        .filter(|(method, _)| !allowed.contains(method.as_str()))
+        .map(|(method, path)| format!("{method} {path}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "methods CORS does not allow: {missing:?}"
+    );
+}
+
 #[tokio::test]
 async fn every_documented_header_parameter_is_allowed_by_cors() {
     let (context, _dir) = code_context();

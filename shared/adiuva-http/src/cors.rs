@@ -43,7 +43,7 @@ pub const EXPOSED_HEADERS: &[&str] = &[
     "x-total-count",
 ];
 
-pub const ALLOWED_METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "OPTIONS"];
+pub const ALLOWED_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// How long browsers may cache a preflight answer.
 pub const MAX_AGE: Duration = Duration::from_secs(600);
