@@ -67,6 +67,21 @@ def post_to_connection(self, data, connection_id):
 
 management.ApiGatewayManagementApiBackend.post_to_connection = post_to_connection
 
+# DynamoDB applies each item write, with its condition, atomically; moto's threaded server
+# does not (two concurrent conditional updates of one item can both pass their condition).
+# One lock around the item operations gives the tests DynamoDB's guarantee.
+from moto.dynamodb import models as dynamodb
+ITEMS = threading.RLock()
+def atomic(name):
+    original = getattr(dynamodb.DynamoDBBackend, name)
+    def locked(self, *args, **kwargs):
+        with ITEMS:
+            return original(self, *args, **kwargs)
+    setattr(dynamodb.DynamoDBBackend, name, locked)
+for name in ("get_item", "put_item", "update_item", "delete_item", "query",
+             "batch_write_item", "transact_write_items"):
+    atomic(name)
+
 class Frames(BaseHTTPRequestHandler):
     def do_GET(self):
         connection_id = unquote(self.path.rsplit("/", 1)[-1])
