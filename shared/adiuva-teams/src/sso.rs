@@ -145,8 +145,8 @@ impl Sso {
         }
     }
 
-    /// Sets the team's SSO (owner only): 402 `team_inactive` unless the team's subscription is
-    /// active, 503 `sso_secret_key_missing` without `SSO_SECRET_KEY`. Replaces the settings
+    /// Sets the team's SSO (owner only): 422 for invalid settings, then 402 `team_inactive`
+    /// unless the team's subscription is active, 503 `sso_secret_key_missing` without `SSO_SECRET_KEY`. Replaces the settings
     /// before; `sso_configured` in the team's log.
     pub async fn put(
         &self,
@@ -160,10 +160,11 @@ impl Sso {
         let Some(team) = locked else {
             return Err(TeamError::NotFound);
         };
+        // What is wrong with the request is said first (422), then what is wrong with the team.
+        let valid = validate(update)?;
         if team.status != "active" {
             return Err(TeamError::TeamInactive);
         }
-        let valid = validate(update)?;
         let sealer = self.sealer.as_ref().ok_or(TeamError::SsoKeyMissing)?;
         let sealed = sealer.seal(&seal_context(team_id), update.client_secret.as_bytes());
         let now = now_ms();

@@ -188,6 +188,15 @@ async fn team_sso_settings_are_the_owners_and_never_show_the_secret(backend: Bac
         "team_inactive",
     )
     .await;
+    // Settings that are wrong in themselves are said to be so first, whatever the team's state.
+    let mut long_issuer = body.clone();
+    long_issuer["issuer"] = json!(format!("https://idp.example.com/{}", "a".repeat(600)));
+    error_body(
+        put_sso(&app, &owner, &team, long_issuer).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_issuer",
+    )
+    .await;
     activate_team(&app, &team, 5).await;
 
     // Only the owner sets and removes it; admins read it; members and outsiders do neither.
