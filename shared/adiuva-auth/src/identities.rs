@@ -173,38 +173,33 @@ impl Accounts {
         if !sso.covers(&email) {
             return Err(AuthError::SsoDomainNotAllowed);
         }
-        let user_id = new_id();
-        sqlx::query(
-            "INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
-        )
-        .bind(&user_id)
-        .bind(&email)
-        .bind(NO_PASSWORD)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|err| {
-            // An account with this email was made since it was read: not a member.
-            if is_unique_violation(&err) {
-                AuthError::SsoNotMember
-            } else {
-                err.into()
-            }
-        })?;
-        sqlx::query("INSERT INTO storage_usage (user_id) VALUES ($1)")
-            .bind(&user_id)
-            .execute(&mut *tx)
-            .await?;
-        insert_identity(&mut tx, &user_id, identity, now).await?;
+        // An account with this email made since it was read is not a member.
+        let user_id =
+            insert_account(&mut tx, &email, identity, now, AuthError::SsoNotMember).await?;
         adiuva_teams::join_through_sso(&mut tx, team_id, &sso, &user_id, &email, now).await?;
+        let tokens = self.first_session(&mut tx, &user_id, device, now).await?;
+        tx.commit().await?;
+        tracing::info!(user_id, team_id, "account created through a team's SSO");
+        Ok(tokens)
+    }
+
+    /// The first session of an account just made with a verified identity (`oidc_linked` in
+    /// its log), in the transaction that made it.
+    async fn first_session(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        user_id: &str,
+        device: &Device,
+        now: i64,
+    ) -> Result<AuthTokens, AuthError> {
         let session_id = new_id();
         let tokens = self
-            .sign_in_session(&mut tx, &user_id, 0, device, now, &session_id)
+            .sign_in_session(&mut *tx, user_id, 0, device, now, &session_id)
             .await?;
         events::record(
-            &mut tx,
+            &mut *tx,
             NewEvent {
-                user_id: &user_id,
+                user_id,
                 kind: EventType::OidcLinked,
                 session_id: Some(&session_id),
                 device,
@@ -213,8 +208,6 @@ impl Accounts {
             },
         )
         .await?;
-        tx.commit().await?;
-        tracing::info!(user_id, team_id, "account created through a team's SSO");
         Ok(tokens)
     }
 
@@ -225,45 +218,10 @@ impl Accounts {
     ) -> Result<AuthTokens, AuthError> {
         let email = normalize_email(identity.email)?;
         let now = now_ms();
-        let user_id = new_id();
         let mut tx = self.database().pool().begin().await?;
-        sqlx::query(
-            "INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
-        )
-        .bind(&user_id)
-        .bind(&email)
-        .bind(NO_PASSWORD)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|err| {
-            if is_unique_violation(&err) {
-                AuthError::LinkRequired
-            } else {
-                err.into()
-            }
-        })?;
-        sqlx::query("INSERT INTO storage_usage (user_id) VALUES ($1)")
-            .bind(&user_id)
-            .execute(&mut *tx)
-            .await?;
-        insert_identity(&mut tx, &user_id, identity, now).await?;
-        let session_id = new_id();
-        let tokens = self
-            .sign_in_session(&mut tx, &user_id, 0, device, now, &session_id)
-            .await?;
-        events::record(
-            &mut tx,
-            NewEvent {
-                user_id: &user_id,
-                kind: EventType::OidcLinked,
-                session_id: Some(&session_id),
-                device,
-                new_device: false,
-                now,
-            },
-        )
-        .await?;
+        let user_id =
+            insert_account(&mut tx, &email, identity, now, AuthError::LinkRequired).await?;
+        let tokens = self.first_session(&mut tx, &user_id, device, now).await?;
         tx.commit().await?;
         tracing::info!(
             user_id,
@@ -374,6 +332,38 @@ impl Accounts {
         .fetch_all(self.database().pool())
         .await?)
     }
+}
+
+/// A password-less account for `email` with its usage row and the identity that made it;
+/// `taken` when an account already has the email. Answers the new account's id.
+async fn insert_account(
+    conn: &mut sqlx::AnyConnection,
+    email: &str,
+    identity: NewIdentity<'_>,
+    now: i64,
+    taken: AuthError,
+) -> Result<String, AuthError> {
+    let user_id = new_id();
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+    )
+    .bind(&user_id)
+    .bind(email)
+    .bind(NO_PASSWORD)
+    .bind(now)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Err(err) if is_unique_violation(&err) => return Err(taken),
+        Err(err) => return Err(err.into()),
+        Ok(_) => {}
+    }
+    sqlx::query("INSERT INTO storage_usage (user_id) VALUES ($1)")
+        .bind(&user_id)
+        .execute(&mut *conn)
+        .await?;
+    insert_identity(conn, &user_id, identity, now).await?;
+    Ok(user_id)
 }
 
 async fn insert_identity(
