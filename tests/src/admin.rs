@@ -13,7 +13,7 @@ use crate::harness::{Backend, TestApp, spawn_app};
 
 backend_tests!(the_admin_guard_answers_403_to_everyone_else_and_the_command_grants_the_role);
 
-#[utoipa::path(get, path = "/api/v1/admin/whoami", responses((status = 200, description = "The admin's email")))]
+#[adiuva_http::route(get, path = "/api/v1/admin/whoami", responses((status = 200, description = "The admin's email")))]
 async fn whoami(CurrentUser(caller): CurrentUser) -> axum::Json<Value> {
     axum::Json(json!({"email": caller.email}))
 }

@@ -31,9 +31,15 @@ struct Graph {
     dep_features: BTreeMap<String, BTreeSet<String>>,
 }
 
-fn graph() -> Graph {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command.current_dir(workspace_root());
+    command
+}
+
+/// `cargo metadata` of the workspace, resolved for this platform.
+fn metadata() -> Value {
+    let output = cargo()
         .args([
             "metadata",
             "--format-version",
@@ -41,11 +47,14 @@ fn graph() -> Graph {
             "--filter-platform",
             "x86_64-unknown-linux-gnu",
         ])
-        .current_dir(workspace_root())
         .output()
         .expect("cargo metadata runs");
     assert!(output.status.success(), "cargo metadata failed");
-    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn graph() -> Graph {
+    let metadata = metadata();
     let name_of: BTreeMap<String, String> = metadata["packages"]
         .as_array()
         .unwrap()
@@ -344,4 +353,116 @@ fn teams_links_no_vector_store_or_model_client() {
     ] {
         assert!(linked.contains(needed), "teams does not link {needed}");
     }
+}
+
+/// The OpenAPI document is a feature, not a dependency: a crate that names utoipa (a domain
+/// crate for its types' schemas, a function for its handlers' operations, the HTTP layer for
+/// the document) does so optionally, behind its own `openapi` feature, which no default turns
+/// on. Only the local server (which serves the document) and the tests (which check it) have
+/// it outright.
+#[test]
+fn utoipa_is_behind_an_openapi_feature() {
+    let metadata = metadata();
+    let members = metadata["workspace_members"].as_array().unwrap();
+    let mut gated = Vec::new();
+    for package in metadata["packages"].as_array().unwrap() {
+        let name = package["name"].as_str().unwrap();
+        if !members.contains(&package["id"]) || ["local", "tests", "xtask"].contains(&name) {
+            continue;
+        }
+        let utoipa: Vec<&Value> = package["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|dep| dep["name"] == "utoipa")
+            .collect();
+        if utoipa.is_empty() {
+            continue;
+        }
+        for dep in utoipa {
+            assert_eq!(dep["optional"], true, "{name} depends on utoipa outright");
+        }
+        let features = package["features"].as_object().unwrap();
+        for (feature, enables) in features {
+            let enables_utoipa = enables
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e == "dep:utoipa");
+            assert!(
+                !enables_utoipa || feature == "openapi",
+                "{name}'s feature {feature} turns utoipa on"
+            );
+        }
+        let default = features.get("default").and_then(Value::as_array);
+        assert!(
+            default.is_none_or(|default| !default.iter().any(|e| e == "openapi")),
+            "{name} documents by default"
+        );
+        gated.push(name.to_owned());
+    }
+    // The nine domain crates whose types are in the document, the HTTP layer and the eleven
+    // HTTP functions.
+    assert!(gated.len() >= 21, "{gated:?}");
+    for package in [
+        "adiuva-http",
+        "adiuva-storage",
+        "adiuva-marketplace",
+        "health",
+        "teams",
+    ] {
+        assert!(gated.contains(&package.to_owned()), "{package}: {gated:?}");
+    }
+}
+
+/// What `.ci/run` builds for Lambda (every function but the local server, in one build, so
+/// with their features unified) compiles nothing of utoipa: no handler's declaration and no
+/// type's schema.
+#[test]
+fn a_lambda_build_compiles_no_utoipa() {
+    let graph = graph();
+    let mut command = cargo();
+    command.args([
+        "tree",
+        "--locked",
+        "--edges",
+        "normal,build",
+        "--prefix",
+        "none",
+    ]);
+    command.args(["--format", "{p}"]);
+    let functions: Vec<&str> = graph
+        .in_folder("functions")
+        .into_iter()
+        .filter(|package| *package != "local")
+        .collect();
+    for function in &functions {
+        command.args(["-p", function]);
+    }
+    let output = command.output().expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8(output.stdout).unwrap();
+    for function in &functions {
+        assert!(
+            tree.lines()
+                .any(|line| line.starts_with(&format!("{function} ")))
+        );
+    }
+    let utoipa: Vec<&str> = tree
+        .lines()
+        .filter(|line| line.starts_with("utoipa"))
+        .collect();
+    assert!(utoipa.is_empty(), "a Lambda build compiles {utoipa:?}");
+    // The local server's build does document.
+    let output = cargo()
+        .args(["tree", "--locked", "--edges", "normal", "--prefix", "none"])
+        .args(["--format", "{p}", "-p", "local"])
+        .output()
+        .expect("cargo tree runs");
+    let tree = String::from_utf8(output.stdout).unwrap();
+    assert!(tree.lines().any(|line| line.starts_with("utoipa ")));
 }

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use adiuva_access::{Caller, Role, Tier};
-use adiuva_budgets::{BudgetError, Budgets, Charge, next_period_start, period_of};
+use adiuva_budgets::{BudgetError, Budgets, Charge};
+use adiuva_calendar::{next_period_start, period_of};
 use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

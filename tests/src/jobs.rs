@@ -374,7 +374,7 @@ async fn budget_rows(app: &TestApp) -> Vec<(String, i64, i64)> {
 }
 
 async fn purge_ai_budgets_deletes_the_months_past_the_retention_only(backend: Backend) {
-    use adiuva_budgets::{period_months_before, period_of};
+    use adiuva_calendar::{period_months_before, period_of};
 
     let app = spawn_app(backend).await;
     let user = app.register_user().await;

@@ -1572,7 +1572,7 @@ async fn a_paid_install_pays_the_developer_70_percent_once(backend: Backend) {
 
 /// `YYYY-MM` of now, UTC.
 pub(crate) fn this_month() -> String {
-    adiuva_marketplace::revenue::period_of(adiuva_db::now_ms())
+    adiuva_calendar::period_of(adiuva_db::now_ms())
 }
 
 async fn a_refund_uninstalls_and_reverses_the_transfer(backend: Backend) {
@@ -1753,8 +1753,8 @@ async fn earnings_are_aggregated_by_month(backend: Backend) {
     // October 2026: two sales of one plugin (one refunded) and one of another; November: one.
     // The other developer's sale is never theirs to see.
     let (october, november) = (
-        adiuva_marketplace::revenue::period_range("2026-10").unwrap(),
-        adiuva_marketplace::revenue::period_range("2026-11").unwrap(),
+        adiuva_calendar::period_range("2026-10").unwrap(),
+        adiuva_calendar::period_range("2026-11").unwrap(),
     );
     for (n, (plugin, developer_id, at, refunded)) in [
         ("dev-one", &developer.id, october.0, false),

@@ -1,6 +1,6 @@
 //! `cargo xtask gen` and `cargo xtask check`: what is derived from the functions' own route
-//! declarations (each handler's `#[utoipa::path]` and the policy its function registers it with,
-//! read through `adiuva-local routes`), written or checked:
+//! declarations (each handler's `#[adiuva_http::route]` and the policy its function registers
+//! it with, read through `adiuva-local routes`), written or checked:
 //!
 //! - `infra/template.yaml`: the HttpApi events of each function's resource (the one whose
 //!   `Metadata.BuildProperties.Binary` is the function), between the markers below `Events:`.

@@ -7,7 +7,9 @@ use adiuva_account::Erasure;
 use adiuva_auth::Accounts;
 use adiuva_billing::Billing;
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{ClientAddr, ErrorBody, Function, Json, Result, Routes, routes};
+#[cfg(feature = "openapi")]
+use adiuva_http::ErrorBody;
+use adiuva_http::{ClientAddr, Function, Json, Result, Routes, routes};
 use adiuva_pipeline::CurrentUser;
 use axum::extract::State as AxumState;
 use serde::{Deserialize, Serialize};
@@ -31,14 +33,16 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
     adiuva_pipeline::authenticated("account", routes, context)
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeleteAccount {
     /// The account's password, asked again for this irreversible action.
-    #[schema(schema_with = adiuva_auth::openapi::password)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = adiuva_auth::openapi::password))]
     pub password: String,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountDeleted {
     pub ok: bool,
     /// Whether a paid subscription was ended at Stripe with the account (at once, so the
@@ -47,7 +51,7 @@ pub struct AccountDeleted {
 }
 
 /// Deletes the caller's account and all its data. Irreversible.
-#[utoipa::path(delete, path = "/api/v1/auth/me", tag = "auth",
+#[adiuva_http::route(delete, path = "/api/v1/auth/me", tag = "auth",
     request_body = DeleteAccount,
     responses(
         (status = 200, description = "Deleted", body = AccountDeleted),

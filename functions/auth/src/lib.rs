@@ -10,10 +10,10 @@ use adiuva_auth::{
     SessionView, UserProfile,
 };
 use adiuva_config::{ConfigError, Context};
+#[cfg(feature = "openapi")]
+use adiuva_http::ErrorBody;
 use adiuva_http::paging;
-use adiuva_http::{
-    ApiError, ClientAddr, ErrorBody, Function, Json, Path, Query, Result, Routes, routes,
-};
+use adiuva_http::{ApiError, ClientAddr, Function, Json, Path, Query, Result, Routes, routes};
 use adiuva_pipeline::CurrentUser;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::USER_AGENT;
@@ -44,13 +44,14 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
     adiuva_pipeline::authenticated("auth", routes, context)
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Credentials {
     /// Trimmed and lowercased before use.
-    #[schema(schema_with = adiuva_auth::openapi::email)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = adiuva_auth::openapi::email))]
     pub email: String,
     /// 8 to 72 bytes (UTF-8).
-    #[schema(schema_with = adiuva_auth::openapi::password)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = adiuva_auth::openapi::password))]
     pub password: String,
 }
 
@@ -71,53 +72,58 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientDevice {
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PasswordChange {
     /// The password the account has now. An account without one (created through OpenID
     /// Connect) leaves it out to set its first password.
-    #[schema(max_length = 72)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 72))]
     pub current_password: Option<String>,
     /// 8 to 72 bytes (UTF-8), as for registration.
-    #[schema(schema_with = adiuva_auth::openapi::password)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = adiuva_auth::openapi::password))]
     pub new_password: String,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EmailChange {
     /// Trimmed and lowercased before use.
-    #[schema(schema_with = adiuva_auth::openapi::email)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = adiuva_auth::openapi::email))]
     pub new_email: String,
     /// The account's password.
-    #[schema(max_length = 72)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 72))]
     pub password: String,
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct EventsQuery {
     /// The page after this cursor: the `X-Next-Cursor` of the page before. Without it, the
     /// newest page.
-    #[param(value_type = String, required = false, pattern = "^[0-9a-f]{1,256}$")]
+    #[cfg_attr(feature = "openapi", param(value_type = String, required = false, pattern = "^[0-9a-f]{1,256}$"))]
     pub cursor: Option<String>,
     /// Events per page, 1 to 200 (default 50).
-    #[param(value_type = i64, required = false, minimum = 1, maximum = 200)]
+    #[cfg_attr(feature = "openapi", param(value_type = i64, required = false, minimum = 1, maximum = 200))]
     pub limit: Option<u32>,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshRequest {
     /// The refresh token of the last pair: 64 lowercase hex digits.
-    #[schema(pattern = "^[0-9a-f]{64}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub refresh_token: String,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OkResponse {
     pub ok: bool,
 }
 
 /// Creates an account and signs it in.
-#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = Credentials,
+#[adiuva_http::route(post, path = "/api/v1/auth/register", tag = "auth", request_body = Credentials,
     responses(
         (status = 201, description = "Account created", body = AuthTokens),
         (status = 409, description = "The email is taken", body = ErrorBody),
@@ -137,7 +143,7 @@ async fn register(
 }
 
 /// Exchanges an email and password for tokens.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials,
+#[adiuva_http::route(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials,
     responses(
         (status = 200, description = "Signed in", body = AuthTokens),
         (status = 401, description = "Invalid email or password", body = ErrorBody),
@@ -156,7 +162,7 @@ async fn login(
 }
 
 /// Rotates a refresh token. Each refresh token works once; reusing one revokes its family.
-#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+#[adiuva_http::route(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses(
         (status = 200, description = "A new token pair", body = AuthTokens),
         (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = ErrorBody),
@@ -175,7 +181,7 @@ async fn refresh(
 /// refused from the next request on. The account's other sessions stay (a password change ends
 /// them all). A token issued before sessions existed names none: logging out with it ends
 /// every session, as logout did then.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+#[adiuva_http::route(post, path = "/api/v1/auth/logout", tag = "auth",
     responses(
         (status = 200, description = "This session ended", body = OkResponse),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
@@ -191,7 +197,7 @@ async fn logout(
 /// Changes the password and signs every device out, this one included: the answer is a new
 /// token pair for this device, and the previous tokens stop working. An account created through
 /// OpenID Connect has no password: it sets one with `{new_password}` alone.
-#[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth", request_body = PasswordChange,
+#[adiuva_http::route(post, path = "/api/v1/auth/password", tag = "auth", request_body = PasswordChange,
     responses(
         (status = 200, description = "Password changed; every other session ended", body = AuthTokens),
         (status = 401, description = "Wrong or missing current password (`invalid_credentials`; counted like a failed login), or a missing or invalid access token", body = ErrorBody),
@@ -212,7 +218,7 @@ async fn change_password(
 }
 
 /// Changes the account's email (what it signs in with), after checking its password.
-#[utoipa::path(post, path = "/api/v1/auth/email", tag = "auth", request_body = EmailChange,
+#[adiuva_http::route(post, path = "/api/v1/auth/email", tag = "auth", request_body = EmailChange,
     responses(
         (status = 200, description = "Email changed", body = UserProfile),
         (status = 401, description = "Wrong password (`invalid_credentials`; counted like a failed login), or a missing or invalid access token", body = ErrorBody),
@@ -235,7 +241,7 @@ async fn change_email(
 
 /// The account's sessions that can still be used, one per signed-in device, most recently
 /// used first; `current` marks the caller's own.
-#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth",
+#[adiuva_http::route(get, path = "/api/v1/auth/sessions", tag = "auth",
     responses(
         (status = 200, description = "The sessions", body = Vec<SessionView>),
     ))]
@@ -248,7 +254,7 @@ async fn sessions(
 
 /// Ends one of the account's sessions: its refresh token stops working and its access tokens
 /// are refused from its next request on.
-#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "auth",
+#[adiuva_http::route(delete, path = "/api/v1/auth/sessions/{id}", tag = "auth",
     params(("id" = String, Path, description = "A session id from `GET /auth/sessions`")),
     responses(
         (status = 204, description = "The session ended"),
@@ -266,7 +272,7 @@ async fn revoke_session(
 
 /// The account's security log of the last 90 days, newest first, a page at a time: when more
 /// follow, the next page's cursor is in `X-Next-Cursor` and `Link` (`rel="next"`).
-#[utoipa::path(get, path = "/api/v1/auth/events", tag = "auth",
+#[adiuva_http::route(get, path = "/api/v1/auth/events", tag = "auth",
     params(EventsQuery),
     responses(
         (status = 200, description = "A page of the log", body = Vec<SecurityEvent>, headers(
@@ -299,7 +305,8 @@ async fn events(
 
 /// `GET /auth/me`: the profile (with the tier's source and the caller's teams) and the
 /// identities that sign into the account.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Me {
     #[serde(flatten)]
     pub profile: CurrentProfile,
@@ -310,7 +317,7 @@ pub struct Me {
 /// The caller's profile with their effective billing tier (the better of their own
 /// subscription's and the Team tier of a seat in a team with an active subscription), where it
 /// comes from, their teams, and their linked identities.
-#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
+#[adiuva_http::route(get, path = "/api/v1/auth/me", tag = "auth",
     responses(
         (status = 200, description = "The caller", body = Me),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
@@ -327,7 +334,7 @@ async fn me(
 
 /// Publishes the caller's public key, which team admins wrap the team key with on their
 /// device. Replaces the one before; the server never sees a private key.
-#[utoipa::path(put, path = "/api/v1/auth/me/public-key", tag = "auth", request_body = PublicKey,
+#[adiuva_http::route(put, path = "/api/v1/auth/me/public-key", tag = "auth", request_body = PublicKey,
     responses(
         (status = 200, description = "The key is published", body = PublicKey),
         (status = 422, description = "Not base64, longer than 1 KiB, or an unknown algorithm (`invalid_public_key`)", body = ErrorBody),
@@ -342,7 +349,7 @@ async fn set_public_key(
 
 /// Disables an account (platform admins): its sessions and access tokens end at once, and it
 /// cannot sign in (403 `account_disabled`) until it is enabled again. Its data stays.
-#[utoipa::path(post, path = "/api/v1/admin/users/{id}/disable", tag = "admin",
+#[adiuva_http::route(post, path = "/api/v1/admin/users/{id}/disable", tag = "admin",
     params(("id" = String, Path, description = "The user's id")),
     responses(
         (status = 204, description = "Disabled (or already disabled)"),
@@ -361,7 +368,7 @@ async fn disable_user(
 
 /// Enables a disabled account again (platform admins): it can sign in; the sessions that
 /// disabling ended stay ended.
-#[utoipa::path(post, path = "/api/v1/admin/users/{id}/enable", tag = "admin",
+#[adiuva_http::route(post, path = "/api/v1/admin/users/{id}/enable", tag = "admin",
     params(("id" = String, Path, description = "The user's id")),
     responses(
         (status = 204, description = "Enabled (or was not disabled)"),

@@ -6,7 +6,9 @@
 
 use adiuva_auth::{Accounts, AuthTokens, LinkedIdentity, NewIdentity};
 use adiuva_error::Public;
-use adiuva_http::{ErrorBody, Json, Path, Result, Routes, routes};
+#[cfg(feature = "openapi")]
+use adiuva_http::ErrorBody;
+use adiuva_http::{Json, Path, Result, Routes, routes};
 use adiuva_oidc::{
     Callback, Oidc, OidcError, ProviderConfig, SignInWith, StartRequest, TeamProviders,
     VerifiedIdentity, team_of,
@@ -72,7 +74,8 @@ pub(crate) fn routes(accounts: Accounts, oidc: Oidc, sso: Sso) -> Routes {
 }
 
 /// A provider to sign in with.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcProvider {
     /// What `POST /auth/oidc/start` takes as `provider` (`google`).
     pub id: String,
@@ -81,28 +84,33 @@ pub struct OidcProvider {
 }
 
 /// Exactly one of `provider` and `team_id`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcStart {
     /// A provider's `id` from `GET /auth/oidc/providers`.
-    #[schema(max_length = 64)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub provider: Option<String>,
     /// A team's id: sign in through the team's own provider (team SSO).
-    #[schema(max_length = 64)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub team_id: Option<String>,
     /// Where the provider sends the browser back: the app's loopback listener
     /// (`http://127.0.0.1:<port>/...` or `http://[::1]:<port>/...`) or one of
     /// `OIDC_REDIRECT_URIS`.
-    #[schema(max_length = 2048)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 2048))]
     pub redirect_uri: String,
     /// BASE64URL(SHA-256(code_verifier)), without padding (RFC 7636).
-    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")
+    )]
     pub code_challenge: String,
     /// Only `S256`.
     pub code_challenge_method: String,
 }
 
 /// Where to send the person to sign in.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcStarted {
     /// The provider's authorization URL, to open in the system browser.
     pub authorization_url: String,
@@ -111,19 +119,23 @@ pub struct OidcStarted {
 }
 
 /// What the provider's redirect brought back, with the app's PKCE verifier.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcCallback {
     /// The `state` of `POST /auth/oidc/start`: single use, 10 minutes.
-    #[schema(max_length = 128)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub state: String,
     /// The authorization code of the provider's redirect.
-    #[schema(max_length = 4096)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
     pub code: String,
     /// The PKCE verifier whose S256 challenge started the sign-in: 43 to 128 characters.
-    #[schema(
-        min_length = 43,
-        max_length = 128,
-        pattern = "^[A-Za-z0-9._~-]{43,128}$"
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 43,
+            max_length = 128,
+            pattern = "^[A-Za-z0-9._~-]{43,128}$"
+        )
     )]
     pub code_verifier: String,
 }
@@ -148,7 +160,7 @@ fn new_identity(identity: &VerifiedIdentity) -> NewIdentity<'_> {
 }
 
 /// The providers a person can sign in with: `google` when the server is configured for it.
-#[utoipa::path(get, path = "/api/v1/auth/oidc/providers", tag = "auth",
+#[adiuva_http::route(get, path = "/api/v1/auth/oidc/providers", tag = "auth",
     responses(
         (status = 200, description = "The configured providers", body = Vec<OidcProvider>),
     ))]
@@ -170,7 +182,7 @@ async fn providers(State(state): State<OidcState>) -> Json<Vec<OidcProvider>> {
 /// desktop flow with PKCE): open `authorization_url` in the browser; the provider redirects to
 /// `redirect_uri` with `code` and `state`, which go to `POST /auth/oidc/callback` (or
 /// `/auth/oidc/link`).
-#[utoipa::path(post, path = "/api/v1/auth/oidc/start", tag = "auth", request_body = OidcStart,
+#[adiuva_http::route(post, path = "/api/v1/auth/oidc/start", tag = "auth", request_body = OidcStart,
     responses(
         (status = 200, description = "Started; valid for 10 minutes", body = OidcStarted),
         (status = 422, description = "A `redirect_uri` that is neither loopback nor listed (`redirect_uri_not_allowed`), a method other than S256 (`unsupported_challenge_method`), a malformed challenge, an unknown provider or a team without SSO (`unknown_provider`), or not exactly one of `provider` and `team_id` (`validation_error`)", body = ErrorBody),
@@ -221,7 +233,7 @@ async fn start(
 /// in to that account and link it). Through a team's provider, only into an account that is a
 /// member of the team: a new identity of one of the team's email domains creates its account,
 /// which joins the team while a seat is free.
-#[utoipa::path(post, path = "/api/v1/auth/oidc/callback", tag = "auth", request_body = OidcCallback,
+#[adiuva_http::route(post, path = "/api/v1/auth/oidc/callback", tag = "auth", request_body = OidcCallback,
     responses(
         (status = 200, description = "Signed in (a new session)", body = AuthTokens),
         (status = 401, description = "A used, unknown or expired state, a verifier that does not match, a code the provider refuses, or an ID token that fails a check (`oidc_invalid`; counted like a failed login)", body = ErrorBody),
@@ -262,7 +274,7 @@ async fn callback(
 
 /// Links the identity of a finished provider sign-in (started with `POST /auth/oidc/start`)
 /// to the caller's account, after which it signs into it.
-#[utoipa::path(post, path = "/api/v1/auth/oidc/link", tag = "auth", request_body = OidcCallback,
+#[adiuva_http::route(post, path = "/api/v1/auth/oidc/link", tag = "auth", request_body = OidcCallback,
     responses(
         (status = 201, description = "Linked", body = LinkedIdentity),
         (status = 401, description = "A missing or invalid access token, or the sign-in failed (`oidc_invalid`, as for the callback)", body = ErrorBody),
@@ -291,7 +303,7 @@ async fn link(
 }
 
 /// Unlinks one of the caller's identities, unless it is the account's last way to sign in.
-#[utoipa::path(delete, path = "/api/v1/auth/oidc/identities/{id}", tag = "auth",
+#[adiuva_http::route(delete, path = "/api/v1/auth/oidc/identities/{id}", tag = "auth",
     params(("id" = String, Path, description = "An identity's id from `GET /auth/me`")),
     responses(
         (status = 204, description = "Unlinked"),

@@ -6,8 +6,10 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use adiuva_config::{ConfigError, Context};
+#[cfg(feature = "openapi")]
+use adiuva_http::ErrorBody;
 use adiuva_http::{
-    ApiError, ErrorBody, Function, Json, Path, Query, RawBody, Result, Routes, StatusCode, routes,
+    ApiError, Function, Json, Path, Query, RawBody, Result, Routes, StatusCode, routes,
 };
 use adiuva_pipeline::CurrentUser;
 use adiuva_storage::{BackupMeta, NewBackup, Storage};
@@ -31,21 +33,24 @@ const TIMESTAMP: &str = "x-backup-timestamp";
 const CHECKSUM: &str = "x-backup-checksum";
 const CHUNK_COUNT: &str = "x-backup-chunk-count";
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Stored {
     pub ok: bool,
     #[serde(flatten)]
     pub backup: BackupMeta,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deleted {
     pub ok: bool,
 }
 
 /// The encrypted backup, as raw bytes.
-#[derive(Debug, utoipa::ToSchema)]
-#[schema(value_type = String, format = Binary)]
+#[derive(Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(value_type = String, format = Binary))]
 pub struct BackupBytes(pub Vec<u8>);
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str> {
@@ -73,7 +78,7 @@ fn header_number(headers: &HeaderMap, name: &'static str) -> Result<i64> {
 }
 
 /// Uploads an encrypted backup.
-#[utoipa::path(put, path = "/api/v1/backup", tag = "backup",
+#[adiuva_http::route(put, path = "/api/v1/backup", tag = "backup",
     params(
         ("X-Backup-Version" = i64, Header, minimum = 0,
          description = "The client's backup format version, a non-negative integer"),
@@ -115,7 +120,7 @@ async fn put_backup(
 /// Downloads the latest backup; `If-Modified-Since` answers 304 when it is not newer. A backup
 /// larger than a Lambda answer may carry is a 307 to a short-lived URL of its bytes (fetch
 /// follows it; the `X-Backup-*` headers are on the 307 and in the history).
-#[utoipa::path(get, path = "/api/v1/backup", tag = "backup",
+#[adiuva_http::route(get, path = "/api/v1/backup", tag = "backup",
     params(("If-Modified-Since" = Option<String>, Header, nullable = false,
         description = "An HTTP date; one that does not parse is ignored")),
     responses(
@@ -176,24 +181,25 @@ async fn latest_backup(
 }
 
 /// `?page` (from 1) or `?cursor`, and `?limit` (1 to 500, default 100) of the history.
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct HistoryQuery {
     /// Page number, from 1, by offset (what older clients send). Not with `cursor`.
-    #[param(value_type = i64, required = false, minimum = 1, maximum = 4_294_967_295_i64)]
+    #[cfg_attr(feature = "openapi", param(value_type = i64, required = false, minimum = 1, maximum = 4_294_967_295_i64))]
     pub page: Option<u32>,
     /// The page after this cursor: the `X-Next-Cursor` of the page before. Without `page` and
     /// `cursor`, the first page.
-    #[param(value_type = String, required = false, pattern = "^[A-Za-z0-9_-]{1,512}$")]
+    #[cfg_attr(feature = "openapi", param(value_type = String, required = false, pattern = "^[A-Za-z0-9_-]{1,512}$"))]
     pub cursor: Option<String>,
     /// Backups per page, 1 to 500 (default 100).
-    #[param(value_type = i64, required = false, minimum = 1, maximum = 500)]
+    #[cfg_attr(feature = "openapi", param(value_type = i64, required = false, minimum = 1, maximum = 500))]
     pub limit: Option<u32>,
 }
 
 /// Metadata of the backups, newest first, a page at a time (100 by default): when more follow,
 /// the next page's cursor is in `X-Next-Cursor` and `Link` (`rel="next"`).
-#[utoipa::path(get, path = "/api/v1/backup/history", tag = "backup",
+#[adiuva_http::route(get, path = "/api/v1/backup/history", tag = "backup",
     params(HistoryQuery),
     responses(
         (status = 200, description = "Backups, newest first", body = Vec<BackupMeta>, headers(
@@ -225,7 +231,7 @@ async fn backup_history(
 }
 
 /// Deletes one backup.
-#[utoipa::path(delete, path = "/api/v1/backup/{backup_id}", tag = "backup",
+#[adiuva_http::route(delete, path = "/api/v1/backup/{backup_id}", tag = "backup",
     params(("backup_id" = String, Path, description = "An id from the history")),
     responses(
         (status = 200, description = "Deleted", body = Deleted),

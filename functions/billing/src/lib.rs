@@ -12,9 +12,9 @@ use adiuva_access::entitlements::{Allowances, Entitlements};
 use adiuva_billing::{Billing, Checkout, CheckoutOrder, Delivery, StubItem, SubscriptionView};
 use adiuva_budgets::{AiUsage, Budgets};
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{
-    ApiError, ErrorBody, Function, Json, Path, Query, RawBody, Result, Routes, routes,
-};
+#[cfg(feature = "openapi")]
+use adiuva_http::ErrorBody;
+use adiuva_http::{ApiError, Function, Json, Path, Query, RawBody, Result, Routes, routes};
 use adiuva_marketplace::Purchases;
 use adiuva_marketplace::purchases::StubCompleted;
 use adiuva_pipeline::CurrentUser;
@@ -73,10 +73,11 @@ pub fn stub_router(context: &Context) -> Result<Routes, ConfigError> {
         .with_state(services(context)?))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckoutRequest {
     /// The paid tier to buy: `pro`, `power` or `team`.
-    #[schema(schema_with = paid_tier)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = paid_tier))]
     pub tier: String,
     /// Tier `team` only: the team whose seats to buy (the caller must own it). Without it, a
     /// team is made for the caller, its owner, and billed.
@@ -84,18 +85,20 @@ pub struct CheckoutRequest {
     pub team_id: Option<String>,
     /// Tier `team` only: how many seats, 1 to 1000 (default 1).
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 1000)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub seats: Option<i64>,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeatsRequest {
     /// The team's seats from now on, 1 to 1000: at least its members and pending invitations.
-    #[schema(minimum = 1, maximum = 1000)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub seats: i64,
 }
 
 /// The tiers [`Billing::checkout`] sells (`free` is not one).
+#[cfg(feature = "openapi")]
 fn paid_tier() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::String)
@@ -104,30 +107,34 @@ fn paid_tier() -> utoipa::openapi::Object {
         .build()
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Received {
     pub ok: bool,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Portal {
     /// Stripe's Billing Portal, where the user manages cards and invoices.
     pub portal_url: String,
 }
 
 /// The reference's `{"ok": true}`, with the subscription as it is after cancelling.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cancelled {
     pub ok: bool,
     #[serde(flatten)]
     pub subscription: SubscriptionView,
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct CancelQuery {
     /// `true` (default): at the end of the paid period; `false`: now, back to free at once.
-    #[param(value_type = bool, required = false)]
+    #[cfg_attr(feature = "openapi", param(value_type = bool, required = false))]
     pub at_period_end: Option<bool>,
 }
 
@@ -135,7 +142,7 @@ pub struct CancelQuery {
 /// bought per seat for a team (`quantity` = `seats` on the Team price): the caller's team named
 /// by `team_id`, or one made for the caller. A personal tier and a team's seats are separate
 /// subscriptions.
-#[utoipa::path(post, path = "/api/v1/billing/checkout", tag = "billing",
+#[adiuva_http::route(post, path = "/api/v1/billing/checkout", tag = "billing",
     request_body = CheckoutRequest,
     responses(
         (status = 200, description = "Where to pay", body = Checkout),
@@ -161,7 +168,7 @@ async fn checkout(
 
 /// Changes a team's seats (its owner only): the subscription's quantity at Stripe, prorated
 /// on the next invoice (stub mode: at once).
-#[utoipa::path(put, path = "/api/v1/teams/{id}/seats", tag = "teams",
+#[adiuva_http::route(put, path = "/api/v1/teams/{id}/seats", tag = "teams",
     params(("id" = String, Path, description = "The team")),
     request_body = SeatsRequest,
     responses(
@@ -185,7 +192,7 @@ async fn change_seats(
 
 /// Stripe's events (checkout completed, subscription created, updated and deleted, invoice
 /// paid and payment failed), signed with the endpoint's secret.
-#[utoipa::path(post, path = "/api/v1/billing/webhook", tag = "billing",
+#[adiuva_http::route(post, path = "/api/v1/billing/webhook", tag = "billing",
     params(("Stripe-Signature" = String, Header, description = "t=<unix time>,v1=<HMAC-SHA256>")),
     request_body(content = String, content_type = "application/json"),
     responses(
@@ -225,7 +232,7 @@ async fn webhook(
 }
 
 /// The caller's subscription; `free` without one.
-#[utoipa::path(get, path = "/api/v1/billing/subscription", tag = "billing",
+#[adiuva_http::route(get, path = "/api/v1/billing/subscription", tag = "billing",
     responses(
         (status = 200, description = "The subscription", body = SubscriptionView),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -239,7 +246,8 @@ async fn subscription(
 
 /// `GET /api/v1/billing/entitlements`: the entitlements and, beside them, the AI token budget
 /// of this month.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntitlementsView {
     #[serde(flatten)]
     pub entitlements: Entitlements,
@@ -251,7 +259,7 @@ pub struct EntitlementsView {
 /// much of each quota they use, and their AI token budget this month (`ai_usage`, as `GET
 /// /api/v1/chat/usage` answers it): the desktop app's one source for the gates it applies
 /// itself.
-#[utoipa::path(get, path = "/api/v1/billing/entitlements", tag = "billing",
+#[adiuva_http::route(get, path = "/api/v1/billing/entitlements", tag = "billing",
     responses(
         (status = 200, description = "The tier's features, the caller's usage and AI token budget", body = EntitlementsView),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -285,7 +293,7 @@ async fn entitlements(
 
 /// Cancels the subscription: at the end of the paid period by default (the tier stays until
 /// then), or with `at_period_end=false` now (free at once).
-#[utoipa::path(delete, path = "/api/v1/billing/subscription", tag = "billing",
+#[adiuva_http::route(delete, path = "/api/v1/billing/subscription", tag = "billing",
     params(CancelQuery),
     responses(
         (status = 200, description = "The subscription after cancelling", body = Cancelled),
@@ -306,7 +314,7 @@ async fn cancel(
 }
 
 /// A Stripe Billing Portal session: cards, invoices, plan.
-#[utoipa::path(post, path = "/api/v1/billing/portal", tag = "billing",
+#[adiuva_http::route(post, path = "/api/v1/billing/portal", tag = "billing",
     responses(
         (status = 200, description = "Where to manage billing", body = Portal),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),

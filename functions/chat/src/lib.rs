@@ -13,7 +13,9 @@ use adiuva_agents::{Answer, ChatRequest};
 use adiuva_budgets::AiUsage;
 use adiuva_chat::Chat;
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{ErrorBody, Function, Json, Path, Query, Result, Routes, routes};
+#[cfg(feature = "openapi")]
+use adiuva_http::ErrorBody;
+use adiuva_http::{Function, Json, Path, Query, Result, Routes, routes};
 use adiuva_pipeline::CurrentUser;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -33,7 +35,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
 
 /// Routes a message through the orchestrator: a `ChatResponse` (`execution_mode` "direct", the
 /// default) or an `ExecutionPlan` whose LLM steps name prompt templates by id ("plan").
-#[utoipa::path(post, path = "/api/v1/chat", tag = "chat",
+#[adiuva_http::route(post, path = "/api/v1/chat", tag = "chat",
     request_body = ChatRequest,
     responses(
         (status = 200, description = "The answer", body = Answer),
@@ -58,7 +60,7 @@ async fn chat(
 /// The caller's AI token budget this month: what was used and is reserved, the limit (their
 /// tier's, or their team's pool), when it resets, and what each model was charged. No message
 /// content: counts only.
-#[utoipa::path(get, path = "/api/v1/chat/usage", tag = "chat",
+#[adiuva_http::route(get, path = "/api/v1/chat/usage", tag = "chat",
     responses(
         (status = 200, description = "This month's budget", body = AiUsage),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -72,7 +74,7 @@ async fn usage(
 
 /// The four agents the router chooses from: name, description and the names of their tools
 /// (no prompt text, no tool schemas).
-#[utoipa::path(get, path = "/api/v1/chat/agents", tag = "chat",
+#[adiuva_http::route(get, path = "/api/v1/chat/agents", tag = "chat",
     responses(
         (status = 200, description = "The agents, in the router's order", body = [AgentInfo]),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -82,27 +84,29 @@ async fn agents(CurrentUser(_caller): CurrentUser) -> Json<Vec<AgentInfo>> {
 }
 
 /// A resumable stream's stored frames after a point.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StreamFrames {
     /// The frames after `after`, in order, as the WebSocket sent them (`start`, `delta`s,
     /// `done`), each with its `seq`.
-    #[schema(value_type = Vec<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub frames: Vec<Value>,
     /// The last frame (`type: done`) is among the stored ones: nothing more will come.
     pub done: bool,
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct StreamFramesQuery {
     /// Only the frames with a `seq` above this one (default: every frame).
-    #[param(value_type = i64, required = false, minimum = 0)]
+    #[cfg_attr(feature = "openapi", param(value_type = i64, required = false, minimum = 0))]
     pub after: Option<u64>,
 }
 
 /// The stored frames of one of the caller's resumable streams (`"resumable": true` on the
 /// chat WebSocket), kept 15 minutes: for clients that poll instead of resuming.
-#[utoipa::path(get, path = "/api/v1/chat/streams/{id}", tag = "chat",
+#[adiuva_http::route(get, path = "/api/v1/chat/streams/{id}", tag = "chat",
     params(("id" = String, Path, description = "The stream id of the `start` frame"), StreamFramesQuery),
     responses(
         (status = 200, description = "The frames after `after`", body = StreamFrames),
@@ -127,7 +131,7 @@ async fn stream_frames(
 /// Cancels one of the caller's resumable streams: the generation stops within a second and
 /// the stream's last frame is `{"type":"done","cancelled":true}`. An ended stream stays as it
 /// is.
-#[utoipa::path(delete, path = "/api/v1/chat/streams/{id}", tag = "chat",
+#[adiuva_http::route(delete, path = "/api/v1/chat/streams/{id}", tag = "chat",
     params(("id" = String, Path, description = "The stream id of the `start` frame")),
     responses(
         (status = 204, description = "Cancel requested"),

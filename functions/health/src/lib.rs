@@ -6,7 +6,9 @@ use std::time::Duration;
 use adiuva_config::{ConfigError, Context};
 use adiuva_db::Database;
 use adiuva_error::ErrorKind;
-use adiuva_http::{ApiError, ErrorBody, Function, Json, Routes, routes};
+#[cfg(feature = "openapi")]
+use adiuva_http::ErrorBody;
+use adiuva_http::{ApiError, Function, Json, Routes, routes};
 use axum::extract::State;
 use serde::Serialize;
 
@@ -23,21 +25,23 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
     Function::public("health", routes, context)
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthStatus {
     /// Always `ok` when the service answers.
     pub status: &'static str,
     pub version: &'static str,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadyStatus {
     pub status: &'static str,
     pub database: &'static str,
 }
 
 /// Liveness: the function runs. Touches no dependency.
-#[utoipa::path(get, path = "/api/v1/health", tag = "health",
+#[adiuva_http::route(get, path = "/api/v1/health", tag = "health",
     responses((status = 200, description = "The service is up", body = HealthStatus)))]
 async fn health() -> Json<HealthStatus> {
     Json(HealthStatus {
@@ -47,7 +51,7 @@ async fn health() -> Json<HealthStatus> {
 }
 
 /// Readiness: the database answers a query.
-#[utoipa::path(get, path = "/api/v1/health/ready", tag = "health",
+#[adiuva_http::route(get, path = "/api/v1/health/ready", tag = "health",
     responses(
         (status = 200, description = "Ready to serve", body = ReadyStatus),
         (status = 503, description = "The database is unreachable", body = ErrorBody),

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{ApiError, ErrorBody, Function, Json, Path, Result, Routes, routes};
+#[cfg(feature = "openapi")]
+use adiuva_http::ErrorBody;
+use adiuva_http::{ApiError, Function, Json, Path, Result, Routes, routes};
 use adiuva_plans::{ExecutionPlan, PlanCache};
 use axum::extract::State as AxumState;
 use tokio::sync::OnceCell;
@@ -58,7 +60,7 @@ fn is_plan_id(plan_id: &str) -> bool {
 
 /// Every playbook, sorted by id. LLM steps name prompt templates by id; prompts stay on the
 /// server.
-#[utoipa::path(get, path = "/api/v1/plans/playbook", tag = "plans",
+#[adiuva_http::route(get, path = "/api/v1/plans/playbook", tag = "plans",
     responses(
         (status = 200, description = "The playbooks", body = [ExecutionPlan]),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -70,7 +72,7 @@ async fn list_playbooks(AxumState(state): AxumState<State>) -> Result<Json<Vec<E
 }
 
 /// One playbook by id.
-#[utoipa::path(get, path = "/api/v1/plans/playbook/{plan_id}", tag = "plans",
+#[adiuva_http::route(get, path = "/api/v1/plans/playbook/{plan_id}", tag = "plans",
     params(("plan_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$",
         description = "The playbook's id, e.g. create_tasks_from_project: 1 to 128 ASCII letters, digits, `_` or `-` (no other id exists)")),
     responses(

@@ -4,13 +4,18 @@
 //! `/api/v1/admin/plugins/` behind the admin guard.
 
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{
-    ErrorBody, Function, Json, Path, Query, RawBody, Result, Routes, StatusCode, routes,
-};
-use adiuva_marketplace::catalog::{CatalogQuery, PluginDetail, PluginList, Rating, RatingRequest};
+#[cfg(feature = "openapi")]
+use adiuva_http::ErrorBody;
+use adiuva_http::{Function, Json, Path, Query, RawBody, Result, Routes, StatusCode, routes};
+#[cfg(feature = "openapi")]
+use adiuva_marketplace::catalog::PluginList;
+use adiuva_marketplace::catalog::{CatalogQuery, PluginDetail, Rating, RatingRequest};
 use adiuva_marketplace::checklist::Manifest;
 use adiuva_marketplace::developers::{DeveloperAccount, Onboarding};
-use adiuva_marketplace::installs::{CheckoutNeeded, InstallOutcome, Installed, Uninstalled};
+#[cfg(feature = "openapi")]
+use adiuva_marketplace::installs::{CheckoutNeeded, Installed};
+use adiuva_marketplace::installs::{InstallOutcome, Uninstalled};
+#[cfg(feature = "openapi")]
 use adiuva_marketplace::openapi::PluginSubmission;
 use adiuva_marketplace::revenue::{Earnings, EarningsQuery};
 use adiuva_marketplace::review::{
@@ -48,7 +53,7 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
 }
 
 /// Browses the marketplace (Power and Team): approved, unblocked plugins, 20 a page.
-#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
+#[adiuva_http::route(get, path = "/api/v1/plugins", tag = "plugins",
     params(CatalogQuery),
     responses(
         (status = 200, description = "One page; the total is also in X-Total-Count", body = PluginList,
@@ -72,7 +77,7 @@ async fn list(
 /// checklist runs; a failure answers 422 with every reason. The body is read into a
 /// [`Manifest`] with every field's bound applied while parsing: no client array or string
 /// grows past its field's limit in memory, and a body that is not an object is 422 at once.
-#[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins",
+#[adiuva_http::route(post, path = "/api/v1/plugins", tag = "plugins",
     request_body(content = PluginSubmission, description = "The manifest and the committed package"),
     responses(
         (status = 201, description = "Waiting for review, with the checklist's results", body = Submitted),
@@ -93,7 +98,7 @@ async fn submit(
 
 /// A plugin's detail: manifest, install count, ratings, whether it is blocked, and the
 /// caller's install and rating.
-#[utoipa::path(get, path = "/api/v1/plugins/{id}", tag = "plugins",
+#[adiuva_http::route(get, path = "/api/v1/plugins/{id}", tag = "plugins",
     params(("id" = String, Path, pattern = "^[a-z0-9-]{3,64}$",
         description = "The plugin id: 3 to 64 lowercase letters, digits or `-` (no other id exists)")),
     responses(
@@ -111,7 +116,7 @@ async fn detail(
 }
 
 /// Rates a plugin the caller installed, 1 to 5 stars; a new rating replaces the caller's.
-#[utoipa::path(put, path = "/api/v1/plugins/{id}/rating", tag = "plugins",
+#[adiuva_http::route(put, path = "/api/v1/plugins/{id}/rating", tag = "plugins",
     params(("id" = String, Path, pattern = "^[a-z0-9-]{3,64}$",
         description = "The plugin id: 3 to 64 lowercase letters, digits or `-` (no other id exists)")),
     request_body = RatingRequest,
@@ -132,17 +137,18 @@ async fn rate(
 }
 
 /// The reference's optional body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstallRequest {
     /// Must be the plugin id of the path.
-    #[schema(pattern = "^[a-z0-9-]{3,64}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9-]{3,64}$"))]
     pub plugin_id: String,
 }
 
 /// Installs a plugin (Power and Team). Free, or bought already: 200 with a short-lived
 /// download URL. Paid and not bought: 202 with where to pay; the install happens when the
 /// payment completes, after which this answers 200.
-#[utoipa::path(post, path = "/api/v1/plugins/{id}/install", tag = "plugins",
+#[adiuva_http::route(post, path = "/api/v1/plugins/{id}/install", tag = "plugins",
     params(("id" = String, Path, pattern = "^[a-z0-9-]{3,64}$",
         description = "The plugin id: 3 to 64 lowercase letters, digits or `-` (no other id exists)")),
     request_body(content = Option<InstallRequest>, description = "Optional; the reference's body"),
@@ -182,7 +188,7 @@ async fn install(
 }
 
 /// Uninstalls a plugin (no refund by itself).
-#[utoipa::path(delete, path = "/api/v1/plugins/{id}/install", tag = "plugins",
+#[adiuva_http::route(delete, path = "/api/v1/plugins/{id}/install", tag = "plugins",
     params(("id" = String, Path, pattern = "^[a-z0-9-]{3,64}$",
         description = "The plugin id: 3 to 64 lowercase letters, digits or `-` (no other id exists)")),
     responses(
@@ -200,7 +206,7 @@ async fn uninstall(
 
 /// The caller's plugins with every submitted version, its checklist results and the
 /// reviewer's notes.
-#[utoipa::path(get, path = "/api/v1/developer/plugins", tag = "developer",
+#[adiuva_http::route(get, path = "/api/v1/developer/plugins", tag = "developer",
     responses(
         (status = 200, description = "The caller's plugins", body = Vec<DeveloperPlugin>),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -213,7 +219,7 @@ async fn developer_plugins(
 }
 
 /// Starts (or resumes) Stripe Connect onboarding, so paid plugins can pay the caller out.
-#[utoipa::path(post, path = "/api/v1/developer/connect", tag = "developer",
+#[adiuva_http::route(post, path = "/api/v1/developer/connect", tag = "developer",
     responses(
         (status = 200, description = "Where to onboard", body = Onboarding),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -227,7 +233,7 @@ async fn connect(
 }
 
 /// The caller's payout account: connected, payouts enabled.
-#[utoipa::path(get, path = "/api/v1/developer/account", tag = "developer",
+#[adiuva_http::route(get, path = "/api/v1/developer/account", tag = "developer",
     responses(
         (status = 200, description = "The payout account", body = DeveloperAccount),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -241,7 +247,7 @@ async fn account(
 }
 
 /// The caller's earnings by month of sale (`?period=YYYY-MM` for one month).
-#[utoipa::path(get, path = "/api/v1/developer/earnings", tag = "developer",
+#[adiuva_http::route(get, path = "/api/v1/developer/earnings", tag = "developer",
     params(EarningsQuery),
     responses(
         (status = 200, description = "Earnings by month, newest first", body = Earnings),
@@ -259,7 +265,7 @@ async fn earnings(
 }
 
 /// The versions waiting for review, oldest first, with their checklist results (admin).
-#[utoipa::path(get, path = "/api/v1/admin/plugins/queue", tag = "admin",
+#[adiuva_http::route(get, path = "/api/v1/admin/plugins/queue", tag = "admin",
     responses(
         (status = 200, description = "The queue", body = Vec<QueuedVersion>),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -273,7 +279,7 @@ async fn queue(
 }
 
 /// Approves or rejects the plugin's version under review (admin).
-#[utoipa::path(post, path = "/api/v1/admin/plugins/{id}/review", tag = "admin",
+#[adiuva_http::route(post, path = "/api/v1/admin/plugins/{id}/review", tag = "admin",
     params(("id" = String, Path, pattern = "^[a-z0-9-]{3,64}$",
         description = "The plugin id: 3 to 64 lowercase letters, digits or `-` (no other id exists)")),
     request_body = ReviewRequest,
@@ -296,7 +302,7 @@ async fn review(
 
 /// Blocks a plugin: gone from the catalog, no new installs; existing installs keep working
 /// and see the block in the detail (admin).
-#[utoipa::path(post, path = "/api/v1/admin/plugins/{id}/block", tag = "admin",
+#[adiuva_http::route(post, path = "/api/v1/admin/plugins/{id}/block", tag = "admin",
     params(("id" = String, Path, pattern = "^[a-z0-9-]{3,64}$",
         description = "The plugin id: 3 to 64 lowercase letters, digits or `-` (no other id exists)")),
     request_body = BlockRequest,

@@ -11,9 +11,10 @@ use team::*;
 
 use adiuva_config::{ConfigError, Context};
 use adiuva_error::ErrorKind;
+#[cfg(feature = "openapi")]
+use adiuva_http::ErrorBody;
 use adiuva_http::{
-    ApiError, Blob, ErrorBody, Function, Json, Path, Query, Result, Routes, StatusCode, paging,
-    routes,
+    ApiError, Blob, Function, Json, Path, Query, Result, Routes, StatusCode, paging, routes,
 };
 use adiuva_pipeline::CurrentUser;
 use adiuva_storage::{Changes, Committed, RecordMeta, Storage, UploadRequest, UploadTicket};
@@ -52,56 +53,50 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
     adiuva_pipeline::authenticated("storage", routes, context)
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StorageRecordCreate {
     /// A short identifier: a lowercase letter, then lowercase letters, digits or `_`, at most
     /// 64 characters.
-    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z][a-z0-9_]{0,63}$"))]
     pub table: String,
-    #[schema(schema_with = base64)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = base64))]
     pub blob: Blob,
     /// Lowercase hex SHA-256 of the decoded `blob`.
-    #[schema(pattern = "^[0-9a-f]{64}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub checksum: String,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StorageRecordUpdate {
-    #[schema(schema_with = base64)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = base64))]
     pub blob: Blob,
     /// Lowercase hex SHA-256 of the decoded `blob`.
-    #[schema(pattern = "^[0-9a-f]{64}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub checksum: String,
 }
 
-/// Standard base64 with padding, as [`Blob`] decodes it: whole groups of four, and the
-/// unused bits of a padded group zero.
+/// Standard base64 with padding, as [`Blob`] decodes it.
+#[cfg(feature = "openapi")]
 fn base64() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::Type::String)
-        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-            utoipa::openapi::KnownFormat::Byte,
-        )))
-        .pattern(Some(BASE64_PATTERN))
-        .description(Some(
-            "The encrypted bytes, standard base64 with padding (the whole body is at most \
-             `MAX_BODY_BYTES`, 4 MiB by default; larger blobs go through the upload flow).",
-        ))
-        .build()
+    adiuva_http::base64_schema(
+        "The encrypted bytes, standard base64 with padding (the whole body is at most \
+         `MAX_BODY_BYTES`, 4 MiB by default; larger blobs go through the upload flow).",
+    )
+    .build()
 }
 
-/// Canonical standard base64 with padding.
-const BASE64_PATTERN: &str =
-    "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$";
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Created {
     pub id: String,
     pub created_at: i64,
     pub version: i64,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Updated {
     pub ok: bool,
     pub version: i64,
@@ -109,32 +104,34 @@ pub struct Updated {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deleted {
     pub ok: bool,
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct ListQuery {
     /// Only records of this table.
-    #[param(value_type = String, required = false, pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    #[cfg_attr(feature = "openapi", param(value_type = String, required = false, pattern = "^[a-z][a-z0-9_]{0,63}$"))]
     pub table: Option<String>,
     /// Page number, from 1, by offset (what older clients send; it costs more the further it
     /// goes). Not with `cursor`.
-    #[param(value_type = i64, required = false, minimum = 1, maximum = 4_294_967_295_i64)]
+    #[cfg_attr(feature = "openapi", param(value_type = i64, required = false, minimum = 1, maximum = 4_294_967_295_i64))]
     pub page: Option<u32>,
     /// The page after this cursor: the `X-Next-Cursor` of the page before. Without `page` and
     /// `cursor`, the first page.
-    #[param(value_type = String, required = false, pattern = "^[A-Za-z0-9_-]{1,512}$")]
+    #[cfg_attr(feature = "openapi", param(value_type = String, required = false, pattern = "^[A-Za-z0-9_-]{1,512}$"))]
     pub cursor: Option<String>,
     /// Records per page, 1 to 200 (default 50).
-    #[param(value_type = i64, required = false, minimum = 1, maximum = 200)]
+    #[cfg_attr(feature = "openapi", param(value_type = i64, required = false, minimum = 1, maximum = 200))]
     pub limit: Option<u32>,
 }
 
 /// Stores a new encrypted record.
-#[utoipa::path(post, path = "/api/v1/storage/records", tag = "storage",
+#[adiuva_http::route(post, path = "/api/v1/storage/records", tag = "storage",
     request_body = StorageRecordCreate,
     responses(
         (status = 201, description = "Stored", body = Created),
@@ -163,7 +160,7 @@ async fn create_record(
 
 /// Lists the caller's record metadata, newest first (no blobs), a page at a time: when more
 /// follow, the next page's cursor is in `X-Next-Cursor` and `Link` (`rel="next"`).
-#[utoipa::path(get, path = "/api/v1/storage/records", tag = "storage",
+#[adiuva_http::route(get, path = "/api/v1/storage/records", tag = "storage",
     params(ListQuery),
     responses(
         (status = 200, description = "A page of record metadata", body = Vec<RecordMeta>, headers(
@@ -200,14 +197,15 @@ async fn list_records(
     ))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct ChangesQuery {
     /// The `next_cursor` of the last page a device read; `0` or none to start a sync.
-    #[param(value_type = String, required = false, pattern = "^(0|[A-Za-z0-9_-]{1,512})$")]
+    #[cfg_attr(feature = "openapi", param(value_type = String, required = false, pattern = "^(0|[A-Za-z0-9_-]{1,512})$"))]
     pub since: Option<String>,
     /// Changes per page, 1 to 1000 (default 500).
-    #[param(value_type = i64, required = false, minimum = 1, maximum = 1000)]
+    #[cfg_attr(feature = "openapi", param(value_type = i64, required = false, minimum = 1, maximum = 1000))]
     pub limit: Option<u32>,
 }
 
@@ -216,7 +214,7 @@ pub struct ChangesQuery {
 /// From `since=0` (or none), every live record and no tombstones. Deletions are remembered for
 /// `TOMBSTONE_RETENTION_DAYS` (30 by default); an older cursor is 410, and the device syncs
 /// again from `0`. Cursors are opaque, sealed for the caller: another user's is 422.
-#[utoipa::path(get, path = "/api/v1/storage/changes", tag = "storage",
+#[adiuva_http::route(get, path = "/api/v1/storage/changes", tag = "storage",
     params(ChangesQuery),
     responses(
         (status = 200, description = "A page of changes and the cursor to ask with next", body = Changes),
@@ -245,7 +243,7 @@ async fn changes(
 /// Downloads a record's encrypted bytes, with `X-Checksum` and the version as `ETag`. A record
 /// larger than a Lambda answer may carry is a 307 to a short-lived URL of its bytes (fetch
 /// follows it).
-#[utoipa::path(get, path = "/api/v1/storage/records/{id}", tag = "storage",
+#[adiuva_http::route(get, path = "/api/v1/storage/records/{id}", tag = "storage",
     params(("id" = String, Path, description = "Record id")),
     responses(
         (status = 200, description = "The encrypted blob", content_type = "application/octet-stream", body = Vec<u8>),
@@ -288,7 +286,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>> {
 }
 
 /// Replaces a record's blob; `If-Match` with a stale version is 412.
-#[utoipa::path(put, path = "/api/v1/storage/records/{id}", tag = "storage",
+#[adiuva_http::route(put, path = "/api/v1/storage/records/{id}", tag = "storage",
     params(("id" = String, Path, description = "Record id"),
            ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)*"*[+-]?[0-9]{1,19}"*)$"#,
             description = "The version the update replaces: `\"3\"`, `W/\"3\"` or `3`; `*` (or no header) is any version")),
@@ -320,7 +318,7 @@ async fn update_record(
 }
 
 /// Deletes a record and its blob.
-#[utoipa::path(delete, path = "/api/v1/storage/records/{id}", tag = "storage",
+#[adiuva_http::route(delete, path = "/api/v1/storage/records/{id}", tag = "storage",
     params(("id" = String, Path, description = "Record id")),
     responses(
         (status = 200, description = "Deleted", body = Deleted),
@@ -336,7 +334,7 @@ async fn delete_record(
 }
 
 /// Starts an upload of a blob too large for one request: returns a URL to PUT the bytes to.
-#[utoipa::path(post, path = "/api/v1/storage/uploads", tag = "storage",
+#[adiuva_http::route(post, path = "/api/v1/storage/uploads", tag = "storage",
     request_body = UploadRequest,
     responses(
         (status = 201, description = "Upload URL", body = UploadTicket),
@@ -360,7 +358,7 @@ async fn start_upload(
 }
 
 /// Verifies size and SHA-256 of the uploaded blob and turns it into a record or a backup.
-#[utoipa::path(post, path = "/api/v1/storage/uploads/{upload_id}/commit", tag = "storage",
+#[adiuva_http::route(post, path = "/api/v1/storage/uploads/{upload_id}/commit", tag = "storage",
     params(("upload_id" = String, Path, description = "From the upload ticket")),
     responses(
         (status = 200, description = "Committed", body = Committed),

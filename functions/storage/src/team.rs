@@ -3,7 +3,9 @@
 //! `key_version` and `author_id` in every record's metadata. Every route first admits the
 //! caller as a member of the team ([`Member`]); anyone else gets 404 before any other check.
 
-use adiuva_http::{ApiError, Blob, ErrorBody, Json, Path, Query, Result, StatusCode, paging};
+#[cfg(feature = "openapi")]
+use adiuva_http::ErrorBody;
+use adiuva_http::{ApiError, Blob, Json, Path, Query, Result, StatusCode, paging};
 use adiuva_pipeline::CurrentUser;
 use adiuva_storage::{
     Storage, TeamChanges, TeamCommitted, TeamMember, TeamRecordMeta, TeamUploadRequest,
@@ -41,36 +43,38 @@ impl FromRequestParts<Storage> for Member {
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamRecordCreate {
     /// A short identifier: a lowercase letter, then lowercase letters, digits or `_`, at most
     /// 64 characters.
-    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z][a-z0-9_]{0,63}$"))]
     pub table: String,
-    #[schema(schema_with = crate::base64)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::base64))]
     pub blob: Blob,
     /// Lowercase hex SHA-256 of the decoded `blob`.
-    #[schema(pattern = "^[0-9a-f]{64}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub checksum: String,
     /// The version of the team key the blob is encrypted with, from 1.
-    #[schema(minimum = 1)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub key_version: i64,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamRecordUpdate {
-    #[schema(schema_with = crate::base64)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::base64))]
     pub blob: Blob,
     /// Lowercase hex SHA-256 of the decoded `blob`.
-    #[schema(pattern = "^[0-9a-f]{64}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub checksum: String,
     /// The version of the team key the new blob is encrypted with, from 1.
-    #[schema(minimum = 1)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub key_version: i64,
 }
 
 /// Stores a new encrypted record in the team's space; the caller becomes its author.
-#[utoipa::path(post, path = "/api/v1/teams/{id}/records", tag = "teams",
+#[adiuva_http::route(post, path = "/api/v1/teams/{id}/records", tag = "teams",
     params(("id" = String, Path, description = "Team id")),
     request_body = TeamRecordCreate,
     responses(
@@ -108,7 +112,7 @@ pub(crate) async fn create_team_record(
 /// Lists the team's record metadata, newest first (no blobs), a page at a time, as the
 /// caller's own records are listed: when more follow, the next page's cursor is in
 /// `X-Next-Cursor` and `Link` (`rel="next"`).
-#[utoipa::path(get, path = "/api/v1/teams/{id}/records", tag = "teams",
+#[adiuva_http::route(get, path = "/api/v1/teams/{id}/records", tag = "teams",
     params(("id" = String, Path, description = "Team id"), ListQuery),
     responses(
         (status = 200, description = "A page of the team's record metadata", body = Vec<TeamRecordMeta>, headers(
@@ -150,7 +154,7 @@ pub(crate) async fn list_team_records(
 /// own feed (`/storage/changes`): records with their metadata as now (with `key_version` and
 /// `author_id`), tombstones after a cursor, 410 for a cursor older than the deletions kept.
 /// Cursors are sealed for the team: one of another team, or of anyone's own storage, is 422.
-#[utoipa::path(get, path = "/api/v1/teams/{id}/changes", tag = "teams",
+#[adiuva_http::route(get, path = "/api/v1/teams/{id}/changes", tag = "teams",
     params(("id" = String, Path, description = "Team id"), ChangesQuery),
     responses(
         (status = 200, description = "A page of the team's changes and the cursor to ask with next", body = TeamChanges),
@@ -180,7 +184,7 @@ pub(crate) async fn team_changes(
 /// Downloads a team record's encrypted bytes, with `X-Checksum`, the version as `ETag`,
 /// `X-Key-Version` (the team key it is encrypted with) and `X-Author-Id`. A record larger than
 /// a Lambda answer may carry is a 307 to a short-lived URL of its bytes.
-#[utoipa::path(get, path = "/api/v1/teams/{id}/records/{record_id}", tag = "teams",
+#[adiuva_http::route(get, path = "/api/v1/teams/{id}/records/{record_id}", tag = "teams",
     params(("id" = String, Path, description = "Team id"),
            ("record_id" = String, Path, description = "Record id")),
     responses(
@@ -209,7 +213,7 @@ pub(crate) async fn download_team_record(
 
 /// Replaces a team record's blob (the caller becomes its author); `If-Match` with a stale
 /// version is 412.
-#[utoipa::path(put, path = "/api/v1/teams/{id}/records/{record_id}", tag = "teams",
+#[adiuva_http::route(put, path = "/api/v1/teams/{id}/records/{record_id}", tag = "teams",
     params(("id" = String, Path, description = "Team id"),
            ("record_id" = String, Path, description = "Record id"),
            ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)*"*[+-]?[0-9]{1,19}"*)$"#,
@@ -250,7 +254,7 @@ pub(crate) async fn update_team_record(
 }
 
 /// Deletes a team record and its blob, leaving a tombstone in the team's feed.
-#[utoipa::path(delete, path = "/api/v1/teams/{id}/records/{record_id}", tag = "teams",
+#[adiuva_http::route(delete, path = "/api/v1/teams/{id}/records/{record_id}", tag = "teams",
     params(("id" = String, Path, description = "Team id"),
            ("record_id" = String, Path, description = "Record id")),
     responses(
@@ -268,7 +272,7 @@ pub(crate) async fn delete_team_record(
 
 /// Starts an upload of a blob too large for one request into the team's space: returns a URL
 /// to PUT the bytes to, as `/storage/uploads` does for a record.
-#[utoipa::path(post, path = "/api/v1/teams/{id}/uploads", tag = "teams",
+#[adiuva_http::route(post, path = "/api/v1/teams/{id}/uploads", tag = "teams",
     params(("id" = String, Path, description = "Team id")),
     request_body = TeamUploadRequest,
     responses(
@@ -293,7 +297,7 @@ pub(crate) async fn start_team_upload(
 
 /// Verifies size and SHA-256 of the uploaded blob and turns it into a team record (or a
 /// record's new blob), written by the caller.
-#[utoipa::path(post, path = "/api/v1/teams/{id}/uploads/{upload_id}/commit", tag = "teams",
+#[adiuva_http::route(post, path = "/api/v1/teams/{id}/uploads/{upload_id}/commit", tag = "teams",
     params(("id" = String, Path, description = "Team id"),
            ("upload_id" = String, Path, description = "From the upload ticket")),
     responses(

@@ -8,8 +8,10 @@
 
 use adiuva_billing::Billing;
 use adiuva_config::{ConfigError, Context};
+#[cfg(feature = "openapi")]
+use adiuva_http::ErrorBody;
 use adiuva_http::paging;
-use adiuva_http::{ErrorBody, Function, Json, Path, Query, Result, Routes, routes};
+use adiuva_http::{Function, Json, Path, Query, Result, Routes, routes};
 use adiuva_pipeline::CurrentUser;
 use adiuva_storage::Storage;
 use adiuva_teams::{
@@ -70,55 +72,61 @@ impl FromRef<Services> for Sso {
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamName {
     /// 1 to 100 characters (trimmed), no control characters.
-    #[schema(min_length = 1, max_length = 100)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
     pub name: String,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoleChange {
     /// `admin` or `member` (ownership moves with `POST /teams/{id}/transfer`).
     pub role: TeamRole,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OwnershipTransfer {
     /// The member who becomes the owner.
-    #[schema(max_length = 64)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub user_id: String,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvitationAcceptance {
     /// The invitation's token: 64 lowercase hex digits.
-    #[schema(pattern = "^[0-9a-f]{64}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub token: String,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamDeleted {
     /// The deleted team's id.
     pub id: String,
     pub ok: bool,
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct TeamEventsQuery {
     /// The page after this cursor: the `X-Next-Cursor` of the page before. Without it, the
     /// newest page.
-    #[param(value_type = String, required = false, pattern = "^[0-9a-f]{1,256}$")]
+    #[cfg_attr(feature = "openapi", param(value_type = String, required = false, pattern = "^[0-9a-f]{1,256}$"))]
     pub cursor: Option<String>,
     /// Events per page, 1 to 200 (default 50).
-    #[param(value_type = i64, required = false, minimum = 1, maximum = 200)]
+    #[cfg_attr(feature = "openapi", param(value_type = i64, required = false, minimum = 1, maximum = 200))]
     pub limit: Option<u32>,
 }
 
 /// Creates a team; the caller is its owner. It has no seats until its subscription is paid
 /// (`POST /billing/checkout` with its id).
-#[utoipa::path(post, path = "/api/v1/teams", tag = "teams", request_body = TeamName,
+#[adiuva_http::route(post, path = "/api/v1/teams", tag = "teams", request_body = TeamName,
     responses(
         (status = 201, description = "Created", body = Team),
         (status = 409, description = "The caller already owns 5 teams (`team_limit_reached`)", body = ErrorBody),
@@ -134,7 +142,7 @@ async fn create_team(
 }
 
 /// The caller's teams, each with the caller's role.
-#[utoipa::path(get, path = "/api/v1/teams", tag = "teams",
+#[adiuva_http::route(get, path = "/api/v1/teams", tag = "teams",
     responses(
         (status = 200, description = "The caller's teams, oldest membership first", body = Vec<Team>),
     ))]
@@ -146,7 +154,7 @@ async fn list_teams(
 }
 
 /// One of the caller's teams.
-#[utoipa::path(get, path = "/api/v1/teams/{id}", tag = "teams",
+#[adiuva_http::route(get, path = "/api/v1/teams/{id}", tag = "teams",
     params(("id" = String, Path, description = "Team id")),
     responses(
         (status = 200, description = "The team", body = Team),
@@ -161,7 +169,7 @@ async fn get_team(
 }
 
 /// Renames the team (owner or admin).
-#[utoipa::path(patch, path = "/api/v1/teams/{id}", tag = "teams", request_body = TeamName,
+#[adiuva_http::route(patch, path = "/api/v1/teams/{id}", tag = "teams", request_body = TeamName,
     params(("id" = String, Path, description = "Team id")),
     responses(
         (status = 200, description = "Renamed", body = Team),
@@ -179,7 +187,7 @@ async fn rename_team(
 }
 
 /// Deletes the team (owner only) with its members, invitations, wrapped keys and log.
-#[utoipa::path(delete, path = "/api/v1/teams/{id}", tag = "teams",
+#[adiuva_http::route(delete, path = "/api/v1/teams/{id}", tag = "teams",
     params(("id" = String, Path, description = "Team id")),
     responses(
         (status = 200, description = "Deleted", body = TeamDeleted),
@@ -208,7 +216,7 @@ async fn delete_team(
 }
 
 /// The team's members with their roles and public keys (any member).
-#[utoipa::path(get, path = "/api/v1/teams/{id}/members", tag = "teams",
+#[adiuva_http::route(get, path = "/api/v1/teams/{id}/members", tag = "teams",
     params(("id" = String, Path, description = "Team id")),
     responses(
         (status = 200, description = "The members, oldest first", body = Vec<Member>),
@@ -223,7 +231,7 @@ async fn list_members(
 }
 
 /// Makes a member an admin or a plain member (owner only).
-#[utoipa::path(patch, path = "/api/v1/teams/{id}/members/{user_id}", tag = "teams",
+#[adiuva_http::route(patch, path = "/api/v1/teams/{id}/members/{user_id}", tag = "teams",
     request_body = RoleChange,
     params(
         ("id" = String, Path, description = "Team id"),
@@ -249,7 +257,7 @@ async fn set_member_role(
 
 /// Removes a member with their wrapped keys (owner or admin; not the owner), or leaves the
 /// team (a member's own id). Takes effect at the member's next request.
-#[utoipa::path(delete, path = "/api/v1/teams/{id}/members/{user_id}", tag = "teams",
+#[adiuva_http::route(delete, path = "/api/v1/teams/{id}/members/{user_id}", tag = "teams",
     params(
         ("id" = String, Path, description = "Team id"),
         ("user_id" = String, Path, description = "The member's user id (your own: leave)"),
@@ -270,7 +278,7 @@ async fn remove_member(
 }
 
 /// Makes another member the owner (owner only); the old owner becomes an admin.
-#[utoipa::path(post, path = "/api/v1/teams/{id}/transfer", tag = "teams",
+#[adiuva_http::route(post, path = "/api/v1/teams/{id}/transfer", tag = "teams",
     request_body = OwnershipTransfer,
     params(("id" = String, Path, description = "Team id")),
     responses(
@@ -289,7 +297,7 @@ async fn transfer_ownership(
 
 /// Invites an email address into the team (owner or admin). The answer carries the token,
 /// once: send it to the invitee, who accepts it signed in with that email within 7 days.
-#[utoipa::path(post, path = "/api/v1/teams/{id}/invitations", tag = "teams",
+#[adiuva_http::route(post, path = "/api/v1/teams/{id}/invitations", tag = "teams",
     request_body = NewInvitation,
     params(("id" = String, Path, description = "Team id")),
     responses(
@@ -311,7 +319,7 @@ async fn invite(
 }
 
 /// The team's invitations, newest first (at most 200), without their tokens (owner or admin).
-#[utoipa::path(get, path = "/api/v1/teams/{id}/invitations", tag = "teams",
+#[adiuva_http::route(get, path = "/api/v1/teams/{id}/invitations", tag = "teams",
     params(("id" = String, Path, description = "Team id")),
     responses(
         (status = 200, description = "The invitations", body = Vec<InvitationView>),
@@ -327,7 +335,7 @@ async fn list_invitations(
 }
 
 /// Revokes a pending invitation (owner or admin): its token stops working, its seat is free.
-#[utoipa::path(delete, path = "/api/v1/teams/{id}/invitations/{invitation_id}", tag = "teams",
+#[adiuva_http::route(delete, path = "/api/v1/teams/{id}/invitations/{invitation_id}", tag = "teams",
     params(
         ("id" = String, Path, description = "Team id"),
         ("invitation_id" = String, Path, description = "Invitation id"),
@@ -349,7 +357,7 @@ async fn revoke_invitation(
 }
 
 /// Accepts an invitation: the caller, signed in with the invitation's email, joins the team.
-#[utoipa::path(post, path = "/api/v1/teams/invitations/accept", tag = "teams",
+#[adiuva_http::route(post, path = "/api/v1/teams/invitations/accept", tag = "teams",
     request_body = InvitationAcceptance,
     responses(
         (status = 200, description = "Joined: the team", body = Team),
@@ -369,7 +377,7 @@ async fn accept_invitation(
 
 /// Stores the team key wrapped (on the admin's device) with a member's public key (owner or
 /// admin). Replaces the one before.
-#[utoipa::path(put, path = "/api/v1/teams/{id}/keys/{user_id}", tag = "teams",
+#[adiuva_http::route(put, path = "/api/v1/teams/{id}/keys/{user_id}", tag = "teams",
     request_body = NewTeamKey,
     params(
         ("id" = String, Path, description = "Team id"),
@@ -391,7 +399,7 @@ async fn share_key(
 }
 
 /// The team key as wrapped for the caller, to unwrap on their device with their private key.
-#[utoipa::path(get, path = "/api/v1/teams/{id}/keys/me", tag = "teams",
+#[adiuva_http::route(get, path = "/api/v1/teams/{id}/keys/me", tag = "teams",
     params(("id" = String, Path, description = "Team id")),
     responses(
         (status = 200, description = "The wrapped key", body = TeamKey),
@@ -407,7 +415,7 @@ async fn my_key(
 
 /// The team's log (owner or admin), newest first, a page at a time: when more follow, the next
 /// page's cursor is in `X-Next-Cursor` and `Link` (`rel="next"`).
-#[utoipa::path(get, path = "/api/v1/teams/{id}/events", tag = "teams",
+#[adiuva_http::route(get, path = "/api/v1/teams/{id}/events", tag = "teams",
     params(("id" = String, Path, description = "Team id"), TeamEventsQuery),
     responses(
         (status = 200, description = "A page of the log", body = Vec<TeamEvent>, headers(
@@ -445,7 +453,7 @@ async fn team_events(
 /// and joins the team while a seat is free; with `required`, members of those domains (the
 /// owner excepted) cannot sign in with a password. The client secret is stored encrypted and
 /// never answered.
-#[utoipa::path(put, path = "/api/v1/teams/{id}/sso", tag = "teams", request_body = SsoUpdate,
+#[adiuva_http::route(put, path = "/api/v1/teams/{id}/sso", tag = "teams", request_body = SsoUpdate,
     params(("id" = String, Path, description = "Team id")),
     responses(
         (status = 200, description = "Set (the settings without the secret)", body = TeamSso),
@@ -465,7 +473,7 @@ async fn put_sso(
 }
 
 /// The team's SSO settings, never the client secret (owner or admin).
-#[utoipa::path(get, path = "/api/v1/teams/{id}/sso", tag = "teams",
+#[adiuva_http::route(get, path = "/api/v1/teams/{id}/sso", tag = "teams",
     params(("id" = String, Path, description = "Team id")),
     responses(
         (status = 200, description = "The settings without the secret", body = TeamSso),
@@ -482,7 +490,7 @@ async fn get_sso(
 
 /// Removes the team's SSO (owner only). The accounts and memberships its sign-ins created
 /// stay; sign-ins through the team's provider stop.
-#[utoipa::path(delete, path = "/api/v1/teams/{id}/sso", tag = "teams",
+#[adiuva_http::route(delete, path = "/api/v1/teams/{id}/sso", tag = "teams",
     params(("id" = String, Path, description = "Team id")),
     responses(
         (status = 204, description = "Removed"),

@@ -8,14 +8,17 @@
 //! keeps each user's vector size and quotas in the database, and writes the vector store.
 
 use adiuva_config::{ConfigError, Context};
-use adiuva_http::{Base64, ErrorBody, Function, Json, Result, Routes, routes};
+#[cfg(feature = "openapi")]
+use adiuva_http::ErrorBody;
+use adiuva_http::{Base64, Function, Json, Result, Routes, routes};
 use adiuva_pipeline::CurrentUser;
-use adiuva_vector_space::{DIMENSIONS, MAX_BLOB_BYTES, NewPoint, SearchHit, VectorSpaces};
+#[cfg(feature = "openapi")]
+use adiuva_vector_space::{DIMENSIONS, MAX_BLOB_BYTES};
+use adiuva_vector_space::{NewPoint, SearchHit, VectorSpaces};
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{
-    AnyOfBuilder, ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
-};
+#[cfg(feature = "openapi")]
+use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema, Type};
 
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let spaces: VectorSpaces = context.get()?;
@@ -27,49 +30,53 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
     adiuva_pipeline::authenticated("vectors", routes, context)
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VectorItem {
     /// The client's id of the point, unique per user, 1 to 256 bytes (UTF-8).
-    #[schema(min_length = 1, max_length = 256)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub id: String,
     /// Encrypted vector metadata, standard base64, at most 256 KiB decoded; returned verbatim
     /// by search. Its decoded size counts against the tier's vector quota.
-    #[schema(schema_with = point_blob)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = point_blob))]
     pub blob: Base64,
     /// Lowercase hex SHA-256 of the decoded blob.
-    #[schema(pattern = "^[0-9a-f]{64}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub checksum: String,
     /// Optional client-computed vector of 32, 256, 384, 512, 768, 1024, 1536 or 3072
     /// dimensions; without it the reference's 32-dim SHA-256 vector is used. Every vector of
     /// an account has the size of its first.
-    #[schema(schema_with = vector)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = vector))]
     pub vector: Option<Vec<f32>>,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VectorUpsertRequest {
     /// 1 to 500 points, all of one vector size.
-    #[schema(min_items = 1, max_items = 500)]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 500))]
     pub vectors: Vec<VectorItem>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Upserted {
     pub upserted: usize,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VectorSearchRequest {
     /// Encrypted query, standard base64. Without `vector`, its SHA-256 vector is the query.
-    #[schema(schema_with = query_blob)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = query_blob))]
     pub query_blob: Base64,
     /// 1 to 100, default 10.
     #[serde(default = "default_top_k")]
-    #[schema(minimum = 1, maximum = 100, default = 10)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100, default = 10))]
     pub top_k: usize,
     /// Of the size of the account's vectors: 32, 256, 384, 512, 768, 1024, 1536 or 3072
     /// dimensions.
-    #[schema(schema_with = vector)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = vector))]
     pub vector: Option<Vec<f32>>,
 }
 
@@ -77,58 +84,54 @@ fn default_top_k() -> usize {
     10
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VectorSearchResult {
     pub id: String,
     pub score: f32,
     pub blob: Base64,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VectorSearchResponse {
     pub results: Vec<VectorSearchResult>,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VectorDeleteRequest {
     /// At most 1000 ids.
-    #[schema(max_items = 1000)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
     pub ids: Vec<String>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deleted {
     pub ok: bool,
 }
 
-/// Canonical standard base64 with padding, as [`Base64`] decodes it: whole groups of four, and
-/// the unused bits of a padded group zero.
-const BASE64_PATTERN: &str =
-    "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$";
-
-fn base64(description: &str) -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Byte)))
-        .pattern(Some(BASE64_PATTERN))
-        .description(Some(description))
-}
-
 /// A point's blob: at most [`MAX_BLOB_BYTES`] decoded, so at most its base64 length.
+#[cfg(feature = "openapi")]
 fn point_blob() -> ObjectBuilder {
-    base64(
+    adiuva_http::base64_schema(
         "Encrypted vector metadata, standard base64, at most 256 KiB decoded; returned \
          verbatim by search. Its decoded size counts against the tier's vector quota.",
     )
     .max_length(Some(MAX_BLOB_BYTES.div_ceil(3) * 4))
 }
 
+#[cfg(feature = "openapi")]
 fn query_blob() -> ObjectBuilder {
-    base64("Encrypted query, standard base64. Without `vector`, its SHA-256 vector is the query.")
+    adiuva_http::base64_schema(
+        "Encrypted query, standard base64. Without `vector`, its SHA-256 vector is the query.",
+    )
 }
 
 /// A vector of one of the supported sizes ([`DIMENSIONS`]), of values an `f32` holds (larger
 /// ones would round to infinity), or `null`.
+#[cfg(feature = "openapi")]
 fn vector() -> Schema {
     // The midpoint between `f32::MAX` and 2^128: anything from there on rounds to infinity.
     let bound = f64::from(f32::MAX) + 2f64.powi(103);
@@ -154,7 +157,7 @@ fn vector() -> Schema {
 }
 
 /// Verifies checksums and stores the points (insert or replace by id).
-#[utoipa::path(post, path = "/api/v1/storage/vectors/upsert", tag = "vectors",
+#[adiuva_http::route(post, path = "/api/v1/storage/vectors/upsert", tag = "vectors",
     request_body = VectorUpsertRequest,
     responses(
         (status = 200, description = "Stored", body = Upserted),
@@ -184,7 +187,7 @@ async fn upsert(
 }
 
 /// The caller's nearest points by cosine similarity, best first.
-#[utoipa::path(post, path = "/api/v1/storage/vectors/search", tag = "vectors",
+#[adiuva_http::route(post, path = "/api/v1/storage/vectors/search", tag = "vectors",
     request_body = VectorSearchRequest,
     responses(
         (status = 200, description = "Results, best first; none for an account without vectors", body = VectorSearchResponse),
@@ -218,7 +221,7 @@ async fn search(
 
 /// Deletes the caller's points with these ids; other ids are ignored. Deleting the last point
 /// frees the account's vector size.
-#[utoipa::path(delete, path = "/api/v1/storage/vectors", tag = "vectors",
+#[adiuva_http::route(delete, path = "/api/v1/storage/vectors", tag = "vectors",
     request_body = VectorDeleteRequest,
     responses(
         (status = 200, description = "Deleted", body = Deleted),

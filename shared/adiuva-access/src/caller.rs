@@ -31,7 +31,8 @@ impl Role {
 
 /// Where the caller's tier comes from: their own subscription, or a seat in a team whose
 /// subscription is active (the Team tier), whichever is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TierSource {
     Own,
@@ -48,7 +49,8 @@ impl TierSource {
 }
 
 /// A member's role in a team: exactly one owner, any number of admins and members.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TeamRole {
     Owner,

@@ -66,20 +66,22 @@ impl DomainError for UsageError {
 }
 
 /// The whole answer of `GET /billing/entitlements`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Entitlements {
     /// The tier every check uses now: the best of the user's own and their teams'.
-    #[schema(value_type = String, example = "pro")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "pro"))]
     pub tier: &'static str,
     /// Where the tier comes from: `own` (the user's subscription, or free) or `team`.
-    #[schema(value_type = String, example = "own")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "own"))]
     pub tier_source: &'static str,
     pub features: Features,
     pub usage: Usage,
 }
 
 /// The tier's features: a count (`null` for unlimited) or a flag.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Features {
     /// Agents the desktop app may run (`null`: all).
     pub agents: Option<u64>,
@@ -94,7 +96,8 @@ pub struct Features {
 }
 
 /// What the user holds under each quota, and the quota (`limit: null` is unlimited).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     /// Bytes of the user's stored records.
     pub storage: Allowance,
@@ -110,7 +113,8 @@ pub struct Usage {
     pub vector_bytes: Allowance,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Allowance {
     pub used: u64,
     pub limit: Option<u64>,

@@ -86,9 +86,10 @@ pub fn list_agents() -> Value {
 /// What `GET /api/v1/chat/agents` shows of an agent: its name, what it does and its tools'
 /// names (no prompt text, no tool schemas), so the app can show them and apply the free
 /// tier's `agents: 3` itself.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentInfo {
-    #[schema(example = "task_agent")]
+    #[cfg_attr(feature = "openapi", schema(example = "task_agent"))]
     pub name: String,
     pub description: String,
     /// The names of its tools, in the order the model is given them: its own, then
@@ -172,25 +173,10 @@ impl Agent {
 
 /// Today's date (UTC) as YYYY-MM-DD.
 fn today() -> String {
-    let days = std::time::SystemTime::now()
+    let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs() / 86_400);
-    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+        .map_or(0, |elapsed| elapsed.as_millis());
+    adiuva_calendar::date_of(i64::try_from(ms).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -222,12 +208,5 @@ mod tests {
             assert!(called.iter().all(|spec| spec.name != "call_agent"));
             assert!(agent.tool("call_agent", Depth::Called).is_none());
         }
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(20_779), (2026, 11, 22));
     }
 }

@@ -44,7 +44,8 @@ steps than I may take at once. The changes listed so far are ready; please ask a
 
 /// What a chat request answers: a `ChatResponse` in direct mode, an `ExecutionPlan` in plan
 /// mode.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum Answer {
     Response(ChatResponse),

@@ -6,7 +6,6 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Number, Value};
-use utoipa::ToSchema;
 
 /// Longest message, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 16_000;
@@ -21,7 +20,8 @@ pub const MAX_CONTEXT_BYTES: usize = 256 * 1024;
 /// oversized one (413). Without it, 256 KiB of `{"a":1}` would take 22 MiB.
 pub const MAX_CONTEXT_MEMORY: usize = 12 * 1024 * 1024;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionMode {
     /// Run the agents and answer with a `ChatResponse`.
@@ -31,12 +31,16 @@ pub enum ExecutionMode {
     Plan,
 }
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatRequest {
     /// What the user wrote: not blank, at most 16000 characters (longer is 413, so the bound
     /// is not a `maxLength`: schema validators expect a violation to be a 400 or 422).
-    #[schema(
-        pattern = r"[^\t\n\x0B\x0C\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"[^\t\n\x0B\x0C\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+        )
     )]
     pub message: String,
     /// Serialized, at most 256 KiB (more is 413). Read within its bounds: a context of tens of
@@ -61,30 +65,31 @@ pub struct ChatRequest {
 /// [`MAX_CONTEXT_BYTES`] (or [`MAX_CONTEXT_MEMORY`]) stops growing at once, the rest of the body
 /// is only skipped, and [`ChatRequest::validate`] refuses it as it always did. No client array
 /// of any length becomes a tree in memory.
-#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatContext {
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub user_profile: Map<String, Value>,
     /// At most 200.
     #[serde(default)]
-    #[schema(max_items = 200)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 200))]
     pub relevant_documents: Vec<String>,
     /// The user's recent tasks (objects; other values are ignored), at most 200.
     #[serde(default)]
-    #[schema(value_type = Vec<Value>, max_items = 200)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Value>, max_items = 200))]
     pub recent_tasks: Vec<Value>,
     /// Earlier turns, `{"role": "user" | "assistant", "content": "..."}` (other values are
     /// ignored); at most 200.
     #[serde(default)]
-    #[schema(value_type = Vec<Value>, max_items = 200)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Value>, max_items = 200))]
     pub conversation_history: Vec<Value>,
     #[serde(flatten)]
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub extra: Map<String, Value>,
     /// What the parse stopped at, for [`ChatRequest::validate`] to refuse.
     #[serde(skip)]
-    #[schema(ignore)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     overflow: Overflow,
 }
 
@@ -108,7 +113,8 @@ impl ChatContext {
 }
 
 /// What the client applies locally (reference: `PlanAction`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ActionType {
     CreateRecord,
@@ -121,17 +127,19 @@ pub enum ActionType {
     CallAgent,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanAction {
     #[serde(rename = "type")]
     pub kind: ActionType,
     pub table: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub data: Option<Value>,
     pub agent: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatResponse {
     pub response: String,
     pub actions: Vec<PlanAction>,

@@ -16,7 +16,8 @@ use crate::tokens::{AccessClaims, JwtKeys};
 use crate::{AuthError, AuthSettings, Device, password, refresh, sessions};
 
 /// What register, login and refresh return (the reference's `AuthTokens`).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuthTokens {
     /// A JWT to send as `Authorization: Bearer ...`.
     pub access_token: String,
@@ -28,7 +29,8 @@ pub struct AuthTokens {
 
 /// The reference's `UserProfile`; `tier` is read live: the better of the own subscription's
 /// and a team seat's.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserProfile {
     pub id: String,
     pub email: String,
@@ -49,7 +51,8 @@ impl From<&Caller> for UserProfile {
 }
 
 /// `GET /auth/me`: the profile and the caller's teams.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CurrentProfile {
     pub id: String,
     pub email: String,
@@ -61,7 +64,8 @@ pub struct CurrentProfile {
 }
 
 /// One of the caller's teams and their role in it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamSeat {
     pub id: String,
     pub role: TeamRole,
@@ -73,13 +77,14 @@ pub const KEY_ALGORITHMS: [&str; 3] = ["x25519", "p256", "rsa-oaep-256"];
 pub const MAX_PUBLIC_KEY_CHARS: usize = 1024;
 
 /// A member's public key, which admins wrap team keys with.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublicKey {
     /// Standard base64, at most 1 KiB of text.
-    #[schema(max_length = 1024, min_length = 1)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024, min_length = 1))]
     pub public_key: String,
     /// `x25519`, `p256` or `rsa-oaep-256`.
-    #[schema(pattern = "^(x25519|p256|rsa-oaep-256)$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(x25519|p256|rsa-oaep-256)$"))]
     pub algorithm: String,
 }
 

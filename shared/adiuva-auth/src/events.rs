@@ -18,7 +18,8 @@ pub const RETENTION_MS: i64 = 90 * 24 * 60 * 60 * 1000;
 /// every further attempt, and one row per attempt would let the attacker flood the log.
 const LOCK_EVENT_EVERY_MS: i64 = 15 * 60 * 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     LoginSucceeded,
@@ -65,7 +66,8 @@ impl EventType {
 }
 
 /// One entry of `GET /auth/events`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecurityEvent {
     #[serde(rename = "type")]
     pub event_type: EventType,

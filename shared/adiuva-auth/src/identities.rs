@@ -31,7 +31,8 @@ pub struct NewIdentity<'a> {
 }
 
 /// One of `GET /auth/me`'s `identities`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LinkedIdentity {
     /// What `DELETE /auth/oidc/identities/{id}` takes.
     pub id: String,

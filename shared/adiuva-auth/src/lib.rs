@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod identities;
 mod jwt_crypto;
+#[cfg(feature = "openapi")]
 pub mod openapi;
 mod password;
 mod refresh;

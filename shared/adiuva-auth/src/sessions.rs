@@ -11,7 +11,8 @@ use crate::events::{self, EventType, NewEvent, RETENTION_MS};
 use crate::{AuthError, Caller, Device};
 
 /// One entry of `GET /auth/sessions`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionView {
     pub id: String,
     /// When the device signed in, milliseconds since the Unix epoch.

@@ -162,7 +162,8 @@ impl DomainError for BillingError {
 }
 
 /// What `POST /api/v1/billing/checkout` answers.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Checkout {
     /// Stripe's hosted payment page (or, in stub mode, the local page that activates the tier).
     pub checkout_url: String,

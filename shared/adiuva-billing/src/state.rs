@@ -11,7 +11,8 @@ use crate::settings::Prices;
 use crate::stripe::Remote;
 
 /// What `GET /api/v1/billing/subscription` answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubscriptionView {
     /// The tier the subscription grants now (`free` without a live one).
     pub tier: Tier,

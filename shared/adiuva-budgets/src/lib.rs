@@ -22,17 +22,14 @@
 //!   the counters of months more than `AI_BUDGET_RETENTION_MONTHS` (13) before the current
 //!   one, with their per-model rows.
 
-mod period;
-
 use std::borrow::Cow;
 
 use adiuva_access::{Caller, Tier, TierSource};
+use adiuva_calendar::{next_period_start, period_months_before, period_of};
 use adiuva_config::{Component, ConfigError, Context, Source};
 use adiuva_db::Database;
 use adiuva_error::{DomainError, ErrorKind, unavailable};
 use serde::Serialize;
-
-pub use period::{next_period_start, period_months_before, period_of};
 
 /// `AI_MONTHLY_TOKENS_FREE` (50,000), `AI_MONTHLY_TOKENS_PRO` (2,000,000),
 /// `AI_MONTHLY_TOKENS_POWER` (10,000,000) and `AI_MONTHLY_TOKENS_TEAM` (10,000,000 per paid
@@ -78,7 +75,8 @@ impl BudgetSettings {
 }
 
 /// Where a caller's budget comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum BudgetSource {
     /// The caller's own, by their own tier.
@@ -128,10 +126,11 @@ impl Charge {
 }
 
 /// `GET /api/v1/chat/usage`: the caller's budget this month.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AiUsage {
     /// The calendar month (UTC), `YYYY-MM`.
-    #[schema(example = "2026-12")]
+    #[cfg_attr(feature = "openapi", schema(example = "2026-12"))]
     pub period: String,
     /// Tokens of settled model calls, and of calls the provider reported nothing for (their
     /// estimate).
@@ -151,7 +150,8 @@ pub struct AiUsage {
 }
 
 /// One model's share of a month's budget.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelUsage {
     /// The configured model name (`gpt-4o`).
     pub model: String,

@@ -6,10 +6,28 @@ use adiuva_checksum::Digested;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Canonical standard base64 with padding, as [`Base64`] and [`Blob`] decode it: whole groups
+/// of four, and the unused bits of a padded group zero.
+#[cfg(feature = "openapi")]
+pub const BASE64_PATTERN: &str =
+    "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$";
+
+/// The schema of a base64 field that states [`BASE64_PATTERN`], with its description.
+#[cfg(feature = "openapi")]
+pub fn base64_schema(description: &str) -> utoipa::openapi::ObjectBuilder {
+    use utoipa::openapi::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Byte)))
+        .pattern(Some(BASE64_PATTERN))
+        .description(Some(description))
+}
+
 /// Bytes that travel in JSON as a standard base64 string. A malformed string fails
 /// deserialization, which the `Json` extractor answers with 422.
-#[derive(Clone, Default, PartialEq, Eq, utoipa::ToSchema)]
-#[schema(value_type = String, format = Byte)]
+#[derive(Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
 pub struct Base64(pub Vec<u8>);
 
 impl fmt::Debug for Base64 {
@@ -36,8 +54,9 @@ impl<'de> Deserialize<'de> for Base64 {
 /// An encrypted blob inside JSON (standard base64), decoded and hashed in one pass over the
 /// request's own bytes: the string is read where it lies (no copy of the text), and its
 /// SHA-256 is computed while it is decoded, once for the request (`Digested::verify`).
-#[derive(Clone, utoipa::ToSchema)]
-#[schema(value_type = String, format = Byte)]
+#[derive(Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
 pub struct Blob(pub Digested);
 
 impl fmt::Debug for Blob {

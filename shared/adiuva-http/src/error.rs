@@ -16,7 +16,8 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 type Source = Box<dyn StdError + Send + Sync + 'static>;
 
 /// The JSON body of every error response (SPEC section 4).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// A human-readable message.
     pub detail: String,
@@ -34,7 +35,8 @@ pub struct ErrorBody {
 }
 
 /// One reason of an error that has several.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReasonBody {
     /// What failed: a check's or a field's name.
     pub name: String,

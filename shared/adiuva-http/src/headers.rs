@@ -61,22 +61,22 @@ mod tests {
     use super::*;
     use crate::{ApiError, Function, Gateway, Routes, routes};
 
-    #[utoipa::path(get, path = "/data", responses((status = 200, description = "JSON")))]
+    #[adiuva_http::route(get, path = "/data", responses((status = 200, description = "JSON")))]
     async fn data() -> axum::Json<&'static str> {
         axum::Json("data")
     }
 
-    #[utoipa::path(get, path = "/page", responses((status = 200, description = "HTML")))]
+    #[adiuva_http::route(get, path = "/page", responses((status = 200, description = "HTML")))]
     async fn page() -> Html<&'static str> {
         Html("<!doctype html><p>done</p>")
     }
 
-    #[utoipa::path(get, path = "/cached", responses((status = 200, description = "Cacheable")))]
+    #[adiuva_http::route(get, path = "/cached", responses((status = 200, description = "Cacheable")))]
     async fn cached() -> Response {
         ([(CACHE_CONTROL, "public, max-age=60")], "static").into_response()
     }
 
-    #[utoipa::path(get, path = "/boom", responses((status = 500, description = "Failed")))]
+    #[adiuva_http::route(get, path = "/boom", responses((status = 500, description = "Failed")))]
     async fn boom() -> ApiError {
         ApiError::internal(std::io::Error::other("disk on fire"))
     }

@@ -1,12 +1,11 @@
-//! A function's routes, built from the handlers' `#[utoipa::path]` declarations, and with the
+//! A function's routes, built from the handlers' `#[route]` declarations, and with the
 //! `openapi` feature their OpenAPI document.
 //!
 //! The router is built the same way in every binary: each handler is routed at the path and
-//! for the methods its declaration names (`<__path_handler as utoipa::Path>::path()` and
-//! `methods()`). Only the local server and the tests turn the `openapi` feature on and also
-//! collect each declaration's operation and schemas into a document. A Lambda binary never
-//! references that code, so the linker drops it, with every `ToSchema` implementation it would
-//! have called: a function's cold start builds its router and nothing else.
+//! for the methods its declaration names ([`Declaration::PATH`] and [`Declaration::METHODS`]).
+//! Only the local server and the tests turn the `openapi` features on (this crate's and the
+//! functions'), where `#[route]` also hands its arguments to `utoipa::path` and each declaration
+//! adds its operation and schemas to a document. A Lambda build compiles no utoipa at all.
 //!
 //! ```text
 //! let routes = Routes::new()
@@ -23,11 +22,10 @@ use axum::handler::Handler;
 use axum::response::IntoResponse;
 use axum::routing::{MethodFilter, MethodRouter, Route};
 use tower::{Layer, Service};
-use utoipa::openapi::HttpMethod;
 
 use crate::routes::{DeclaredRoute, Policies, Policy};
 
-/// The handlers of one path, each routed for the methods its `#[utoipa::path]` names, with
+/// The handlers of one path, each routed for the methods its `#[route]` names, with
 /// their policy and, when the document is built, their operations. Made by
 /// [`routes!`](crate::routes!); [`public`](Self::public), [`idempotent`](Self::idempotent) and
 /// [`admin`](Self::admin) declare the policy of every handler of the call.
@@ -82,7 +80,7 @@ impl<S: Clone + Send + Sync + 'static> MethodRoutes<S> {
         self
     }
 
-    /// Adds `handler` (named `name`), declared by `P` (its `#[utoipa::path]` struct). Called
+    /// Adds `handler` (named `name`), declared by `P` (its `#[route]` struct). Called
     /// by [`routes!`](crate::routes!), which names `P`.
     #[doc(hidden)]
     pub fn handler<P, H, T>(mut self, name: &'static str, handler: H) -> Self
@@ -91,11 +89,10 @@ impl<S: Clone + Send + Sync + 'static> MethodRoutes<S> {
         H: Handler<T, S>,
         T: 'static,
     {
-        let path = P::path();
-        let path = if path.is_empty() {
+        let path = if P::PATH.is_empty() {
             "/".to_owned()
         } else {
-            path
+            P::PATH.to_owned()
         };
         if let Some(previous) = &self.path {
             assert_eq!(
@@ -103,76 +100,63 @@ impl<S: Clone + Send + Sync + 'static> MethodRoutes<S> {
                 "routes!(...) takes the handlers of one path"
             );
         }
-        let methods = P::methods();
-        let filter = methods
+        let filter = P::METHODS
             .iter()
-            .map(method_filter)
+            .map(|method| method_filter(method))
             .reduce(MethodFilter::or)
             .unwrap_or_else(|| panic!("the declaration of {path} names no method"));
         self.router = self.router.on(filter, handler);
         self.handlers.push((
             name,
-            methods
+            P::METHODS
                 .iter()
-                .map(|method| method_name(method).to_owned())
+                .map(|method| (*method).to_owned())
                 .collect(),
         ));
         #[cfg(feature = "openapi")]
-        self.document.add::<P>(&path, methods);
+        P::document(&mut self.document);
         self.path = Some(path);
         self
     }
 }
 
-/// What a handler's `#[utoipa::path]` declaration must provide: its path and methods, and with
-/// the `openapi` feature its operation and schemas.
-#[cfg(not(feature = "openapi"))]
-pub trait Declaration: utoipa::Path {}
-#[cfg(not(feature = "openapi"))]
-impl<P: utoipa::Path> Declaration for P {}
+/// A handler's declaration, the `__path_<handler>` struct its `#[route]` writes: the path and
+/// methods it is routed for, and with the `openapi` feature (of this crate and of the handler's)
+/// its operation in the document.
+pub trait Declaration {
+    /// The path template, as axum and OpenAPI write it (`/api/v1/records/{id}`).
+    const PATH: &'static str;
+    /// The methods, as HTTP writes them (`GET`).
+    const METHODS: &'static [&'static str];
 
-/// What a handler's `#[utoipa::path]` declaration must provide: its path and methods, and with
-/// the `openapi` feature its operation and schemas.
-#[cfg(feature = "openapi")]
-pub trait Declaration:
-    utoipa::Path + utoipa::__dev::SchemaReferences + utoipa::__dev::Tags<'static>
-{
-}
-#[cfg(feature = "openapi")]
-impl<P> Declaration for P where
-    P: utoipa::Path + utoipa::__dev::SchemaReferences + utoipa::__dev::Tags<'static>
-{
-}
-
-/// The methods axum routes (a declaration cannot name CONNECT).
-fn method_filter(method: &HttpMethod) -> MethodFilter {
-    match method {
-        HttpMethod::Get => MethodFilter::GET,
-        HttpMethod::Post => MethodFilter::POST,
-        HttpMethod::Put => MethodFilter::PUT,
-        HttpMethod::Delete => MethodFilter::DELETE,
-        HttpMethod::Options => MethodFilter::OPTIONS,
-        HttpMethod::Head => MethodFilter::HEAD,
-        HttpMethod::Patch => MethodFilter::PATCH,
-        HttpMethod::Trace => MethodFilter::TRACE,
+    /// Adds the operation and the schemas it refers to. A handler whose crate builds without
+    /// `openapi` documents nothing (the contract test finds every declared route in the
+    /// document).
+    #[cfg(feature = "openapi")]
+    fn document(operations: &mut Operations) {
+        let _ = operations;
     }
 }
 
-/// The method's name as HTTP writes it.
-fn method_name(method: &HttpMethod) -> &'static str {
+#[cfg(feature = "openapi")]
+pub use document::Operations;
+
+/// The methods axum routes.
+fn method_filter(method: &str) -> MethodFilter {
     match method {
-        HttpMethod::Get => "GET",
-        HttpMethod::Post => "POST",
-        HttpMethod::Put => "PUT",
-        HttpMethod::Delete => "DELETE",
-        HttpMethod::Options => "OPTIONS",
-        HttpMethod::Head => "HEAD",
-        HttpMethod::Patch => "PATCH",
-        HttpMethod::Trace => "TRACE",
+        "GET" => MethodFilter::GET,
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "DELETE" => MethodFilter::DELETE,
+        "OPTIONS" => MethodFilter::OPTIONS,
+        "HEAD" => MethodFilter::HEAD,
+        "PATCH" => MethodFilter::PATCH,
+        "TRACE" => MethodFilter::TRACE,
+        other => panic!("{other} is not a method a route can declare"),
     }
 }
 
-/// The handlers of one path, from their `#[utoipa::path]` declarations:
+/// The handlers of one path, from their `#[route]` declarations:
 /// `routes!(create_record, list_records)`. Each handler is routed for the methods its
 /// declaration names; the handlers of one call share one path and one policy
 /// (`routes!(login).public()`, `routes!(create_record).idempotent()`,
@@ -331,18 +315,38 @@ impl<S> From<Router<S>> for Routes<S> {
 mod document {
     use utoipa::openapi::path::Paths;
     use utoipa::openapi::schema::Schema;
-    use utoipa::openapi::{Components, HttpMethod, OpenApi, RefOr};
+    use utoipa::openapi::{Components, OpenApi, RefOr};
 
-    use super::Declaration;
-
+    /// The operations of one path and the schemas they refer to, which each declaration adds
+    /// (see [`Declaration::document`](super::Declaration::document)).
     #[derive(Default)]
-    pub(super) struct Operations {
+    pub struct Operations {
         paths: Paths,
         schemas: Vec<(String, RefOr<Schema>)>,
     }
 
+    impl std::fmt::Debug for Operations {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Operations")
+                .field("paths", &self.paths.paths.keys().collect::<Vec<_>>())
+                .finish_non_exhaustive()
+        }
+    }
+
     impl Operations {
-        pub(super) fn add<P: Declaration>(&mut self, path: &str, methods: Vec<HttpMethod>) {
+        /// Adds the operation `utoipa::path` wrote for `P`, under its path and methods, with
+        /// its tags, and the schemas it refers to. Called by the declarations `#[route]` writes.
+        pub fn add<P>(&mut self)
+        where
+            P: utoipa::Path + utoipa::__dev::SchemaReferences + utoipa::__dev::Tags<'static>,
+        {
+            let path = P::path();
+            let path = if path.is_empty() {
+                "/".to_owned()
+            } else {
+                path
+            };
+            let methods = P::methods();
             let mut operation = P::operation();
             let tags = <P as utoipa::__dev::Tags<'static>>::tags();
             if !tags.is_empty() {
@@ -350,7 +354,7 @@ mod document {
                 operation_tags.extend(tags.iter().map(ToString::to_string));
             }
             <P as utoipa::__dev::SchemaReferences>::schemas(&mut self.schemas);
-            self.paths.add_path_operation(path, methods, operation);
+            self.paths.add_path_operation(&path, methods, operation);
         }
 
         pub(super) fn add_to(self, document: &mut OpenApi) {
@@ -380,17 +384,17 @@ mod tests {
 
     use super::*;
 
-    #[utoipa::path(get, path = "/items", responses((status = 200, description = "The items")))]
+    #[crate::route(get, path = "/items", responses((status = 200, description = "The items")))]
     async fn list(State(name): State<&'static str>) -> &'static str {
         name
     }
 
-    #[utoipa::path(post, path = "/items", responses((status = 201, description = "Created")))]
+    #[crate::route(post, path = "/items", responses((status = 201, description = "Created")))]
     async fn create() -> StatusCode {
         StatusCode::CREATED
     }
 
-    #[utoipa::path(put, path = "/items/{id}", params(("id" = String, Path)),
+    #[crate::route(put, path = "/items/{id}", params(("id" = String, Path)),
         responses((status = 200, description = "Stored")))]
     async fn store(axum::extract::Path(id): axum::extract::Path<String>) -> String {
         id

@@ -35,7 +35,7 @@ pub struct Policy {
     pub admin: bool,
 }
 
-/// One declared route: the handler's `#[utoipa::path]` method and path, the handler's name and
+/// One declared route: the handler's `#[route]` method and path, the handler's name and
 /// its policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeclaredRoute {

@@ -15,7 +15,8 @@ const MAX_PAGE: i64 = 10_000;
 pub(crate) const MAX_QUERY_CHARS: usize = 100;
 
 /// The reference's `PluginManifest`.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginManifest {
     pub id: String,
     pub name: String,
@@ -29,7 +30,8 @@ pub struct PluginManifest {
 }
 
 /// A plugin in the catalog: its manifest, install count and ratings.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginSummary {
     #[serde(flatten)]
     pub manifest: PluginManifest,
@@ -40,7 +42,8 @@ pub struct PluginSummary {
 }
 
 /// The reference's `PluginListResponse`; the total is also in `X-Total-Count`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginList {
     pub plugins: Vec<PluginSummary>,
     pub total: i64,
@@ -48,7 +51,8 @@ pub struct PluginList {
 }
 
 /// A plugin's detail, as the caller may see it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginDetail {
     #[serde(flatten)]
     pub summary: PluginSummary,
@@ -66,30 +70,33 @@ pub struct PluginDetail {
 }
 
 /// `?category`, `?q`, `?page`, `?sort`.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct CatalogQuery {
     /// Only this category (any case; surrounding whitespace is ignored).
     pub category: Option<String>,
-    #[param(schema_with = crate::openapi::search, required = false)]
+    #[cfg_attr(feature = "openapi", param(schema_with = crate::openapi::search, required = false))]
     pub q: Option<String>,
     /// From 1 (default) to 10000, 20 plugins a page.
-    #[param(value_type = i64, required = false, minimum = 1, maximum = 10_000)]
+    #[cfg_attr(feature = "openapi", param(value_type = i64, required = false, minimum = 1, maximum = 10_000))]
     pub page: Option<String>,
-    #[param(schema_with = crate::openapi::sort, required = false)]
+    #[cfg_attr(feature = "openapi", param(schema_with = crate::openapi::sort, required = false))]
     pub sort: Option<String>,
 }
 
 /// The stars of a rating.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RatingRequest {
     /// 1 to 5.
-    #[schema(minimum = 1, maximum = 5)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 5))]
     pub stars: i64,
 }
 
 /// A plugin's ratings after the caller's.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rating {
     pub plugin_id: String,
     pub stars: i64,

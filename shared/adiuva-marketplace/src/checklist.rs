@@ -59,7 +59,8 @@ const BLOB_RUN: usize = 200;
 const MAX_NAME_SIMILARITY: f64 = 0.8;
 
 /// One check's result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckResult {
     /// `id_format`, `permissions`, `no_binary_blobs`, `manifest_fields`, `version`,
     /// `name_unique`, `package` or `payouts`.

@@ -14,14 +14,16 @@ use serde::Serialize;
 use crate::{MarketplaceError, Purchases};
 
 /// Where the developer finishes onboarding.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Onboarding {
     /// Stripe's onboarding page (or, in stub mode, the local page that enables payouts).
     pub onboarding_url: String,
 }
 
 /// The developer's payout account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeveloperAccount {
     /// A Connect account exists.
     pub connected: bool,

@@ -14,7 +14,8 @@ use crate::purchases::Checkout;
 use crate::{Marketplace, MarketplaceError, require_marketplace};
 
 /// An installed plugin (200).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Installed {
     /// `true`.
     pub ok: bool,
@@ -27,7 +28,8 @@ pub struct Installed {
 }
 
 /// A paid plugin not bought yet (202): pay at `checkout_url`, then install again.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckoutNeeded {
     /// `false`: not installed yet.
     pub ok: bool,
@@ -45,7 +47,8 @@ pub enum InstallOutcome {
 }
 
 /// The reference's `{"ok": true}`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Uninstalled {
     pub ok: bool,
     /// Whether an install was removed (`false`: it was not installed).

@@ -22,6 +22,7 @@ pub mod catalog;
 pub mod checklist;
 pub mod developers;
 pub mod installs;
+#[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod purchases;
 pub mod revenue;

@@ -72,40 +72,41 @@ fn manifest_text(min: usize, max: usize, lines: bool) -> String {
 /// that need more than the manifest are not here: a name too close to another plugin's, a
 /// version not above the approved one, a package that is not the caller's committed upload of
 /// this checksum, a paid plugin without payouts.
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PluginSubmission {
     /// 3 to 64 lowercase letters, digits or `-`.
-    #[schema(pattern = "^[a-z0-9-]{3,64}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9-]{3,64}$"))]
     pub id: String,
     /// 3 to 64 characters on one line, without leading or trailing whitespace.
-    #[schema(schema_with = name)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = name))]
     pub name: String,
     /// A semantic version (`MAJOR.MINOR.PATCH`, pre-release and build allowed), at most 64
     /// characters.
-    #[schema(schema_with = version)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = version))]
     pub version: String,
     /// 10 to 2000 characters without leading or trailing whitespace; control characters but
     /// tab and line breaks, data URIs and runs of 200 base64 or hex characters are refused.
-    #[schema(schema_with = description)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = description))]
     pub description: String,
     /// 1 to 64 characters without leading or trailing whitespace.
-    #[schema(schema_with = author)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = author))]
     pub author: String,
     /// 2 to 32 letters, digits, spaces, `&` and `-`, without leading or trailing space.
-    #[schema(schema_with = category)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = category))]
     pub category: String,
     /// Distinct permissions from the allowed set.
-    #[schema(schema_with = permissions)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = permissions))]
     pub permissions: Vec<String>,
     /// Euro cents: 0 (free, the default) or 50 to 100000.
-    #[schema(schema_with = price_cents)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = price_cents))]
     pub price_cents: Option<i64>,
     /// The `target_id` of a committed `plugin_package` upload of the caller.
-    #[schema(min_length = 1, max_length = 64)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub package_id: String,
     /// Lowercase hex SHA-256 of the package.
-    #[schema(pattern = "^[0-9a-f]{64}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub package_checksum: String,
 }
 

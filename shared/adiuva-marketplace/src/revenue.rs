@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 
 use adiuva_access::Caller;
 use adiuva_billing::StripeFailure;
+use adiuva_calendar::{period_of, period_range};
 use adiuva_db::{new_id, now_ms};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
@@ -320,22 +321,25 @@ impl Purchases {
 }
 
 /// `?period=YYYY-MM` (UTC); without it, every month.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct EarningsQuery {
     /// One month, `YYYY-MM` (UTC, 1970-01 to 9999-12); without it, every month.
-    #[param(value_type = String, required = false, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$")]
+    #[cfg_attr(feature = "openapi", param(value_type = String, required = false, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"))]
     pub period: Option<String>,
 }
 
 /// A developer's earnings, by month of sale (newest first).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Earnings {
     pub months: Vec<MonthEarnings>,
 }
 
 /// One month's sales. A refund counts in the month of its sale.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MonthEarnings {
     /// `YYYY-MM`, UTC.
     pub period: String,
@@ -354,7 +358,8 @@ pub struct MonthEarnings {
     pub plugins: Vec<PluginEarnings>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginEarnings {
     pub plugin_id: String,
     pub sales: i64,
@@ -372,69 +377,6 @@ struct RevenueRow {
     reversed_cents: i64,
     refunded_at: Option<i64>,
     created_at: i64,
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// `(year, month)` of a day since 1970-01-01.
-fn civil_month(days: i64) -> (i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month)
-}
-
-const DAY_MS: i64 = 24 * 60 * 60 * 1000;
-
-/// `YYYY-MM` of a time in ms (UTC).
-pub fn period_of(ms: i64) -> String {
-    let (year, month) = civil_month(ms.div_euclid(DAY_MS));
-    format!("{year:04}-{month:02}")
-}
-
-/// The `[start, end)` ms of a `YYYY-MM` period.
-pub fn period_range(period: &str) -> Option<(i64, i64)> {
-    let (year, month) = period.split_once('-')?;
-    if year.len() != 4
-        || month.len() != 2
-        || !year
-            .bytes()
-            .chain(month.bytes())
-            .all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let year: i64 = year.parse().ok()?;
-    let month: i64 = month.parse().ok()?;
-    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) {
-        return None;
-    }
-    let start = days_from_civil(year, month, 1) * DAY_MS;
-    let (next_year, next_month) = if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    };
-    Some((start, days_from_civil(next_year, next_month, 1) * DAY_MS))
 }
 
 impl Purchases {
@@ -543,24 +485,5 @@ mod tests {
             }
         }
         assert_eq!(share_to_reverse(999, 500), 699 - 349);
-    }
-
-    #[test]
-    fn months_round_trip_through_their_ranges() {
-        assert_eq!(period_of(0), "1970-01");
-        assert_eq!(period_of(1_735_689_600_000), "2025-01");
-        let (start, end) = period_range("2024-02").unwrap();
-        assert_eq!(period_of(start), "2024-02");
-        assert_eq!(period_of(end - 1), "2024-02");
-        assert_eq!(period_of(end), "2024-03");
-        assert_eq!((end - start) / DAY_MS, 29);
-        let (start, end) = period_range("2026-12").unwrap();
-        assert_eq!(period_of(start), "2026-12");
-        assert_eq!(period_of(end), "2027-01");
-        for bad in [
-            "2026-13", "2026-00", "26-01", "2026-1", "2026/01", "", "2026-+1", "+202-01",
-        ] {
-            assert!(period_range(bad).is_none(), "{bad}");
-        }
     }
 }

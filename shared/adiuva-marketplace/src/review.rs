@@ -15,7 +15,8 @@ use crate::{Marketplace, MarketplaceError, parse_permissions};
 pub(crate) const MAX_NOTES_CHARS: usize = 2000;
 
 /// A version waiting for review.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueuedVersion {
     pub version_id: String,
     pub plugin_id: String,
@@ -45,16 +46,19 @@ pub struct ReviewRequest {
     pub notes: Option<String>,
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for ReviewRequest {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         crate::openapi::review_request().into()
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::ToSchema for ReviewRequest {}
 
 /// A recorded decision.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReviewOutcome {
     pub review_id: String,
     pub plugin_id: String,
@@ -66,15 +70,17 @@ pub struct ReviewOutcome {
     pub reviewed_at: i64,
 }
 
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockRequest {
     /// Why, shown in the plugin's detail: 1 to 2000 characters once trimmed.
-    #[schema(schema_with = crate::openapi::block_reason)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::block_reason))]
     pub reason: String,
 }
 
 /// A plugin after a block.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Blocked {
     pub plugin_id: String,
     pub blocked: bool,

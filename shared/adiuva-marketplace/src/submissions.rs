@@ -24,7 +24,8 @@ use crate::checklist::{self, CheckResult, Facts, Manifest};
 use crate::{Marketplace, MarketplaceError, parse_permissions};
 
 /// What a submission that passed the checklist answers (201).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Submitted {
     pub plugin_id: String,
     pub version_id: String,
@@ -35,7 +36,8 @@ pub struct Submitted {
 }
 
 /// One of a developer's plugins with every version submitted.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeveloperPlugin {
     pub plugin_id: String,
     /// The listing's status (`pending_review`, `approved`, `rejected`); `null` when no
@@ -51,7 +53,8 @@ pub struct DeveloperPlugin {
 }
 
 /// A submitted version: its checklist results and the reviewer's decision.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VersionView {
     pub version_id: String,
     pub version: String,

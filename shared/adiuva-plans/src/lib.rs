@@ -29,7 +29,8 @@ pub const LLM_ACTION: &str = "llm_generate";
 pub const CALL_AGENT_ACTION: &str = "call_agent";
 
 /// A plan the client runs step by step (reference: `ExecutionPlan {agent, steps}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecutionPlan {
     /// The id a playbook or cached plan is stored under; absent on a plan made for one answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,7 +45,8 @@ pub struct ExecutionPlan {
 }
 
 /// One step of a plan (reference: `PlanStep`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanStep {
     /// `llm_generate` for an LLM step, `call_agent` for an LLM step run by another agent
     /// (named by `variables.agent`), else a data action the client applies (`create_tasks`,
@@ -56,7 +58,7 @@ pub struct PlanStep {
     /// Inputs of the step; for an LLM step, the template's variables (`null`: the client
     /// supplies the value when it runs the plan).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub variables: Option<Map<String, Value>>,
     /// Index of an earlier step whose output this step consumes.
     #[serde(default)]

@@ -12,7 +12,8 @@ use crate::records::{commit, forget_upload};
 use crate::{BlobRef, Storage, StorageError, backup_key};
 
 /// The reference's `BackupMetadata`, plus the `id` that delete takes and the stored size.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BackupMeta {
     pub id: String,
     /// The client's backup format version (`X-Backup-Version`).

@@ -26,7 +26,8 @@ use crate::space::{Space, space_sql};
 use crate::{Storage, StorageError};
 
 /// One change: a record as it is now, or the tombstone of a deleted one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum Change {
     Record(RecordChange),
@@ -34,7 +35,8 @@ pub enum Change {
 }
 
 /// A record created or updated after the cursor: its metadata as it is now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecordChange {
     pub id: String,
     pub table: String,
@@ -48,7 +50,8 @@ pub struct RecordChange {
 }
 
 /// A record deleted after the cursor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tombstone {
     pub id: String,
     pub table: String,
@@ -58,7 +61,8 @@ pub struct Tombstone {
 }
 
 /// A page of changes and the cursor to ask with next.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Changes {
     pub changes: Vec<Change>,
     /// The `since` of the next request: the number of the last change of this page (the same

@@ -13,7 +13,8 @@ use crate::space::{Space, Writer, space_sql};
 use crate::{BlobRef, Storage, StorageError, record_key};
 
 /// Record metadata: what list returns, never the blob.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecordMeta {
     pub id: String,
     /// The client's table name, e.g. `tasks`.
@@ -49,7 +50,8 @@ pub(crate) struct SpaceRecord {
 
 /// A team record's metadata: what a personal record has, plus the team key version its blob is
 /// encrypted with and its author.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamRecordMeta {
     pub id: String,
     /// The client's table name, e.g. `tasks`.

@@ -49,7 +49,8 @@ impl TeamMember {
 }
 
 /// One change of a team's space: a record as it is now, or the tombstone of a deleted one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum TeamChange {
     Record(TeamRecordChange),
@@ -57,7 +58,8 @@ pub enum TeamChange {
 }
 
 /// A team record created or updated after the cursor: its metadata as it is now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamRecordChange {
     pub id: String,
     pub table: String,
@@ -75,7 +77,8 @@ pub struct TeamRecordChange {
 }
 
 /// A page of a team's changes and the cursor to ask with next.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamChanges {
     pub changes: Vec<TeamChange>,
     /// The `since` of the next request, sealed for this team: another team's space, or
@@ -113,29 +116,31 @@ impl ChangeRow {
 /// A large blob about to be uploaded into a team's space: a new record (give `table`) or a new
 /// blob for an existing one (give `record_id`, and `if_match` to refuse it if the record moved
 /// on). With neither, 422.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamUploadRequest {
     /// The new record's table (read when there is no `record_id`): a lowercase letter, then
     /// lowercase letters, digits or `_`, at most 64 characters.
-    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z][a-z0-9_]{0,63}$"))]
     pub table: Option<String>,
     /// The record whose blob the upload replaces.
     pub record_id: Option<String>,
     /// The version the upload replaces (with `record_id`); another one is 412.
     pub if_match: Option<i64>,
-    #[schema(schema_with = size_bytes)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = size_bytes))]
     pub size_bytes: u64,
     /// Lowercase hex SHA-256 of the blob.
-    #[schema(pattern = "^[0-9a-f]{64}$")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub checksum: String,
     /// The version of the team key the blob is encrypted with, from 1; the record carries it
     /// once committed.
-    #[schema(minimum = 1)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub key_version: i64,
 }
 
 /// A size in bytes, bounded in its description only (past it the answer is 413, and no
 /// integer `format`: sizes up to 2^64 - 1 parse), as personal uploads document theirs.
+#[cfg(feature = "openapi")]
 fn size_bytes() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::Integer)
@@ -147,7 +152,8 @@ fn size_bytes() -> utoipa::openapi::Object {
 }
 
 /// What a team upload's commit produced.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "purpose", rename_all = "snake_case")]
 pub enum TeamCommitted {
     Record { record: TeamRecordMeta },

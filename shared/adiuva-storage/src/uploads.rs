@@ -25,7 +25,8 @@ pub const MAX_OPEN_UPLOADS: i64 = 20;
 pub const MAX_PACKAGE_BYTES: u64 = 20 * 1024 * 1024;
 
 /// What the client is about to upload.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "purpose", rename_all = "snake_case")]
 pub enum UploadRequest {
     /// A new record (give `table`) or a new blob for an existing one (give `record_id`, and
@@ -33,44 +34,50 @@ pub enum UploadRequest {
     Record {
         /// The new record's table (read when there is no `record_id`): a lowercase letter,
         /// then lowercase letters, digits or `_`, at most 64 characters.
-        #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+        #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z][a-z0-9_]{0,63}$"))]
         table: Option<String>,
         /// The record whose blob the upload replaces.
         record_id: Option<String>,
         /// The version the upload replaces (with `record_id`); another one is 412.
         if_match: Option<i64>,
-        #[schema(schema_with = size_bytes)]
+        #[cfg_attr(feature = "openapi", schema(schema_with = size_bytes))]
         size_bytes: u64,
         /// Lowercase hex SHA-256 of the blob.
-        #[schema(pattern = "^[0-9a-f]{64}$")]
+        #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
         checksum: String,
     },
     /// A backup, with the fields the `X-Backup-*` headers carry on the direct route.
     Backup {
         /// The client's backup format version.
-        #[schema(minimum = 0)]
+        #[cfg_attr(feature = "openapi", schema(minimum = 0))]
         version: i64,
         /// When the backup was made, ms since the epoch, before the year 10000.
-        #[schema(minimum = 0, maximum = 253_402_300_799_999_i64)]
+        #[cfg_attr(
+            feature = "openapi",
+            schema(minimum = 0, maximum = 253_402_300_799_999_i64)
+        )]
         timestamp: i64,
         /// Chunks in the backup.
         #[serde(default = "one")]
-        #[schema(minimum = 1, maximum = 100_000, default = 1)]
+        #[cfg_attr(
+            feature = "openapi",
+            schema(minimum = 1, maximum = 100_000, default = 1)
+        )]
         chunk_count: i64,
-        #[schema(schema_with = size_bytes)]
+        #[cfg_attr(feature = "openapi", schema(schema_with = size_bytes))]
         size_bytes: u64,
         /// Lowercase hex SHA-256 of the blob.
-        #[schema(pattern = "^[0-9a-f]{64}$")]
+        #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
         checksum: String,
     },
     /// A plugin package (an opaque archive, at most 20 MiB) for a marketplace submission: a
     /// tier with the marketplace (Power, Team; else 403), and its bytes count against the
     /// cloud storage quota until the janitor collects it (unused, or of a rejected version).
     PluginPackage {
-        #[schema(schema_with = size_bytes)]
+        #[cfg_attr(feature = "openapi", schema(schema_with = size_bytes))]
         size_bytes: u64,
         /// Lowercase hex SHA-256 of the package.
-        #[schema(pattern = "^[0-9a-f]{64}$")]
+        #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
         checksum: String,
     },
 }
@@ -79,6 +86,7 @@ pub enum UploadRequest {
 /// answer is 413, which schema validators do not expect of a schema violation. No integer
 /// `format` either: `int64` would bound it at 2^63 - 1, while sizes up to 2^64 - 1 parse (and
 /// are 413).
+#[cfg(feature = "openapi")]
 fn size_bytes() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::Integer)
@@ -95,7 +103,8 @@ fn one() -> i64 {
 }
 
 /// Where and how to upload, and the id to commit afterwards.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadTicket {
     pub upload_id: String,
     /// PUT the exact bytes here, with `headers`.
@@ -109,7 +118,8 @@ pub struct UploadTicket {
 }
 
 /// What a commit produced.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "purpose", rename_all = "snake_case")]
 pub enum Committed {
     Record { record: RecordMeta },
@@ -118,7 +128,8 @@ pub enum Committed {
 }
 
 /// A committed plugin package: name `package_id` in a submission.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PackageMeta {
     pub package_id: String,
     pub size_bytes: i64,

@@ -9,7 +9,8 @@ use sqlx::AnyConnection;
 
 use crate::{TeamError, Teams, find_team, require_admin};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TeamEventType {
     MemberInvited,
@@ -65,7 +66,8 @@ impl TeamEventType {
 }
 
 /// One entry of `GET /teams/{id}/events`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamEvent {
     #[serde(rename = "type")]
     pub event_type: TeamEventType,

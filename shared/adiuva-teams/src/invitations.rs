@@ -14,17 +14,19 @@ use crate::{Team, TeamError, Teams, find_team, lock_team, require_admin, role_of
 pub const INVITATION_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// `POST /teams/{id}/invitations`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewInvitation {
     /// The invitee's email; only the account with this email (case-insensitive) can accept.
-    #[schema(max_length = 254)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 254))]
     pub email: String,
     /// `admin` or `member`.
     pub role: TeamRole,
 }
 
 /// A new invitation with its token: the only time the token is shown.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvitationCreated {
     pub id: String,
     pub email: String,
@@ -36,7 +38,8 @@ pub struct InvitationCreated {
 }
 
 /// Where an invitation stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum InvitationState {
     Pending,
@@ -46,7 +49,8 @@ pub enum InvitationState {
 }
 
 /// An invitation as the team's admins see it (never its token).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvitationView {
     pub id: String,
     pub email: String,

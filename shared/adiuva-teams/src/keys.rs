@@ -12,18 +12,20 @@ use crate::{TeamError, Teams, find_team, lock_team, require_admin, require_membe
 pub const MAX_WRAPPED_KEY_CHARS: usize = 4096;
 
 /// `PUT /teams/{id}/keys/{user_id}`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewTeamKey {
     /// The team key wrapped with the member's public key: standard base64, at most 4 KiB.
-    #[schema(min_length = 1, max_length = 4096)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 4096))]
     pub wrapped_key: String,
     /// Which team key this is (members' clients rotate it); at least 1.
-    #[schema(minimum = 1)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub key_version: i64,
 }
 
 /// The team key as wrapped for one member.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamKey {
     pub wrapped_key: String,
     pub key_version: i64,

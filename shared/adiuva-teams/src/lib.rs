@@ -55,7 +55,8 @@ pub const MAX_OWNED_TEAMS: u64 = 5;
 pub const MAX_NAME_CHARS: usize = 100;
 
 /// The state of a team's subscription, kept in step by billing's webhooks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TeamStatus {
     /// No subscription yet (or never paid).
@@ -77,7 +78,8 @@ impl TeamStatus {
 }
 
 /// A team as one of its members sees it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Team {
     pub id: String,
     pub name: String,

@@ -11,7 +11,8 @@ use crate::{
 };
 
 /// A member of a team, with the public key admins wrap the team key with.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     pub user_id: String,
     pub email: String,

@@ -32,21 +32,22 @@ pub const MAX_CLIENT_ID_BYTES: usize = 256;
 pub const MAX_CLIENT_SECRET_BYTES: usize = 1024;
 
 /// `PUT /teams/{id}/sso`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SsoUpdate {
     /// The provider's issuer: `https://` (`http://` only on a loopback address), without query
     /// or fragment; its discovery document is `{issuer}/.well-known/openid-configuration`.
-    #[schema(max_length = 512)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub issuer: String,
     /// This service's client id at the provider.
-    #[schema(min_length = 1, max_length = 256)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub client_id: String,
     /// The client's secret: stored encrypted, never answered.
-    #[schema(min_length = 1, max_length = 1024, format = Password)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1024, format = Password))]
     pub client_secret: String,
     /// The email domains the provider vouches for (`example.com`): a new identity with an
     /// email of one of them creates its account and joins the team. 1 to 20, lower-cased.
-    #[schema(min_items = 1, max_items = 20)]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 20))]
     pub domains: Vec<String>,
     /// Members whose email domain is listed (the owner excepted) cannot sign in with a
     /// password (`sso_required`).
@@ -55,7 +56,8 @@ pub struct SsoUpdate {
 }
 
 /// A team's SSO settings as its owner and admins see them: never the client secret.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamSso {
     pub team_id: String,
     pub issuer: String,
