@@ -331,6 +331,23 @@ async fn route_policies_are_declared_where_the_routes_are() {
     let idempotent = policies.values().filter(|policy| policy.idempotent).count();
     let admin = policies.values().filter(|policy| policy.admin).count();
     assert!(idempotent >= 14 && admin >= 5, "{idempotent} {admin}");
+    // Browsing and installing plugins need the marketplace's tier (Power or Team), declared
+    // with the routes; uninstalling and the developer's side need none.
+    let gated: Vec<(&str, &str, &str)> = policies
+        .iter()
+        .filter_map(|((method, path), policy)| {
+            Some((method.as_str(), path.as_str(), policy.feature?))
+        })
+        .collect();
+    let marketplace = adiuva_access::tiers::Feature::PluginMarketplace.name();
+    assert_eq!(
+        gated,
+        [
+            ("GET", "/api/v1/plugins", marketplace),
+            ("GET", "/api/v1/plugins/{id}", marketplace),
+            ("POST", "/api/v1/plugins/{id}/install", marketplace),
+        ]
+    );
 }
 
 /// Every function's declared routes and their policies, by (METHOD, path).

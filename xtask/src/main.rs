@@ -31,6 +31,8 @@ struct Route {
     public: bool,
     idempotent: bool,
     admin: bool,
+    /// The tier feature the route needs, if any (its name in the tier matrix).
+    feature: Option<String>,
 }
 
 impl Route {
@@ -38,13 +40,17 @@ impl Route {
         format!("{} {}", self.method, self.path)
     }
 
-    fn policy(&self) -> &'static str {
-        match (self.public, self.admin, self.idempotent) {
+    fn policy(&self) -> String {
+        let who = match (self.public, self.admin, self.idempotent) {
             (true, _, _) => "public",
             (false, true, true) => "admin, idempotent",
             (false, true, false) => "admin",
             (false, false, true) => "idempotent",
             (false, false, false) => "authenticated",
+        };
+        match &self.feature {
+            Some(feature) => format!("{who}, tier feature `{feature}`"),
+            None => who.to_owned(),
         }
     }
 }
@@ -229,6 +235,7 @@ fn declared_routes(root: &Path) -> Result<Vec<Route>, Error> {
                 public: flag("public"),
                 idempotent: flag("idempotent"),
                 admin: flag("admin"),
+                feature: item["feature"].as_str().map(str::to_owned),
             }
         })
         .collect();
@@ -715,6 +722,7 @@ mod tests {
             public: false,
             idempotent: false,
             admin: false,
+            feature: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! and the developer's routes under `/api/v1/developer/`; the admin's review queue under
 //! `/api/v1/admin/plugins/` behind the admin guard.
 
+use adiuva_access::tiers::Feature;
 use adiuva_config::{ConfigError, Context};
 #[cfg(feature = "openapi")]
 use adiuva_http::ErrorBody;
@@ -35,11 +36,15 @@ pub static X_TOTAL_COUNT: HeaderName = HeaderName::from_static("x-total-count");
 pub fn function(context: &Context) -> Result<Function, ConfigError> {
     let marketplace: Marketplace = context.get()?;
     let routes = Routes::new()
-        .routes(routes!(list))
+        .routes(routes!(list).feature(Feature::PluginMarketplace.name()))
         .routes(routes!(submit).idempotent())
-        .routes(routes!(detail))
+        .routes(routes!(detail).feature(Feature::PluginMarketplace.name()))
         .routes(routes!(rate))
-        .routes(routes!(install).idempotent())
+        .routes(
+            routes!(install)
+                .idempotent()
+                .feature(Feature::PluginMarketplace.name()),
+        )
         .routes(routes!(uninstall))
         .routes(routes!(developer_plugins))
         .routes(routes!(connect).idempotent())
@@ -64,10 +69,10 @@ pub fn function(context: &Context) -> Result<Function, ConfigError> {
     ))]
 async fn list(
     State(marketplace): State<Marketplace>,
-    CurrentUser(caller): CurrentUser,
+    CurrentUser(_): CurrentUser,
     Query(query): Query<CatalogQuery>,
 ) -> Result<Response> {
-    let list = marketplace.list(&caller, &query).await?;
+    let list = marketplace.list(&query).await?;
     let total = HeaderValue::from(list.total);
     Ok(([(X_TOTAL_COUNT.clone(), total)], Json(list)).into_response())
 }

@@ -158,6 +158,22 @@ pub enum Feature {
 }
 
 impl Feature {
+    pub const ALL: [Feature; 8] = [
+        Feature::Agents,
+        Feature::BatchActive,
+        Feature::CloudStorage,
+        Feature::Backup,
+        Feature::Providers,
+        Feature::BatchBuilder,
+        Feature::PluginMarketplace,
+        Feature::Sso,
+    ];
+
+    /// The feature named `name` in the matrix.
+    pub fn from_name(name: &str) -> Option<Feature> {
+        Self::ALL.into_iter().find(|feature| feature.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Feature::Agents => "agents",

@@ -27,8 +27,9 @@ use crate::routes::{DeclaredRoute, Policies, Policy};
 
 /// The handlers of one path, each routed for the methods its `#[route]` names, with
 /// their policy and, when the document is built, their operations. Made by
-/// [`routes!`](crate::routes!); [`public`](Self::public), [`idempotent`](Self::idempotent) and
-/// [`admin`](Self::admin) declare the policy of every handler of the call.
+/// [`routes!`](crate::routes!); [`public`](Self::public), [`idempotent`](Self::idempotent),
+/// [`admin`](Self::admin) and [`feature`](Self::feature) declare the policy of every handler
+/// of the call.
 pub struct MethodRoutes<S = ()> {
     path: Option<String>,
     router: MethodRouter<S>,
@@ -77,6 +78,14 @@ impl<S: Clone + Send + Sync + 'static> MethodRoutes<S> {
     /// Only for callers with the admin role (see [`Policy::admin`]).
     pub fn admin(mut self) -> Self {
         self.policy.admin = true;
+        self
+    }
+
+    /// Only callers whose tier includes `feature`, named as in the tier matrix
+    /// (`Feature::PluginMarketplace.name()`; see [`Policy::feature`]). The pipeline refuses a
+    /// name the matrix does not have when the function is built.
+    pub fn feature(mut self, feature: &'static str) -> Self {
+        self.policy.feature = Some(feature);
         self
     }
 

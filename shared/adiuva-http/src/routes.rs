@@ -1,8 +1,9 @@
 //! The policy of each route, declared where its function registers it (see
 //! [`routes!`](crate::routes!) and [`MethodRoutes`](crate::MethodRoutes)): whether it is public
 //! (served without a caller, never rate limited by tier), whether it honours an
-//! `Idempotency-Key` (a POST that creates something), and whether only admins may call it.
-//! Every other route needs a bearer token.
+//! `Idempotency-Key` (a POST that creates something), whether only admins may call it, and
+//! which feature of the tier matrix the caller's tier must include. Every other route needs a
+//! bearer token.
 //!
 //! ```text
 //! Routes::new()
@@ -10,6 +11,7 @@
 //!     .routes(routes!(list_records))
 //!     .routes(routes!(login).public())
 //!     .routes(routes!(review).admin())
+//!     .routes(routes!(browse).feature(Feature::PluginMarketplace.name()))
 //! ```
 //!
 //! The pipeline (adiuva-pipeline) and the OpenAPI contract ([`crate::contract`]) read the
@@ -33,6 +35,9 @@ pub struct Policy {
     pub idempotent: bool,
     /// Only callers with the admin role (403 `admin_required` for everyone else).
     pub admin: bool,
+    /// A feature the caller's tier must include, by its name in the tier matrix
+    /// (`plugin_marketplace`): 403 `tier_required` otherwise, before the handler runs.
+    pub feature: Option<&'static str>,
 }
 
 /// One declared route: the handler's `#[route]` method and path, the handler's name and
@@ -69,8 +74,11 @@ impl Policies {
             route.path
         );
         assert!(
-            !(route.policy.public && (route.policy.admin || route.policy.idempotent)),
-            "{} {}: a public route has no caller to be an admin or to key idempotency on",
+            !(route.policy.public
+                && (route.policy.admin
+                    || route.policy.idempotent
+                    || route.policy.feature.is_some())),
+            "{} {}: a public route has no caller to be an admin, to have a tier or to key idempotency on",
             route.method,
             route.path
         );
@@ -149,6 +157,11 @@ impl Policies {
         self.get(method, path).is_some_and(|policy| policy.admin)
     }
 
+    /// The tier feature a declared route needs (see [`Policy::feature`]).
+    pub fn feature(&self, method: &Method, path: &str) -> Option<&'static str> {
+        self.get(method, path).and_then(|policy| policy.feature)
+    }
+
     /// Every declared route, by path then method.
     pub fn routes(&self) -> impl Iterator<Item = &DeclaredRoute> {
         self.routes.values()
@@ -177,6 +190,7 @@ mod tests {
         public: true,
         idempotent: false,
         admin: false,
+        feature: None,
     };
 
     #[test]
@@ -234,5 +248,16 @@ mod tests {
         assert!(left.is_admin(&Method::POST, "/admin/block"));
         assert!(left.is_public(&Method::GET, "/docs"));
         assert_eq!(left.routes().count(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "a public route has no caller")]
+    fn a_public_route_cannot_need_a_tier_feature() {
+        let mut policies = Policies::default();
+        let policy = Policy {
+            feature: Some("plugin_marketplace"),
+            ..PUBLIC
+        };
+        policies.declare(route("GET", "/catalog", policy));
     }
 }

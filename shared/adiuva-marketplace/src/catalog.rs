@@ -6,7 +6,7 @@ use adiuva_db::now_ms;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
-use crate::{Marketplace, MarketplaceError, parse_permissions, require_marketplace};
+use crate::{Marketplace, MarketplaceError, parse_permissions};
 
 /// Plugins per page (the reference's).
 pub const PAGE_SIZE: i64 = 20;
@@ -219,13 +219,9 @@ fn page_of(page: Option<&str>) -> Result<i64, MarketplaceError> {
 }
 
 impl Marketplace {
-    /// One page of the catalog and the number of plugins that match.
-    pub async fn list(
-        &self,
-        caller: &Caller,
-        query: &CatalogQuery,
-    ) -> Result<PluginList, MarketplaceError> {
-        require_marketplace(caller)?;
+    /// One page of the catalog and the number of plugins that match (the route needs the
+    /// `plugin_marketplace` tier feature).
+    pub async fn list(&self, query: &CatalogQuery) -> Result<PluginList, MarketplaceError> {
         let order = order_by(query.sort.as_deref())?;
         let page = page_of(query.page.as_deref())?;
         let category = query
@@ -288,7 +284,6 @@ impl Marketplace {
         caller: &Caller,
         id: &str,
     ) -> Result<PluginDetail, MarketplaceError> {
-        require_marketplace(caller)?;
         let mut conn = self.db().pool().acquire().await?;
         let row = plugin(&mut conn, id)
             .await?

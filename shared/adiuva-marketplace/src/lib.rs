@@ -33,8 +33,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adiuva_access::Caller;
-use adiuva_access::tiers::{AccessError, Feature, require_feature};
+use adiuva_access::tiers::AccessError;
 use adiuva_billing::{Billing, BillingError, StripeApi, StripeFailure};
 use adiuva_blob::BlobError;
 use adiuva_config::{Component, ConfigError, Context, Source};
@@ -281,11 +280,6 @@ impl Marketplace {
     pub fn purchases(&self) -> &Purchases {
         &self.inner.purchases
     }
-}
-
-/// Browsing and installing need the Power or Team tier (the reference's gate).
-fn require_marketplace(caller: &Caller) -> Result<(), MarketplaceError> {
-    Ok(require_feature(caller.tier, Feature::PluginMarketplace)?)
 }
 
 /// A JSON array of strings as stored in `permissions` columns.

@@ -8,7 +8,8 @@
 //! 2. **rate limiting**: the tier's requests per minute, shared by every instance; the IETF
 //!    `RateLimit` and `RateLimit-Policy` headers on every answer, 429 with `Retry-After` past
 //!    the limit.
-//! 3. **admin routes**: 403 `admin_required` unless the caller is an admin;
+//! 3. **admin routes**: 403 `admin_required` unless the caller is an admin; **tier
+//!    features**: 403 `tier_required` unless the caller's live tier includes the route's;
 //! 4. **idempotency**: a creating POST with `Idempotency-Key` is processed once and its
 //!    answer replayed.
 //!
@@ -18,6 +19,7 @@
 
 mod idempotency;
 
+use adiuva_access::tiers::{Feature, require_feature};
 use adiuva_access::{Caller, Role};
 use adiuva_auth::{Accounts, Admitted, AuthError, Credential, Refusal};
 use adiuva_config::{ConfigError, Context};
@@ -56,6 +58,16 @@ pub fn authenticated(
     let accounts: Accounts = context.get()?;
     let limits: Limits = context.get()?;
     let max_body_bytes = context.get::<HttpSettings>()?.max_body_bytes;
+    for route in routes.policies().routes() {
+        if let Some(name) = route.policy.feature {
+            assert!(
+                Feature::from_name(name).is_some(),
+                "{} {} needs the tier feature {name}, which the tier matrix does not have",
+                route.method,
+                route.path
+            );
+        }
+    }
     let layer = Arc::new(move |router: axum::Router, policies: Arc<Policies>| {
         let stages = Stages {
             accounts: accounts.clone(),
@@ -107,18 +119,23 @@ async fn caller_stages(State(stages): State<Stages>, mut request: Request, next:
 }
 
 /// A caller within the rate limit: admin routes refuse everyone but admins (403
-/// `admin_required`), then the idempotency stage and the route.
+/// `admin_required`), a route with a tier feature every tier without it (403 `tier_required`),
+/// then the idempotency stage and the route.
 async fn admitted_route(stages: &Stages, request: Request, next: Next) -> Response {
-    let admin_route =
-        route_of(&request).is_some_and(|route| stages.policies.is_admin(request.method(), route));
-    if admin_route {
-        let role = request
-            .extensions()
-            .get::<Caller>()
-            .map(|caller| caller.role);
-        if role != Some(Role::Admin) {
-            return ApiError::from(adiuva_access::AccessError::AdminRequired).into_response();
-        }
+    let policy = route_of(&request)
+        .and_then(|route| stages.policies.get(request.method(), route))
+        .copied()
+        .unwrap_or_default();
+    let Some(caller) = request.extensions().get::<Caller>() else {
+        return ApiError::internal("an admitted request has no caller").into_response();
+    };
+    if policy.admin && caller.role != Role::Admin {
+        return ApiError::from(adiuva_access::AccessError::AdminRequired).into_response();
+    }
+    if let Some(feature) = policy.feature.and_then(Feature::from_name)
+        && let Err(refused) = require_feature(caller.tier, feature)
+    {
+        return ApiError::from(refused).into_response();
     }
     idempotency::stage(
         &stages.limits,
