@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Canonical standard base64 with padding, as [`Base64`] and [`Blob`] decode it: whole groups
 /// of four, and the unused bits of a padded group zero.
 #[cfg(feature = "openapi")]
-pub const BASE64_PATTERN: &str =
+const BASE64_PATTERN: &str =
     "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$";
 
 /// The schema of a base64 field that states [`BASE64_PATTERN`], with its description.

@@ -32,7 +32,7 @@ pub mod routes;
 pub use adiuva_http_macros::route;
 pub use axum::http::StatusCode;
 #[cfg(feature = "openapi")]
-pub use base64::{BASE64_PATTERN, base64_schema};
+pub use base64::base64_schema;
 pub use base64::{Base64, Blob};
 pub use error::{ApiError, ErrorBody, Result};
 pub use extract::{Json, Octets, Path, Query, RawBody};

@@ -98,11 +98,7 @@ impl<S: Clone + Send + Sync + 'static> MethodRoutes<S> {
         H: Handler<T, S>,
         T: 'static,
     {
-        let path = if P::PATH.is_empty() {
-            "/".to_owned()
-        } else {
-            P::PATH.to_owned()
-        };
+        let path = route_path(P::PATH);
         if let Some(previous) = &self.path {
             assert_eq!(
                 previous, &path,
@@ -149,6 +145,15 @@ pub trait Declaration {
 
 #[cfg(feature = "openapi")]
 pub use document::Operations;
+
+/// A declared path as the router and the document key it: the empty path is `/`.
+fn route_path(path: &str) -> String {
+    if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path.to_owned()
+    }
+}
 
 /// The methods axum routes.
 fn method_filter(method: &str) -> MethodFilter {
@@ -349,12 +354,7 @@ mod document {
         where
             P: utoipa::Path + utoipa::__dev::SchemaReferences + utoipa::__dev::Tags<'static>,
         {
-            let path = P::path();
-            let path = if path.is_empty() {
-                "/".to_owned()
-            } else {
-                path
-            };
+            let path = super::route_path(&P::path());
             let methods = P::methods();
             let mut operation = P::operation();
             let tags = <P as utoipa::__dev::Tags<'static>>::tags();

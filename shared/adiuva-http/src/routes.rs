@@ -152,16 +152,6 @@ impl Policies {
             .is_some_and(|policy| policy.idempotent)
     }
 
-    /// Whether only admins may call `method` on `path`.
-    pub fn is_admin(&self, method: &Method, path: &str) -> bool {
-        self.get(method, path).is_some_and(|policy| policy.admin)
-    }
-
-    /// The tier feature a declared route needs (see [`Policy::feature`]).
-    pub fn feature(&self, method: &Method, path: &str) -> Option<&'static str> {
-        self.get(method, path).and_then(|policy| policy.feature)
-    }
-
     /// Every declared route, by path then method.
     pub fn routes(&self) -> impl Iterator<Item = &DeclaredRoute> {
         self.routes.values()
@@ -245,7 +235,10 @@ mod tests {
         right.public_path("/docs");
         left.merge(right);
         assert!(left.is_public(&Method::POST, "/login"));
-        assert!(left.is_admin(&Method::POST, "/admin/block"));
+        assert!(
+            left.get(&Method::POST, "/admin/block")
+                .is_some_and(|policy| policy.admin)
+        );
         assert!(left.is_public(&Method::GET, "/docs"));
         assert_eq!(left.routes().count(), 2);
     }
